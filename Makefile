@@ -1,0 +1,47 @@
+# aion — the two commands: `make dev` (the embedded default) and `make test` (everything CI runs).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DISTS := -e libs/aion_common -e services/engine -e services/watcher -e services/projector
+STAMP := $(VENV)/.installed
+
+.PHONY: install dev test lint types imports pytest bench kafka-jars postgres clean
+
+install: $(STAMP)
+
+$(STAMP): requirements-dev.txt libs/aion_common/pyproject.toml services/*/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt $(DISTS)
+	touch $(STAMP)
+
+kafka-jars: install
+	$(PY) -m aion_common.testing.broker fetch
+
+postgres: install
+	$(PY) -m aion_common.testing.postgres provision
+
+dev: install kafka-jars
+	$(PY) -m aion_common.testing.broker run --data-dir .aion/kafka
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+types: install
+	$(VENV)/bin/mypy libs/aion_common/src services/engine/src services/watcher/src services/projector/src
+
+imports: install
+	$(VENV)/bin/lint-imports
+
+pytest: install kafka-jars postgres
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint types imports pytest
+
+bench: install kafka-jars
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .aion .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,112 @@
+"""One settings object for every aion service, read from ``AION_*`` environment variables.
+
+Every variable is documented in the README's configuration table; this module is the
+source of truth for names and defaults. Invalid values raise :class:`SettingsError` naming
+the variable, so a misconfigured service refuses to start with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["DEFAULT_PAYLOAD_LIMIT", "Settings", "SettingsError", "TransactionMode"]
+
+DEFAULT_PAYLOAD_LIMIT = 2 * 1024 * 1024
+TransactionMode = Literal["auto", "on", "off"]
+_TRANSACTION_MODES: tuple[TransactionMode, ...] = ("auto", "on", "off")
+
+# Client security options passed straight through to aiokafka, by environment variable.
+_SECURITY_VARS: Mapping[str, str] = {
+    "AION_KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    "AION_KAFKA_SASL_MECHANISM": "sasl_mechanism",
+    "AION_KAFKA_SASL_USERNAME": "sasl_plain_username",
+    "AION_KAFKA_SASL_PASSWORD": "sasl_plain_password",
+    "AION_KAFKA_SSL_CAFILE": "ssl_cafile",
+    "AION_KAFKA_SSL_CERTFILE": "ssl_certfile",
+    "AION_KAFKA_SSL_KEYFILE": "ssl_keyfile",
+}
+
+
+class SettingsError(ValueError):
+    """An ``AION_*`` variable holds a value aion cannot use."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Configuration shared by the engine, watcher, projector and tools."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "aion"
+    partitions: int = 6
+    replication_factor: int = 1
+    database_url: str = "sqlite+aiosqlite:///.aion/aion.db"
+    payload_limit_bytes: int = DEFAULT_PAYLOAD_LIMIT
+    transactions: TransactionMode = "auto"
+    instance_id: str = "aion-1"
+    kafka_security: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise SettingsError("AION_KAFKA_BOOTSTRAP must name at least one broker")
+        if not self.topic_prefix or any(c not in _TOPIC_CHARS for c in self.topic_prefix):
+            raise SettingsError(
+                f"AION_TOPIC_PREFIX={self.topic_prefix!r}: use letters, digits, '.', '_' or '-'"
+            )
+        if self.partitions < 1:
+            raise SettingsError(f"AION_PARTITIONS={self.partitions}: must be at least 1")
+        if self.replication_factor < 1:
+            raise SettingsError(
+                f"AION_REPLICATION_FACTOR={self.replication_factor}: must be at least 1"
+            )
+        if self.payload_limit_bytes < 1:
+            raise SettingsError(
+                f"AION_PAYLOAD_LIMIT_BYTES={self.payload_limit_bytes}: must be positive"
+            )
+        if self.transactions not in _TRANSACTION_MODES:
+            raise SettingsError(
+                f"AION_TRANSACTIONS={self.transactions!r}: expected one of {_TRANSACTION_MODES}"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: the process environment)."""
+        source = os.environ if env is None else env
+        defaults = cls()
+        mode = source.get("AION_TRANSACTIONS", defaults.transactions)
+        if mode not in _TRANSACTION_MODES:
+            raise SettingsError(f"AION_TRANSACTIONS={mode!r}: expected one of {_TRANSACTION_MODES}")
+        return cls(
+            bootstrap_servers=source.get("AION_KAFKA_BOOTSTRAP", defaults.bootstrap_servers),
+            topic_prefix=source.get("AION_TOPIC_PREFIX", defaults.topic_prefix),
+            partitions=_int(source, "AION_PARTITIONS", defaults.partitions),
+            replication_factor=_int(source, "AION_REPLICATION_FACTOR", defaults.replication_factor),
+            database_url=source.get("AION_DATABASE_URL", defaults.database_url),
+            payload_limit_bytes=_int(
+                source, "AION_PAYLOAD_LIMIT_BYTES", defaults.payload_limit_bytes
+            ),
+            transactions=mode,
+            instance_id=source.get("AION_INSTANCE_ID", defaults.instance_id),
+            kafka_security={
+                option: source[var] for var, option in _SECURITY_VARS.items() if var in source
+            },
+        )
+
+    def kafka_client_options(self) -> dict[str, str]:
+        """Options every aiokafka client gets: bootstrap servers plus security pass-through."""
+        return {"bootstrap_servers": self.bootstrap_servers, **self.kafka_security}
+
+
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _int(source: Mapping[str, str], name: str, default: int) -> int:
+    raw = source.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise SettingsError(f"{name}={raw!r}: expected an integer") from err

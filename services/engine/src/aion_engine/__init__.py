@@ -1,0 +1,1 @@
+"""aion engine service."""

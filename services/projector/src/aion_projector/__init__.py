@@ -1,0 +1,1 @@
+"""aion projector service."""

@@ -1,0 +1,1 @@
+"""aion watcher service."""
