@@ -1,0 +1,1 @@
+"""aion_common: contracts and helpers shared by every aion service."""

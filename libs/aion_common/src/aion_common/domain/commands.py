@@ -1,0 +1,131 @@
+"""Commands: requests to change a workflow. Frozen, slotted, keyword-only; named imperatively.
+
+Every command carries ``command_id`` (the idempotency key: an id the engine already applied to
+a workflow is a no-op), ``issued_at`` and the target ``workflow_id`` (the Kafka key).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from aion_common.domain.outcomes import IdReusePolicy, ParentLink, TerminalOutcome
+from aion_common.domain.payload import Payload
+
+__all__ = [
+    "COMMAND_TYPES",
+    "CancelWorkflow",
+    "Command",
+    "CommandBase",
+    "CommandRefused",
+    "FireTimer",
+    "RecordChildTerminal",
+    "RefusalCode",
+    "SignalWorkflow",
+    "StartWorkflow",
+    "TerminateWorkflow",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandBase:
+    """The envelope every command carries."""
+
+    command_id: str
+    issued_at: datetime
+    workflow_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartWorkflow(CommandBase):
+    """Start a run of ``workflow_type``; a child start names its ``parent``."""
+
+    workflow_type: str
+    input: Payload
+    parent: ParentLink | None = None
+    execution_timeout_ms: int | None = None
+    id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalWorkflow(CommandBase):
+    """Deliver signal ``name`` with ``payload`` to the workflow's current run."""
+
+    name: str
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelWorkflow(CommandBase):
+    """Ask the current run to cancel; its code decides the outcome."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminateWorkflow(CommandBase):
+    """End the current run at once, as failed with ``terminated:<reason>``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordChildTerminal(CommandBase):
+    """Record a child's final terminal in the parent run ``parent_run_id`` (``workflow_id``)."""
+
+    parent_run_id: str
+    child_workflow_id: str
+    child_run_id: str
+    outcome: TerminalOutcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FireTimer(CommandBase):
+    """A durable timer of run ``run_id`` is due (the engine sends this to itself)."""
+
+    run_id: str
+    timer_id: str
+
+
+Command = (
+    StartWorkflow
+    | SignalWorkflow
+    | CancelWorkflow
+    | TerminateWorkflow
+    | RecordChildTerminal
+    | FireTimer
+)
+
+COMMAND_TYPES: tuple[type[CommandBase], ...] = (
+    StartWorkflow,
+    SignalWorkflow,
+    CancelWorkflow,
+    TerminateWorkflow,
+    RecordChildTerminal,
+    FireTimer,
+)
+
+
+class RefusalCode(enum.Enum):
+    """Stable machine-readable reasons a command was refused."""
+
+    ALREADY_RUNNING = "ALREADY_RUNNING"
+    ID_REUSE_REJECTED = "ID_REUSE_REJECTED"
+    UNKNOWN_WORKFLOW = "UNKNOWN_WORKFLOW"
+    WORKFLOW_CLOSED = "WORKFLOW_CLOSED"
+    UNKNOWN_WORKFLOW_TYPE = "UNKNOWN_WORKFLOW_TYPE"
+    INVALID_COMMAND = "INVALID_COMMAND"
+    INVARIANT_VIOLATION = "INVARIANT_VIOLATION"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRefused:
+    """The engine's answer to a command it did not apply, published on the replies topic."""
+
+    command_id: str
+    workflow_id: str
+    command_type: str
+    code: RefusalCode
+    reason: str
+    refused_at: datetime

@@ -1,0 +1,229 @@
+"""Events: a workflow's history. Frozen, slotted, keyword-only; named in the past tense.
+
+Every event carries the envelope ``workflow_id``, ``run_id``, ``seq`` (1, 2, 3 … per workflow,
+across all its runs), ``recorded_at`` and the ``command_id`` of the command that caused it.
+All events one command produced travel together as one :class:`EventBatch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from aion_common.domain.errors import InvalidInput
+from aion_common.domain.outcomes import ParentClosePolicy, ParentLink
+from aion_common.domain.payload import Payload, WorkflowError
+
+__all__ = [
+    "EVENT_TYPES",
+    "TERMINAL_EVENT_TYPES",
+    "CancelRequested",
+    "ChildWorkflowCompleted",
+    "ChildWorkflowFailed",
+    "ChildWorkflowScheduled",
+    "Event",
+    "EventBase",
+    "EventBatch",
+    "SignalReceived",
+    "TimerFired",
+    "TimerScheduled",
+    "WorkflowCancelled",
+    "WorkflowCompleted",
+    "WorkflowContinuedAsNew",
+    "WorkflowFailed",
+    "WorkflowStarted",
+    "WorkflowTimedOut",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventBase:
+    """The envelope every event carries."""
+
+    workflow_id: str
+    run_id: str
+    seq: int
+    recorded_at: datetime
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowStarted(EventBase):
+    """A run began. ``first_run_id`` anchors the continue-as-new chain (temporal#364)."""
+
+    workflow_type: str
+    input: Payload
+    first_run_id: str
+    previous_run_id: str | None = None
+    parent: ParentLink | None = None
+    package_version: str = ""
+    execution_timeout_ms: int | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowCompleted(EventBase):
+    """The run returned a result."""
+
+    result: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowFailed(EventBase):
+    """The run raised, hit non-determinism, or was terminated (message ``terminated:<reason>``)."""
+
+    error: WorkflowError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowCancelled(EventBase):
+    """The run ended by accepting a cancellation."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowTimedOut(EventBase):
+    """The run exceeded its execution timeout."""
+
+    timeout: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowContinuedAsNew(EventBase):
+    """The run closed; the next run (``next_run_id``) starts with ``input``."""
+
+    input: Payload
+    workflow_type: str | None
+    next_run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildWorkflowScheduled(EventBase):
+    """The run started a child; its ``StartWorkflow`` went out with ``start_command_id``."""
+
+    child_workflow_id: str
+    child_workflow_type: str
+    input: Payload
+    parent_close_policy: ParentClosePolicy
+    start_command_id: str
+    execution_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildWorkflowCompleted(EventBase):
+    """A child's final run completed; recorded once per child per parent run."""
+
+    child_workflow_id: str
+    result: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildWorkflowFailed(EventBase):
+    """A child failed, was cancelled (``cancelled:…``) or timed out (``timed_out:…``)."""
+
+    child_workflow_id: str
+    error: WorkflowError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalReceived(EventBase):
+    """A signal was delivered to the run."""
+
+    name: str
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerScheduled(EventBase):
+    """A durable timer was set (a sleep, a signal wait's timeout, or the execution timeout)."""
+
+    timer_id: str
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(EventBase):
+    """A durable timer fired."""
+
+    timer_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequested(EventBase):
+    """Someone asked the run to cancel; the workflow's own code decides the outcome."""
+
+    reason: str
+
+
+Event = (
+    WorkflowStarted
+    | WorkflowCompleted
+    | WorkflowFailed
+    | WorkflowCancelled
+    | WorkflowTimedOut
+    | WorkflowContinuedAsNew
+    | ChildWorkflowScheduled
+    | ChildWorkflowCompleted
+    | ChildWorkflowFailed
+    | SignalReceived
+    | TimerScheduled
+    | TimerFired
+    | CancelRequested
+)
+
+EVENT_TYPES: tuple[type[EventBase], ...] = (
+    WorkflowStarted,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowCancelled,
+    WorkflowTimedOut,
+    WorkflowContinuedAsNew,
+    ChildWorkflowScheduled,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    SignalReceived,
+    TimerScheduled,
+    TimerFired,
+    CancelRequested,
+)
+
+TERMINAL_EVENT_TYPES: tuple[type[EventBase], ...] = (
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowCancelled,
+    WorkflowTimedOut,
+    WorkflowContinuedAsNew,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventBatch:
+    """Every event one command produced for one workflow, in seq order: one Kafka record.
+
+    ``writer`` names the engine instance that appended it (the registry's owner column).
+    """
+
+    workflow_id: str
+    command_id: str
+    writer: str
+    events: tuple[Event, ...]
+
+    def __post_init__(self) -> None:
+        if not self.events:
+            raise InvalidInput("an event batch holds at least one event")
+        for previous, event in zip(self.events, self.events[1:], strict=False):
+            if event.seq != previous.seq + 1:
+                raise InvalidInput(f"event batch seqs not contiguous: {previous.seq}, {event.seq}")
+        if any(event.workflow_id != self.workflow_id for event in self.events):
+            raise InvalidInput("an event batch holds events of one workflow only")
+
+    @property
+    def first_seq(self) -> int:
+        """Seq of the batch's first event."""
+        return self.events[0].seq
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the batch's last event."""
+        return self.events[-1].seq

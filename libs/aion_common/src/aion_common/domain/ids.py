@@ -1,0 +1,61 @@
+"""Identifiers: validation of user-chosen ids and deterministic derivation of service ids.
+
+Workflow ids are chosen by users; run, command and timer ids are UUID strings. Ids that
+services derive (a child's start command, the watcher's ``RecordChildTerminal``, a timer's
+``FireTimer``) are UUIDv5 over their inputs, so a re-issued command is always recognised as a
+duplicate by its id.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aion_common.domain.errors import InvalidInput
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "derive_id",
+    "record_child_terminal_id",
+    "validate_id",
+    "validate_name",
+]
+
+MAX_ID_LENGTH = 255
+MAX_NAME_LENGTH = 128
+_NAMESPACE = uuid.UUID("6f1c2a7e-5d0b-4c1e-9a53-a10e0c0de001")
+
+
+def validate_id(value: object, *, what: str = "workflow id") -> str:
+    """Return ``value`` if it is a usable id: 1 to 255 characters, printable, no whitespace ends."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInput(f"{what} is {len(value)} characters; the limit is {MAX_ID_LENGTH}")
+    if not value.isprintable() or value != value.strip():
+        raise InvalidInput(f"{what} {value!r} holds control characters or surrounding spaces")
+    return value
+
+
+def validate_name(value: object, *, what: str = "name") -> str:
+    """Return ``value`` if it is a usable type or signal name (1 to 128 printable characters)."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
+    if not value or len(value) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"{what} must be 1 to {MAX_NAME_LENGTH} characters")
+    if not value.isprintable() or value != value.strip():
+        raise InvalidInput(f"{what} {value!r} holds control characters or surrounding spaces")
+    return value
+
+
+def derive_id(kind: str, *parts: str) -> str:
+    """A deterministic UUID string for ``kind`` over ``parts`` (order matters)."""
+    name = "\x1f".join((kind, *parts))
+    return str(uuid.uuid5(_NAMESPACE, name))
+
+
+def record_child_terminal_id(parent_workflow_id: str, parent_run_id: str, child_id: str) -> str:
+    """The watcher's ``RecordChildTerminal`` command id for (parent, parent run, child)."""
+    return derive_id("record-child-terminal", parent_workflow_id, parent_run_id, child_id)
