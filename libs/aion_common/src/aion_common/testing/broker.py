@@ -1,0 +1,359 @@
+"""A single-node Apache Kafka (KRaft) broker run with Java from Maven Central jars.
+
+Used by ``make dev``, ``make kafka-jars`` and the pytest plugin. The jars are fetched once with
+Maven into ``<repo>/.aion/cache/kafka-libs`` (``$AION_KAFKA_LIBS`` overrides); a data directory
+that has been formatted keeps its topics and records across restarts.
+
+CLI: ``python -m aion_common.testing.broker {fetch,run,start,stop} --help``.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from aion_common.testing._support import (
+    ProvisionError,
+    find_repo_root,
+    free_port,
+    log_tail,
+    port_is_free,
+    run_command,
+)
+
+__all__ = ["KafkaBroker", "ensure_jars", "kafka_libs_dir", "pinned_kafka_version"]
+
+_POM = Path("deploy/kafka/pom.xml")
+_LOG_CONFIG = Path("deploy/kafka/log4j2.properties")
+_JAR_NAME = re.compile(r"^kafka_2\.13-(?P<version>\d[\w.-]*?)\.jar$")
+_PR_SET_PDEATHSIG = 1
+
+
+def kafka_libs_dir(repo_root: Path) -> Path:
+    """Where the broker's jars live: ``$AION_KAFKA_LIBS`` or ``<repo>/.aion/cache/kafka-libs``."""
+    override = os.environ.get("AION_KAFKA_LIBS")
+    return Path(override).resolve() if override else repo_root / ".aion/cache/kafka-libs"
+
+
+def pinned_kafka_version(repo_root: Path) -> str:
+    """The Kafka version ``deploy/kafka/pom.xml`` pins."""
+    pom = (repo_root / _POM).read_text(encoding="utf-8")
+    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", pom)
+    if match is None:
+        raise ProvisionError(f"{repo_root / _POM} has no <kafka.version> property")
+    return match.group(1)
+
+
+def installed_kafka_version(libs_dir: Path) -> str | None:
+    """The version of the ``kafka_2.13`` jar in ``libs_dir``, or None if there is none."""
+    if not libs_dir.is_dir():
+        return None
+    for jar in libs_dir.iterdir():
+        if match := _JAR_NAME.match(jar.name):
+            return match.group("version")
+    return None
+
+
+def ensure_jars(repo_root: Path, libs_dir: Path | None = None) -> tuple[Path, float | None]:
+    """Make the pinned Kafka's jars present; return their directory and the fetch time.
+
+    The time is None when the cache already held the pinned version. Maven writes into a
+    private directory that is renamed into place, under a file lock, so concurrent callers
+    never see half a cache.
+    """
+    target = libs_dir or kafka_libs_dir(repo_root)
+    wanted = pinned_kafka_version(repo_root)
+    if installed_kafka_version(target) == wanted:
+        return target, None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("w") as lock:
+        import fcntl  # noqa: PLC0415 - POSIX only, and only needed on a cold cache
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed_kafka_version(target) == wanted:
+            return target, None
+        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+        argv = ["mvn", "-q", "-B", "-f", str(repo_root / _POM), "dependency:copy-dependencies"]
+        argv += ["-DincludeScope=runtime", f"-DoutputDirectory={partial}"]
+        seconds = run_command(argv, what="fetching the Kafka jars from Maven Central")
+        if installed_kafka_version(partial) != wanted:
+            raise ProvisionError(f"`{' '.join(argv)}` left no kafka_2.13-{wanted}.jar in {partial}")
+        if target.exists():
+            _remove_tree(target)
+        partial.rename(target)
+    return target, seconds
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil  # noqa: PLC0415 - only needed when replacing an outdated cache
+
+    shutil.rmtree(path)
+
+
+class KafkaBroker:
+    """One combined broker+controller KRaft node bound to 127.0.0.1.
+
+    ``start()`` formats ``data_dir`` if it is new, launches Java in its own process group and
+    returns once the broker answers a metadata request; ``stop()`` is idempotent. With
+    ``die_with_parent`` the kernel sends the broker SIGTERM when the thread that started it
+    exits, so a killed test run leaves no JVM behind (start it from a long-lived thread).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        repo_root: Path | None = None,
+        libs_dir: Path | None = None,
+        heap: str = "768m",
+        start_timeout: float = 60.0,
+        die_with_parent: bool = False,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.repo_root = repo_root or find_repo_root()
+        self._libs_dir = libs_dir
+        self._requested_port = port
+        self._heap = heap
+        self._start_timeout = start_timeout
+        self._die_with_parent = die_with_parent
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.port = 0
+        self.controller_port = 0
+        self.kafka_version = pinned_kafka_version(self.repo_root)
+        self.start_seconds: float | None = None
+        self.fetch_seconds: float | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:<port>`` of the running broker."""
+        if not self.port:
+            raise ProvisionError("the broker has not been started")
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's stdout/stderr (log4j2 writes there)."""
+        return self.data_dir / "broker.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The Java process id while the broker runs."""
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Fetch jars if needed, format a new data dir, launch the broker and wait for it."""
+        if self._process is not None:
+            raise ProvisionError(f"broker at {self.bootstrap_servers} is already running")
+        started = time.monotonic()
+        libs, self.fetch_seconds = ensure_jars(self.repo_root, self._libs_dir)
+        self.kafka_version = installed_kafka_version(libs) or self.kafka_version
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._choose_ports()
+        properties = self._write_properties()
+        if not (self.data_dir / "logs/meta.properties").exists():
+            self._format(libs, properties)
+        self._launch(libs, properties)
+        try:
+            self._wait_ready(started + self._start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the broker, SIGKILL it after ``timeout`` seconds; safe to call twice."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def wait(self) -> int:
+        """Block until the broker exits; return its exit status."""
+        if self._process is None:
+            raise ProvisionError("the broker has not been started")
+        return self._process.wait()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _choose_ports(self) -> None:
+        # A persistent data dir keeps its ports while they are free, so clients stay pointed at it.
+        ports_file = self.data_dir / "ports"
+        previous = ports_file.read_text().split() if ports_file.exists() else []
+        old = [int(p) for p in previous if p.isdigit()]
+        if self._requested_port:
+            self.port = self._requested_port
+        elif len(old) == 2 and port_is_free(old[0]):  # noqa: PLR2004 - broker and controller
+            self.port = old[0]
+        else:
+            self.port = free_port()
+        if len(old) == 2 and old[1] != self.port and port_is_free(old[1]):  # noqa: PLR2004
+            self.controller_port = old[1]
+        else:
+            self.controller_port = free_port(avoid=[self.port])
+        ports_file.write_text(f"{self.port} {self.controller_port}\n")
+
+    def _write_properties(self) -> Path:
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            # Static voters (not --standalone): the quorum follows the ports chosen at each start.
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:"
+            f"{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Crash tests use short session timeouts so a killed member leaves the group fast.
+            "group.min.session.timeout.ms": "1000",
+            # A zombie's timed-out transaction is aborted within a second instead of ten.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+            # Room for an event batch carrying a payload at aion's default 2 MiB limit.
+            "message.max.bytes": str(8 * 1024 * 1024),
+        }
+        path = self.data_dir / "server.properties"
+        lines = ["# Written by aion_common.testing.broker at each start; edits are lost."]
+        path.write_text("\n".join([*lines, *(f"{k}={v}" for k, v in settings.items())]) + "\n")
+        return path
+
+    def _java(self, libs: Path, *args: str) -> list[str]:
+        log_config = self.repo_root / _LOG_CONFIG
+        return [
+            "java",
+            f"-Xmx{self._heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log_config}",
+            "-cp",
+            f"{libs}/*",
+            *args,
+        ]
+
+    def _format(self, libs: Path, properties: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        argv = self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id)
+        run_command(
+            [*argv, "-c", str(properties)], what=f"formatting Kafka storage in {self.data_dir}"
+        )
+
+    def _launch(self, libs: Path, properties: Path) -> None:
+        self._log = self.log_path.open("ab")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._log.write(f"=== aion: starting broker on 127.0.0.1:{self.port} at {stamp}\n".encode())
+        self._log.flush()
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - argv is built here
+                self._java(libs, "kafka.Kafka", str(properties)),
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self._die_with_parent else None,  # noqa: PLW1509 - only prctl, async-signal-safe
+            )
+        except FileNotFoundError as err:
+            raise ProvisionError("running Kafka needs Java 17+: `java` is not on PATH") from err
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._process is not None
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            status = self._process.poll()
+            if status is not None:
+                raise ProvisionError(
+                    f"Kafka broker (pid {self._process.pid}) exited with status {status} while "
+                    f"starting; log {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            try:
+                if metadata_broker_count("127.0.0.1", self.port) > 0:
+                    return
+                last_error = "metadata lists no brokers yet"
+            except OSError as err:
+                last_error = str(err)
+            time.sleep(0.2)
+        raise ProvisionError(
+            f"Kafka broker on 127.0.0.1:{self.port} did not answer a metadata request within "
+            f"{self._start_timeout:.0f} s ({last_error}); log {self.log_path}:\n"
+            f"{log_tail(self.log_path)}"
+        )
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def metadata_broker_count(host: str, port: int, timeout: float = 2.0) -> int:
+    """Send a Metadata v4 request (no topics) and return how many brokers the answer lists."""
+    client_id = b"aion-probe"
+    header = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id
+    body = struct.pack(">ib", 0, 0)  # empty topic list, no auto-creation
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _read_exact(sock, 4))[0]
+        answer = _read_exact(sock, size)
+    # correlation id, throttle time, then the broker array's length.
+    correlation, _throttle, brokers = struct.unpack_from(">iii", answer)
+    if correlation != 1:
+        raise OSError(f"metadata answer has correlation id {correlation}, expected 1")
+    return int(brokers)
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise OSError("connection closed mid-answer")
+        chunks += chunk
+    return bytes(chunks)
+
+
+if __name__ == "__main__":
+    from aion_common.testing._broker_cli import main
+
+    raise SystemExit(main())
