@@ -1,0 +1,249 @@
+"""The codec: domain values <-> Avro single-object encoded Kafka records and keys."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, NoReturn, cast
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro._read_common import SchemaResolutionError
+
+from aion_common.codecs._convert import NAMESPACE, RECORD_TYPES, Convert, compile_schemas
+from aion_common.codecs._registry import SchemaRegistry
+from aion_common.domain.commands import COMMAND_TYPES, Command, CommandRefused
+from aion_common.domain.errors import CodecError, DecodeError, InvalidInput
+from aion_common.domain.events import EventBatch
+from aion_common.domain.ids import validate_id
+from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
+
+__all__ = ["MARKER", "Codec", "decode_key", "encode_key"]
+
+MARKER = b"\xc3\x01"
+_HEADER = len(MARKER) + 8
+_BATCH = f"{NAMESPACE}.EventBatch"
+_REFUSAL = f"{NAMESPACE}.CommandRefused"
+_COMMANDS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in COMMAND_TYPES)
+_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, *_COMMANDS})
+
+# What fastavro raises on bytes that do not match the writer schema, found by fuzzing:
+# short reads (EOFError, IndexError), bad varints/lengths/indexes, bad UTF-8, out-of-range
+# timestamps (ValueError, OverflowError), unresolvable enum symbols or union branches.
+_AVRO_READ_ERRORS = (
+    EOFError,
+    IndexError,
+    KeyError,
+    ValueError,
+    OverflowError,
+    TypeError,
+    MemoryError,
+    SchemaResolutionError,
+)
+_AVRO_WRITE_ERRORS = (ValueError, TypeError, OverflowError, AttributeError, KeyError)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    full_name: str
+    writer: dict[str, Any]
+    reader: dict[str, Any] | None  # None when the writer schema is the current one
+    convert: Convert
+
+
+class Codec:
+    """Encodes and decodes aion's Kafka values (Avro single-object encoding).
+
+    Decoding finds the writer schema by fingerprint and reads it into the current (newest)
+    schema of the same full name, so every released version stays readable. Every malformed
+    input raises :class:`DecodeError` naming the problem and, when given, where the record was.
+    Encoding raises :class:`PayloadTooLarge` for a payload over ``payload_limit``,
+    :class:`InvalidInput` for a value decoding would refuse (bad id, naive datetime, seq < 1),
+    and :class:`CodecError` for a value the schema cannot represent.
+    """
+
+    def __init__(
+        self,
+        registry: SchemaRegistry | None = None,
+        *,
+        payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+    ) -> None:
+        """Compile converters for every value type; ``registry`` defaults to ``schemas/``."""
+        self._registry = SchemaRegistry.load() if registry is None else registry
+        self.payload_limit = payload_limit
+        current = {name: self._registry.current(name) for name in _VALUE_TYPES}
+        compiled = compile_schemas(
+            {name: info.parsed for name, info in current.items()}, payload_limit=payload_limit
+        )
+        self._writers = {
+            name: (info.header, info.parsed, compiled[name].encode)
+            for name, info in current.items()
+        }
+        self._plans: dict[bytes, _ReadPlan] = {}
+        for fp, info in self._registry.fingerprints().items():
+            if info.full_name in _VALUE_TYPES:
+                reader = current[info.full_name]
+                self._plans[fp] = _ReadPlan(
+                    info.full_name,
+                    info.parsed,
+                    None if reader.fingerprint == fp else reader.parsed,
+                    compiled[info.full_name].decode,
+                )
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        """The schemas this codec reads and writes."""
+        return self._registry
+
+    def encode_batch(self, batch: EventBatch) -> bytes:
+        """One ``aion.events`` record value."""
+        return self._encode(_BATCH, batch)
+
+    def decode_batch(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> EventBatch:
+        """Decode an ``aion.events`` value; :class:`DecodeError` if it is not one."""
+        return cast("EventBatch", self._decode(data, _BATCH_ONLY, topic, partition, offset))
+
+    def encode_command(self, command: Command) -> bytes:
+        """One ``aion.commands`` record value."""
+        return self._encode(f"{NAMESPACE}.{type(command).__name__}", command)
+
+    def decode_command(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> Command:
+        """Decode an ``aion.commands`` value; :class:`DecodeError` if it is not a command."""
+        return cast("Command", self._decode(data, _COMMANDS, topic, partition, offset))
+
+    def encode_refusal(self, refusal: CommandRefused) -> bytes:
+        """One replies-topic record value."""
+        return self._encode(_REFUSAL, refusal)
+
+    def decode_refusal(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> CommandRefused:
+        """Decode a replies-topic value; :class:`DecodeError` if it is not a refusal."""
+        return cast("CommandRefused", self._decode(data, _REFUSAL_ONLY, topic, partition, offset))
+
+    def _encode(self, full_name: str, value: Any) -> bytes:
+        writer = self._writers.get(full_name)
+        if writer is None or type(value) is not RECORD_TYPES.get(full_name):
+            raise CodecError(f"cannot encode {type(value).__name__} as a Kafka value")
+        header, schema, convert = writer
+        record = convert(value)
+        buf = io.BytesIO()
+        buf.write(header)
+        try:
+            schemaless_writer(buf, schema, record)
+        except _AVRO_WRITE_ERRORS as err:
+            raise CodecError(f"cannot encode {full_name}: {err}") from err
+        return buf.getvalue()
+
+    def _decode(
+        self,
+        data: bytes | None,
+        expected: frozenset[str],
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+    ) -> Any:
+        try:
+            return self._decode_value(data, expected)
+        except DecodeError as err:
+            if topic is None and partition is None and offset is None:
+                raise
+            located = DecodeError(err.problem, topic=topic, partition=partition, offset=offset)
+            raise located from err.__cause__
+
+    def _decode_value(self, data: bytes | None, expected: frozenset[str]) -> Any:
+        if not data:
+            raise DecodeError("empty value" if data is not None else "no value (null)")
+        if len(data) < _HEADER:
+            raise DecodeError(f"truncated header: {len(data)} bytes, need at least {_HEADER}")
+        if data[:2] != MARKER:
+            raise DecodeError(f"wrong marker {bytes(data[:2]).hex()}, expected c301 (Avro)")
+        fp = bytes(data[2:_HEADER])
+        plan = self._plans.get(fp)
+        if plan is None:
+            raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
+        if plan.full_name not in expected:
+            raise DecodeError(f"expected {_describe(expected)}, got {plan.full_name}")
+        buf = io.BytesIO(data)
+        buf.seek(_HEADER)
+        try:
+            record = schemaless_reader(
+                buf,
+                plan.writer,
+                plan.reader,
+                return_record_name=True,
+                return_record_name_override=True,
+            )
+        except _AVRO_READ_ERRORS as err:
+            _body_error(plan.full_name, err)
+        if buf.tell() != len(data):
+            raise DecodeError(
+                f"{len(data) - buf.tell()} bytes of trailing garbage after {plan.full_name}"
+            )
+        try:
+            return plan.convert(record)
+        except InvalidInput as err:
+            raise DecodeError(f"invalid {plan.full_name}: {err}") from err
+        except (ValueError, TypeError, KeyError) as err:
+            raise DecodeError(f"invalid {plan.full_name}: {err!r}") from err
+
+
+_BATCH_ONLY = frozenset({_BATCH})
+_REFUSAL_ONLY = frozenset({_REFUSAL})
+
+
+def _describe(expected: frozenset[str]) -> str:
+    return next(iter(expected)) if len(expected) == 1 else "a command"
+
+
+def _body_error(full_name: str, err: BaseException) -> NoReturn:
+    if isinstance(err, EOFError | IndexError):
+        raise DecodeError(f"truncated or corrupt {full_name} body ({err!r})") from err
+    if isinstance(err, UnicodeDecodeError):
+        raise DecodeError(f"{full_name} body holds a string that is not UTF-8") from err
+    raise DecodeError(f"{full_name} body does not decode: {err!r}") from err
+
+
+def encode_key(workflow_id: str) -> bytes:
+    """The Kafka key of every aion record: the UTF-8 workflow id."""
+    return validate_id(workflow_id).encode("utf-8")
+
+
+def decode_key(
+    key: bytes | None,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> str:
+    """The workflow id in a Kafka key; :class:`DecodeError` if it is not a valid UTF-8 id."""
+    problem: str
+    cause: Exception | None = None
+    if not key:
+        problem = "record has no key (workflow id)"
+    else:
+        try:
+            return validate_id(bytes(key).decode("utf-8"))
+        except UnicodeDecodeError as err:
+            problem, cause = f"key is not UTF-8: {err}", err
+        except InvalidInput as err:
+            problem, cause = f"key is not a workflow id: {err}", err
+    raise DecodeError(problem, topic=topic, partition=partition, offset=offset) from cause
