@@ -167,7 +167,7 @@ class KafkaBroker:
             self._format(libs, properties)
         self._launch(libs, properties)
         try:
-            self._wait_ready(started + self._start_timeout)
+            self._wait_ready(time.monotonic() + self._start_timeout)
         except BaseException:
             self.stop()
             raise

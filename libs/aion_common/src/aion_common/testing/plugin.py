@@ -37,10 +37,17 @@ __all__ = [
 _PROVIDER = pytest.StashKey[KafkaProvider]()
 _KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "aion_settings"})
 _POSTGRES_FIXTURES = frozenset({"postgres_url", "pg_database_url"})
+_MARKERS = (
+    "kafka: needs a real Kafka broker",
+    "postgres: needs PostgreSQL",
+    "slow: long-running suites (crash tests, large fan-outs); CI runs them",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Decide which broker this session uses (started later, only if a test needs it)."""
+    """Register aion's markers; decide the session's broker (started on first use)."""
+    for marker in _MARKERS:
+        config.addinivalue_line("markers", marker)
     config.stash[_PROVIDER] = KafkaProvider.decide()
 
 
@@ -156,9 +163,9 @@ def postgres_url() -> str:
         _unavailable(f"no PostgreSQL: run `make postgres` or set {postgres.ENV_URL}")
     problem = postgres.check_connection(url)
     if problem is not None:
+        hint = f"fix {source}" if source == postgres.ENV_URL else "run `make postgres`"
         _unavailable(
-            f"PostgreSQL {postgres.redact(url)} (from {source}) does not connect: {problem}; "
-            "run `make postgres`"
+            f"PostgreSQL {postgres.redact(url)} (from {source}) does not connect: {problem}; {hint}"
         )
     return url
 
