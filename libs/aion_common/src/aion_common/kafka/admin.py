@@ -1,0 +1,152 @@
+"""Create aion's topics idempotently and refuse to run on mismatched partition counts.
+
+All aion topics share one partition count (``AION_PARTITIONS``): a workflow's commands and
+events must share a partition number. :func:`ensure_topics` creates what is missing — two
+services starting at once both ask, and the loser's ``TOPIC_ALREADY_EXISTS`` is fine — then
+describes every topic and raises :class:`TopicMismatch` if any count differs.
+
+Topics are created *before* they are described: aiokafka's metadata request allows the broker
+to auto-create a topic it does not know, with the broker's default partition count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, for_code
+
+from aion_common.domain.errors import InfrastructureError
+from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.options import client_options, max_record_bytes
+from aion_common.kafka.topics import Topics
+from aion_common.settings import Settings
+
+__all__ = ["TopicMismatch", "ensure_topics", "topic_configs"]
+
+_log = logging.getLogger(__name__)
+
+_NO_ERROR = 0
+_TOPIC_ALREADY_EXISTS = 36
+_RETRIABLE_METADATA = frozenset({3, 5})  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE
+_DESCRIBE_ATTEMPTS = 50
+_DESCRIBE_BACKOFF_S = 0.2
+_DAY_MS = 24 * 60 * 60 * 1000
+_FOREVER = "-1"
+
+
+class TopicMismatch(InfrastructureError):
+    """aion topics exist with partition counts that differ from the settings or each other."""
+
+    def __init__(self, expected: int, counts: Mapping[str, int]) -> None:
+        listing = ", ".join(f"{topic}={count}" for topic, count in sorted(counts.items()))
+        super().__init__(
+            f"aion topics must all have AION_PARTITIONS={expected} partitions, found: {listing}. "
+            "A workflow's commands and events must share a partition number, so aion refuses "
+            "to start. Set AION_PARTITIONS to the existing count, or recreate the topics with "
+            "the same count (events are the source of truth: do not delete them in production; "
+            "use kafka-topics.sh --alter --partitions only on empty topics, since adding "
+            "partitions moves workflows to other partitions).",
+            retriable=False,
+        )
+        self.expected = expected
+        self.counts = dict(counts)
+
+
+def topic_configs(topics: Topics, settings: Settings) -> dict[str, dict[str, str]]:
+    """The topic-level configs aion creates each of its topics with."""
+    common = {"cleanup.policy": "delete", "max.message.bytes": str(max_record_bytes(settings))}
+    return {
+        # The event log is the source of truth: never expire it.
+        topics.events: {**common, "retention.ms": _FOREVER, "retention.bytes": _FOREVER},
+        topics.commands: {**common, "retention.ms": str(30 * _DAY_MS)},
+        topics.replies: {**common, "retention.ms": str(7 * _DAY_MS)},
+        # Dead letters wait for an operator; they must not vanish first.
+        topics.dead_letter: {**common, "retention.ms": _FOREVER, "retention.bytes": _FOREVER},
+    }
+
+
+async def ensure_topics(settings: Settings, topics: Topics | Iterable[str]) -> dict[str, int]:
+    """Create missing aion topics, verify every partition count; return ``{topic: count}``.
+
+    Raises :class:`TopicMismatch` (not retriable) when counts disagree, and
+    :class:`InfrastructureError` when the broker cannot be reached or refuses to create a topic
+    that does not exist.
+    """
+    configs = topic_configs(topics, settings) if isinstance(topics, Topics) else {}
+    names = list(topics.all() if isinstance(topics, Topics) else topics)
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id="aion-admin")
+    try:
+        await admin.start()
+        create_errors = await _create(admin, settings, names, configs)
+        counts = await _partition_counts(admin, names, create_errors)
+    except KafkaError as err:
+        raise infrastructure_error(err, "ensuring aion topics") from err
+    finally:
+        await admin.close()
+    if any(count != settings.partitions for count in counts.values()):
+        raise TopicMismatch(settings.partitions, counts)
+    return counts
+
+
+async def _create(
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    names: list[str],
+    configs: Mapping[str, Mapping[str, str]],
+) -> dict[str, str]:
+    """Ask the broker to create every topic; return the errors other than already-exists."""
+    new_topics = [
+        NewTopic(
+            name,
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs=dict(configs.get(name, {})),
+        )
+        for name in names
+    ]
+    response = await admin.create_topics(new_topics)
+    errors: dict[str, str] = {}
+    for entry in response.topic_errors:
+        topic, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None  # noqa: PLR2004 - v1+ carries a message
+        if code == _NO_ERROR:
+            _log.info("created topic", extra={"topic": topic, "partitions": settings.partitions})
+        elif code != _TOPIC_ALREADY_EXISTS:
+            errors[topic] = f"{for_code(code).__name__}: {message or ''}".rstrip(": ")
+    return errors
+
+
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], create_errors: Mapping[str, str]
+) -> dict[str, int]:
+    """Describe ``names`` until each reports its partitions (a new topic takes a moment)."""
+    pending: dict[str, int] = {}
+    for _ in range(_DESCRIBE_ATTEMPTS):
+        described: list[Any] = await admin.describe_topics(names)
+        pending = {}
+        counts: dict[str, int] = {}
+        for entry in described:
+            code = entry["error_code"]
+            if code == _NO_ERROR and entry["partitions"]:
+                counts[entry["topic"]] = len(entry["partitions"])
+            else:
+                pending[entry["topic"]] = code
+        if not pending:
+            return counts
+        fatal = {t: c for t, c in pending.items() if c not in _RETRIABLE_METADATA}
+        if fatal:
+            break
+        await asyncio.sleep(_DESCRIBE_BACKOFF_S)
+    problems = ", ".join(
+        f"{topic}: {create_errors.get(topic) or for_code(code).__name__}"
+        for topic, code in sorted(pending.items())
+    )
+    raise InfrastructureError(
+        f"aion topics are missing or unavailable ({problems}); create them with "
+        f"AION_PARTITIONS partitions or grant the service permission to create topics",
+        retriable=not any(topic in create_errors for topic in pending),
+    )

@@ -1,0 +1,187 @@
+"""Consumers with the commit control aion needs, and a partition reader for rebuilds.
+
+:class:`ManualCommitConsumer` is a group consumer that never commits behind the caller's back
+(``enable_auto_commit=False``) and sees only committed transactions by default
+(``read_committed``). :func:`read_partition_to_end` reads one partition from its beginning to
+its end *at call time* without joining a group: the engine rebuilds a partition's workflows
+with it. Under ``read_committed`` the end is the last stable offset (LSO), so an open
+transaction's records are neither read nor waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Literal, Self, TypeAlias
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from aion_common.domain.errors import InfrastructureError
+from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.options import client_options
+from aion_common.settings import Settings
+
+__all__ = ["IsolationLevel", "ManualCommitConsumer", "Record", "read_partition_to_end"]
+
+IsolationLevel = Literal["read_committed", "read_uncommitted"]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+_FETCH_WAIT_MS = 500
+_DEFAULT_STALL_S = 30.0
+
+
+class ManualCommitConsumer:
+    """A group consumer of ``topics`` that commits only when told to.
+
+    Give a ``listener`` (an aiokafka ``ConsumerRebalanceListener``) to drop state on revoke and
+    rebuild on assign. Offsets passed to :meth:`commit` are the *next* offset to read.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        *,
+        group_id: str,
+        listener: ConsumerRebalanceListener | None = None,
+        isolation_level: IsolationLevel = "read_committed",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        client_id: str | None = None,
+        max_poll_records: int | None = None,
+    ) -> None:
+        self._topics = tuple(topics)
+        self._listener = listener
+        self._consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=group_id,
+            client_id=client_id or f"aion-{settings.instance_id}",
+            enable_auto_commit=False,
+            isolation_level=isolation_level,
+            auto_offset_reset=auto_offset_reset,
+            max_poll_records=max_poll_records,
+        )
+        self._started = False
+        self._stopped = False
+
+    @property
+    def raw(self) -> AIOKafkaConsumer:
+        """The underlying aiokafka consumer, for calls this wrapper does not cover."""
+        return self._consumer
+
+    async def start(self) -> None:
+        """Connect and subscribe; partitions arrive through the group's rebalance."""
+        if self._started:
+            return
+        self._started = True
+        if self._listener is None:
+            self._consumer.subscribe(self._topics)
+        else:
+            self._consumer.subscribe(self._topics, listener=self._listener)
+        try:
+            await self._consumer.start()
+        except KafkaError as err:
+            await self._consumer.stop()
+            raise infrastructure_error(err, f"starting a consumer of {self._topics}") from err
+
+    async def stop(self) -> None:
+        """Leave the group and close; safe to call twice, or without :meth:`start`."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await self._consumer.stop()
+        except KafkaError as err:
+            raise infrastructure_error(err, "stopping a consumer") from err
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def poll(
+        self, *, timeout_ms: int = _FETCH_WAIT_MS, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Record]]:
+        """Records fetched since the last poll, by partition (empty after ``timeout_ms``)."""
+        try:
+            batches: dict[TopicPartition, list[Record]] = await self._consumer.getmany(
+                timeout_ms=timeout_ms, max_records=max_records
+            )
+        except KafkaError as err:
+            raise infrastructure_error(err, f"consuming {self._topics}") from err
+        return batches
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (the next offset to read per partition) for this group."""
+        try:
+            await self._consumer.commit(dict(offsets))
+        except KafkaError as err:
+            raise infrastructure_error(err, "committing consumer offsets") from err
+
+
+async def read_partition_to_end(
+    settings: Settings,
+    topic: str,
+    partition: int,
+    *,
+    isolation_level: IsolationLevel = "read_committed",
+    stall_timeout_s: float = _DEFAULT_STALL_S,
+) -> AsyncIterator[Record]:
+    """Yield every record of ``topic[partition]`` from its beginning to its end at call time.
+
+    No group is joined and nothing is committed. The end is fixed when reading starts (the LSO
+    under ``read_committed``); records appended later are not read. If no progress is made for
+    ``stall_timeout_s`` a retriable :class:`InfrastructureError` is raised instead of hanging.
+    """
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        client_id=f"aion-{settings.instance_id}-reader",
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    try:
+        await consumer.start()
+        consumer.assign([tp])
+        end: int = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        async for record in _records_until(consumer, tp, end, stall_timeout_s):
+            yield record
+    except KafkaError as err:
+        raise infrastructure_error(err, f"reading {topic}[{partition}]") from err
+    finally:
+        await consumer.stop()
+
+
+async def _records_until(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, stall_timeout_s: float
+) -> AsyncIterator[Record]:
+    """Fetch ``tp`` until the consumer's position reaches ``end``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + stall_timeout_s
+    position: int = await consumer.position(tp)
+    while position < end:
+        batches = await consumer.getmany(tp, timeout_ms=_FETCH_WAIT_MS)
+        for record in batches.get(tp, []):
+            if record.offset >= end:
+                return
+            yield record
+        new_position: int = await consumer.position(tp)
+        if new_position > position:
+            position, deadline = new_position, loop.time() + stall_timeout_s
+        elif loop.time() > deadline:
+            raise InfrastructureError(
+                f"reading {tp.topic}[{tp.partition}] stalled at offset {position} "
+                f"(end {end}) for {stall_timeout_s:g}s",
+                retriable=True,
+            )

@@ -1,0 +1,168 @@
+"""A producer whose records are keyed by workflow id, with aion's errors and lifecycle.
+
+The key is ``codecs.encode_key(workflow_id)`` and the partition is chosen by aiokafka's
+default partitioner (murmur2, as the Java client), so a workflow lands on
+:func:`aion_common.kafka.topics.partition_for` in every aion topic. aiokafka errors leave this
+module as :class:`InfrastructureError` carrying aiokafka's ``retriable`` verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self, TypeAlias
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata, TopicPartition
+
+from aion_common.codecs import encode_key
+from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.options import client_options, max_record_bytes
+from aion_common.settings import Settings
+
+__all__ = ["Headers", "KeyedProducer"]
+
+_log = logging.getLogger(__name__)
+
+Headers: TypeAlias = Sequence[tuple[str, bytes]]
+
+
+class KeyedProducer:
+    """An aiokafka producer for aion records; transactional when given a ``transactional_id``.
+
+    ``idempotent=True`` asks the broker for a producer id so retries never duplicate a record
+    (Apache Kafka supports it; check with ``probe_capabilities`` when unsure). A transactional
+    producer is always idempotent. Use ``async with`` or :meth:`start`/:meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transactional_id: str | None = None,
+        idempotent: bool = False,
+        client_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._transactional_id = transactional_id
+        self._idempotent = idempotent or transactional_id is not None
+        self._client_id = client_id or f"aion-{settings.instance_id}"
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def transactional_id(self) -> str | None:
+        """The transactional id this producer fences zombies with, if any."""
+        return self._transactional_id
+
+    async def start(self) -> None:
+        """Connect; a transactional or idempotent producer also obtains its producer id."""
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            **client_options(self._settings),
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=self._idempotent,
+            transactional_id=self._transactional_id,
+            max_request_size=max_record_bytes(self._settings),
+        )
+        try:
+            await producer.start()
+        except KafkaError as err:
+            await producer.stop()
+            raise infrastructure_error(err, "starting the Kafka producer") from err
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush and close; safe to call twice, or without :meth:`start`."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await producer.stop()
+        except KafkaError as err:
+            raise infrastructure_error(err, "stopping the Kafka producer") from err
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def send(
+        self, topic: str, workflow_id: str, value: bytes, *, headers: Headers = ()
+    ) -> RecordMetadata:
+        """Send ``value`` keyed by ``workflow_id`` and wait for the broker's acknowledgement."""
+        return await self.send_raw(topic, encode_key(workflow_id), value, headers=headers)
+
+    async def send_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        headers: Headers = (),
+        partition: int | None = None,
+    ) -> RecordMetadata:
+        """Send pre-encoded key bytes (or to an explicit ``partition``) and wait for the ack."""
+        producer = self._running()
+        try:
+            delivery = await producer.send(
+                topic, value=value, key=key, partition=partition, headers=list(headers)
+            )
+            metadata: RecordMetadata = await delivery
+        except KafkaError as err:
+            raise infrastructure_error(err, f"producing to {topic}") from err
+        return metadata
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Begin a transaction; commit on normal exit, abort if the body raises."""
+        producer = self._running()
+        try:
+            await producer.begin_transaction()
+        except KafkaError as err:
+            raise infrastructure_error(err, "beginning a transaction") from err
+        try:
+            yield
+        except BaseException:
+            await self._abort(producer)
+            raise
+        try:
+            await producer.commit_transaction()
+        except KafkaError as err:
+            raise infrastructure_error(err, "committing a transaction") from err
+
+    async def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, int], group_id: str
+    ) -> None:
+        """Commit ``group_id``'s consumed ``offsets`` (next offset to read) with the transaction."""
+        producer = self._running()
+        try:
+            await producer.send_offsets_to_transaction(dict(offsets), group_id)
+        except KafkaError as err:
+            raise infrastructure_error(err, "adding offsets to a transaction") from err
+
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        """Abort after the body failed; the body's error is the one the caller sees."""
+        txn_manager: Any = producer._txn_manager  # aiokafka has no public check
+        if txn_manager is not None and txn_manager.is_fatal_error():
+            return  # a fenced or failed producer cannot abort; the body's error says why
+        try:
+            await producer.abort_transaction()
+        except KafkaError:
+            _log.exception("aborting a transaction failed", extra={"txn": self._transactional_id})
+
+    def _running(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("KeyedProducer is not started: call start() first")
+        return self._producer

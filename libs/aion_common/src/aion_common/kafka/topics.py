@@ -1,0 +1,56 @@
+"""The one module that names aion's topics, and the partition a workflow id lands on.
+
+Every aion topic is keyed by the UTF-8 workflow id and has the same partition count, so a
+workflow's commands, events, replies and dead letters share one partition number
+(co-partitioning, as in Kafka Streams). :func:`partition_for` is Kafka's default partitioner
+(``toPositive(murmur2(key)) % partitions``), so any service — or the Java client — computes
+the same partition for a workflow without asking a broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.partitioner import murmur2
+
+__all__ = ["Topics", "partition_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """aion's topic names under one prefix (``AION_TOPIC_PREFIX``, ``aion`` by default)."""
+
+    prefix: str
+
+    @property
+    def commands(self) -> str:
+        """Commands to the engine (``StartWorkflow``, ``RecordChildTerminal``, …)."""
+        return f"{self.prefix}.commands"
+
+    @property
+    def events(self) -> str:
+        """Event batches: every workflow's history, the source of truth. Engine writes only."""
+        return f"{self.prefix}.events"
+
+    @property
+    def replies(self) -> str:
+        """The engine's answers to commands it refused (``CommandRefused``)."""
+        return f"{self.prefix}.replies"
+
+    @property
+    def dead_letter(self) -> str:
+        """Records a consumer could not process, with why (see ``kafka.dead_letter``)."""
+        return f"{self.prefix}.dead-letter"
+
+    def all(self) -> tuple[str, ...]:
+        """Every aion topic, in a fixed order."""
+        return (self.commands, self.events, self.replies, self.dead_letter)
+
+
+def partition_for(workflow_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for ``workflow_id`` among ``partitions``."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    # The key bytes are the UTF-8 workflow id, exactly what ``codecs.encode_key`` produces.
+    digest: int = murmur2(workflow_id.encode("utf-8"))
+    return (digest & 0x7FFFFFFF) % partitions
