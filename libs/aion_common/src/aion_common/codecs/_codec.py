@@ -179,7 +179,10 @@ class Codec:
         fp = bytes(data[2:_HEADER])
         plan = self._plans.get(fp)
         if plan is None:
-            raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
+            known = self._registry.by_fingerprint(fp)
+            if known is None:
+                raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
+            raise DecodeError(f"expected {_describe(expected)}, got {known.full_name}")
         if plan.full_name not in expected:
             raise DecodeError(f"expected {_describe(expected)}, got {plan.full_name}")
         buf = io.BytesIO(data)
