@@ -1,0 +1,211 @@
+"""The projector's tables, as typed SQLAlchemy 2 models.
+
+The models are the reference the Alembic migrations are checked against (a contract test
+compares them); the projector writes through their ``__table__`` with Core statements, because
+the ORM unit of work is far too slow for thousands of events per second.
+
+Times are stored as UTC: ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and naive UTC on SQLite,
+always handed back timezone-aware (:class:`UtcDateTime`).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = [
+    "Base",
+    "ChildLinkRow",
+    "ChildState",
+    "HeldEventRow",
+    "HistoryRow",
+    "OffsetRow",
+    "RegistryRow",
+    "RunStatus",
+    "UtcDateTime",
+    "WorkflowRow",
+    "WorkflowRunRow",
+]
+
+ID = 255
+NAME = 128
+
+
+class RunStatus(enum.StrEnum):
+    """Status of a run, and of a workflow (its current run's)."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+
+
+class ChildState(enum.StrEnum):
+    """Where a child stands as its parent run sees it."""
+
+    SCHEDULED = "SCHEDULED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[datetime]:
+        """Native ``timestamptz`` where there is one; naive UTC text on SQLite."""
+        return dialect.type_descriptor(DateTime(timezone=dialect.name == "postgresql"))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Normalise to UTC; SQLite keeps it naive so its text sorts chronologically."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: aion stores timezone-aware times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to what SQLite hands back naive."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the projector's views."""
+
+
+class WorkflowRunRow(Base):
+    """One run of a workflow: the run chain is linked by previous/next run ids."""
+
+    __tablename__ = "workflow_runs"
+
+    workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    first_run_id: Mapped[str] = mapped_column(String(ID))
+    workflow_type: Mapped[str] = mapped_column(String(NAME))
+    status: Mapped[str] = mapped_column(String(16))
+    parent_workflow_id: Mapped[str | None] = mapped_column(String(ID))
+    parent_run_id: Mapped[str | None] = mapped_column(String(ID))
+    previous_run_id: Mapped[str | None] = mapped_column(String(ID))
+    next_run_id: Mapped[str | None] = mapped_column(String(ID))
+    package_version: Mapped[str] = mapped_column(String(NAME))
+    start_seq: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    input: Mapped[str] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_details: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkflowRow(Base):
+    """One row per workflow id, pointing at its current run: what lists and filters read."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (
+        Index("ix_workflows_started", "started_at", "workflow_id"),
+        Index("ix_workflows_type_started", "workflow_type", "started_at", "workflow_id"),
+        Index("ix_workflows_status_started", "status", "started_at", "workflow_id"),
+        Index("ix_workflows_parent_started", "parent_workflow_id", "started_at", "workflow_id"),
+    )
+
+    workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    current_run_id: Mapped[str] = mapped_column(String(ID))
+    first_run_id: Mapped[str] = mapped_column(String(ID))
+    workflow_type: Mapped[str] = mapped_column(String(NAME))
+    status: Mapped[str] = mapped_column(String(16))
+    parent_workflow_id: Mapped[str | None] = mapped_column(String(ID))
+    parent_run_id: Mapped[str | None] = mapped_column(String(ID))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class HistoryRow(Base):
+    """Every event of every workflow; ``body`` is the event's own fields as JSON."""
+
+    __tablename__ = "history"
+
+    workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID))
+    event_type: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    command_id: Mapped[str] = mapped_column(String(ID))
+    body: Mapped[str] = mapped_column(Text)
+
+
+class ChildLinkRow(Base):
+    """A child a parent run scheduled, and its outcome once the parent recorded it."""
+
+    __tablename__ = "child_links"
+    __table_args__ = (Index("ix_child_links_child", "child_workflow_id"),)
+
+    parent_workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    parent_run_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    child_workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    child_workflow_type: Mapped[str] = mapped_column(String(NAME))
+    state: Mapped[str] = mapped_column(String(16))
+    scheduled_seq: Mapped[int] = mapped_column(BigInteger)
+    scheduled_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    result: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_details: Mapped[str | None] = mapped_column(Text)
+
+
+class RegistryRow(Base):
+    """Which engine instance (the batch writer) owns a run, on which partition."""
+
+    __tablename__ = "registry"
+    __table_args__ = (
+        Index("ix_registry_partition", "partition", "workflow_id", "run_id"),
+        Index("ix_registry_owner", "owner", "workflow_id", "run_id"),
+    )
+
+    workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    workflow_type: Mapped[str] = mapped_column(String(NAME))
+    package_version: Mapped[str] = mapped_column(String(NAME))
+    status: Mapped[str] = mapped_column(String(16))
+    partition: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(ID))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HeldEventRow(Base):
+    """An event that arrived ahead of a missing seq, stored as in history until the gap fills."""
+
+    __tablename__ = "held_events"
+
+    workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID))
+    event_type: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    command_id: Mapped[str] = mapped_column(String(ID))
+    body: Mapped[str] = mapped_column(Text)
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    writer: Mapped[str] = mapped_column(String(ID))
+
+
+class OffsetRow(Base):
+    """The next offset to consume per (topic, partition), written with the views it produced."""
+
+    __tablename__ = "projector_offsets"
+
+    topic: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
