@@ -1,0 +1,161 @@
+"""Applying event batches to the views: one transaction, offsets included, no per-event trips.
+
+One :meth:`Projection.apply` call reads the ``workflows`` rows and held events of the
+workflows its batches touch (one SELECT each per 500 ids), works out every change in memory
+(:class:`~aion_projector.changes.ViewChanges`), then writes each table with one
+``executemany`` per statement kind and upserts the consumed offsets, all in one transaction:
+a crash leaves either everything or nothing, so views and offsets never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aion_common.domain import EventBatch
+from aion_projector.changes import ApplyStats, Row, ViewChanges
+from aion_projector.schema import (
+    ChildLinkRow,
+    HeldEventRow,
+    HistoryRow,
+    OffsetRow,
+    RegistryRow,
+    WorkflowRow,
+    WorkflowRunRow,
+)
+
+__all__ = ["Delivery", "Projection"]
+
+Delivery = tuple[int, int, EventBatch]
+"""A consumed record: (partition, offset, the batch it held)."""
+
+_CHUNK = 500
+_RUNS: Table = WorkflowRunRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
+_SUMMARIES: Table = WorkflowRow.__table__  # type: ignore[assignment]
+_HISTORY: Table = HistoryRow.__table__  # type: ignore[assignment]
+_CHILDREN: Table = ChildLinkRow.__table__  # type: ignore[assignment]
+_REGISTRY: Table = RegistryRow.__table__  # type: ignore[assignment]
+_HELD: Table = HeldEventRow.__table__  # type: ignore[assignment]
+_OFFSETS: Table = OffsetRow.__table__  # type: ignore[assignment]
+
+
+class Projection:
+    """Applies batches consumed from ``topic`` to the views, exactly once with the offsets."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    async def apply(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
+        """Apply ``deliveries`` (in consume order) and store their offsets, atomically.
+
+        Opens and commits a transaction on ``session`` unless one is already open, in which
+        case the caller commits. Re-delivered events are skipped; see :mod:`.changes` for the
+        sequence rule (duplicates skipped, gaps held).
+        """
+        if session.in_transaction():
+            return await self._apply(session, deliveries)
+        async with session.begin():
+            return await self._apply(session, deliveries)
+
+    async def _apply(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
+        if not deliveries:
+            return ApplyStats()
+        workflow_ids = sorted({batch.workflow_id for _, _, batch in deliveries})
+        summaries = {
+            row["workflow_id"]: row for row in await _load(session, _SUMMARIES, workflow_ids)
+        }
+        held = await _load(session, _HELD, workflow_ids)
+        changes = ViewChanges.start(summaries, held)
+        for partition, offset, batch in deliveries:
+            changes.offer(partition, offset, batch.writer, batch.events)
+        await self._write(session, changes)
+        return changes.stats
+
+    async def _write(self, session: AsyncSession, changes: ViewChanges) -> None:
+        await _insert(session, _HISTORY, changes.history)
+        await _insert(session, _RUNS, changes.new_runs.values())
+        await _update(session, _RUNS, ("workflow_id", "run_id"), changes.run_updates)
+        await _insert(session, _REGISTRY, changes.new_registry.values())
+        await _update(session, _REGISTRY, ("workflow_id", "run_id"), changes.registry_updates)
+        await _insert(session, _CHILDREN, changes.new_children.values())
+        keys = ("parent_workflow_id", "parent_run_id", "child_workflow_id")
+        await _update(session, _CHILDREN, keys, changes.child_updates)
+        await _insert(
+            session, _SUMMARIES, (changes.summaries[w] for w in sorted(changes.new_summaries))
+        )
+        existing = changes.dirty_summaries - changes.new_summaries
+        await _update(
+            session,
+            _SUMMARIES,
+            ("workflow_id",),
+            {(w,): _without(changes.summaries[w], "workflow_id") for w in sorted(existing)},
+        )
+        await _insert(session, _HELD, changes.new_held.values())
+        if changes.released_held:
+            statement = delete(_HELD).where(
+                _HELD.c.workflow_id == bindparam("k_workflow_id"), _HELD.c.seq == bindparam("k_seq")
+            )
+            await session.execute(
+                statement, [{"k_workflow_id": w, "k_seq": s} for w, s in changes.released_held]
+            )
+        await self._store_offsets(session, changes.offsets)
+
+    async def _store_offsets(self, session: AsyncSession, offsets: dict[int, int]) -> None:
+        """Upsert the next offset per partition; never moves an offset backwards."""
+        rows = [
+            {"topic": self.topic, "partition": p, "next_offset": o}
+            for p, o in sorted(offsets.items())
+        ]
+        if not rows:
+            return
+        dialect = session.get_bind().dialect.name
+        builder: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = builder(_OFFSETS)
+        statement = statement.on_conflict_do_update(
+            index_elements=["topic", "partition"],
+            set_={"next_offset": statement.excluded.next_offset},
+            where=_OFFSETS.c.next_offset < statement.excluded.next_offset,
+        )
+        await session.execute(statement, rows)
+
+
+async def _load(session: AsyncSession, table: Table, workflow_ids: list[str]) -> list[Row]:
+    rows: list[Row] = []
+    for start in range(0, len(workflow_ids), _CHUNK):
+        chunk = workflow_ids[start : start + _CHUNK]
+        result = await session.execute(select(table).where(table.c.workflow_id.in_(chunk)))
+        rows.extend(dict(row) for row in result.mappings())
+    return rows
+
+
+async def _insert(session: AsyncSession, table: Table, rows: Iterable[Row]) -> None:
+    batch = list(rows)
+    if batch:
+        await session.execute(insert(table), batch)
+
+
+async def _update(
+    session: AsyncSession, table: Table, keys: tuple[str, ...], updates: dict[Any, Row]
+) -> None:
+    """One executemany UPDATE; every row in ``updates`` sets the same columns."""
+    if not updates:
+        return
+    columns = sorted(next(iter(updates.values())))
+    statement = (
+        update(table)
+        .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
+        .values({c: bindparam(c) for c in columns})
+    )
+    params = [
+        {**values, **{f"k_{k}": v for k, v in zip(keys, key, strict=True)}}
+        for key, values in updates.items()
+    ]
+    await session.execute(statement, params)
+
+
+def _without(row: Row, column: str) -> Row:
+    return {k: v for k, v in row.items() if k != column}

@@ -1,0 +1,361 @@
+"""The read side of the views: what the HTTP API and the CLI show.
+
+Lists use keyset pagination, newest first by ``(started_at, workflow_id)``: the cursor is that
+pair, opaque to callers, so a page costs an index range scan however deep it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aion_common.domain import InvalidInput
+from aion_projector.schema import (
+    ChildLinkRow,
+    HeldEventRow,
+    HistoryRow,
+    OffsetRow,
+    RegistryRow,
+    WorkflowRow,
+    WorkflowRunRow,
+)
+
+__all__ = [
+    "ChildView",
+    "HistoryEntry",
+    "RegistryEntry",
+    "RunView",
+    "TreeNode",
+    "WorkflowDescription",
+    "WorkflowFilter",
+    "WorkflowPage",
+    "WorkflowSummary",
+    "child_tree",
+    "describe",
+    "history",
+    "list_workflows",
+    "registry",
+    "stored_offsets",
+]
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowFilter:
+    """Which workflows a list returns; every criterion given must hold."""
+
+    workflow_type: str | None = None
+    status: str | None = None
+    parent_workflow_id: str | None = None
+    started_from: datetime | None = None
+    started_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowSummary:
+    """A workflow as lists show it: its current run and where it stands."""
+
+    workflow_id: str
+    current_run_id: str
+    first_run_id: str
+    workflow_type: str
+    status: str
+    parent_workflow_id: str | None
+    parent_run_id: str | None
+    started_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowPage:
+    """One page of a list, and the cursor of the next (None on the last page)."""
+
+    items: tuple[WorkflowSummary, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunView:
+    """One run in a workflow's chain; ``result`` and details are JSON text."""
+
+    run_id: str
+    workflow_type: str
+    status: str
+    previous_run_id: str | None
+    next_run_id: str | None
+    package_version: str
+    started_at: datetime
+    closed_at: datetime | None
+    result: str | None
+    error_message: str | None
+    error_details: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildView:
+    """A child a run scheduled, and its outcome once recorded."""
+
+    parent_run_id: str
+    child_workflow_id: str
+    child_workflow_type: str
+    state: str
+    scheduled_at: datetime
+    closed_at: datetime | None
+    result: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowDescription:
+    """Everything ``describe`` shows: summary, the run chain oldest first, children, held."""
+
+    summary: WorkflowSummary
+    runs: tuple[RunView, ...]
+    children: tuple[ChildView, ...]
+    held_events: int
+
+    @property
+    def current_run(self) -> RunView:
+        """The run the summary points at."""
+        return next(r for r in self.runs if r.run_id == self.summary.current_run_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEntry:
+    """One stored event: envelope columns and its own fields (``body``, JSON text)."""
+
+    seq: int
+    run_id: str
+    event_type: str
+    recorded_at: datetime
+    command_id: str
+    body: str
+
+    def fields(self) -> Any:
+        """The body decoded."""
+        return orjson.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TreeNode:
+    """A workflow and the children its runs scheduled, to the depth asked for."""
+
+    workflow_id: str
+    workflow_type: str | None
+    status: str | None
+    children: list[TreeNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryEntry:
+    """Which engine instance owns a run, on which partition, running which package version."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    package_version: str
+    status: str
+    partition: int
+    owner: str
+    updated_at: datetime
+
+
+def _t(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+_W, _RUNS, _HIST = _t(WorkflowRow), _t(WorkflowRunRow), _t(HistoryRow)
+_CHILD, _REG, _HELD, _OFF = _t(ChildLinkRow), _t(RegistryRow), _t(HeldEventRow), _t(OffsetRow)
+
+
+def _encode_cursor(summary: WorkflowSummary) -> str:
+    raw = orjson.dumps([summary.started_at.isoformat(), summary.workflow_id])
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        started, workflow_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        return datetime.fromisoformat(started), str(workflow_id)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as err:
+        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this API issued") from err
+
+
+def _summary(row: Any) -> WorkflowSummary:
+    return WorkflowSummary(**{c.name: row[c.name] for c in _W.columns})
+
+
+async def list_workflows(
+    session: AsyncSession,
+    where: WorkflowFilter | None = None,
+    *,
+    limit: int = 100,
+    after_cursor: str | None = None,
+) -> WorkflowPage:
+    """A page of workflows matching ``where``, newest started first."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be 1 to {MAX_PAGE}, got {limit}")
+    where = where or WorkflowFilter()
+    conditions: list[Any] = []
+    if where.workflow_type is not None:
+        conditions.append(_W.c.workflow_type == where.workflow_type)
+    if where.status is not None:
+        conditions.append(_W.c.status == where.status)
+    if where.parent_workflow_id is not None:
+        conditions.append(_W.c.parent_workflow_id == where.parent_workflow_id)
+    if where.started_from is not None:
+        conditions.append(_W.c.started_at >= where.started_from)
+    if where.started_before is not None:
+        conditions.append(_W.c.started_at < where.started_before)
+    if after_cursor is not None:
+        started, workflow_id = _decode_cursor(after_cursor)
+        conditions.append(
+            or_(
+                _W.c.started_at < started,
+                and_(_W.c.started_at == started, _W.c.workflow_id < workflow_id),
+            )
+        )
+    statement = (
+        select(_W)
+        .where(*conditions)
+        .order_by(_W.c.started_at.desc(), _W.c.workflow_id.desc())
+        .limit(limit + 1)
+    )
+    rows = [_summary(r) for r in (await session.execute(statement)).mappings()]
+    more = len(rows) > limit
+    items = tuple(rows[:limit])
+    return WorkflowPage(items=items, next_cursor=_encode_cursor(items[-1]) if more else None)
+
+
+async def describe(session: AsyncSession, workflow_id: str) -> WorkflowDescription | None:
+    """The workflow's summary, run chain and children, or None if the views do not hold it."""
+    row = (await session.execute(select(_W).where(_W.c.workflow_id == workflow_id))).mappings()
+    found = row.first()
+    if found is None:
+        return None
+    runs = await session.execute(
+        select(_RUNS).where(_RUNS.c.workflow_id == workflow_id).order_by(_RUNS.c.start_seq)
+    )
+    children = await session.execute(
+        select(_CHILD)
+        .where(_CHILD.c.parent_workflow_id == workflow_id)
+        .order_by(_CHILD.c.scheduled_seq)
+    )
+    held = await session.execute(select(_HELD.c.seq).where(_HELD.c.workflow_id == workflow_id))
+    run_fields = RunView.__dataclass_fields__
+    child_fields = ChildView.__dataclass_fields__
+    return WorkflowDescription(
+        summary=_summary(found),
+        runs=tuple(RunView(**{k: r[k] for k in run_fields}) for r in runs.mappings()),
+        children=tuple(ChildView(**{k: r[k] for k in child_fields}) for r in children.mappings()),
+        held_events=len(held.all()),
+    )
+
+
+async def history(
+    session: AsyncSession, workflow_id: str, *, from_seq: int = 1, limit: int = 1000
+) -> list[HistoryEntry]:
+    """Up to ``limit`` events of ``workflow_id`` from ``from_seq`` on, in seq order."""
+    if not 1 <= limit <= MAX_PAGE * 10:
+        raise InvalidInput(f"limit must be 1 to {MAX_PAGE * 10}, got {limit}")
+    statement = (
+        select(_HIST)
+        .where(_HIST.c.workflow_id == workflow_id, _HIST.c.seq >= from_seq)
+        .order_by(_HIST.c.seq)
+        .limit(limit)
+    )
+    fields = HistoryEntry.__dataclass_fields__
+    result = await session.execute(statement)
+    return [HistoryEntry(**{k: r[k] for k in fields}) for r in result.mappings()]
+
+
+async def child_tree(session: AsyncSession, workflow_id: str, *, depth: int = 3) -> TreeNode | None:
+    """``workflow_id`` and its descendants to ``depth`` levels: one query per level."""
+    root_row = (
+        (await session.execute(select(_W).where(_W.c.workflow_id == workflow_id)))
+        .mappings()
+        .first()
+    )
+    if root_row is None:
+        return None
+    root = TreeNode(
+        workflow_id=workflow_id, workflow_type=root_row["workflow_type"], status=root_row["status"]
+    )
+    level = {workflow_id: root}
+    seen = {workflow_id}
+    for _ in range(depth):
+        if not level:
+            break
+        statement = (
+            select(
+                _CHILD.c.parent_workflow_id,
+                _CHILD.c.child_workflow_id,
+                _W.c.workflow_type,
+                _W.c.status,
+                _CHILD.c.child_workflow_type,
+            )
+            .outerjoin(_W, _W.c.workflow_id == _CHILD.c.child_workflow_id)
+            .where(_CHILD.c.parent_workflow_id.in_(sorted(level)))
+            .order_by(_CHILD.c.parent_workflow_id, _CHILD.c.scheduled_seq)
+        )
+        next_level: dict[str, TreeNode] = {}
+        for parent_id, child_id, wtype, status, scheduled_type in await session.execute(statement):
+            if child_id in seen:
+                continue
+            seen.add(child_id)
+            node = TreeNode(
+                workflow_id=child_id, workflow_type=wtype or scheduled_type, status=status
+            )
+            level[parent_id].children.append(node)
+            next_level[child_id] = node
+        level = next_level
+    return root
+
+
+async def registry(
+    session: AsyncSession,
+    *,
+    workflow_id: str | None = None,
+    partition: int | None = None,
+    owner: str | None = None,
+    status: str | None = None,
+    limit: int = 1000,
+) -> list[RegistryEntry]:
+    """Registry rows matching every criterion given, by workflow id and run id."""
+    conditions: list[Any] = []
+    if workflow_id is not None:
+        conditions.append(_REG.c.workflow_id == workflow_id)
+    if partition is not None:
+        conditions.append(_REG.c.partition == partition)
+    if owner is not None:
+        conditions.append(_REG.c.owner == owner)
+    if status is not None:
+        conditions.append(_REG.c.status == status)
+    statement = (
+        select(_REG).where(*conditions).order_by(_REG.c.workflow_id, _REG.c.run_id).limit(limit)
+    )
+    fields = RegistryEntry.__dataclass_fields__
+    result = await session.execute(statement)
+    return [RegistryEntry(**{k: r[k] for k in fields}) for r in result.mappings()]
+
+
+async def stored_offsets(
+    session: AsyncSession, topic: str | None = None
+) -> dict[tuple[str, int], int]:
+    """The next offset to consume per (topic, partition), as last committed with the views."""
+    statement = select(_OFF.c.topic, _OFF.c.partition, _OFF.c.next_offset)
+    if topic is not None:
+        statement = statement.where(_OFF.c.topic == topic)
+    result = await session.execute(statement)
+    return {(t, p): o for t, p, o in result}
