@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -38,6 +39,7 @@ from aion_common.domain import (
     SignalReceived,
     SignalWorkflow,
     StartWorkflow,
+    TerminalOutcome,
     TerminateWorkflow,
     TimedOut,
     TimerFired,
@@ -53,8 +55,8 @@ from aion_common.domain import (
 
 AT = datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 WF, RUN, CMD = "order-42", "run-1", "cmd-1"
-ENV = {"workflow_id": WF, "run_id": RUN, "recorded_at": AT, "command_id": CMD}
-CENV = {"command_id": CMD, "issued_at": AT, "workflow_id": WF}
+ENV: dict[str, Any] = {"workflow_id": WF, "run_id": RUN, "recorded_at": AT, "command_id": CMD}
+CENV: dict[str, Any] = {"command_id": CMD, "issued_at": AT, "workflow_id": WF}
 DOC = Payload.from_json({"items": [1, 2.5, "ü"], "ok": True, "none": None})
 
 
@@ -169,7 +171,7 @@ def test_event_types_with_equal_fields_keep_their_identity(codec: Codec) -> None
     assert [type(e) for e in decoded.events] == [CancelRequested, WorkflowCancelled]
 
 
-OUTCOMES = [
+OUTCOMES: list[TerminalOutcome] = [
     Completed(result=DOC),
     Failed(error=WorkflowError(message="m")),
     Failed(error=WorkflowError(message="m", details=DOC)),

@@ -27,7 +27,7 @@ from aion_common.domain import (
 
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 MICROS = 1_735_787_045_000_000
-WHERE = {"topic": "aion.events", "partition": 3, "offset": 1234}
+WHERE: dict[str, Any] = {"topic": "aion.events", "partition": 3, "offset": 1234}
 
 
 @pytest.fixture(scope="module")
