@@ -207,3 +207,33 @@ def test_fixtures_name_the_release_they_were_written_with(codec: Codec) -> None:
         info = codec.registry.by_fingerprint(data[2:10])
         assert info is not None
         assert info.version == release
+
+
+def test_old_fixtures_resolve_against_a_newer_release(tmp_path: Path) -> None:
+    """A v2 whose schemas differ (int attempt promoted to long) still reads v1 records."""
+    from aion_common.codecs import SchemaRegistry, locate_schemas_dir
+
+    source = locate_schemas_dir()
+    for release in ("v1", "v2"):
+        (tmp_path / release).mkdir()
+        for avsc in (source / "v1").glob("*.avsc"):
+            text = avsc.read_text(encoding="utf-8")
+            if release == "v2":
+                text = text.replace(
+                    '"name": "attempt", "type": "int"', '"name": "attempt", "type": "long"'
+                )
+            (tmp_path / release / avsc.name).write_text(text, encoding="utf-8")
+    registry = SchemaRegistry.load(tmp_path)
+    batch = registry.current("aion.v1.EventBatch")
+    assert batch.version == "v2"
+    assert (
+        batch.fingerprint != SchemaRegistry.load(source).current("aion.v1.EventBatch").fingerprint
+    )
+    newer = Codec(registry)
+    for release, name, method, expected in CASES:
+        data = read_fixture(FIXTURES / release / f"{name}.hex")
+        assert getattr(newer, f"decode_{method}")(data) == expected
+        assert (
+            getattr(newer, f"decode_{method}")(getattr(newer, f"encode_{method}")(expected))
+            == expected
+        )
