@@ -1,0 +1,250 @@
+"""The workflow context: workflow code's only door to children, time, signals, randomness and ids.
+
+Every awaitable the context hands out is an :class:`Op`: awaiting it yields the op itself to
+the executor, which records a decision or blocks the coroutine until the history supplies the
+answer. Nothing here touches an event loop, a clock or the ``random`` module, so replaying the
+same history always drives the code through the same decisions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Generator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, NoReturn, TypeVar
+
+from aion_common.domain import ParentClosePolicy, ParentLink, derive_id
+
+__all__ = [
+    "ChildHandle",
+    "ChildResultOp",
+    "ChildWorkflowFailed",
+    "ContinueAsNewRequested",
+    "Op",
+    "Raise",
+    "SignalTimeout",
+    "SleepOp",
+    "StartChildOp",
+    "WaitSignalOp",
+    "WorkflowContext",
+    "WorkflowInfo",
+    "duration_ms",
+]
+
+T = TypeVar("T")
+
+
+class ChildWorkflowFailed(Exception):
+    """A child ended other than completed; ``message`` is the recorded error.
+
+    Cancelled children carry ``cancelled:<reason>``, timed-out ones ``timed_out:<timeout>``,
+    and a child whose start was refused ``start_refused:<code>:<reason>``.
+    """
+
+    def __init__(self, child_workflow_id: str, message: str) -> None:
+        super().__init__(message)
+        self.child_workflow_id = child_workflow_id
+        self.message = message
+
+
+class SignalTimeout(TimeoutError):
+    """``wait_signal(name, timeout=…)`` saw no signal ``name`` before the timeout."""
+
+    def __init__(self, name: str, timeout_ms: int) -> None:
+        super().__init__(f"no signal {name!r} within {timeout_ms} ms")
+        self.name = name
+        self.timeout_ms = timeout_ms
+
+
+class ContinueAsNewRequested(BaseException):
+    """Raised by ``ctx.continue_as_new``; a BaseException so ``except Exception`` can't eat it."""
+
+    def __init__(self, input_value: object, workflow_type: str | None) -> None:
+        super().__init__("continue-as-new")
+        self.input_value = input_value
+        self.workflow_type = workflow_type
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """An executor reply that makes the awaiting op raise ``error`` in workflow code."""
+
+    error: BaseException
+
+
+class Op(Generic[T]):
+    """An awaitable workflow operation; the executor answers it (or makes it raise)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        reply = yield self
+        if isinstance(reply, Raise):
+            raise reply.error
+        return reply  # type: ignore[no-any-return]  # the executor answers each op with its T
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowInfo:
+    """Who this run is: ids, type, parent link and attempt."""
+
+    workflow_id: str
+    run_id: str
+    first_run_id: str
+    previous_run_id: str | None
+    workflow_type: str
+    parent: ParentLink | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildHandle:
+    """A started child; ``await handle.result()`` gives its JSON result."""
+
+    workflow_id: str
+
+    def result(self) -> ChildResultOp:
+        """Await the child's result; raises :class:`ChildWorkflowFailed` unless it completed."""
+        return ChildResultOp(self.workflow_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StartChildOp(Op[ChildHandle]):
+    """Schedule a child (a decision; answered at once with its handle)."""
+
+    child_id: str
+    workflow_type: str
+    input_value: object
+    close_policy: ParentClosePolicy
+    execution_timeout_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildResultOp(Op[Any]):
+    """Block until the child's terminal is recorded in this run."""
+
+    child_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SleepOp(Op[None]):
+    """A durable timer (a decision), then block until it fires."""
+
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSignalOp(Op[Any]):
+    """Take the oldest buffered signal ``name``, or block for one (with an optional timer)."""
+
+    name: str
+    timeout_ms: int | None
+
+
+def duration_ms(value: float | timedelta) -> int:
+    """Milliseconds in a duration given as seconds or a timedelta."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return round(seconds * 1000)
+
+
+class WorkflowContext:
+    """What workflow code receives as ``ctx``: every effect goes through it."""
+
+    __slots__ = ("_child_counter", "_info", "_now", "_random_counter", "_uuid_counter")
+
+    def __init__(self, info: WorkflowInfo, now: datetime) -> None:
+        self._info = info
+        self._now = now
+        self._child_counter = 0
+        self._random_counter = 0
+        self._uuid_counter = 0
+
+    @property
+    def info(self) -> WorkflowInfo:
+        """This run's ids, type, parent link and attempt."""
+        return self._info
+
+    def now(self) -> datetime:
+        """Workflow time: when the event being processed was recorded (never the wall clock)."""
+        return self._now
+
+    def random(self) -> float:
+        """A deterministic float in [0, 1), derived from the run id and a call counter."""
+        self._random_counter += 1
+        bits = uuid.UUID(self._derive("random", self._random_counter)).int >> 75
+        return bits / float(1 << 53)
+
+    def uuid4(self) -> uuid.UUID:
+        """A deterministic UUID (UUIDv5 bits) unique to this run and call; replay repeats it."""
+        self._uuid_counter += 1
+        return uuid.UUID(self._derive("uuid", self._uuid_counter))
+
+    def start_child(
+        self,
+        workflow_type: str,
+        input: object = None,  # noqa: A002 - the SDK's public keyword
+        *,
+        id: str | None = None,  # noqa: A002 - the SDK's public keyword
+        parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+        execution_timeout: float | timedelta | None = None,
+    ) -> StartChildOp:
+        """Schedule a child workflow; ``await`` it for a :class:`ChildHandle`.
+
+        The default child id is ``derive_id("child", workflow_id, run_id, n)`` for the n-th
+        child this run starts, so it is the same on every replay.
+        """
+        self._child_counter += 1
+        child_id = id if id is not None else self._derive("child", self._child_counter)
+        timeout = None if execution_timeout is None else duration_ms(execution_timeout)
+        return StartChildOp(child_id, workflow_type, input, parent_close_policy, timeout)
+
+    async def execute_child(
+        self,
+        workflow_type: str,
+        input: object = None,  # noqa: A002 - the SDK's public keyword
+        *,
+        id: str | None = None,  # noqa: A002 - the SDK's public keyword
+        parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+        execution_timeout: float | timedelta | None = None,
+    ) -> Any:
+        """Start a child and await its result (raises :class:`ChildWorkflowFailed`)."""
+        handle = await self.start_child(
+            workflow_type,
+            input,
+            id=id,
+            parent_close_policy=parent_close_policy,
+            execution_timeout=execution_timeout,
+        )
+        return await handle.result()
+
+    def sleep(self, duration: float | timedelta) -> SleepOp:
+        """A durable sleep of ``duration`` (seconds or timedelta) that survives restarts."""
+        return SleepOp(duration_ms(duration))
+
+    def wait_signal(self, name: str, timeout: float | timedelta | None = None) -> WaitSignalOp:
+        """The payload of the oldest unconsumed signal ``name``, waiting for one if none.
+
+        Signals that arrived before the wait are buffered per name, in arrival order. With a
+        ``timeout``, raises :class:`SignalTimeout` when it passes first (a signal payload may
+        be JSON ``null``, so returning None could not tell the two apart).
+        """
+        return WaitSignalOp(name, None if timeout is None else duration_ms(timeout))
+
+    def continue_as_new(self, input: object, workflow_type: str | None = None) -> NoReturn:  # noqa: A002
+        """Close this run and start a new run of the same workflow id with ``input``."""
+        raise ContinueAsNewRequested(input, workflow_type)
+
+    async def gather(self, *awaitables: Awaitable[T]) -> list[T]:
+        """Await each in turn and return their results in order (no event loop needed).
+
+        Children run concurrently anyway; awaiting them in order only changes which failure
+        is raised first when several fail.
+        """
+        return [await each for each in awaitables]
+
+    def _set_now(self, now: datetime) -> None:
+        self._now = now
+
+    def _derive(self, kind: str, counter: int) -> str:
+        return derive_id(kind, self._info.workflow_id, self._info.run_id, str(counter))

@@ -1,0 +1,390 @@
+"""Drive one run's workflow coroutine by hand, without an event loop.
+
+The executor calls ``coro.send``/``coro.throw`` itself. Every value the coroutine yields must
+be an :class:`~aion_engine._context.Op`; the executor either answers it at once (starting a
+child, a buffered signal, a recorded child result) or records that the run is blocked on it.
+What the code decides (children, timers, its outcome) queues up as :data:`WorkflowDecision`
+values; the engine turns them into events live, and the replayer matches them against history.
+Input events (child terminals, signals, fired timers, cancel requests) go in via
+:meth:`Executor.deliver` in history order, so live runs and replays see the same sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aion_common.domain import (
+    Cancelled,
+    CancelRequested,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    Completed,
+    Event,
+    Failed,
+    InvalidInput,
+    ParentClosePolicy,
+    Payload,
+    SignalReceived,
+    TimerFired,
+    WorkflowError,
+    WorkflowStarted,
+    derive_id,
+    validate_id,
+    validate_name,
+)
+from aion_engine import _context as sdk
+from aion_engine.registry import WorkflowFn
+
+__all__ = [
+    "ContinueAsNewDecision",
+    "Executor",
+    "Finish",
+    "ScheduleChild",
+    "ScheduleTimer",
+    "WorkflowDecision",
+    "awaited_foreign_message",
+    "execution_timeout_timer_id",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleChild:
+    """The code started a child."""
+
+    child_id: str
+    workflow_type: str
+    input: Payload
+    close_policy: ParentClosePolicy
+    execution_timeout_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimer:
+    """The code set a durable timer (a sleep or a signal wait's timeout)."""
+
+    timer_id: str
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The code returned, raised, or let a cancellation propagate."""
+
+    outcome: Completed | Failed | Cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueAsNewDecision:
+    """The code called ``ctx.continue_as_new``."""
+
+    input: Payload
+    workflow_type: str | None
+
+
+WorkflowDecision = ScheduleChild | ScheduleTimer | Finish | ContinueAsNewDecision
+
+_BLOCKED = object()
+_ENDED = object()
+_NO_LOOP = "no running event loop"
+
+
+def awaited_foreign_message(thing: object) -> str:
+    """The failure message for workflow code that awaited something other than a ctx op."""
+    return (
+        f"workflow code awaited {thing!r}; only ctx.* operations may be awaited inside a workflow"
+    )
+
+
+def execution_timeout_timer_id(workflow_id: str, run_id: str) -> str:
+    """The id of a run's execution-timeout timer (set by the engine, not by workflow code)."""
+    return derive_id("timer", workflow_id, run_id, "execution-timeout")
+
+
+def _close_coroutine(coro: Coroutine[Any, Any, Any] | None) -> None:
+    if coro is None:
+        return
+    # A finally block that awaits again while being closed raises RuntimeError; nothing it
+    # does now could be recorded, so dropping the coroutine is all that is left to do.
+    with contextlib.suppress(RuntimeError):
+        coro.close()
+
+
+def _failure_message(err: Exception) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+class Executor:
+    """One run's coroutine plus what it has seen: child results, fired timers, signals."""
+
+    __slots__ = (
+        "_cancel_reason",
+        "_child_results",
+        "_coro",
+        "_decisions",
+        "_fired",
+        "_fn",
+        "_scheduled_children",
+        "_signals",
+        "_timer_counter",
+        "_waiting",
+        "_waiting_timer",
+        "ctx",
+        "finished",
+        "started",
+    )
+
+    def __init__(self, fn: WorkflowFn, started: WorkflowStarted) -> None:
+        self.started = started
+        self._fn = fn
+        self.ctx = sdk.WorkflowContext(
+            sdk.WorkflowInfo(
+                workflow_id=started.workflow_id,
+                run_id=started.run_id,
+                first_run_id=started.first_run_id,
+                previous_run_id=started.previous_run_id,
+                workflow_type=started.workflow_type,
+                parent=started.parent,
+                attempt=started.attempt,
+            ),
+            started.recorded_at,
+        )
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        self._decisions: deque[WorkflowDecision] = deque()
+        self._waiting: sdk.Op[Any] | None = None
+        self._waiting_timer: str | None = None
+        self._child_results: dict[str, Payload | WorkflowError] = {}
+        self._scheduled_children: set[str] = set()
+        self._fired: set[str] = set()
+        self._signals: dict[str, deque[Payload]] = {}
+        self._timer_counter = 0
+        self._cancel_reason: str | None = None
+        self.finished = False
+
+    # -- driving -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the code from its start until it blocks or finishes."""
+        try:
+            value = self.started.input.to_json()
+        except ValueError as err:
+            self._finish(Failed(error=WorkflowError(message=f"undecodable input: {err}")))
+            return
+        self._coro = self._fn(self.ctx, value)
+        self._resume(None)
+
+    def deliver(self, event: Event) -> None:
+        """Feed one input event (in history order); resumes the code if it unblocks it."""
+        if self.finished:
+            return
+        self.ctx._set_now(event.recorded_at)
+        match event:
+            case ChildWorkflowCompleted(child_workflow_id=child, result=result):
+                self._child_results[child] = result
+                if self._waiting == sdk.ChildResultOp(child):
+                    self._resume(result.to_json())
+            case ChildWorkflowFailed(child_workflow_id=child, error=error):
+                self._child_results[child] = error
+                if self._waiting == sdk.ChildResultOp(child):
+                    self._resume(sdk.Raise(sdk.ChildWorkflowFailed(child, error.message)))
+            case SignalReceived(name=name, payload=payload):
+                self._signals.setdefault(name, deque()).append(payload)
+                waiting = self._waiting
+                if isinstance(waiting, sdk.WaitSignalOp) and waiting.name == name:
+                    self._resume(self._signals[name].popleft().to_json())
+            case TimerFired(timer_id=timer_id):
+                self._fired.add(timer_id)
+                self._on_timer(timer_id)
+            case CancelRequested(reason=reason):
+                self._cancel_reason = reason
+                self._waiting = None
+                self._resume(None, throw=asyncio.CancelledError(reason))
+            case _:
+                raise InvalidInput(
+                    f"{type(event).__name__} is not an input event for workflow code"
+                )
+
+    def take_decision(self) -> WorkflowDecision | None:
+        """The oldest decision not yet taken, or None."""
+        return self._decisions.popleft() if self._decisions else None
+
+    @property
+    def has_decisions(self) -> bool:
+        """Whether decisions are queued."""
+        return bool(self._decisions)
+
+    def describe_wait(self) -> str:
+        """What the code is blocked on, for error messages."""
+        match self._waiting:
+            case sdk.ChildResultOp(child_id=child):
+                return f"waiting for child {child!r}"
+            case sdk.SleepOp():
+                return f"sleeping on timer {self._waiting_timer!r}"
+            case sdk.WaitSignalOp(name=name):
+                return f"waiting for signal {name!r}"
+            case None:
+                return "finished" if self.finished else "not blocked"
+            case other:
+                return f"blocked on {other!r}"
+
+    def close(self) -> None:
+        """Drop the coroutine (eviction or a forced close); its decisions are discarded."""
+        self.finished = True
+        self._waiting = None
+        _close_coroutine(self._coro)
+        self._coro = None
+
+    def _on_timer(self, timer_id: str) -> None:
+        if self._waiting_timer != timer_id:
+            return
+        waiting = self._waiting
+        self._waiting_timer = None
+        if isinstance(waiting, sdk.SleepOp):
+            self._resume(None)
+        elif isinstance(waiting, sdk.WaitSignalOp) and waiting.timeout_ms is not None:
+            self._resume(sdk.Raise(sdk.SignalTimeout(waiting.name, waiting.timeout_ms)))
+
+    def _resume(self, value: object, throw: BaseException | None = None) -> None:
+        coro = self._coro
+        if coro is None or self.finished:
+            return
+        self._waiting = None
+        self._waiting_timer = None
+        reply: object = value
+        while (op := self._step(coro, reply, throw)) is not _ENDED:
+            throw = None
+            if not isinstance(op, sdk.Op):
+                self._finish(Failed(error=WorkflowError(message=awaited_foreign_message(op))))
+                return
+            reply = self._answer(op)
+            if reply is _BLOCKED:
+                self._waiting = op
+                return
+
+    def _step(
+        self, coro: Coroutine[Any, Any, Any], reply: object, throw: BaseException | None
+    ) -> object:
+        """Advance the code to its next await; :data:`_ENDED` once it returned or raised."""
+        try:
+            return coro.throw(throw) if throw is not None else coro.send(reply)
+        except StopIteration as stop:
+            self._complete(stop.value)
+        except sdk.ContinueAsNewRequested as request:
+            self._continue_as_new(request)
+        except asyncio.CancelledError as err:
+            reason = self._cancel_reason or str(err) or "cancelled by workflow code"
+            self._finish(Cancelled(reason=reason))
+        except Exception as err:  # noqa: BLE001 - any error the code raises is its outcome
+            self._fail_from(err)
+        return _ENDED
+
+    # -- answering ops -------------------------------------------------------------------
+
+    def _answer(self, op: sdk.Op[Any]) -> object:
+        match op:
+            case sdk.StartChildOp():
+                return self._start_child(op)
+            case sdk.ChildResultOp(child_id=child):
+                return self._child_result(child)
+            case sdk.SleepOp(duration_ms=ms):
+                return self._sleep(ms)
+            case sdk.WaitSignalOp(name=name, timeout_ms=timeout):
+                return self._wait_signal(name, timeout)
+            case _:
+                return sdk.Raise(InvalidInput(f"unsupported workflow operation {op!r}"))
+
+    def _child_result(self, child: str) -> object:
+        if child not in self._scheduled_children:
+            return sdk.Raise(InvalidInput(f"{child!r} is not a child of this run"))
+        outcome = self._child_results.get(child)
+        if outcome is None:
+            return _BLOCKED
+        if isinstance(outcome, WorkflowError):
+            return sdk.Raise(sdk.ChildWorkflowFailed(child, outcome.message))
+        return outcome.to_json()
+
+    def _sleep(self, ms: int) -> object:
+        if ms <= 0:
+            return None
+        self._waiting_timer = self._schedule_timer(ms)
+        return _BLOCKED
+
+    def _start_child(self, op: sdk.StartChildOp) -> object:
+        try:
+            validate_id(op.child_id, what="child workflow id")
+            validate_name(op.workflow_type, what="child workflow type")
+            payload = Payload.from_json(op.input_value)
+        except InvalidInput as err:
+            return sdk.Raise(err)
+        if op.child_id in self._scheduled_children:
+            return sdk.Raise(InvalidInput(f"child {op.child_id!r} was already started by this run"))
+        self._scheduled_children.add(op.child_id)
+        self._decisions.append(
+            ScheduleChild(
+                op.child_id, op.workflow_type, payload, op.close_policy, op.execution_timeout_ms
+            )
+        )
+        return sdk.ChildHandle(op.child_id)
+
+    def _wait_signal(self, name: str, timeout_ms: int | None) -> object:
+        buffered = self._signals.get(name)
+        if buffered:
+            return buffered.popleft().to_json()
+        if timeout_ms is not None:
+            if timeout_ms <= 0:
+                return sdk.Raise(sdk.SignalTimeout(name, timeout_ms))
+            self._waiting_timer = self._schedule_timer(timeout_ms)
+        return _BLOCKED
+
+    def _schedule_timer(self, ms: int) -> str:
+        self._timer_counter += 1
+        info = self.ctx.info
+        timer_id = derive_id("timer", info.workflow_id, info.run_id, str(self._timer_counter))
+        fire_at = self.ctx.now() + timedelta(milliseconds=ms)
+        self._decisions.append(ScheduleTimer(timer_id, fire_at))
+        return timer_id
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _complete(self, value: object) -> None:
+        try:
+            payload = Payload.from_json(value)
+        except InvalidInput as err:
+            self._finish(Failed(error=WorkflowError(message=f"workflow result rejected: {err}")))
+            return
+        self._finish(Completed(result=payload))
+
+    def _continue_as_new(self, request: sdk.ContinueAsNewRequested) -> None:
+        try:
+            payload = Payload.from_json(request.input_value)
+            if request.workflow_type is not None:
+                validate_name(request.workflow_type, what="workflow type")
+        except InvalidInput as err:
+            self._finish(Failed(error=WorkflowError(message=f"continue-as-new rejected: {err}")))
+            return
+        self._decisions.append(ContinueAsNewDecision(payload, request.workflow_type))
+        self._mark_finished()
+
+    def _fail_from(self, err: Exception) -> None:
+        if isinstance(err, RuntimeError) and _NO_LOOP in str(err):
+            # Outside an event loop, asyncio primitives fail before yielding anything.
+            message = awaited_foreign_message("an asyncio awaitable (it needs an event loop)")
+        else:
+            message = _failure_message(err)
+        self._finish(Failed(error=WorkflowError(message=message)))
+
+    def _finish(self, outcome: Completed | Failed | Cancelled) -> None:
+        self._decisions.append(Finish(outcome))
+        self._mark_finished()
+
+    def _mark_finished(self) -> None:
+        self.finished = True
+        self._waiting = None
+        _close_coroutine(self._coro)
+        self._coro = None

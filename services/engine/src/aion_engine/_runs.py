@@ -1,0 +1,255 @@
+"""Run lifecycle rules: start admission, recording the code's decisions, the close policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, assert_never
+
+from aion_common.domain import (
+    Cancelled,
+    CancelWorkflow,
+    ChildWorkflowScheduled,
+    Command,
+    Completed,
+    Failed,
+    IdReusePolicy,
+    ParentClosePolicy,
+    ParentLink,
+    RefusalCode,
+    StartWorkflow,
+    TerminateWorkflow,
+    TimerScheduled,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowContinuedAsNew,
+    WorkflowError,
+    WorkflowFailed,
+    WorkflowStarted,
+    derive_id,
+)
+from aion_engine._executor import (
+    ContinueAsNewDecision,
+    Finish,
+    ScheduleChild,
+    ScheduleTimer,
+    WorkflowDecision,
+)
+from aion_engine._state import RunState, WorkflowState
+from aion_engine._work import Work
+from aion_engine.registry import WorkflowRegistry
+
+__all__ = [
+    "MAX_CONTINUES_PER_COMMAND",
+    "NextRun",
+    "RunClosed",
+    "close_policy_commands",
+    "first_started_event",
+    "format_timeout",
+    "loaded_types",
+    "record_decision",
+    "start_refusal",
+]
+
+MAX_CONTINUES_PER_COMMAND: Final = 100
+"""A run that continues-as-new without ever blocking would loop forever inside one command."""
+
+
+class _RunClosedType:
+    __slots__ = ()
+
+
+RunClosed: Final = _RunClosedType()
+"""Returned by :func:`record_decision` when the decision closed the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class NextRun:
+    """The run continued-as-new; ``started`` opens the next run (not yet appended)."""
+
+    started: WorkflowStarted
+
+
+def loaded_types(registry: WorkflowRegistry) -> str:
+    """The loaded type names for refusal messages."""
+    return ", ".join(registry.types()) or "(none)"
+
+
+def format_timeout(ms: int) -> str:
+    """A timeout's human form: ``30s``, ``1m30s``, ``2h``, ``1500ms``."""
+    if ms % 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms // 1000, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{seconds}s" if seconds or not text else "")
+
+
+def start_refusal(
+    cmd: StartWorkflow, state: WorkflowState | None, registry: WorkflowRegistry
+) -> tuple[RefusalCode, str] | None:
+    """Why ``cmd`` may not start a run, or None if it may."""
+    run = None if state is None else state.run
+    if run is not None:
+        if run.terminal is None:
+            return (
+                RefusalCode.ALREADY_RUNNING,
+                f"workflow {cmd.workflow_id!r} is already running (run {run.run_id!r})",
+            )
+        closed_as = type(run.terminal).__name__
+        policy = cmd.id_reuse_policy
+        if policy is IdReusePolicy.REJECT_DUPLICATE or (
+            policy is IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            and isinstance(run.terminal, WorkflowCompleted)
+        ):
+            return (
+                RefusalCode.ID_REUSE_REJECTED,
+                f"workflow id {cmd.workflow_id!r} was used by run {run.run_id!r} "
+                f"({closed_as}) and the id reuse policy is {policy.value}",
+            )
+    if registry.get(cmd.workflow_type) is None:
+        return (
+            RefusalCode.UNKNOWN_WORKFLOW_TYPE,
+            f"workflow type {cmd.workflow_type!r} is not loaded by this engine; "
+            f"loaded types: {loaded_types(registry)}",
+        )
+    return None
+
+
+def first_started_event(
+    work: Work, run_id: str, cmd: StartWorkflow, package_version: str
+) -> WorkflowStarted:
+    """The ``WorkflowStarted`` opening a new chain for ``cmd``."""
+    return WorkflowStarted(
+        **work.envelope(run_id),
+        workflow_type=cmd.workflow_type,
+        input=cmd.input,
+        first_run_id=run_id,
+        parent=cmd.parent,
+        package_version=package_version,
+        execution_timeout_ms=cmd.execution_timeout_ms,
+    )
+
+
+def record_decision(
+    work: Work, run: RunState, decision: WorkflowDecision, registry: WorkflowRegistry
+) -> _RunClosedType | NextRun | None:
+    """Append the events (and outgoing commands, timers) one decision of the code makes."""
+    env = work.envelope(run.run_id)
+    match decision:
+        case ScheduleChild():
+            _schedule_child(work, run, decision)
+        case ScheduleTimer(timer_id=timer_id, fire_at=fire_at):
+            work.schedule_timer(TimerScheduled(**env, timer_id=timer_id, fire_at=fire_at))
+        case Finish(outcome=Completed(result=result)):
+            work.append(WorkflowCompleted(**env, result=result))
+            return RunClosed
+        case Finish(outcome=Failed(error=error)):
+            work.append(WorkflowFailed(**env, error=error))
+            return RunClosed
+        case Finish(outcome=Cancelled(reason=reason)):
+            work.append(WorkflowCancelled(**env, reason=reason))
+            return RunClosed
+        case ContinueAsNewDecision():
+            return _continue_as_new(work, run, decision, registry)
+        case _:
+            assert_never(decision)  # type: ignore[arg-type]  # Finish's union is matched above
+    return None
+
+
+def _schedule_child(work: Work, run: RunState, decision: ScheduleChild) -> None:
+    workflow_id = work.state.workflow_id
+    start_id = derive_id("start-child", workflow_id, run.run_id, decision.child_id)
+    work.append(
+        ChildWorkflowScheduled(
+            **work.envelope(run.run_id),
+            child_workflow_id=decision.child_id,
+            child_workflow_type=decision.workflow_type,
+            input=decision.input,
+            parent_close_policy=decision.close_policy,
+            start_command_id=start_id,
+            execution_timeout_ms=decision.execution_timeout_ms,
+        )
+    )
+    work.outgoing.append(
+        StartWorkflow(
+            command_id=start_id,
+            issued_at=work.now,
+            workflow_id=decision.child_id,
+            workflow_type=decision.workflow_type,
+            input=decision.input,
+            parent=ParentLink(
+                workflow_id=workflow_id, run_id=run.run_id, close_policy=decision.close_policy
+            ),
+            execution_timeout_ms=decision.execution_timeout_ms,
+        )
+    )
+
+
+def _continue_as_new(
+    work: Work, run: RunState, decision: ContinueAsNewDecision, registry: WorkflowRegistry
+) -> _RunClosedType | NextRun:
+    workflow_type = decision.workflow_type or run.started.workflow_type
+    problem = None
+    if registry.get(workflow_type) is None:
+        problem = (
+            f"continue-as-new to workflow type {workflow_type!r}, which this engine has not "
+            f"loaded; loaded types: {loaded_types(registry)}"
+        )
+    elif work.continues >= MAX_CONTINUES_PER_COMMAND:
+        problem = (
+            f"continued-as-new {work.continues} times within one command without waiting "
+            "for anything; the workflow loops"
+        )
+    if problem is not None:
+        work.append(
+            WorkflowFailed(**work.envelope(run.run_id), error=WorkflowError(message=problem))
+        )
+        return RunClosed
+    work.continues += 1
+    next_run_id = derive_id("run", work.state.workflow_id, work.command_id, str(work.continues))
+    work.append(
+        WorkflowContinuedAsNew(
+            **work.envelope(run.run_id),
+            input=decision.input,
+            workflow_type=decision.workflow_type,
+            next_run_id=next_run_id,
+        )
+    )
+    previous = run.started
+    return NextRun(
+        WorkflowStarted(
+            **work.envelope(next_run_id),
+            workflow_type=workflow_type,
+            input=decision.input,
+            first_run_id=previous.first_run_id,
+            previous_run_id=previous.run_id,
+            parent=previous.parent,
+            package_version=previous.package_version,
+            execution_timeout_ms=previous.execution_timeout_ms,
+        )
+    )
+
+
+def close_policy_commands(work: Work, run: RunState) -> list[Command]:
+    """Commands that apply each open child's parent-close policy, in scheduling order."""
+    commands: list[Command] = []
+    workflow_id = work.state.workflow_id
+    for child_id, scheduled in run.open_children.items():
+        policy = scheduled.parent_close_policy
+        if policy is ParentClosePolicy.ABANDON:
+            continue
+        command_id = derive_id("parent-close", workflow_id, run.run_id, child_id)
+        reason = f"parent {workflow_id!r} run {run.run_id!r} closed ({policy.value})"
+        if policy is ParentClosePolicy.TERMINATE:
+            commands.append(
+                TerminateWorkflow(
+                    command_id=command_id, issued_at=work.now, workflow_id=child_id, reason=reason
+                )
+            )
+        else:
+            commands.append(
+                CancelWorkflow(
+                    command_id=command_id, issued_at=work.now, workflow_id=child_id, reason=reason
+                )
+            )
+    return commands

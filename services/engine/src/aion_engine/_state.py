@@ -1,0 +1,121 @@
+"""Per-workflow state the engine keeps, built only by applying events (live or on rebuild).
+
+One code path (:meth:`WorkflowState.apply`) maintains the indexes a command needs in O(1):
+applied command ids, the open run's events, its open children and pending timers. A closed
+run keeps only its start and terminal events, which is all the child-record decision and the
+id-reuse policy ever ask of it, so memory and rebuild cost stay bounded by open work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aion_common.domain import (
+    CancelRequested,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowScheduled,
+    Event,
+    InvariantViolation,
+    TimerFired,
+    TimerScheduled,
+    WorkflowStarted,
+    check_next_seq,
+    outcome_of,
+)
+
+__all__ = ["RunState", "WorkflowState"]
+
+
+@dataclass(slots=True)
+class RunState:
+    """The latest run of a workflow: its events and the indexes commands need."""
+
+    started: WorkflowStarted
+    events: list[Event]
+    open_children: dict[str, ChildWorkflowScheduled] = field(default_factory=dict)
+    timers: dict[str, TimerScheduled] = field(default_factory=dict)
+    cancel_requested: bool = False
+    terminal: Event | None = None
+
+    @property
+    def run_id(self) -> str:
+        """This run's id."""
+        return self.started.run_id
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the run has no terminal yet."""
+        return self.terminal is None
+
+
+@dataclass(slots=True)
+class WorkflowState:
+    """Everything the engine knows about one workflow id."""
+
+    workflow_id: str
+    last_seq: int = 0
+    applied: set[str] = field(default_factory=set)
+    run: RunState | None = None
+    closed_runs: dict[str, tuple[WorkflowStarted, Event]] = field(default_factory=dict)
+
+    @property
+    def open_run(self) -> RunState | None:
+        """The latest run if it is open."""
+        run = self.run
+        return run if run is not None and run.terminal is None else None
+
+    def run_history(self, run_id: str) -> Sequence[Event]:
+        """The events held for ``run_id`` (start and terminal only once it closed), or ()."""
+        run = self.run
+        if run is not None and run.run_id == run_id:
+            return run.events
+        return self.closed_runs.get(run_id, ())
+
+    def apply(self, event: Event) -> None:
+        """Apply the next event; raises SequenceError or InvariantViolation if it can't be."""
+        check_next_seq(self.workflow_id, self.last_seq, event)
+        run = self.run
+        if isinstance(event, WorkflowStarted):
+            if run is not None:
+                if run.terminal is None:
+                    raise InvariantViolation(
+                        f"workflow {self.workflow_id!r}: run {event.run_id!r} started while "
+                        f"run {run.run_id!r} is open"
+                    )
+                self.closed_runs[run.run_id] = (run.started, run.terminal)
+            self.run = RunState(started=event, events=[event])
+        elif run is None or run.terminal is not None or event.run_id != run.run_id:
+            raise InvariantViolation(
+                f"workflow {self.workflow_id!r}: seq {event.seq} does not belong to an open run"
+            )
+        else:
+            run.events.append(event)
+            self._index(run, event)
+        self.last_seq = event.seq
+        self.applied.add(event.command_id)
+
+    @staticmethod
+    def _index(run: RunState, event: Event) -> None:
+        match event:
+            case ChildWorkflowScheduled(child_workflow_id=child):
+                run.open_children[child] = event
+            case (
+                ChildWorkflowCompleted(child_workflow_id=child)
+                | ChildWorkflowFailed(child_workflow_id=child)
+            ):
+                run.open_children.pop(child, None)
+            case TimerScheduled(timer_id=timer_id):
+                run.timers[timer_id] = event
+            case TimerFired(timer_id=timer_id):
+                run.timers.pop(timer_id, None)
+            case CancelRequested():
+                run.cancel_requested = True
+            case _:
+                if outcome_of(event) is not None:
+                    run.terminal = event
+                    run.timers.clear()
+                    # The closed run keeps only what later questions need; open children
+                    # stay until the close policy has been applied by the closing command.
+                    run.events = [run.started, event]

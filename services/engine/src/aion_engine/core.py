@@ -1,0 +1,386 @@
+"""The engine's pure core: every workflow of one partition, turning commands into decisions.
+
+:class:`EngineCore` holds state rebuilt from ``aion.events`` (:meth:`EngineCore.apply_batch`)
+and handles one command at a time (:meth:`EngineCore.handle`), returning a
+:class:`~aion_engine.decision.Decision` for the service loop to emit. It does no I/O, reads no
+clock (``now`` is passed in) and derives every id with ``derive_id``, so handling the same
+command against the same state yields the same output.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, assert_never
+
+from aion_common.domain import (
+    AlreadyRecorded,
+    CancelRequested,
+    CancelWorkflow,
+    Command,
+    CommandRefused,
+    Event,
+    EventBatch,
+    Failed,
+    FireTimer,
+    NonDeterminism,
+    ParentTerminal,
+    RecordChildTerminal,
+    Recorded,
+    RecordRefused,
+    RefusalCode,
+    SignalReceived,
+    SignalWorkflow,
+    StartWorkflow,
+    TerminateWorkflow,
+    TimerFired,
+    TimerScheduled,
+    WorkflowError,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowTimedOut,
+    decide_child_terminal_record,
+    derive_id,
+    record_child_terminal_id,
+)
+from aion_engine import _runs
+from aion_engine._executor import Executor, execution_timeout_timer_id
+from aion_engine._replay import replay_run
+from aion_engine._state import RunState, WorkflowState
+from aion_engine._work import Work, fire_timer_command
+from aion_engine.decision import Decision, TimerRequest
+from aion_engine.registry import WorkflowRegistry
+
+__all__ = ["DEFAULT_MAX_RESIDENT", "EngineCore"]
+
+DEFAULT_MAX_RESIDENT = 10_000
+_NOOP = Decision()
+
+
+class EngineCore:
+    """Every workflow of one partition: rebuilt from event batches, driven by commands."""
+
+    def __init__(
+        self,
+        registry: WorkflowRegistry,
+        *,
+        writer: str = "engine",
+        max_resident: int = DEFAULT_MAX_RESIDENT,
+        package_version: str = "",
+    ) -> None:
+        if max_resident < 0:
+            raise ValueError("max_resident must be >= 0")
+        self._registry = registry
+        self._writer = writer
+        self._max_resident = max_resident
+        self._package_version = package_version
+        self._workflows: dict[str, WorkflowState] = {}
+        self._resident: OrderedDict[str, Executor] = OrderedDict()
+
+    # -- rebuild -------------------------------------------------------------------------
+
+    def apply_batch(self, batch: EventBatch) -> None:
+        """Apply a batch read from ``aion.events``; events whose seq is already held are skipped.
+
+        Raises :class:`~aion_common.domain.SequenceError` on a gap (a corrupt partition).
+        """
+        state = self._workflows.get(batch.workflow_id)
+        if state is None:
+            state = self._workflows[batch.workflow_id] = WorkflowState(batch.workflow_id)
+        applied = False
+        for event in batch.events:
+            if event.seq <= state.last_seq:
+                continue
+            state.apply(event)
+            applied = True
+        if applied:
+            self._evict(batch.workflow_id)
+
+    def pending_timers(self) -> list[TimerRequest]:
+        """Every timer scheduled and not fired in an open run (re-arm these after a rebuild)."""
+        requests: list[TimerRequest] = []
+        for state in self._workflows.values():
+            run = state.open_run
+            if run is None:
+                continue
+            requests.extend(
+                TimerRequest(fire_at=timer.fire_at, command=fire_timer_command(timer))
+                for timer in run.timers.values()
+            )
+        return requests
+
+    def clear(self) -> None:
+        """Drop every workflow (the partition was revoked)."""
+        while self._resident:
+            _, executor = self._resident.popitem()
+            executor.close()
+        self._workflows.clear()
+
+    def __contains__(self, workflow_id: object) -> bool:
+        return workflow_id in self._workflows
+
+    def __len__(self) -> int:
+        return len(self._workflows)
+
+    @property
+    def resident_count(self) -> int:
+        """How many run coroutines are in memory."""
+        return len(self._resident)
+
+    def last_seq(self, workflow_id: str) -> int:
+        """The newest seq held for ``workflow_id`` (0 if unknown)."""
+        state = self._workflows.get(workflow_id)
+        return 0 if state is None else state.last_seq
+
+    # -- commands ------------------------------------------------------------------------
+
+    def handle(self, command: Command, *, now: datetime) -> Decision:  # noqa: PLR0911 - per type
+        """Apply ``command``; ``now`` stamps new events (pass the command record's timestamp
+        for byte-identical output when a command is processed again)."""
+        state = self._workflows.get(command.workflow_id)
+        if state is not None and command.command_id in state.applied:
+            return _NOOP
+        match command:
+            case StartWorkflow():
+                return self._start(command, state, now)
+            case SignalWorkflow():
+                return self._signal(command, state, now)
+            case CancelWorkflow():
+                return self._cancel(command, state, now)
+            case TerminateWorkflow():
+                return self._terminate(command, state, now)
+            case RecordChildTerminal():
+                return self._record_child(command, state, now)
+            case FireTimer():
+                return self._fire_timer(command, state, now)
+            case _:
+                assert_never(command)
+
+    def _start(self, cmd: StartWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
+        refused = _runs.start_refusal(cmd, state, self._registry)
+        if refused is not None:
+            code, reason = refused
+            return Decision(
+                refusal=_refusal(cmd, code, reason, now),
+                outgoing=_report_refused_child(cmd, code, reason, now),
+            )
+        if state is None:
+            state = self._workflows[cmd.workflow_id] = WorkflowState(cmd.workflow_id)
+        work = Work(state, cmd.command_id, now)
+        run_id = derive_id("run", cmd.workflow_id, cmd.command_id)
+        started = _runs.first_started_event(work, run_id, cmd, self._package_version)
+        return self._finish(work, self._open_run(work, started))
+
+    def _signal(self, cmd: SignalWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
+        refused = _open_refusal(cmd, state, now)
+        if refused is not None or state is None:
+            return refused or _NOOP
+        return self._feed(
+            cmd, state, now, lambda env: SignalReceived(**env, name=cmd.name, payload=cmd.payload)
+        )
+
+    def _cancel(self, cmd: CancelWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
+        refused = _open_refusal(cmd, state, now)
+        if refused is not None or state is None:
+            return refused or _NOOP
+        run = state.open_run
+        if run is None or run.cancel_requested:
+            return _NOOP  # already asked: the code is handling (or ignoring) the first request
+        return self._feed(cmd, state, now, lambda env: CancelRequested(**env, reason=cmd.reason))
+
+    def _terminate(
+        self, cmd: TerminateWorkflow, state: WorkflowState | None, now: datetime
+    ) -> Decision:
+        refused = _open_refusal(cmd, state, now)
+        if refused is not None or state is None or state.open_run is None:
+            return refused or _NOOP
+        run = state.open_run
+        work = Work(state, cmd.command_id, now)
+        error = WorkflowError(message=f"terminated:{cmd.reason}")
+        work.append(WorkflowFailed(**work.envelope(run.run_id), error=error))
+        self._close_run(work, run)
+        return self._finish(work, None)
+
+    def _record_child(
+        self, cmd: RecordChildTerminal, state: WorkflowState | None, now: datetime
+    ) -> Decision:
+        history = () if state is None else state.run_history(cmd.parent_run_id)
+        verdict = decide_child_terminal_record(
+            history,
+            parent_run_id=cmd.parent_run_id,
+            child_workflow_id=cmd.child_workflow_id,
+            outcome=cmd.outcome,
+            command_id=cmd.command_id,
+            recorded_at=now,
+        )
+        match verdict:
+            case Recorded(event=event):
+                assert state is not None  # a Recorded verdict needs the parent's history
+                return self._feed(cmd, state, now, lambda _env: event)
+            case AlreadyRecorded() | ParentTerminal():
+                return _NOOP
+            case RecordRefused(reason=reason):
+                return Decision(dead_letter_reason=reason)
+            case _:
+                assert_never(verdict)
+
+    def _fire_timer(self, cmd: FireTimer, state: WorkflowState | None, now: datetime) -> Decision:
+        run = None if state is None else state.open_run
+        if state is None or run is None or run.run_id != cmd.run_id:
+            return _NOOP  # the run closed (or never existed): the timer is stale
+        timer = run.timers.get(cmd.timer_id)
+        if timer is None:
+            return _NOOP  # already fired, or not a timer of this run
+        if cmd.timer_id != execution_timeout_timer_id(state.workflow_id, run.run_id):
+            return self._feed(cmd, state, now, lambda env: TimerFired(**env, timer_id=cmd.timer_id))
+        work = Work(state, cmd.command_id, now)
+        work.append(TimerFired(**work.envelope(run.run_id), timer_id=cmd.timer_id))
+        timeout = _runs.format_timeout(run.started.execution_timeout_ms or 0)
+        work.append(WorkflowTimedOut(**work.envelope(run.run_id), timeout=timeout))
+        self._close_run(work, run)
+        return self._finish(work, None)
+
+    # -- running workflow code -----------------------------------------------------------
+
+    def _feed(
+        self,
+        cmd: Command,
+        state: WorkflowState,
+        now: datetime,
+        make_event: Callable[[dict[str, Any]], Event],
+    ) -> Decision:
+        """Append the command's input event and let the run's code react to it."""
+        run = state.open_run
+        assert run is not None
+        executor = self._executor_for(state, run)
+        if executor is None:
+            reason = (
+                f"workflow type {run.started.workflow_type!r} of run {run.run_id!r} is not "
+                f"loaded by this engine; loaded types: {_runs.loaded_types(self._registry)}"
+            )
+            return Decision(refusal=_refusal(cmd, RefusalCode.UNKNOWN_WORKFLOW_TYPE, reason, now))
+        work = Work(state, cmd.command_id, now)
+        event = make_event(work.envelope(run.run_id))
+        work.append(event)
+        if isinstance(executor, NonDeterminism):
+            error = WorkflowError(message=str(executor))
+            work.append(WorkflowFailed(**work.envelope(run.run_id), error=error))
+            self._close_run(work, run)
+            return self._finish(work, None)
+        executor.deliver(event)
+        return self._finish(work, self._drain(work, executor))
+
+    def _executor_for(
+        self, state: WorkflowState, run: RunState
+    ) -> Executor | NonDeterminism | None:
+        executor = self._resident.pop(state.workflow_id, None)
+        if executor is not None:
+            return executor
+        fn = self._registry.get(run.started.workflow_type)
+        if fn is None:
+            return None
+        try:
+            return replay_run(fn, run.events)
+        except NonDeterminism as err:
+            return err
+
+    def _open_run(self, work: Work, started: WorkflowStarted) -> Executor | None:
+        """Append a run's start (and its timeout timer), then run its code until it blocks."""
+        work.append(started)
+        if started.execution_timeout_ms:
+            timer_id = execution_timeout_timer_id(started.workflow_id, started.run_id)
+            fire_at = work.now + timedelta(milliseconds=started.execution_timeout_ms)
+            work.schedule_timer(
+                TimerScheduled(**work.envelope(started.run_id), timer_id=timer_id, fire_at=fire_at)
+            )
+        fn = self._registry.get(started.workflow_type)
+        assert fn is not None  # start_refusal and continue-as-new both checked the type
+        executor = Executor(fn, started)
+        executor.start()
+        return self._drain(work, executor)
+
+    def _drain(self, work: Work, executor: Executor) -> Executor | None:
+        """Turn the code's decisions into events; returns the live executor, if any."""
+        run = work.state.open_run
+        assert run is not None
+        while (decision := executor.take_decision()) is not None:
+            outcome = _runs.record_decision(work, run, decision, self._registry)
+            if outcome is _runs.RunClosed:
+                self._close_run(work, run)
+                return None
+            if isinstance(outcome, _runs.NextRun):
+                self._close_run(work, run)
+                return self._open_run(work, outcome.started)
+        return None if executor.finished else executor
+
+    def _close_run(self, work: Work, run: RunState) -> None:
+        """The run closed: drop its coroutine and apply the close policy to open children."""
+        executor = self._resident.pop(work.state.workflow_id, None)
+        if executor is not None:
+            executor.close()
+        work.outgoing.extend(_runs.close_policy_commands(work, run))
+
+    def _finish(self, work: Work, executor: Executor | None) -> Decision:
+        if executor is not None and not executor.finished:
+            self._keep_resident(work.state.workflow_id, executor)
+        return work.decision(self._writer)
+
+    # -- residency -----------------------------------------------------------------------
+
+    def _keep_resident(self, workflow_id: str, executor: Executor) -> None:
+        self._resident[workflow_id] = executor
+        self._resident.move_to_end(workflow_id)
+        while len(self._resident) > self._max_resident:
+            _, evicted = self._resident.popitem(last=False)
+            evicted.close()
+
+    def _evict(self, workflow_id: str) -> None:
+        executor = self._resident.pop(workflow_id, None)
+        if executor is not None:
+            executor.close()
+
+
+def _refusal(cmd: Command, code: RefusalCode, reason: str, now: datetime) -> CommandRefused:
+    return CommandRefused(
+        command_id=cmd.command_id,
+        workflow_id=cmd.workflow_id,
+        command_type=type(cmd).__name__,
+        code=code,
+        reason=reason,
+        refused_at=now,
+    )
+
+
+def _open_refusal(cmd: Command, state: WorkflowState | None, now: datetime) -> Decision | None:
+    if state is None:
+        reason = f"workflow {cmd.workflow_id!r} does not exist"
+        return Decision(refusal=_refusal(cmd, RefusalCode.UNKNOWN_WORKFLOW, reason, now))
+    if state.open_run is None:
+        run_id = state.run.run_id if state.run is not None else "?"
+        reason = f"workflow {cmd.workflow_id!r} is closed (last run {run_id!r})"
+        return Decision(refusal=_refusal(cmd, RefusalCode.WORKFLOW_CLOSED, reason, now))
+    return None
+
+
+def _report_refused_child(
+    cmd: StartWorkflow, code: RefusalCode, reason: str, now: datetime
+) -> tuple[Command, ...]:
+    """A refused child start is reported to its parent as the child's failure, so the parent's
+    ``result()`` raises instead of waiting forever (the id is the watcher's, so a later real
+    terminal for the same child and parent run is a duplicate)."""
+    parent = cmd.parent
+    if parent is None:
+        return ()
+    message = f"start_refused:{code.value}:{reason}"
+    return (
+        RecordChildTerminal(
+            command_id=record_child_terminal_id(parent.workflow_id, parent.run_id, cmd.workflow_id),
+            issued_at=now,
+            workflow_id=parent.workflow_id,
+            parent_run_id=parent.run_id,
+            child_workflow_id=cmd.workflow_id,
+            child_run_id="",
+            outcome=Failed(error=WorkflowError(message=message)),
+        ),
+    )
