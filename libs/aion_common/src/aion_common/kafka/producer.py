@@ -35,7 +35,9 @@ class KeyedProducer:
 
     ``idempotent=True`` asks the broker for a producer id so retries never duplicate a record
     (Apache Kafka supports it; check with ``probe_capabilities`` when unsure). A transactional
-    producer is always idempotent. Use ``async with`` or :meth:`start`/:meth:`stop`.
+    producer is always idempotent. ``request_timeout_ms`` also bounds how long a send waits for
+    a topic's metadata (a missing topic fails after it). Use ``async with`` or
+    :meth:`start`/:meth:`stop`.
     """
 
     def __init__(
@@ -45,8 +47,10 @@ class KeyedProducer:
         transactional_id: str | None = None,
         idempotent: bool = False,
         client_id: str | None = None,
+        request_timeout_ms: int = 40_000,
     ) -> None:
         self._settings = settings
+        self._request_timeout_ms = request_timeout_ms
         self._transactional_id = transactional_id
         self._idempotent = idempotent or transactional_id is not None
         self._client_id = client_id or f"aion-{settings.instance_id}"
@@ -68,6 +72,7 @@ class KeyedProducer:
             enable_idempotence=self._idempotent,
             transactional_id=self._transactional_id,
             max_request_size=max_record_bytes(self._settings),
+            request_timeout_ms=self._request_timeout_ms,
         )
         try:
             await producer.start()
