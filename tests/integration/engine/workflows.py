@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aion_common.domain import ParentClosePolicy
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.workflow import ChildWorkflowFailed, WorkflowContext
 
@@ -61,3 +62,16 @@ async def poller(ctx: WorkflowContext, input: dict[str, Any]) -> dict[str, Any]:
     if input["remaining"] > 0:
         ctx.continue_as_new({"remaining": input["remaining"] - 1, "runs": input["runs"] + 1})
     return {"runs": input["runs"]}
+
+
+@REGISTRY.defn("it.policy_parent")
+async def policy_parent(ctx: WorkflowContext, input: dict[str, Any]) -> str:
+    """Start two blocking children under ``policy`` and wait on them (to be cancelled)."""
+    policy = ParentClosePolicy[input["policy"]]
+    handles = [
+        await ctx.start_child("it.child", {"outcome": "block", "i": i}, parent_close_policy=policy)
+        for i in range(2)
+    ]
+    for handle in handles:
+        await handle.result()
+    return "unreachable"
