@@ -41,7 +41,7 @@ async def test_ensure_topics_creates_then_is_idempotent(aion_settings: Settings)
     again = await asyncio.gather(
         ensure_topics(aion_settings, topics), ensure_topics(aion_settings, topics)
     )
-    assert again == [first, first]
+    assert list(again) == [first, first]
 
 
 async def test_concurrent_first_creation_races_are_harmless(aion_settings: Settings) -> None:
