@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
 from aion_common.settings import DEFAULT_PAYLOAD_LIMIT, Settings, SettingsError
@@ -92,3 +95,20 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.partitions = 3  # type: ignore[misc]
+
+
+def test_kafka_client_options_turn_tls_files_into_an_ssl_context() -> None:
+    from aion_common.kafka.options import client_options
+
+    plain = client_options(Settings.from_env({"AION_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}))
+    assert plain == {"bootstrap_servers": "127.0.0.1:9092", "security_protocol": "SASL_PLAINTEXT"}
+    ca = Path(ssl.get_default_verify_paths().openssl_cafile)
+    if not ca.is_file():
+        pytest.skip(f"no system CA bundle at {ca} to stand in for a CA file")
+    # aiokafka takes no ssl_cafile: the CA file must arrive as an ssl_context.
+    options = client_options(
+        Settings.from_env({"AION_KAFKA_SECURITY_PROTOCOL": "SSL", "AION_KAFKA_SSL_CAFILE": str(ca)})
+    )
+    assert "ssl_cafile" not in options
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    assert options["security_protocol"] == "SSL"
