@@ -280,3 +280,13 @@ def test_clear_drops_every_workflow() -> None:
     world.core.clear()
     assert len(world.core) == 0
     assert world.core.resident_count == 0
+
+
+def test_record_for_a_run_that_continued_as_new_is_parent_terminal() -> None:
+    world = World(make_registry())
+    world.start("w", "counter", 0)
+    first_run = world.history("w")[0].run_id
+    world.fire_all("w")  # the first run continues as new
+    assert world.kinds("w")[-2:] == ["WorkflowStarted", "TimerScheduled"]
+    done = Completed(result=payload(1))
+    assert world.send(_record(world, done, run_id=first_run)).is_noop
