@@ -274,7 +274,8 @@ class KafkaBroker:
 
     def _format(self, libs: Path, properties: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        argv = self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id)
+        # ``--cluster-id=`` keeps an id that starts with "-" (base64url can) from reading as a flag.
+        argv = self._java(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}")
         run_command(
             [*argv, "-c", str(properties)], what=f"formatting Kafka storage in {self.data_dir}"
         )
