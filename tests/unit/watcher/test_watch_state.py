@@ -1,0 +1,240 @@
+"""The watcher's pure fold: given event batches, then the records to issue and the sweep's due."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aion_common.domain import (
+    Cancelled,
+    ChildWorkflowCompleted,
+    Completed,
+    Event,
+    EventBatch,
+    ParentLink,
+    Payload,
+    TimedOut,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowContinuedAsNew,
+    WorkflowStarted,
+    WorkflowTimedOut,
+    record_child_terminal_id,
+)
+from aion_watcher import ParentStatus, WatchState
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+GRACE = 5.0
+
+
+@dataclass
+class Flow:
+    """Builds one workflow's batches with contiguous seqs across runs."""
+
+    workflow_id: str = field(default_factory=lambda: f"wf-{uuid.uuid4().hex[:8]}")
+    seq: int = 0
+    run_id: str = ""
+    first_run_id: str = ""
+    parent: ParentLink | None = None
+
+    def _env(self) -> dict[str, object]:
+        self.seq += 1
+        return {
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "recorded_at": AT,
+            "command_id": str(uuid.uuid4()),
+        }
+
+    def _started(self, previous: str | None = None) -> WorkflowStarted:
+        return WorkflowStarted(
+            **self._env(),  # type: ignore[arg-type]
+            workflow_type="t",
+            input=Payload.from_json(None),
+            first_run_id=self.first_run_id,
+            previous_run_id=previous,
+            parent=self.parent,
+        )
+
+    def batch(self, *events: Event) -> EventBatch:
+        return EventBatch(
+            workflow_id=self.workflow_id, command_id=str(uuid.uuid4()), writer="w", events=events
+        )
+
+    def start(self, parent: ParentLink | None = None) -> EventBatch:
+        self.run_id = self.first_run_id = str(uuid.uuid4())
+        self.parent = parent
+        return self.batch(self._started())
+
+    def link(self) -> ParentLink:
+        return ParentLink(workflow_id=self.workflow_id, run_id=self.run_id)
+
+    def complete(self, result: object = "ok") -> EventBatch:
+        return self.batch(WorkflowCompleted(**self._env(), result=Payload.from_json(result)))  # type: ignore[arg-type]
+
+    def cancel(self, reason: str) -> EventBatch:
+        return self.batch(WorkflowCancelled(**self._env(), reason=reason))  # type: ignore[arg-type]
+
+    def time_out(self, timeout: str) -> EventBatch:
+        return self.batch(WorkflowTimedOut(**self._env(), timeout=timeout))  # type: ignore[arg-type]
+
+    def continue_as_new(self) -> EventBatch:
+        previous, next_run = self.run_id, str(uuid.uuid4())
+        closing = WorkflowContinuedAsNew(
+            **self._env(),  # type: ignore[arg-type]
+            input=Payload.from_json(None),
+            workflow_type=None,
+            next_run_id=next_run,
+        )
+        self.run_id = next_run
+        return self.batch(closing, self._started(previous))
+
+    def record_child(self, child: str) -> EventBatch:
+        return self.batch(
+            ChildWorkflowCompleted(
+                **self._env(), child_workflow_id=child, result=Payload.from_json(1)
+            )  # type: ignore[arg-type]
+        )
+
+
+def new_state() -> WatchState:
+    state = WatchState(lambda _workflow_id: 0, blind_limit=2)
+    state.own(0)
+    return state
+
+
+def test_child_terminal_issues_one_record_to_the_parent_run() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    assert state.apply(child.start(parent.link()), partition=0, now=0).records == ()
+    applied = state.apply(child.complete({"n": 1}), partition=0, now=1)
+    (record,) = applied.records
+    assert applied.terminals == 1
+    assert record.workflow_id == parent.workflow_id
+    assert record.parent_run_id == parent.run_id
+    assert record.child_workflow_id == child.workflow_id
+    assert record.child_run_id == child.run_id
+    assert record.command_id == record_child_terminal_id(
+        parent.workflow_id, parent.run_id, child.workflow_id
+    )
+    assert record.outcome == Completed(result=Payload.from_json({"n": 1}))
+    assert record.issued_at == AT  # the terminal's time: a re-issue is the same command
+
+
+def test_cancelled_and_timed_out_pass_through_raw() -> None:
+    state, parent, a, b = new_state(), Flow(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    for child in (a, b):
+        state.apply(child.start(parent.link()), partition=0, now=0)
+    (cancelled,) = state.apply(a.cancel("operator"), partition=0, now=0).records
+    (timed_out,) = state.apply(b.time_out("30s"), partition=0, now=0).records
+    assert cancelled.outcome == Cancelled(reason="operator")
+    assert timed_out.outcome == TimedOut(timeout="30s")
+
+
+def test_continue_as_new_chain_of_three_yields_one_record_naming_the_final_run() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    first = child.run_id
+    for _ in range(3):
+        assert state.apply(child.continue_as_new(), partition=0, now=0).records == ()
+    assert state.watch_count() == 1
+    assert state.current_run(child.workflow_id) == child.run_id != first
+    applied = state.apply(child.complete(), partition=0, now=0)
+    assert [r.child_run_id for r in applied.records] == [child.run_id]
+    assert applied.terminals == 1
+
+
+def test_a_workflow_without_parent_issues_nothing() -> None:
+    state, lone = new_state(), Flow()
+    state.apply(lone.start(), partition=0, now=0)
+    applied = state.apply(lone.complete(), partition=0, now=0)
+    assert applied.records == ()
+    assert applied.terminals == 0
+    assert state.watch_count() == 0
+
+
+def test_duplicate_batches_are_ignored() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    started = child.start(parent.link())
+    state.apply(started, partition=0, now=0)
+    assert state.apply(started, partition=0, now=0).duplicate
+    assert state.watch_count() == 1
+    terminal = child.complete()
+    assert len(state.apply(terminal, partition=0, now=0).records) == 1
+    again = state.apply(terminal, partition=0, now=0)
+    assert again.duplicate
+    assert again.records == ()
+
+
+def test_sweep_candidates_appear_after_grace_and_go_once_recorded() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    (record,) = state.apply(child.complete(), partition=0, now=10).records
+    assert state.sweep(now=10 + GRACE - 0.1, grace=GRACE) == []
+    (due,) = state.sweep(now=10 + GRACE, grace=GRACE)
+    assert due.command == record
+    assert due.parent_status is ParentStatus.OPEN
+    assert state.sweep(now=10 + GRACE + 1, grace=GRACE) == []  # at most once per grace
+    assert len(state.sweep(now=10 + 2 * GRACE, grace=GRACE)) == 1
+    state.apply(parent.record_child(child.workflow_id), partition=0, now=20)
+    assert state.sweep(now=100, grace=GRACE) == []
+    assert state.watch_count() == 0
+
+
+def test_sweep_candidates_go_when_the_parent_run_closes() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    state.apply(child.complete(), partition=0, now=0)
+    state.apply(parent.complete(), partition=0, now=1)
+    assert state.sweep(now=100, grace=GRACE) == []
+    assert state.parent_status(parent.workflow_id, parent.run_id) is ParentStatus.CLOSED
+
+
+def test_a_terminal_after_the_parent_closed_or_recorded_is_suppressed() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    state.apply(parent.complete(), partition=0, now=0)
+    applied = state.apply(child.complete(), partition=0, now=0)
+    assert (applied.records, applied.suppressed) == ((), 1)
+
+
+def test_closing_a_parent_run_drops_only_its_own_watches() -> None:
+    state, a, b = new_state(), Flow(), Flow()
+    for parent in (a, b):
+        state.apply(parent.start(), partition=0, now=0)
+        state.apply(Flow().start(parent.link()), partition=0, now=0)
+    assert state.watch_count() == 2
+    state.apply(a.complete(), partition=0, now=0)
+    assert {w.parent_workflow_id for w in state.watches()} == {b.workflow_id}
+
+
+def test_unknown_parent_is_reissued_blind_up_to_the_limit() -> None:
+    state = WatchState(lambda workflow_id: 1 if workflow_id.startswith("p") else 0, blind_limit=2)
+    state.own(0)
+    parent_link = ParentLink(workflow_id="p-elsewhere", run_id="r1")
+    child = Flow()
+    state.apply(child.start(parent_link), partition=0, now=0)
+    assert len(state.apply(child.complete(), partition=0, now=0).records) == 1
+    statuses = [
+        [item.parent_status for item in state.sweep(now=GRACE * n, grace=GRACE)]
+        for n in range(1, 5)
+    ]
+    assert statuses == [[ParentStatus.UNKNOWN], [ParentStatus.UNKNOWN], [], []]
+
+
+def test_dropping_a_partition_forgets_its_facts() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    state.drop_partition(0)
+    assert state.watch_count() == 0
+    assert state.current_run(child.workflow_id) is None
+    assert state.parent_status(parent.workflow_id, parent.run_id) is ParentStatus.UNKNOWN
