@@ -1,0 +1,26 @@
+"""``aion-watcher``: run the watcher until SIGTERM/SIGINT.
+
+Settings from ``AION_*`` (``aion_common.settings``) and ``AION_WATCHER_*``
+(:class:`~aion_watcher.config.WatcherConfig`); JSON logs to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aion_common.runtime import configure_logging, run_until_signalled
+from aion_common.settings import Settings
+from aion_watcher.config import WatcherConfig
+from aion_watcher.service import WatcherService
+
+
+def main() -> None:
+    """Entry point of the ``aion-watcher`` console script."""
+    configure_logging()
+    service = WatcherService(Settings.from_env(), WatcherConfig.from_env())
+    sys.exit(asyncio.run(run_until_signalled(service)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""The watcher service: fold ``aion.events``, issue ``RecordChildTerminal``, sweep what was missed.
+
+Plain aiokafka rather than faust-streaming, for exact commit control: an events offset is
+committed only after every record produced from the events before it was acknowledged, and
+faust's commit is driven by its own acks and timers (and its exactly-once mode has open
+duplicate bugs, see KAFKA-NOTES). The loop, per poll:
+
+1. fold every fetched batch into :class:`~aion_watcher.state.WatchState`;
+2. send the records that made due, concurrently, each retried with capped backoff until acked
+   (:func:`~aion_watcher.delivery.deliver`);
+3. commit the polled offsets (group ``<prefix>.watcher``, ``read_committed``, manual commits).
+
+A crash anywhere before step 3 re-reads from the last commit and re-issues the same records
+(same deterministic ids and bytes); the engine treats them as duplicates (by command id, and by
+the AlreadyRecorded rule), so re-delivery is harmless.
+
+Rebuild: the state needs each run's ``WorkflowStarted`` (a terminal carries no parent link),
+so when a partition is assigned the consumer seeks to its beginning and folds everything below
+the group's committed offset *without* issuing, then goes on issuing from the committed offset.
+Records known from the rebuild whose parent has not recorded them are left to the sweep.
+Rebuild time is linear in the partition's history: snapshots or eviction are future work.
+
+Reconciliation (the reference's "missed doorbell degrades to store polling"): every
+``sweep_interval`` the state lists records whose parent run is open (or unknown here) and has
+not recorded the child ``grace_period`` after the record was issued, and they are sent again.
+The truth is the watcher's own fold of ``aion.events``: no projector is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection, Mapping
+
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.structs import TopicPartition
+
+from aion_common.codecs import Codec
+from aion_common.domain import DecodeError, RecordChildTerminal
+from aion_common.kafka import (
+    DeadLetterPublisher,
+    KeyedProducer,
+    ManualCommitConsumer,
+    Record,
+    Topics,
+    ensure_topics,
+    partition_for,
+)
+from aion_common.settings import Settings
+from aion_watcher.config import WatcherConfig
+from aion_watcher.delivery import CommandSender, KafkaCommandSender, deliver, record_fields
+from aion_watcher.metrics import HealthServer, WatcherMetrics
+from aion_watcher.state import Applied, WatchState
+
+__all__ = ["SenderWrapper", "WatcherService"]
+
+_log = logging.getLogger("aion_watcher")
+_POLL_MS = 100
+
+SenderWrapper = Callable[[CommandSender], CommandSender]
+"""Wraps the real sender (failure injection in tests)."""
+
+
+class WatcherService:
+    """The watcher: ``start()``, ``run()`` until ``stop()``; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: WatcherConfig | None = None,
+        *,
+        wrap_sender: SenderWrapper | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        """Wire the service; nothing connects before :meth:`start`."""
+        self.settings = settings
+        self.config = config or WatcherConfig()
+        self.topics = Topics(settings.topic_prefix)
+        self.group_id = f"{settings.topic_prefix}.watcher"
+        self.metrics = WatcherMetrics()
+        self.state = WatchState(
+            lambda workflow_id: partition_for(workflow_id, settings.partitions),
+            blind_limit=self.config.blind_reissue_limit,
+        )
+        self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
+        self._wrap = wrap_sender
+        self._lock = asyncio.Lock()
+        self._replay_until: dict[int, int] = {}
+        self._replaying: set[int] = set()
+        self._stopping = asyncio.Event()
+        self._run_done = asyncio.Event()
+        self._run_done.set()
+        self._producer = KeyedProducer(
+            settings, idempotent=settings.transactions != "off", client_id="aion-watcher"
+        )
+        self._consumer = ManualCommitConsumer(
+            settings,
+            [self.topics.events],
+            group_id=self.group_id,
+            listener=_Rebalance(self),
+            client_id=f"aion-watcher-{settings.instance_id}",
+        )
+        self._sender: CommandSender | None = None
+        self._dead_letters = DeadLetterPublisher(self._producer, self.topics.dead_letter)
+        self._http: HealthServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = self._stopped = False
+
+    @property
+    def http_port(self) -> int | None:
+        """The health/metrics port, when the endpoint is enabled."""
+        return None if self._http is None else self._http.port
+
+    def rebuilding(self) -> frozenset[int]:
+        """Partitions still being folded silently up to their committed offset."""
+        return frozenset(self._replaying)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Ensure the topics, connect the producer and consumer, open the HTTP endpoint."""
+        if self._started:
+            return
+        self._started = True
+        await ensure_topics(self.settings, self.topics)
+        await self._producer.start()
+        real = KafkaCommandSender(self._producer, self.topics.commands, self._codec)
+        self._sender = real if self._wrap is None else self._wrap(real)
+        await self._consumer.start()
+        if self.config.port:
+            self._http = HealthServer(
+                self.metrics, self.health, host=self.config.host, port=self.config.port
+            )
+            await self._http.start()
+        _log.info("watcher started", extra={"group": self.group_id, "port": self.http_port})
+
+    async def run(self) -> None:
+        """Consume, issue and commit until :meth:`stop`; raise on a fatal error."""
+        self._run_done.clear()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="watcher.sweep")
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.poll(timeout_ms=_POLL_MS)
+                if batches:
+                    async with self._lock:
+                        await self._process(batches)
+                await self._after_poll()
+                if self._sweeper.done():
+                    self._sweeper.result()  # a sweep that crashed crashes the service
+        finally:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._run_done.set()
+
+    async def stop(self) -> None:
+        """Let ``run`` finish its batch, then close everything; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        await self._run_done.wait()
+        if self._http is not None:
+            await self._http.stop()
+        try:
+            await self._consumer.stop()
+        finally:
+            await self._producer.stop()
+        _log.info("watcher stopped", extra={"group": self.group_id})
+
+    def health(self) -> Mapping[str, object]:
+        """The ``/health`` body: ok while running, with partitions and watch counts."""
+        crashed = self._sweeper is not None and self._sweeper.done() and not self._stopping.is_set()
+        return {
+            "ok": self._started and not self._stopping.is_set() and not crashed,
+            "partitions": sorted(self.state.owned),
+            "rebuilding": sorted(self._replaying),
+            "watches": self.state.watch_count(),
+        }
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _process(self, batches: Mapping[TopicPartition, list[Record]]) -> None:
+        loop = asyncio.get_running_loop()
+        due: list[RecordChildTerminal] = []
+        commits: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
+            if tp.partition not in self.state.owned:
+                continue  # revoked while the fetch was in flight
+            replay_end = self._replay_until.get(tp.partition, 0)
+            for record in records:
+                emitting = record.offset >= replay_end
+                applied = await self._fold(record, emitting=emitting, now=loop.time())
+                if emitting:
+                    due.extend(applied.records)
+                    self._count(applied)
+            if records and records[-1].offset >= replay_end:
+                commits[tp] = records[-1].offset + 1
+        if due:
+            async with asyncio.TaskGroup() as group:
+                for command in due:
+                    group.create_task(self._send(command))
+        if commits:
+            await self._consumer.commit(commits)
+
+    async def _fold(self, record: Record, *, emitting: bool, now: float) -> Applied:
+        try:
+            batch = self._codec.decode_batch(
+                record.value, topic=record.topic, partition=record.partition, offset=record.offset
+            )
+        except DecodeError as err:
+            if emitting:  # below the committed offset it was dead-lettered already
+                _log.error("undecodable event record: dead-lettered", extra={"error": str(err)})
+                await self._dead_letters.publish(record, f"watcher: {err}", err)
+                self.metrics.dead_letters.inc()
+            return Applied()
+        return self.state.apply(batch, partition=record.partition, now=now)
+
+    def _count(self, applied: Applied) -> None:
+        self.metrics.terminals_seen.inc(applied.terminals)
+        self.metrics.records_suppressed.inc(applied.suppressed)
+        if applied.duplicate:
+            self.metrics.duplicate_batches.inc()
+
+    async def _send(self, command: RecordChildTerminal) -> None:
+        assert self._sender is not None, "start() wires the sender"
+        await deliver(self._sender, command, self.config, on_retry=self.metrics.retries.inc)
+        self.metrics.records_issued.inc()
+        _log.debug("child terminal record issued", extra=record_fields(command))
+
+    async def _after_poll(self) -> None:
+        raw = self._consumer.raw
+        for tp in raw.assignment():
+            position: int = await raw.position(tp)
+            if tp.partition in self._replaying and position >= self._replay_until[tp.partition]:
+                self._replaying.discard(tp.partition)
+                _log.info("partition rebuilt", extra={"partition": tp.partition, "at": position})
+            end = raw.last_stable_offset(tp) or raw.highwater(tp)
+            if end is not None:
+                self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, end - position))
+        self.metrics.watches.set(self.state.watch_count())
+
+    # -- reconciliation ---------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            await self.sweep_once()
+
+    async def sweep_once(self) -> int:
+        """Re-issue what the parents have not recorded after the grace period; return how many.
+
+        Skipped while a partition rebuilds: its parents' facts are still incomplete.
+        """
+        if self._replaying:
+            return 0
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            items = self.state.sweep(now=now, grace=self.config.grace_period)
+        for item in items:
+            self.metrics.reconciliation_hits.labels(parent_status=item.parent_status.value).inc()
+            _log.info(
+                "reconciliation: parent has not recorded the child; re-issuing",
+                extra={**record_fields(item.command), "parent_status": item.parent_status.value},
+            )
+        if items:
+            async with asyncio.TaskGroup() as group:
+                for item in items:
+                    group.create_task(self._send(item.command))
+        return len(items)
+
+    # -- rebalancing ------------------------------------------------------------------------
+
+    async def assigned(self, partitions: Collection[TopicPartition]) -> None:
+        """Rebuild: read each partition from 0, folding silently below its committed offset."""
+        async with self._lock:
+            raw = self._consumer.raw
+            for tp in partitions:
+                committed = await raw.committed(tp) or 0
+                self._replay_until[tp.partition] = committed
+                if committed:
+                    self._replaying.add(tp.partition)
+                self.state.own(tp.partition)
+                raw.seek(tp, 0)
+                _log.info(
+                    "partition assigned", extra={"partition": tp.partition, "rebuild_to": committed}
+                )
+
+    async def revoked(self, partitions: Collection[TopicPartition]) -> None:
+        """Drop what the revoked partitions taught the state (their new owner rebuilds it)."""
+        async with self._lock:
+            for tp in partitions:
+                self.state.drop_partition(tp.partition)
+                self._replay_until.pop(tp.partition, None)
+                self._replaying.discard(tp.partition)
+                with contextlib.suppress(KeyError):
+                    self.metrics.lag.remove(str(tp.partition))
+                _log.info("partition revoked", extra={"partition": tp.partition})
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, service: WatcherService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._service.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        await self._service.assigned(assigned)
