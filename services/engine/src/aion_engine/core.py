@@ -136,8 +136,13 @@ class EngineCore:
     # -- commands ------------------------------------------------------------------------
 
     def handle(self, command: Command, *, now: datetime) -> Decision:  # noqa: PLR0911 - per type
-        """Apply ``command``; ``now`` stamps new events (pass the command record's timestamp
-        for byte-identical output when a command is processed again)."""
+        """Apply ``command`` and return everything it produced.
+
+        ``now`` stamps the new events: pass the consumed record's timestamp so that handling
+        the same command again yields byte-identical output. Refusals and invariant
+        violations come back in the decision; an exception means a bug or a broken
+        partition, after which the core's state is undefined (drop it and rebuild).
+        """
         state = self._workflows.get(command.workflow_id)
         if state is not None and command.command_id in state.applied:
             return _NOOP
@@ -173,30 +178,30 @@ class EngineCore:
         return self._finish(work, self._open_run(work, started))
 
     def _signal(self, cmd: SignalWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
-        refused = _open_refusal(cmd, state, now)
-        if refused is not None or state is None:
-            return refused or _NOOP
+        target = _open_target(cmd, state, now)
+        if isinstance(target, Decision):
+            return target
         return self._feed(
-            cmd, state, now, lambda env: SignalReceived(**env, name=cmd.name, payload=cmd.payload)
+            cmd, target, now, lambda env: SignalReceived(**env, name=cmd.name, payload=cmd.payload)
         )
 
     def _cancel(self, cmd: CancelWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
-        refused = _open_refusal(cmd, state, now)
-        if refused is not None or state is None:
-            return refused or _NOOP
-        run = state.open_run
-        if run is None or run.cancel_requested:
+        target = _open_target(cmd, state, now)
+        if isinstance(target, Decision):
+            return target
+        if target.run is not None and target.run.cancel_requested:
             return _NOOP  # already asked: the code is handling (or ignoring) the first request
-        return self._feed(cmd, state, now, lambda env: CancelRequested(**env, reason=cmd.reason))
+        return self._feed(cmd, target, now, lambda env: CancelRequested(**env, reason=cmd.reason))
 
     def _terminate(
         self, cmd: TerminateWorkflow, state: WorkflowState | None, now: datetime
     ) -> Decision:
-        refused = _open_refusal(cmd, state, now)
-        if refused is not None or state is None or state.open_run is None:
-            return refused or _NOOP
-        run = state.open_run
-        work = Work(state, cmd.command_id, now)
+        target = _open_target(cmd, state, now)
+        if isinstance(target, Decision):
+            return target
+        run = target.open_run
+        assert run is not None
+        work = Work(target, cmd.command_id, now)
         error = WorkflowError(message=f"terminated:{cmd.reason}")
         work.append(WorkflowFailed(**work.envelope(run.run_id), error=error))
         self._close_run(work, run)
@@ -352,7 +357,10 @@ def _refusal(cmd: Command, code: RefusalCode, reason: str, now: datetime) -> Com
     )
 
 
-def _open_refusal(cmd: Command, state: WorkflowState | None, now: datetime) -> Decision | None:
+def _open_target(
+    cmd: Command, state: WorkflowState | None, now: datetime
+) -> WorkflowState | Decision:
+    """The workflow ``cmd`` targets if its latest run is open, else the refusal."""
     if state is None:
         reason = f"workflow {cmd.workflow_id!r} does not exist"
         return Decision(refusal=_refusal(cmd, RefusalCode.UNKNOWN_WORKFLOW, reason, now))
@@ -360,7 +368,7 @@ def _open_refusal(cmd: Command, state: WorkflowState | None, now: datetime) -> D
         run_id = state.run.run_id if state.run is not None else "?"
         reason = f"workflow {cmd.workflow_id!r} is closed (last run {run_id!r})"
         return Decision(refusal=_refusal(cmd, RefusalCode.WORKFLOW_CLOSED, reason, now))
-    return None
+    return state
 
 
 def _report_refused_child(
