@@ -35,8 +35,10 @@ types: install
 imports: install
 	$(VENV)/bin/lint-imports
 
+# pytest's own exit code is kept (5 = no tests collected fails the build); the PostgreSQL cluster
+# that `make postgres` started is stopped either way.
 pytest: install kafka-jars postgres
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; $(PY) -m aion_common.testing.postgres stop; exit $$rc
 
 test: lint types imports pytest
 
