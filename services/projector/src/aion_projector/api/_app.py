@@ -1,0 +1,188 @@
+"""The FastAPI application: routes, problem handlers, bearer auth, metrics and health."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aion_common.settings import Settings
+from aion_projector.api import _reads, _writes
+from aion_projector.api._models import Health
+from aion_projector.api._problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    install_problem_handlers,
+    problem_response,
+)
+from aion_projector.api._sink import CommandSink
+from aion_projector.api._state import ApiState
+
+__all__ = ["OPEN_PATHS", "create_app"]
+
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/redoc"})
+"""Paths answered without a token even when bearer auth is on."""
+
+_PROBLEM_STATUSES = ("400", "401", "404", "413", "422", "500", "503")
+# Headroom over the payload limit for the JSON around it and escaping.
+_BODY_OVERHEAD = 64 * 1024
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "aion_api_requests",
+            "HTTP requests answered, by route template and status.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "aion_api_request_seconds",
+            "Time to answer an HTTP request (long-polls included).",
+            ("method", "route"),
+            registry=self.registry,
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    command_sink: CommandSink,
+    api_token: str | None = None,
+    poll_interval: float = 0.1,
+) -> FastAPI:
+    """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
+
+    ``api_token`` turns on bearer auth for everything but :data:`OPEN_PATHS`. The caller owns
+    the lifecycle of the sessions' engine and of the sink (see :func:`run_api`).
+    """
+    app = FastAPI(
+        title="aion",
+        version="0.1.0",
+        description="Query aion's workflow views and send commands to its engine.",
+    )
+    app.state.aion = ApiState(
+        settings=settings,
+        sessions=session_factory,
+        sink=command_sink,
+        poll_interval=poll_interval,
+    )
+    install_problem_handlers(app)
+    app.include_router(_reads.router)
+    app.include_router(_writes.router)
+    metrics = _Metrics()
+    _add_health_and_metrics(app, session_factory, metrics)
+    _add_middleware(app, settings, metrics, api_token)
+    _customise_openapi(app, bearer=api_token is not None)
+    return app
+
+
+def _add_health_and_metrics(
+    app: FastAPI, sessions: async_sessionmaker[AsyncSession], metrics: _Metrics
+) -> None:
+    @app.get("/health", tags=["operations"], summary="Liveness and database check")
+    async def health() -> Health:
+        """200 when the API can query its database; 503 problem otherwise."""
+        async with sessions() as session:
+            await session.execute(text("SELECT 1"))
+        return Health(status="ok")
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    async def prometheus() -> Response:
+        """Request counts and latencies in the Prometheus text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: _Metrics, token: str | None) -> None:
+    expected = None if token is None else f"Bearer {token}".encode()
+    max_body = settings.payload_limit_bytes * 2 + _BODY_OVERHEAD
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Handler) -> Response:
+        started = time.perf_counter()
+        response = await _guarded(request, call_next, expected, max_body)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "<unmatched>")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
+        return response
+
+
+async def _guarded(
+    request: Request, call_next: Handler, expected: bytes | None, max_body: int
+) -> Response:
+    if expected is not None and request.url.path not in OPEN_PATHS:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return problem_response(
+                401,
+                "unauthorized",
+                "a valid bearer token is required (Authorization: Bearer <AION_API_TOKEN>)",
+                headers={"WWW-Authenticate": 'Bearer realm="aion"'},
+            )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_body:
+        return problem_response(
+            413, "payload-too-large", f"request body of {length} bytes exceeds {max_body}"
+        )
+    return await call_next(request)
+
+
+def _customise_openapi(app: FastAPI, *, bearer: bool) -> None:
+    """Declare the problem responses every operation may give, and the bearer scheme."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status in _PROBLEM_STATUSES:
+                    if status == "401" and (not bearer or path in OPEN_PATHS):
+                        continue
+                    responses[status] = {"description": "A problem.", "content": problem}
+        if bearer:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override

@@ -1,0 +1,298 @@
+"""The API's request and response bodies (pydantic), and their mapping from the query views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from aion_projector.queries import (
+    ChildView,
+    HistoryEntry,
+    RegistryEntry,
+    RunView,
+    TreeNode,
+    WorkflowDescription,
+    WorkflowSummary,
+)
+
+__all__ = [
+    "Accepted",
+    "ChildOut",
+    "Description",
+    "Health",
+    "HistoryEventOut",
+    "HistoryPage",
+    "ReasonRequest",
+    "RegistryOut",
+    "RegistryPage",
+    "ResultOut",
+    "RunOut",
+    "SignalRequest",
+    "StartRequest",
+    "SummaryOut",
+    "TreeOut",
+    "WorkflowList",
+    "json_value",
+]
+
+_REQUEST_ID = Field(
+    default=None,
+    min_length=1,
+    max_length=255,
+    description="Idempotency key: a retried request with the same id becomes the same command.",
+)
+
+
+def json_value(text: str | None) -> Any:
+    """The JSON value stored as ``text`` (None stays None)."""
+    return None if text is None else orjson.loads(text)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SummaryOut(_Out):
+    """A workflow as lists show it."""
+
+    workflow_id: str
+    workflow_type: str
+    status: str
+    current_run_id: str
+    first_run_id: str
+    parent_workflow_id: str | None
+    parent_run_id: str | None
+    started_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    last_seq: int
+
+    @classmethod
+    def of(cls, s: WorkflowSummary) -> SummaryOut:
+        """From the query view."""
+        return cls.model_validate(s, from_attributes=True)
+
+
+class WorkflowList(_Out):
+    """A page of workflows; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    items: list[SummaryOut]
+    next_cursor: str | None
+
+
+class RunOut(_Out):
+    """One run of the chain; ``result`` and ``error_details`` are the JSON values."""
+
+    run_id: str
+    workflow_type: str
+    status: str
+    previous_run_id: str | None
+    next_run_id: str | None
+    package_version: str
+    started_at: datetime
+    closed_at: datetime | None
+    result: JsonValue = None
+    error_message: str | None
+    error_details: JsonValue = None
+
+    @classmethod
+    def of(cls, r: RunView) -> RunOut:
+        """From the query view."""
+        return cls(
+            run_id=r.run_id,
+            workflow_type=r.workflow_type,
+            status=r.status,
+            previous_run_id=r.previous_run_id,
+            next_run_id=r.next_run_id,
+            package_version=r.package_version,
+            started_at=r.started_at,
+            closed_at=r.closed_at,
+            result=json_value(r.result),
+            error_message=r.error_message,
+            error_details=json_value(r.error_details),
+        )
+
+
+class ChildOut(_Out):
+    """A child a run scheduled, with its outcome once the parent recorded it."""
+
+    parent_run_id: str
+    child_workflow_id: str
+    child_workflow_type: str
+    state: str
+    scheduled_at: datetime
+    closed_at: datetime | None
+    result: JsonValue = None
+    error_message: str | None
+
+    @classmethod
+    def of(cls, c: ChildView) -> ChildOut:
+        """From the query view."""
+        return cls(
+            parent_run_id=c.parent_run_id,
+            child_workflow_id=c.child_workflow_id,
+            child_workflow_type=c.child_workflow_type,
+            state=c.state,
+            scheduled_at=c.scheduled_at,
+            closed_at=c.closed_at,
+            result=json_value(c.result),
+            error_message=c.error_message,
+        )
+
+
+class Description(_Out):
+    """``describe``: the summary, its current run, the run chain oldest first, children."""
+
+    workflow: SummaryOut
+    current_run: RunOut
+    runs: list[RunOut]
+    children: list[ChildOut]
+    held_events: int = Field(description="Events received ahead of a gap, not yet applied.")
+
+    @classmethod
+    def of(cls, d: WorkflowDescription) -> Description:
+        """From the query view."""
+        return cls(
+            workflow=SummaryOut.of(d.summary),
+            current_run=RunOut.of(d.current_run),
+            runs=[RunOut.of(r) for r in d.runs],
+            children=[ChildOut.of(c) for c in d.children],
+            held_events=d.held_events,
+        )
+
+
+class HistoryEventOut(_Out):
+    """One event: its envelope and its own fields."""
+
+    seq: int
+    run_id: str
+    event_type: str
+    recorded_at: datetime
+    command_id: str
+    fields: JsonValue
+
+    @classmethod
+    def of(cls, e: HistoryEntry) -> HistoryEventOut:
+        """From the query view."""
+        return cls(
+            seq=e.seq,
+            run_id=e.run_id,
+            event_type=e.event_type,
+            recorded_at=e.recorded_at,
+            command_id=e.command_id,
+            fields=e.fields(),
+        )
+
+
+class HistoryPage(_Out):
+    """Events in seq order; ``next_from_seq`` is set when more may follow."""
+
+    workflow_id: str
+    events: list[HistoryEventOut]
+    next_from_seq: int | None
+
+
+class TreeOut(_Out):
+    """A workflow and its descendants (``workflow_type``/``status`` null if not yet seen)."""
+
+    workflow_id: str
+    workflow_type: str | None
+    status: str | None
+    children: list[TreeOut]
+
+    @classmethod
+    def of(cls, node: TreeNode) -> TreeOut:
+        """From the query view."""
+        return cls(
+            workflow_id=node.workflow_id,
+            workflow_type=node.workflow_type,
+            status=node.status,
+            children=[cls.of(child) for child in node.children],
+        )
+
+
+class RegistryOut(_Out):
+    """Which engine instance owns a run, on which partition, with which package version."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    package_version: str
+    status: str
+    partition: int
+    owner: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, r: RegistryEntry) -> RegistryOut:
+        """From the query view."""
+        return cls.model_validate(r, from_attributes=True)
+
+
+class RegistryPage(_Out):
+    """Registry rows by workflow id and run id."""
+
+    items: list[RegistryOut]
+
+
+class ResultOut(_Out):
+    """Where a workflow stands: closed (with result or error) or still running."""
+
+    workflow_id: str
+    run_id: str | None
+    status: str
+    closed: bool
+    result: JsonValue = None
+    error_message: str | None = None
+    error_details: JsonValue = None
+
+
+class Accepted(_Out):
+    """A command was queued for the engine; it is applied asynchronously."""
+
+    workflow_id: str
+    command_id: str
+
+
+class Health(_Out):
+    """The API and its database answer."""
+
+    status: str
+
+
+class StartRequest(BaseModel):
+    """Start a workflow of ``type`` with ``input``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=128, description="The workflow type name.")
+    input: JsonValue = Field(default=None, description="Any JSON value.")
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Workflow id; generated (derived from request_id when given) if absent.",
+    )
+    request_id: str | None = _REQUEST_ID
+    execution_timeout_ms: int | None = Field(default=None, ge=1, le=2**53)
+
+
+class SignalRequest(BaseModel):
+    """Deliver a signal with ``payload``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payload: JsonValue = Field(default=None, description="Any JSON value.")
+    request_id: str | None = _REQUEST_ID
+
+
+class ReasonRequest(BaseModel):
+    """Cancel or terminate, saying why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=4096)
+    request_id: str | None = _REQUEST_ID

@@ -1,0 +1,38 @@
+"""Running the API as a process: wiring from settings, then uvicorn until a signal stops it."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from aion_common.settings import Settings
+from aion_projector.api._app import create_app
+from aion_projector.api._sink import KafkaCommandSink
+from aion_projector.database import connect, migrate, session_factory
+
+__all__ = ["run_api"]
+
+
+async def run_api(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8080, *, api_token: str | None = None
+) -> None:
+    """Serve the API on ``host:port`` until SIGINT/SIGTERM; closes the sink and database after.
+
+    The bearer token defaults to ``AION_API_TOKEN`` (auth is off when neither is set). The
+    views' schema is migrated first (idempotent), so the API may start before the projector.
+    """
+    token = api_token if api_token is not None else os.environ.get("AION_API_TOKEN") or None
+    engine = connect(settings.database_url)
+    sink = KafkaCommandSink(settings)
+    try:
+        await migrate(engine)
+        await sink.start()
+        app = create_app(
+            settings, session_factory=session_factory(engine), command_sink=sink, api_token=token
+        )
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+        await uvicorn.Server(config).serve()
+    finally:
+        await sink.stop()
+        await engine.dispose()

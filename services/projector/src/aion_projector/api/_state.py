@@ -1,0 +1,29 @@
+"""What the routes share: settings, the views' sessions and the command sink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aion_common.settings import Settings
+from aion_projector.api._sink import CommandSink
+
+__all__ = ["ApiState", "state"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiState:
+    """The wiring :func:`~aion_projector.api.create_app` was given."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    sink: CommandSink
+    poll_interval: float
+
+
+def state(request: Request) -> ApiState:
+    """The app's :class:`ApiState` (a FastAPI dependency)."""
+    found: ApiState = request.app.state.aion
+    return found

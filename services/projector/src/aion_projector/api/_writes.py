@@ -1,0 +1,147 @@
+"""Command endpoints: start, signal, cancel, terminate — each becomes one command on Kafka.
+
+Answers are 202: the command is durably queued, and the engine applies it asynchronously. A
+command the engine refuses (a signal to a closed workflow, say) is answered on the replies
+topic, not here. Command ids derive from ``request_id`` when one is given, so a client that
+retries a request after a timeout sends the same command, which the engine applies once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Response
+
+from aion_common.domain import (
+    CancelWorkflow,
+    Command,
+    Payload,
+    SignalWorkflow,
+    StartWorkflow,
+    TerminateWorkflow,
+    derive_id,
+    validate_id,
+    validate_name,
+)
+from aion_projector.api._models import Accepted, ReasonRequest, SignalRequest, StartRequest
+from aion_projector.api._state import ApiState, state
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["commands"])
+State = Annotated[ApiState, Depends(state)]
+WorkflowId = Annotated[str, Path(min_length=1, max_length=255, description="Workflow id.")]
+SignalName = Annotated[str, Path(min_length=1, max_length=128, description="Signal name.")]
+SignalBody = Annotated[SignalRequest | None, Body()]
+ReasonBody = Annotated[ReasonRequest | None, Body()]
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "The command is queued for the engine."}
+}
+
+
+def _command_id(kind: str, workflow_id: str, request_id: str | None) -> str:
+    if request_id is None:
+        return str(uuid.uuid4())
+    validate_id(request_id, what="request id")
+    return derive_id(kind, workflow_id, request_id)
+
+
+async def _send(st: ApiState, response: Response, command: Command) -> Accepted:
+    await st.sink.send(command)
+    response.headers["Location"] = f"/v1/workflows/{command.workflow_id}"
+    return Accepted(workflow_id=command.workflow_id, command_id=command.command_id)
+
+
+@router.post("/workflows", status_code=202, responses=_ACCEPTED, summary="Start a workflow")
+async def start_route(st: State, body: StartRequest, response: Response) -> Accepted:
+    """Queue a ``StartWorkflow``. Without ``id`` the workflow id is generated: derived from
+    ``request_id`` when given (a retry names the same workflow), random otherwise."""
+    workflow_type = validate_name(body.type, what="workflow type")
+    if body.request_id is not None:
+        validate_id(body.request_id, what="request id")
+        command_id = derive_id("api-start", body.request_id)
+        default_id = derive_id("api-start-workflow", body.request_id)
+    else:
+        command_id = default_id = str(uuid.uuid4())
+    workflow_id = validate_id(body.id) if body.id is not None else default_id
+    command = StartWorkflow(
+        command_id=command_id,
+        issued_at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        workflow_type=workflow_type,
+        input=Payload.from_json(body.input, limit=st.settings.payload_limit_bytes),
+        execution_timeout_ms=body.execution_timeout_ms,
+    )
+    return await _send(st, response, command)
+
+
+@router.post(
+    "/workflows/{workflow_id}/signals/{name}",
+    status_code=202,
+    responses=_ACCEPTED,
+    summary="Signal a workflow",
+)
+async def signal_route(
+    *,
+    st: State,
+    workflow_id: WorkflowId,
+    name: SignalName,
+    response: Response,
+    body: SignalBody = None,
+) -> Accepted:
+    """Queue a ``SignalWorkflow`` delivering ``payload`` to the current run."""
+    validate_id(workflow_id)
+    validate_name(name, what="signal name")
+    body = body or SignalRequest()
+    command = SignalWorkflow(
+        command_id=_command_id(f"api-signal:{name}", workflow_id, body.request_id),
+        issued_at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        name=name,
+        payload=Payload.from_json(body.payload, limit=st.settings.payload_limit_bytes),
+    )
+    return await _send(st, response, command)
+
+
+@router.post(
+    "/workflows/{workflow_id}/cancel",
+    status_code=202,
+    responses=_ACCEPTED,
+    summary="Request cancellation",
+)
+async def cancel_route(
+    st: State, workflow_id: WorkflowId, response: Response, body: ReasonBody = None
+) -> Accepted:
+    """Queue a ``CancelWorkflow``: the workflow's own code decides how it ends."""
+    validate_id(workflow_id)
+    body = body or ReasonRequest()
+    command = CancelWorkflow(
+        command_id=_command_id("api-cancel", workflow_id, body.request_id),
+        issued_at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        reason=body.reason,
+    )
+    return await _send(st, response, command)
+
+
+@router.post(
+    "/workflows/{workflow_id}/terminate",
+    status_code=202,
+    responses=_ACCEPTED,
+    summary="Terminate a workflow",
+)
+async def terminate_route(
+    st: State, workflow_id: WorkflowId, response: Response, body: ReasonBody = None
+) -> Accepted:
+    """Queue a ``TerminateWorkflow``: the current run fails at once (``terminated:<reason>``)."""
+    validate_id(workflow_id)
+    body = body or ReasonRequest()
+    command = TerminateWorkflow(
+        command_id=_command_id("api-terminate", workflow_id, body.request_id),
+        issued_at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        reason=body.reason,
+    )
+    return await _send(st, response, command)
