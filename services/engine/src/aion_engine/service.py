@@ -325,7 +325,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if command.workflow_id != workflow_id:
             reason = f"record key {workflow_id!r} is not the command's workflow id"
             return [self._dead_letter(record, reason, None)]
-        decision = owned.core.handle(command, now=datetime.now(UTC))
+        # The record's timestamp, not the wall clock, is the command's time: processing the same
+        # record again (at-least-once, after a crash) then yields byte-identical output.
+        now = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        decision = owned.core.handle(command, now=now)
         return self._outputs(owned, record, command, decision)
 
     def _outputs(
