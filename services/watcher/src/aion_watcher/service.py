@@ -166,6 +166,8 @@ class WatcherService:
             await self._consumer.stop()
         finally:
             await self._producer.stop()
+        for partition in self.state.owned:  # released with the group membership
+            self.state.drop_partition(partition)
         _log.info("watcher stopped", extra={"group": self.group_id})
 
     def health(self) -> Mapping[str, object]:
