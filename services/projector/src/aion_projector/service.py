@@ -1,0 +1,482 @@
+"""The projector's consume loop: ``aion.events`` into the SQL views, exactly once.
+
+Kafka's committed offsets are *not* the source of truth. The offsets that count are the ones
+:class:`~aion_projector.projection.Projection` writes in the same SQL transaction as the view
+changes; on every partition assignment (and after a transient database error) the consumer
+seeks to them. So a crash at any point either leaves a transaction committed with its offsets,
+or rolled back without them, and the records are fetched again from exactly where the views
+stand. Offsets are also committed to Kafka *after* the SQL commit, only so that the usual lag
+tooling (``kafka-consumer-groups.sh``) shows the projector's progress.
+
+Per fetch (up to ``max_records`` records, one SQL transaction):
+
+- a record that does not decode is published to the dead-letter topic, and its offset is
+  advanced in SQL with the rest, so it never stops the consumer. It is dead-lettered before
+  the SQL commit: a crash in between dead-letters it twice rather than never;
+- the stored offset per partition is the consumer's *position* after the fetch, which also
+  steps over transaction markers and aborted records, so a caught-up projector stores exactly
+  the partition's end (lag 0). When a fetch comes back empty, positions that moved past
+  markers alone are stored the same way;
+- a transient database error (connection lost, database locked, pool timeout) backs off and
+  rewinds to the stored offsets, since a commit whose answer was lost may or may not have
+  happened; any other error propagates and the process restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from aion_common.codecs import Codec
+from aion_common.domain import DecodeError, InfrastructureError
+from aion_common.kafka import (
+    DeadLetterPublisher,
+    KeyedProducer,
+    Record,
+    Topics,
+    client_options,
+    ensure_topics,
+    infrastructure_error,
+)
+from aion_common.settings import Settings
+from aion_projector.changes import ApplyStats
+from aion_projector.database import connect, migrate, reset, session_factory
+from aion_projector.projection import Delivery, Projection
+from aion_projector.queries import stored_offsets
+from aion_projector.schema import OffsetRow
+
+__all__ = ["ProjectorService", "ProjectorStatus", "is_transient"]
+
+_log = logging.getLogger("aion.projector")
+
+_FETCH_TIMEOUT_MS = 500
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 30.0
+_MAX_TRANSIENT_FAILURES = 10
+_TRANSIENT_MESSAGES = ("database is locked", "database is busy")
+
+
+@dataclass(slots=True)
+class ProjectorStatus:
+    """What the loop has done since start, and how far behind the log end the views are."""
+
+    applied: int = 0
+    duplicates: int = 0
+    held: int = 0
+    dead_lettered: int = 0
+    records: int = 0
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    """Per assigned partition: the next offset the views need (as stored in SQL)."""
+    lag: dict[int, int] = field(default_factory=dict)
+    """Per assigned partition: records between the stored offset and the log's end."""
+
+    @property
+    def total_lag(self) -> int:
+        """Records not yet projected, over every assigned partition."""
+        return sum(self.lag.values())
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a database error may go away by itself (connection lost, locked, timed out).
+
+    PostgreSQL drivers report lost connections, shutdowns and deadlocks as operational or
+    interface errors, and a mistaken statement as a programming or integrity error. SQLite
+    reports a locked file and a missing table alike as ``OperationalError``, so there the
+    message decides.
+    """
+    if isinstance(err, sa_exc.DBAPIError):
+        if err.connection_invalidated:
+            return True
+        if not isinstance(err, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return False
+        if "sqlite" in type(err.orig).__module__:
+            return any(m in str(err.orig).lower() for m in _TRANSIENT_MESSAGES)
+        return True
+    return isinstance(err, sa_exc.TimeoutError | ConnectionError | TimeoutError)
+
+
+class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Consumes ``<prefix>.events`` into the views; see the module docstring for the rules.
+
+    Lifecycle as every aion service: :meth:`start`, :meth:`run` until :meth:`stop`. To serve
+    the HTTP API from the same process, run :meth:`run` as a task beside it and share
+    :attr:`engine` / :attr:`sessions`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database_url: str | None = None,
+        rebuild: bool = False,
+        max_records: int = 500,
+        progress_every: int = 10_000,
+    ) -> None:
+        self._settings = settings
+        self._database_url = database_url or settings.database_url
+        self._rebuild = rebuild
+        self._max_records = max_records
+        self._progress_every = progress_every
+        self._topics = Topics(settings.topic_prefix)
+        self._group_id = f"{settings.topic_prefix}.projector"
+        self._projection = Projection(self._topics.events)
+        self._codec = Codec(payload_limit=settings.payload_limit_bytes)
+        self._status = ProjectorStatus()
+        # Held while a fetch is applied; a revocation waits for it, so a partition never
+        # moves to another member halfway through a transaction.
+        self._applying = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._run_done: asyncio.Event | None = None
+        self._rewind_needed = False
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._producer: KeyedProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopped = False
+        self._progress_mark = 0
+        self._started_at = 0.0
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The views' database engine (after :meth:`start`)."""
+        if self._engine is None:
+            raise RuntimeError("ProjectorService is not started")
+        return self._engine
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions on :attr:`engine`, for readers in the same process."""
+        if self._sessions is None:
+            raise RuntimeError("ProjectorService is not started")
+        return self._sessions
+
+    @property
+    def status(self) -> ProjectorStatus:
+        """Counters and lag, updated after every committed fetch."""
+        return self._status
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create/verify topics, migrate (or reset, for a rebuild) the views, join the group."""
+        await ensure_topics(self._settings, self._topics)
+        self._engine = connect(self._database_url)
+        self._sessions = session_factory(self._engine)
+        if self._rebuild:
+            _log.warning("rebuild: dropping every view and offset, replaying from offset 0")
+            await reset(self._engine)
+        else:
+            await migrate(self._engine)
+        self._producer = KeyedProducer(
+            self._settings, idempotent=True, client_id=f"{self._group_id}-dlq"
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            **client_options(self._settings),
+            group_id=self._group_id,
+            # Static membership: a projector restarted after a crash takes its partitions
+            # back at once instead of waiting out the dead member's session.
+            group_instance_id=f"{self._group_id}.{self._settings.instance_id}",
+            client_id=f"{self._group_id}-{self._settings.instance_id}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_poll_records=self._max_records,
+        )
+        self._consumer.subscribe([self._topics.events], listener=self)
+        try:
+            await self._consumer.start()
+        except KafkaError as err:
+            raise infrastructure_error(err, "starting the projector's consumer") from err
+        _log.info(
+            "projector started",
+            extra={"topic": self._topics.events, "group": self._group_id, "rebuild": self._rebuild},
+        )
+
+    async def run(self) -> None:
+        """Project until :meth:`stop`; raise on an error a restart must handle."""
+        done = self._run_done = asyncio.Event()
+        self._started_at = time.monotonic()
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._step()
+                    failures = 0
+                except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as err:
+                    if not is_transient(err):
+                        raise
+                    failures += 1
+                    await self._back_off(err, failures)
+        finally:
+            done.set()
+
+    async def stop(self) -> None:
+        """Let the current fetch finish, then close consumer, producer and database."""
+        self._stopping.set()
+        if self._run_done is not None:
+            await self._run_done.wait()
+        if self._stopped:
+            return
+        self._stopped = True
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        engine, self._engine = self._engine, None
+        try:
+            if consumer is not None:
+                await consumer.stop()
+        finally:
+            try:
+                if producer is not None:
+                    await producer.stop()
+            finally:
+                if engine is not None:
+                    await engine.dispose()
+        _log.info("projector stopped", extra=self._counters())
+
+    # -- rebalance -----------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Wait for the fetch being applied; nothing else is held per partition."""
+        async with self._applying:
+            for tp in revoked:
+                self._status.next_offsets.pop(tp.partition, None)
+                self._status.lag.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Seek every assigned partition to the offset stored with the views."""
+        async with self._applying:
+            try:
+                await self._seek_to_stored(assigned)
+            except sa_exc.SQLAlchemyError as err:
+                # aiokafka would only log a listener's error; rewind before the next apply.
+                _log.warning("reading stored offsets failed; will rewind", extra={"err": repr(err)})
+                self._rewind_needed = True
+
+    async def _seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
+        consumer = self._running()
+        async with self.sessions() as session:
+            stored = await stored_offsets(session, self._topics.events)
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition), 0)
+            # An offset below the log start (never, with the events topic's retention) is
+            # reset to the earliest one by auto_offset_reset.
+            consumer.seek(tp, offset)
+            self._status.next_offsets[tp.partition] = offset
+        _log.info(
+            "partitions assigned: seeking to stored offsets",
+            extra={
+                "offsets": {
+                    tp.partition: stored.get((tp.topic, tp.partition), 0) for tp in partitions
+                }
+            },
+        )
+        self._rewind_needed = False
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _step(self) -> None:
+        consumer = self._running()
+        if self._rewind_needed:
+            async with self._applying:
+                await self._seek_to_stored(list(consumer.assignment()))
+        try:
+            fetched: dict[TopicPartition, list[Record]] = await consumer.getmany(
+                timeout_ms=_FETCH_TIMEOUT_MS, max_records=self._max_records
+            )
+        except KafkaError as err:
+            raise infrastructure_error(err, f"consuming {self._topics.events}") from err
+        # Read before any await: the position steps over markers and aborted records.
+        assigned = consumer.assignment()
+        positions = {tp: await consumer.position(tp) for tp in fetched if tp in assigned}
+        if not any(fetched.values()):
+            await self._store_idle_positions()
+            return
+        async with self._applying:
+            assigned = consumer.assignment()
+            records = [r for tp, rs in fetched.items() if tp in assigned for r in rs]
+            positions = {tp: o for tp, o in positions.items() if tp in assigned}
+            if not records:
+                return
+            stats = await self._apply(records, positions)
+        await self._after_commit(records, positions, stats)
+
+    async def _apply(
+        self, records: list[Record], positions: Mapping[TopicPartition, int]
+    ) -> ApplyStats:
+        deliveries: list[Delivery] = []
+        for record in records:
+            try:
+                batch = self._codec.decode_batch(
+                    record.value,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+            except DecodeError as err:
+                await self._dead_letter(record, err)
+                continue
+            deliveries.append((record.partition, record.offset, batch))
+        async with self.sessions() as session, session.begin():
+            stats = await self._projection.apply(session, deliveries)
+            await _store_offsets(session, self._topics.events, positions)
+        return stats
+
+    async def _dead_letter(self, record: Record, err: DecodeError) -> None:
+        _log.warning(
+            "undecodable event record: dead-lettered",
+            extra={"partition": record.partition, "offset": record.offset, "reason": str(err)},
+        )
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("ProjectorService is not started")
+        await DeadLetterPublisher(producer, self._topics.dead_letter).publish(record, str(err), err)
+        self._status.dead_lettered += 1
+
+    async def _after_commit(
+        self, records: list[Record], positions: Mapping[TopicPartition, int], stats: ApplyStats
+    ) -> None:
+        status = self._status
+        status.applied += stats.applied
+        status.duplicates += stats.duplicates
+        status.held += stats.held
+        status.records += len(records)
+        for tp, offset in positions.items():
+            status.next_offsets[tp.partition] = offset
+        if stats.held:
+            held = sorted({r.key.decode("utf-8", "replace") for r in records if r.key})[:20]
+            _log.warning("events held at a seq gap", extra={"held": stats.held, "keys": held})
+        _log.debug(
+            "applied",
+            extra={
+                "records": len(records),
+                "applied": stats.applied,
+                "offsets": _by_partition(positions),
+            },
+        )
+        self._update_lag()
+        await self._commit_to_kafka(positions)
+        self._log_progress()
+
+    async def _store_idle_positions(self) -> None:
+        """Store positions that moved past markers alone (nothing else was fetched)."""
+        consumer = self._running()
+        async with self._applying:
+            moved = {}
+            for tp in consumer.assignment():
+                position = await consumer.position(tp)
+                if position > self._status.next_offsets.get(tp.partition, 0):
+                    moved[tp] = position
+            if moved:
+                async with self.sessions() as session, session.begin():
+                    await _store_offsets(session, self._topics.events, moved)
+                for tp, offset in moved.items():
+                    self._status.next_offsets[tp.partition] = offset
+        if moved:
+            await self._commit_to_kafka(moved)
+        self._update_lag()
+
+    async def _commit_to_kafka(self, positions: Mapping[TopicPartition, int]) -> None:
+        """For lag tooling only: SQL holds the offsets that count, so a failure is harmless."""
+        try:
+            await self._running().commit(dict(positions))
+        except KafkaError as err:
+            _log.info(
+                "kafka offset commit skipped (SQL holds the offsets)", extra={"err": repr(err)}
+            )
+
+    async def _back_off(self, err: BaseException, failures: int) -> None:
+        if failures > _MAX_TRANSIENT_FAILURES:
+            raise InfrastructureError(
+                f"database still failing after {_MAX_TRANSIENT_FAILURES} retries: {err!r}",
+                retriable=True,
+            ) from err
+        delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (failures - 1))
+        _log.warning(
+            "transient database error: backing off, then rewinding to stored offsets",
+            extra={"err": repr(err), "attempt": failures, "delay_s": delay},
+        )
+        self._rewind_needed = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # -- progress ------------------------------------------------------------------------
+
+    def _update_lag(self) -> None:
+        consumer = self._running()
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = consumer.highwater(tp)
+            if end is not None:
+                stored = self._status.next_offsets.get(tp.partition, 0)
+                self._status.lag[tp.partition] = max(0, end - stored)
+
+    def _log_progress(self) -> None:
+        status = self._status
+        if status.records - self._progress_mark < self._progress_every:
+            return
+        self._progress_mark = status.records
+        elapsed = max(1e-9, time.monotonic() - self._started_at)
+        _log.info(
+            "projection progress",
+            extra={**self._counters(), "records_per_s": round(status.records / elapsed, 1)},
+        )
+
+    def _counters(self) -> dict[str, Any]:
+        status = self._status
+        return {
+            "records": status.records,
+            "applied": status.applied,
+            "duplicates": status.duplicates,
+            "held": status.held,
+            "dead_lettered": status.dead_lettered,
+            "lag": status.total_lag,
+        }
+
+    def _running(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("ProjectorService is not started")
+        return self._consumer
+
+
+def _by_partition(positions: Mapping[TopicPartition, int]) -> dict[int, int]:
+    return {tp.partition: offset for tp, offset in positions.items()}
+
+
+async def _store_offsets(
+    session: AsyncSession, topic: str, positions: Mapping[TopicPartition, int]
+) -> None:
+    """Upsert the next offset per partition, never backwards (as :class:`Projection` does).
+
+    Also covers what ``Projection.apply`` cannot: offsets of dead-lettered records and of
+    transaction markers, which carry no batch.
+    """
+    if not positions:
+        return
+    table: Any = OffsetRow.__table__
+    rows = [
+        {"topic": topic, "partition": tp.partition, "next_offset": offset}
+        for tp, offset in sorted(positions.items())
+    ]
+    builder: Any = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    statement = builder(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=["topic", "partition"],
+        set_={"next_offset": statement.excluded.next_offset},
+        where=table.c.next_offset < statement.excluded.next_offset,
+    )
+    await session.execute(statement, rows)
