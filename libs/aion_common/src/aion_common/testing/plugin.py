@@ -12,6 +12,7 @@ Fixtures: ``kafka_bootstrap``, ``topic_prefix``, ``aion_settings``, ``sqlite_url
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Generator, Iterator
@@ -20,6 +21,7 @@ from typing import NoReturn
 
 import pytest
 
+from aion_common.kafka.probe import probe_capabilities
 from aion_common.settings import Settings
 from aion_common.testing import postgres
 from aion_common.testing._kafka_provider import KafkaProvider
@@ -59,8 +61,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Name the broker (kind and version) and the database backends."""
-    return [config.stash[_PROVIDER].header(), f"aion databases: sqlite, {_postgres_header()}"]
+    """Name the broker (kind and version), what it can do, and the database backends."""
+    provider = config.stash[_PROVIDER]
+    lines = [provider.header()]
+    if "not kafka" not in (config.option.markexpr or ""):
+        lines.append(_capabilities_header(provider))
+    return [*lines, f"aion databases: sqlite, {_postgres_header()}"]
+
+
+def _capabilities_header(provider: KafkaProvider) -> str:
+    """Start the session's broker now and probe it, so the header says what it supports."""
+    bootstrap = provider.bootstrap()
+    settings = Settings(bootstrap_servers=bootstrap, instance_id="pytest-header")
+    found = asyncio.run(probe_capabilities(settings))
+    yes_no = {True: "yes", False: "NO"}
+    line = (
+        f"aion broker capabilities at {bootstrap}: idempotent producer "
+        f"{yes_no[found.idempotent]}, transactions {yes_no[found.transactional]}"
+    )
+    if found.transactional_error:
+        line += f" ({found.transactional_error})"
+    return line
 
 
 def _postgres_header() -> str:
