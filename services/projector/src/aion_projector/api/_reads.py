@@ -68,7 +68,7 @@ async def list_route(
     started_from: datetime | None = None,
     started_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: Annotated[str | None, Query(max_length=1024, pattern="^[A-Za-z0-9_=-]+$")] = None,
 ) -> WorkflowList:
     """Keyset pagination: pass the answer's ``next_cursor`` as ``cursor`` for the next page."""
     where = WorkflowFilter(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Path, Response
 
@@ -50,7 +51,8 @@ def _command_id(kind: str, workflow_id: str, request_id: str | None) -> str:
 
 async def _send(st: ApiState, response: Response, command: Command) -> Accepted:
     await st.sink.send(command)
-    response.headers["Location"] = f"/v1/workflows/{command.workflow_id}"
+    # ids may hold any printable character; headers are latin-1, so percent-encode
+    response.headers["Location"] = f"/v1/workflows/{quote(command.workflow_id, safe='')}"
     return Accepted(workflow_id=command.workflow_id, command_id=command.command_id)
 
 

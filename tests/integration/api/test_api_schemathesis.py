@@ -1,0 +1,73 @@
+"""schemathesis against ``/openapi.json``, in-process (ASGI): no 5xx, no schema violation.
+
+Every operation gets generated valid and invalid requests; schemathesis's default checks
+(server errors, status codes, content types, response schemas and headers, positive data
+accepted and negative data rejected) run on every answer. The views hold the shared data
+set; commands go to an in-memory sink (the Kafka sink is covered in test_api_commands).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from sqlalchemy.pool import NullPool
+
+from aion_common.settings import Settings
+from aion_projector import connect, migrate, session_factory
+from aion_projector.api import create_app
+
+from .conftest import MemorySink
+from .dataset import populate
+
+
+@pytest.fixture
+async def api_schema(tmp_path: Path) -> schemathesis.BaseSchema:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'views.db'}"
+    setup = connect(url)
+    await migrate(setup)
+    await populate(session_factory(setup))
+    await setup.dispose()
+    # The ASGI test client runs the app on its own event loop: a pool-less engine opens each
+    # connection on whichever loop asks for it.
+    served = connect(url, poolclass=NullPool)
+    app = create_app(
+        Settings(payload_limit_bytes=4096),
+        session_factory=session_factory(served),
+        command_sink=MemorySink(),
+        poll_interval=0.01,
+    )
+    # 400 is aion's answer to input the schema cannot describe (ids with control characters
+    # or surrounding spaces, a well-formed cursor the API never issued); 404 to an unknown id.
+    config = schemathesis.Config.from_dict(
+        {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404"]}}}
+    )
+    return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+
+
+def _operations(schema: schemathesis.BaseSchema) -> list[schemathesis.APIOperation]:
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+def test_openapi_contract(api_schema: schemathesis.BaseSchema) -> None:
+    # schemathesis's pytest plugin does not run under pytest 9 (it reads a removed private
+    # attribute), so each operation's strategy is driven by hypothesis here instead.
+    operations = _operations(api_schema)
+    assert len(operations) == 12
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=60,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case: schemathesis.Case) -> None:
+            if case.query and "wait" in case.query:
+                case.query["wait"] = 0  # long-polls are tested directly; keep fuzzing fast
+            case.call_and_validate()
+
+        run()
