@@ -1,0 +1,1 @@
+"""aion's benchmarks: ``python -m bench`` runs every one; each prints JSON lines."""

@@ -1,0 +1,409 @@
+"""Engine benchmark: ``python -m bench.engine`` (also run by ``python -m bench``).
+
+Starts its own Apache Kafka broker (``aion_common.testing.broker.KafkaBroker``) unless
+``AION_BENCH_KAFKA=host:port`` names one, runs an in-process :class:`EngineService`
+(transactions on) with ``--partitions`` partitions, and drives it with generated commands: each
+``bench.parent`` workflow starts one ``bench.child`` and returns its result, and this script
+plays the watcher (it reads the events topic, read_committed, and sends
+``RecordChildTerminal`` for each child terminal). Every parent therefore costs three commands
+(its StartWorkflow, the child's StartWorkflow emitted by the engine, and the watcher's
+RecordChildTerminal) and six events.
+
+Figures, one JSON line each:
+
+- ``commands_per_s`` / ``events_per_s``: max throughput — every parent's StartWorkflow is
+  produced at once and the clock runs until the last parent has completed;
+- ``latency_p50_ms`` / ``latency_p99_ms`` at half that command rate: from just before the
+  command is produced to the arrival of the event batch carrying its command id at a
+  read_committed consumer (measured for the commands this script produces: parent
+  StartWorkflow and RecordChildTerminal);
+- ``rebuild_s``: 100,000 events' worth of real batches (made by an offline ``EngineCore``) are
+  produced to one events partition; the clock covers reading it to its end (read_committed),
+  decoding and ``EngineCore.apply_batch``, and re-arming timers — the service's acquire path.
+
+``--profile FILE`` runs the throughput phase under cProfile, writes the stats to FILE and
+prints the top functions to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from aion_common.codecs import Codec, encode_key
+from aion_common.domain import (
+    Command,
+    EventBatch,
+    ParentLink,
+    Payload,
+    RecordChildTerminal,
+    StartWorkflow,
+    WorkflowCompleted,
+    WorkflowStarted,
+    outcome_of,
+    record_child_terminal_id,
+)
+from aion_common.kafka.admin import ensure_topics
+from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.topics import Topics
+from aion_common.settings import Settings
+from aion_engine.core import EngineCore
+from aion_engine.registry import WorkflowRegistry
+from aion_engine.service import EngineService
+from aion_engine.workflow import WorkflowContext
+
+REGISTRY = WorkflowRegistry()
+
+
+@REGISTRY.defn("bench.parent")
+async def _parent(ctx: WorkflowContext, value: int) -> int:
+    return int(await ctx.execute_child("bench.child", value)) + 1
+
+
+@REGISTRY.defn("bench.child")
+async def _child(ctx: WorkflowContext, value: int) -> int:
+    return value * 2
+
+
+def _line(metric: str, value: float, unit: str, **extra: Any) -> None:
+    record = {"bench": "engine", "metric": metric, "value": value, "unit": unit, **extra}
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _start(workflow_id: str, value: int, command_id: str | None = None) -> StartWorkflow:
+    return StartWorkflow(
+        command_id=command_id or str(uuid.uuid4()),
+        issued_at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        workflow_type="bench.parent",
+        input=Payload.from_json(value),
+    )
+
+
+def _terminal_for(event: Any, parent: ParentLink) -> RecordChildTerminal | None:
+    outcome = outcome_of(event)
+    if outcome is None:
+        return None
+    return RecordChildTerminal(
+        command_id=record_child_terminal_id(parent.workflow_id, parent.run_id, event.workflow_id),
+        issued_at=datetime.now(UTC),
+        workflow_id=parent.workflow_id,
+        parent_run_id=parent.run_id,
+        child_workflow_id=event.workflow_id,
+        child_run_id=event.run_id,
+        outcome=outcome,
+    )
+
+
+class Driver:
+    """Produces commands, plays the watcher, and records command→event latencies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.codec = Codec()
+        self.sent_at: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.completed: set[str] = set()
+        self.events = 0
+        self._parents: dict[str, ParentLink] = {}
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers, linger_ms=0, enable_idempotence=True
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=5,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._target = 0
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._consumer.start()
+        partitions = [
+            TopicPartition(self.topics.events, p) for p in range(self.settings.partitions)
+        ]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def send(self, command: Command) -> None:
+        value = self.codec.encode_command(command)
+        self.sent_at[command.command_id] = time.perf_counter()
+        await self._producer.send(self.topics.commands, value, key=encode_key(command.workflow_id))
+
+    def expect(self, completed: int) -> None:
+        self._target = completed
+        self._done.clear()
+        if len(self.completed) >= completed:
+            self._done.set()
+
+    async def wait(self, limit_s: float) -> None:
+        await asyncio.wait_for(self._done.wait(), limit_s)
+
+    async def _watch(self) -> None:
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.perf_counter()
+            for records in fetched.values():
+                for record in records:
+                    await self._on_batch(self.codec.decode_batch(record.value), now)
+            if self._target and len(self.completed) >= self._target:
+                self._done.set()
+
+    async def _on_batch(self, batch: EventBatch, now: float) -> None:
+        sent = self.sent_at.pop(batch.command_id, None)
+        if sent is not None:
+            self.latencies.append(now - sent)
+        self.events += len(batch.events)
+        for event in batch.events:
+            if isinstance(event, WorkflowStarted) and event.parent is not None:
+                self._parents[event.workflow_id] = event.parent
+            elif isinstance(event, WorkflowCompleted):
+                parent = self._parents.pop(event.workflow_id, None)
+                if parent is None:
+                    self.completed.add(event.workflow_id)
+                    continue
+                command = _terminal_for(event, parent)
+                if command is not None:
+                    await self.send(command)
+
+
+@contextmanager
+def _profiled(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
+        for key in ("tottime", "cumulative"):
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(30)
+            sys.stderr.write(f"--- profile of the throughput run, by {key} ---\n{out.getvalue()}")
+
+
+async def _throughput(driver: Driver, parents: int, profile: str | None) -> float:
+    run = uuid.uuid4().hex[:6]
+    commands = [_start(f"tp-{run}-{i}", i) for i in range(parents)]
+    driver.events = 0
+    driver.expect(len(driver.completed) + parents)
+    with _profiled(profile):
+        started = time.perf_counter()
+        for command in commands:
+            await driver.send(command)
+        await driver.wait(300)
+        elapsed = time.perf_counter() - started
+    rate = 3 * parents / elapsed
+    _line(
+        "commands_per_s", round(rate, 1), "commands/s", parents=parents, seconds=round(elapsed, 3)
+    )
+    _line("events_per_s", round(driver.events / elapsed, 1), "events/s", events=driver.events)
+    _line(
+        "workflows_per_s",
+        round(2 * parents / elapsed, 1),
+        "workflows/s",
+        note="parents and children completed end to end",
+    )
+    return rate
+
+
+async def _latency(driver: Driver, command_rate: float, seconds: float, load: str) -> None:
+    parent_rate = command_rate / 3  # each parent brings two more commands
+    run = uuid.uuid4().hex[:6]
+    driver.latencies.clear()
+    driver.sent_at.clear()
+    total = int(parent_rate * seconds)
+    driver.expect(len(driver.completed) + total)
+    started = time.perf_counter()
+    for i in range(total):
+        due = started + i / parent_rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await driver.send(_start(f"lat-{run}-{i}", i))
+    await driver.wait(120)
+    lat = sorted(driver.latencies)
+    p50 = lat[len(lat) // 2] * 1000
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    extra = {"load": load, "offered_commands_per_s": round(command_rate, 1), "samples": len(lat)}
+    _line("latency_p50_ms", round(p50, 2), "ms", **extra)
+    _line("latency_p99_ms", round(p99, 2), "ms", **extra)
+    _line("latency_mean_ms", round(statistics.fmean(lat) * 1000, 2), "ms", **extra)
+
+
+def _history_batches(events: int) -> list[EventBatch]:
+    """Real batches (parent+child+record cycles) from an offline core: ``events`` events."""
+    core = EngineCore(REGISTRY, writer="bench")
+    now = datetime.now(UTC)
+    batches: list[EventBatch] = []
+    count = 0
+    index = 0
+    while count < events:
+        pending: list[Command] = [_start(f"rb-{index}", index)]
+        parents: dict[str, ParentLink] = {}
+        index += 1
+        while pending:
+            decision = core.handle(pending.pop(0), now=now)
+            pending.extend(decision.outgoing)
+            if decision.batch is None:
+                continue
+            batches.append(decision.batch)
+            count += len(decision.batch.events)
+            for event in decision.batch.events:
+                if isinstance(event, WorkflowStarted) and event.parent is not None:
+                    parents[event.workflow_id] = event.parent
+                elif event.workflow_id in parents and (
+                    command := _terminal_for(event, parents[event.workflow_id])
+                ):
+                    pending.append(command)
+    return batches
+
+
+async def _rebuild(settings: Settings, events: int) -> None:
+    codec = Codec()
+    topics = Topics(f"{settings.topic_prefix}-rb")
+    rb_settings = Settings(
+        bootstrap_servers=settings.bootstrap_servers,
+        topic_prefix=topics.prefix,
+        partitions=settings.partitions,
+    )
+    await ensure_topics(rb_settings, topics)
+    batches = _history_batches(events)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        linger_ms=20,
+        max_batch_size=1 << 20,
+        enable_idempotence=True,
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                topics.events, codec.encode_batch(b), key=encode_key(b.workflow_id), partition=0
+            )
+            for b in batches
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    total = sum(len(b.events) for b in batches)
+
+    core = EngineCore(REGISTRY, writer="bench")
+    started = time.perf_counter()
+    read_s = 0.0
+    records = 0
+    mark = time.perf_counter()
+    async for record in read_partition_to_end(rb_settings, topics.events, 0):
+        t0 = time.perf_counter()
+        read_s += t0 - mark
+        core.apply_batch(
+            codec.decode_batch(record.value, topic=topics.events, partition=0, offset=record.offset)
+        )
+        records += 1
+        mark = time.perf_counter()
+    core.pending_timers()
+    elapsed = time.perf_counter() - started
+    _line(
+        "rebuild_s",
+        round(elapsed, 3),
+        "s",
+        events=total,
+        records=records,
+        workflows=len(core),
+        kafka_read_s=round(read_s, 3),
+        decode_apply_s=round(elapsed - read_s, 3),
+    )
+
+
+async def run(bootstrap: str, args: argparse.Namespace) -> None:
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"bench{uuid.uuid4().hex[:6]}",
+        partitions=args.partitions,
+        transactions="on",
+        instance_id="bench-engine",
+    )
+    engine = EngineService(settings, REGISTRY, max_resident=args.max_resident)
+    await engine.start()
+    runner = asyncio.create_task(engine.run())
+    driver = Driver(settings)
+    try:
+        await driver.start()
+        # Wait for the partitions, then warm up (connections, caches).
+        while len(engine.owned_partitions) < settings.partitions:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.05)
+        await _throughput(driver, 500, None)
+        rate = await _throughput(driver, args.parents, args.profile)
+        await _latency(driver, rate / 2, args.latency_seconds, "half of max")
+        await _latency(driver, 150, args.latency_seconds / 2, "light (150 commands/s)")
+    finally:
+        await driver.stop()
+        await engine.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    await _rebuild(settings, args.rebuild_events)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--parents", type=int, default=10_000, help="throughput run size")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--rebuild-events", type=int, default=100_000)
+    parser.add_argument("--max-resident", type=int, default=10_000)
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the throughput run")
+    args = parser.parse_args(argv)
+    external = os.environ.get("AION_BENCH_KAFKA")
+    if external:
+        asyncio.run(run(external, args))
+        return 0
+    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
+
+    with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
+        broker = KafkaBroker(Path(data_dir), die_with_parent=True, heap="1g")
+        broker.start()
+        try:
+            asyncio.run(run(broker.bootstrap_servers, args))
+        finally:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
