@@ -1,0 +1,222 @@
+"""The client's typed results, built from the API's JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "Accepted",
+    "Child",
+    "HistoryEvent",
+    "HistoryPage",
+    "Run",
+    "WorkflowDescription",
+    "WorkflowPage",
+    "WorkflowResult",
+    "WorkflowSummary",
+    "WorkflowTree",
+]
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """A command the API queued for the engine."""
+
+    workflow_id: str
+    command_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowSummary:
+    """A workflow as lists show it."""
+
+    workflow_id: str
+    workflow_type: str
+    status: str
+    current_run_id: str
+    first_run_id: str
+    parent_workflow_id: str | None
+    parent_run_id: str | None
+    started_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    last_seq: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WorkflowSummary:
+        """From the API's JSON."""
+        return cls(
+            **{k: d[k] for k in cls.__dataclass_fields__ if not k.endswith("_at")},
+            started_at=datetime.fromisoformat(d["started_at"]),
+            updated_at=datetime.fromisoformat(d["updated_at"]),
+            closed_at=_time(d["closed_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowPage:
+    """A page of a list; pass ``next_cursor`` back for the next one."""
+
+    items: tuple[WorkflowSummary, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One run of a workflow's chain."""
+
+    run_id: str
+    workflow_type: str
+    status: str
+    previous_run_id: str | None
+    next_run_id: str | None
+    package_version: str
+    started_at: datetime
+    closed_at: datetime | None
+    result: Any
+    error_message: str | None
+    error_details: Any
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Run:
+        """From the API's JSON."""
+        return cls(
+            **{k: d[k] for k in cls.__dataclass_fields__ if not k.endswith("_at")},
+            started_at=datetime.fromisoformat(d["started_at"]),
+            closed_at=_time(d["closed_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Child:
+    """A child a run scheduled, with its outcome once recorded."""
+
+    parent_run_id: str
+    child_workflow_id: str
+    child_workflow_type: str
+    state: str
+    scheduled_at: datetime
+    closed_at: datetime | None
+    result: Any
+    error_message: str | None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Child:
+        """From the API's JSON."""
+        return cls(
+            **{k: d[k] for k in cls.__dataclass_fields__ if not k.endswith("_at")},
+            scheduled_at=datetime.fromisoformat(d["scheduled_at"]),
+            closed_at=_time(d["closed_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowDescription:
+    """A workflow, its current run, the run chain oldest first, and its children."""
+
+    workflow: WorkflowSummary
+    current_run: Run
+    runs: tuple[Run, ...]
+    children: tuple[Child, ...]
+    held_events: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WorkflowDescription:
+        """From the API's JSON."""
+        return cls(
+            workflow=WorkflowSummary.from_json(d["workflow"]),
+            current_run=Run.from_json(d["current_run"]),
+            runs=tuple(Run.from_json(r) for r in d["runs"]),
+            children=tuple(Child.from_json(c) for c in d["children"]),
+            held_events=d["held_events"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEvent:
+    """One event of a history: envelope and own fields."""
+
+    seq: int
+    run_id: str
+    event_type: str
+    recorded_at: datetime
+    command_id: str
+    fields: Any
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> HistoryEvent:
+        """From the API's JSON."""
+        return cls(
+            seq=d["seq"],
+            run_id=d["run_id"],
+            event_type=d["event_type"],
+            recorded_at=datetime.fromisoformat(d["recorded_at"]),
+            command_id=d["command_id"],
+            fields=d["fields"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPage:
+    """Events in seq order; ``next_from_seq`` is set when more may follow."""
+
+    workflow_id: str
+    events: tuple[HistoryEvent, ...]
+    next_from_seq: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowTree:
+    """A workflow and its descendants."""
+
+    workflow_id: str
+    workflow_type: str | None
+    status: str | None
+    children: tuple[WorkflowTree, ...] = field(default=())
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WorkflowTree:
+        """From the API's JSON."""
+        return cls(
+            workflow_id=d["workflow_id"],
+            workflow_type=d["workflow_type"],
+            status=d["status"],
+            children=tuple(cls.from_json(c) for c in d["children"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowResult:
+    """Where a workflow stands: ``closed`` with a result or error, or still running."""
+
+    workflow_id: str
+    run_id: str | None
+    status: str
+    closed: bool
+    result: Any = None
+    error_message: str | None = None
+    error_details: Any = None
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the workflow completed."""
+        return self.status == "COMPLETED"
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WorkflowResult:
+        """From the API's JSON."""
+        return cls(
+            workflow_id=d["workflow_id"],
+            run_id=d.get("run_id"),
+            status=d["status"],
+            closed=bool(d["closed"]),
+            result=d.get("result"),
+            error_message=d.get("error_message"),
+            error_details=d.get("error_details"),
+        )

@@ -1,0 +1,331 @@
+"""``aion``: start, signal, cancel and inspect workflows from a shell.
+
+Exit codes (stable, for scripts):
+
+- 0 — success (for ``result`` and ``start --wait``: the workflow completed);
+- 1 — the workflow failed, was cancelled or timed out, is not known, or was still running
+  when ``--timeout`` ended;
+- 2 — usage or validation error (bad arguments, invalid JSON, an id or payload the API
+  refused, a missing or wrong ``AION_API_TOKEN``);
+- 3 — the API could not be reached, or answered that a backend it needs is unavailable.
+
+``--json`` prints machine-readable JSON on stdout; errors always go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from aion.client import AionApiError, AionClient, AionUnavailable, WorkflowResult, WorkflowTree
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+DEFAULT_API = "http://127.0.0.1:8080"
+
+Handler = Callable[[AionClient, argparse.Namespace, "Output"], Awaitable[int]]
+
+
+class UsageError(Exception):
+    """Arguments that parse but cannot be used (invalid JSON, say)."""
+
+
+class Output:
+    """Prints either rich tables (people) or JSON (scripts)."""
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def json(self, value: Any) -> None:
+        """One JSON document on stdout."""
+        print(json.dumps(_plain(value), indent=2, default=str))  # noqa: T201
+
+    def error(self, message: str) -> None:
+        """A message on stderr."""
+        self.errors.print(f"[bold red]error:[/] {message}")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"{what} is not valid JSON: {err}") from err
+
+
+def _outcome_code(outcome: WorkflowResult) -> int:
+    return EXIT_OK if outcome.succeeded else EXIT_FAILED
+
+
+def _show_result(out: Output, outcome: WorkflowResult) -> int:
+    if out.as_json:
+        out.json(outcome)
+    elif not outcome.closed:
+        out.console.print(f"{outcome.workflow_id} is still [yellow]{outcome.status}[/]")
+    elif outcome.succeeded:
+        out.console.print(json.dumps(outcome.result, indent=2))
+    else:
+        out.console.print(
+            f"{outcome.workflow_id} [red]{outcome.status}[/]: {outcome.error_message or ''}"
+        )
+    return _outcome_code(outcome) if outcome.closed else EXIT_FAILED
+
+
+async def _start(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    payload = _json_arg(args.input, "--input")
+    accepted = await client.start(args.type, payload, id=args.id, request_id=args.request_id)
+    if not args.wait:
+        if out.as_json:
+            out.json(accepted)
+        else:
+            out.console.print(f"started {accepted.workflow_id} (command {accepted.command_id})")
+        return EXIT_OK
+    outcome = await client.result(accepted.workflow_id, wait=args.timeout)
+    return _show_result(out, outcome)
+
+
+async def _signal(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    payload = _json_arg(args.payload, "--payload")
+    accepted = await client.signal(args.id, args.name, payload, request_id=args.request_id)
+    return _accepted(out, accepted, f"signal {args.name!r} sent to {args.id}")
+
+
+async def _cancel(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    accepted = await client.cancel(args.id, args.reason, request_id=args.request_id)
+    return _accepted(out, accepted, f"cancellation of {args.id} requested")
+
+
+async def _terminate(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    accepted = await client.terminate(args.id, args.reason, request_id=args.request_id)
+    return _accepted(out, accepted, f"termination of {args.id} requested")
+
+
+def _accepted(out: Output, accepted: Any, message: str) -> int:
+    if out.as_json:
+        out.json(accepted)
+    else:
+        out.console.print(f"{message} (command {accepted.command_id})")
+    return EXIT_OK
+
+
+async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    found = await client.describe(args.id)
+    if out.as_json:
+        out.json(found)
+        return EXIT_OK
+    w, run = found.workflow, found.current_run
+    out.console.print(f"[bold]{w.workflow_id}[/] ({w.workflow_type}) [bold]{w.status}[/]")
+    out.console.print(f"current run {run.run_id}, started {run.started_at.isoformat()}")
+    if run.status == "COMPLETED":
+        out.console.print(f"result: {json.dumps(run.result)}")
+    elif run.error_message is not None:
+        out.console.print(f"error: {run.error_message}")
+    runs = Table("run", "status", "started", "closed", title="runs")
+    for r in found.runs:
+        runs.add_row(r.run_id, r.status, r.started_at.isoformat(), _when(r.closed_at))
+    out.console.print(runs)
+    if found.children:
+        children = Table("child", "type", "state", "outcome", title="children")
+        for c in found.children:
+            outcome = c.error_message if c.state == "FAILED" else json.dumps(c.result)
+            children.add_row(c.child_workflow_id, c.child_workflow_type, c.state, outcome)
+        out.console.print(children)
+    return EXIT_OK
+
+
+def _when(value: Any) -> str:
+    return "" if value is None else str(value.isoformat())
+
+
+async def _list(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    page = await client.list(
+        workflow_type=args.type,
+        status=args.status,
+        parent=args.parent,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    if out.as_json:
+        out.json(page)
+        return EXIT_OK
+    table = Table("workflow", "type", "status", "started", "closed")
+    for w in page.items:
+        table.add_row(
+            w.workflow_id, w.workflow_type, w.status, w.started_at.isoformat(), _when(w.closed_at)
+        )
+    out.console.print(table)
+    if page.next_cursor:
+        out.console.print(f"more: --cursor {page.next_cursor}")
+    return EXIT_OK
+
+
+async def _history(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    page = await client.history(args.id, from_seq=args.from_seq, limit=args.limit)
+    if out.as_json:
+        out.json(page)
+        return EXIT_OK
+    table = Table("seq", "event", "run", "recorded", "fields")
+    for e in page.events:
+        fields = json.dumps(e.fields)
+        table.add_row(str(e.seq), e.event_type, e.run_id, e.recorded_at.isoformat(), fields)
+    out.console.print(table)
+    return EXIT_OK
+
+
+async def _tree(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    root = await client.tree(args.id, depth=args.depth)
+    if out.as_json:
+        out.json(root)
+        return EXIT_OK
+    view = Tree(_label(root))
+    _grow(view, root)
+    out.console.print(view)
+    return EXIT_OK
+
+
+def _label(node: WorkflowTree) -> str:
+    return f"{node.workflow_id} ({node.workflow_type or '?'}) {node.status or 'not started'}"
+
+
+def _grow(view: Tree, node: WorkflowTree) -> None:
+    for child in node.children:
+        _grow(view.add(_label(child)), child)
+
+
+async def _result(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    outcome = await client.result(args.id, wait=args.timeout if args.wait else 0.0)
+    return _show_result(out, outcome)
+
+
+def _dev(_client: AionClient, _args: argparse.Namespace, out: Output) -> Awaitable[int]:
+    async def stub() -> int:
+        out.error("`aion dev` arrives with issue 6; until then run `make dev`")
+        return EXIT_USAGE
+
+    return stub()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aion",
+        description="Start, signal, cancel and inspect aion workflows.",
+        epilog="exit codes: 0 ok; 1 workflow failed/not found/still running; "
+        "2 usage or validation; 3 API unreachable",
+    )
+    parser.add_argument(
+        "--api",
+        default=os.environ.get("AION_API_URL", DEFAULT_API),
+        help="API base URL (env AION_API_URL; default %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument("--request-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _commands(sub)
+    return parser
+
+
+def _commands(sub: Any) -> None:
+    p = sub.add_parser("start", help="start a workflow")
+    p.add_argument("type")
+    p.add_argument("--id")
+    p.add_argument("--input", default="null", help="JSON input (default null)")
+    p.add_argument("--request-id", help="idempotency key: a retry starts nothing new")
+    p.add_argument("--wait", action="store_true", help="wait for the result")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
+    p.set_defaults(handler=_start)
+    p = sub.add_parser("signal", help="send a signal")
+    p.add_argument("id")
+    p.add_argument("name")
+    p.add_argument("--payload", default="null", help="JSON payload (default null)")
+    p.add_argument("--request-id")
+    p.set_defaults(handler=_signal)
+    for name, handler, verb in (("cancel", _cancel, "request"), ("terminate", _terminate, "")):
+        p = sub.add_parser(name, help=f"{verb} {name} a workflow".strip())
+        p.add_argument("id")
+        p.add_argument("--reason", default="")
+        p.add_argument("--request-id")
+        p.set_defaults(handler=handler)
+    p = sub.add_parser("describe", help="status, runs, children")
+    p.add_argument("id")
+    p.set_defaults(handler=_describe)
+    p = sub.add_parser("list", help="list workflows, newest first")
+    p.add_argument("--status")
+    p.add_argument("--type")
+    p.add_argument("--parent")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor")
+    p.set_defaults(handler=_list)
+    p = sub.add_parser("history", help="a workflow's events")
+    p.add_argument("id")
+    p.add_argument("--from-seq", type=int, default=1)
+    p.add_argument("--limit", type=int, default=200)
+    p.set_defaults(handler=_history)
+    p = sub.add_parser("tree", help="a workflow's child tree")
+    p.add_argument("id")
+    p.add_argument("--depth", type=int, default=3)
+    p.set_defaults(handler=_tree)
+    p = sub.add_parser("result", help="a workflow's result")
+    p.add_argument("id")
+    p.add_argument("--wait", action="store_true", help="wait until it closes")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
+    p.set_defaults(handler=_result)
+    p = sub.add_parser("dev", help="run aion locally (arrives with issue 6)")
+    p.set_defaults(handler=_dev)
+
+
+async def _run(args: argparse.Namespace, out: Output) -> int:
+    token = os.environ.get("AION_API_TOKEN") or None
+    handler: Handler = args.handler
+    async with AionClient(args.api, token, timeout=args.request_timeout) as client:
+        return await handler(client, args, out)
+
+
+def _api_error_code(err: AionApiError) -> int:
+    if err.kind == "unavailable":
+        return EXIT_UNAVAILABLE
+    if err.kind in {"invalid-input", "payload-too-large", "unauthorized"}:
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns (and, as a console script, exits with) the exit code."""
+    args = _parser().parse_args(argv)
+    out = Output(as_json=args.json)
+    try:
+        return asyncio.run(_run(args, out))
+    except UsageError as err:
+        out.error(str(err))
+        return EXIT_USAGE
+    except AionUnavailable as err:
+        out.error(f"{err}\nis the API running? set --api or AION_API_URL")
+        return EXIT_UNAVAILABLE
+    except AionApiError as err:
+        out.error(err.detail if err.kind == "not-found" else str(err))
+        return _api_error_code(err)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

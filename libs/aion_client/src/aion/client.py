@@ -1,0 +1,248 @@
+"""``AionClient``: aion's HTTP API from Python, with typed results and errors.
+
+    async with AionClient("http://127.0.0.1:8080") as aion:
+        started = await aion.start("order", {"sku": 1}, request_id="order-77")
+        outcome = await aion.result(started.workflow_id, wait=30)
+
+Every method raises :class:`AionApiError` for a problem the API answered (its ``kind`` is
+stable: ``not-found``, ``invalid-input``, …) and :class:`AionUnavailable` when the API
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from aion._errors import AionApiError, AionClientError, AionUnavailable
+from aion._results import (
+    Accepted,
+    Child,
+    HistoryEvent,
+    HistoryPage,
+    Run,
+    WorkflowDescription,
+    WorkflowPage,
+    WorkflowResult,
+    WorkflowSummary,
+    WorkflowTree,
+)
+
+__all__ = [
+    "Accepted",
+    "AionApiError",
+    "AionClient",
+    "AionClientError",
+    "AionUnavailable",
+    "Child",
+    "HistoryEvent",
+    "HistoryPage",
+    "Run",
+    "WorkflowDescription",
+    "WorkflowPage",
+    "WorkflowResult",
+    "WorkflowSummary",
+    "WorkflowTree",
+]
+
+# The API caps one long-poll at 60 s; longer waits are several polls.
+_LONG_POLL_MAX = 60.0
+
+
+def _path(workflow_id: str) -> str:
+    return f"/v1/workflows/{quote(workflow_id, safe='')}"
+
+
+class AionClient:
+    """An async client of aion's HTTP API at ``base_url``; ``token`` for bearer auth."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8080",
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (idempotent)."""
+        await self._http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        read_timeout: float | None = None,
+    ) -> httpx.Response:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = await self._http.request(
+                method, path, params=query, json=json, timeout=read_timeout or self._timeout
+            )
+        except httpx.TransportError as err:
+            raise AionUnavailable(
+                f"cannot reach the aion API at {self._http.base_url}: {err or type(err).__name__}"
+            ) from err
+        if response.status_code >= 400:  # noqa: PLR2004
+            raise _problem(response)
+        return response
+
+    async def start(
+        self,
+        workflow_type: str,
+        input: Any = None,  # noqa: A002  # the API's field name
+        *,
+        id: str | None = None,  # noqa: A002
+        request_id: str | None = None,
+        execution_timeout_ms: int | None = None,
+    ) -> Accepted:
+        """Start a workflow; the id is generated when not given (from ``request_id`` if set)."""
+        optional = {
+            "id": id,
+            "request_id": request_id,
+            "execution_timeout_ms": execution_timeout_ms,
+        }
+        body: dict[str, Any] = {"type": workflow_type, "input": input}
+        body |= {k: v for k, v in optional.items() if v is not None}
+        return _accepted(await self._call("POST", "/v1/workflows", json=body))
+
+    async def signal(
+        self, workflow_id: str, name: str, payload: Any = None, *, request_id: str | None = None
+    ) -> Accepted:
+        """Send signal ``name`` with ``payload`` to the workflow's current run."""
+        body = {"payload": payload, "request_id": request_id}
+        path = f"{_path(workflow_id)}/signals/{quote(name, safe='')}"
+        return _accepted(await self._call("POST", path, json=_compact(body)))
+
+    async def cancel(
+        self, workflow_id: str, reason: str = "", *, request_id: str | None = None
+    ) -> Accepted:
+        """Ask the workflow to cancel; its code decides how it ends."""
+        body = _compact({"reason": reason, "request_id": request_id})
+        return _accepted(await self._call("POST", f"{_path(workflow_id)}/cancel", json=body))
+
+    async def terminate(
+        self, workflow_id: str, reason: str = "", *, request_id: str | None = None
+    ) -> Accepted:
+        """End the workflow's current run at once (it fails with ``terminated:<reason>``)."""
+        body = _compact({"reason": reason, "request_id": request_id})
+        return _accepted(await self._call("POST", f"{_path(workflow_id)}/terminate", json=body))
+
+    async def describe(self, workflow_id: str) -> WorkflowDescription:
+        """Status, current run, run chain and children."""
+        response = await self._call("GET", _path(workflow_id))
+        return WorkflowDescription.from_json(response.json())
+
+    async def list(
+        self,
+        *,
+        workflow_type: str | None = None,
+        status: str | None = None,
+        parent: str | None = None,
+        started_from: str | None = None,
+        started_before: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> WorkflowPage:
+        """One page of workflows, newest started first (ISO-8601 times)."""
+        params = {
+            "type": workflow_type,
+            "status": status,
+            "parent": parent,
+            "started_from": started_from,
+            "started_before": started_before,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        body = (await self._call("GET", "/v1/workflows", params=params)).json()
+        return WorkflowPage(
+            items=tuple(WorkflowSummary.from_json(w) for w in body["items"]),
+            next_cursor=body["next_cursor"],
+        )
+
+    async def history(
+        self, workflow_id: str, *, from_seq: int = 1, limit: int = 200
+    ) -> HistoryPage:
+        """Events from ``from_seq`` on, in seq order."""
+        params = {"from_seq": from_seq, "limit": limit}
+        body = (await self._call("GET", f"{_path(workflow_id)}/history", params=params)).json()
+        return HistoryPage(
+            workflow_id=body["workflow_id"],
+            events=tuple(HistoryEvent.from_json(e) for e in body["events"]),
+            next_from_seq=body["next_from_seq"],
+        )
+
+    async def tree(self, workflow_id: str, *, depth: int = 3) -> WorkflowTree:
+        """The workflow and its descendants, ``depth`` levels down."""
+        params = {"depth": depth}
+        body = (await self._call("GET", f"{_path(workflow_id)}/tree", params=params)).json()
+        return WorkflowTree.from_json(body)
+
+    async def result(self, workflow_id: str, *, wait: float = 0.0) -> WorkflowResult:
+        """The workflow's outcome, waiting up to ``wait`` seconds for it to close.
+
+        Returns with ``closed`` false if it is still running when the wait ends. Raises
+        :class:`AionApiError` (``not-found``) if the views have not seen it by then.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            poll = max(0.0, min(_LONG_POLL_MAX, deadline - time.monotonic()))
+            response = await self._call(
+                "GET",
+                f"{_path(workflow_id)}/result",
+                params={"wait": round(poll, 3)},
+                read_timeout=poll + self._timeout,
+            )
+            outcome = WorkflowResult.from_json(response.json())
+            if outcome.closed or time.monotonic() >= deadline:
+                return outcome
+            await asyncio.sleep(0)
+
+
+def _compact(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if v is not None or k == "payload"}
+
+
+def _accepted(response: httpx.Response) -> Accepted:
+    body = response.json()
+    return Accepted(workflow_id=body["workflow_id"], command_id=body["command_id"])
+
+
+def _problem(response: httpx.Response) -> AionApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    return AionApiError(
+        response.status_code,
+        str(body.get("type", "about:blank")),
+        str(body.get("title", response.reason_phrase)),
+        str(body.get("detail", response.text[:200])),
+    )

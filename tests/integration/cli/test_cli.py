@@ -1,0 +1,133 @@
+"""The real ``aion`` console script against a real API process (uvicorn) on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from api.conftest import consume_commands
+from api.dataset import populate
+
+from aion_common.kafka import Topics, ensure_topics
+from aion_common.settings import Settings
+from aion_projector import connect, migrate, session_factory
+
+AION = shutil.which("aion", path=str(Path(sys.executable).parent))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _serving(env: dict[str, str]) -> Iterator[str]:
+    """``python -m aion_projector.api`` on a free port, until its /health answers."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aion_projector.api", "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, "the API process exited"
+            assert time.monotonic() < deadline, "the API did not come up"
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+@pytest.fixture
+async def api_url(aion_settings: Settings) -> AsyncIterator[str]:
+    engine = connect(aion_settings.database_url)
+    await migrate(engine)
+    await populate(session_factory(engine))
+    await engine.dispose()
+    await ensure_topics(aion_settings, Topics(aion_settings.topic_prefix))
+    env = os.environ | {
+        "AION_DATABASE_URL": aion_settings.database_url,
+        "AION_KAFKA_BOOTSTRAP": aion_settings.bootstrap_servers,
+        "AION_TOPIC_PREFIX": aion_settings.topic_prefix,
+        "AION_PARTITIONS": str(aion_settings.partitions),
+    }
+    env.pop("AION_API_TOKEN", None)
+    with _serving(env) as url:
+        yield url
+
+
+def aion(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    assert AION is not None, "the aion console script is not installed"
+    return subprocess.run(
+        [AION, "--api", url, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_describe_list_history_tree_result(api_url: str) -> None:
+    described = aion(api_url, "--json", "describe", "order-1")
+    assert described.returncode == 0, described.stderr
+    assert json.loads(described.stdout)["current_run"]["result"] == {"total": 42}
+    human = aion(api_url, "describe", "order-1")
+    assert "COMPLETED" in human.stdout
+    assert "ship-1" in human.stdout
+    listed = json.loads(aion(api_url, "--json", "list", "--type", "order").stdout)
+    assert {w["workflow_id"] for w in listed["items"]} == {"order-1", "order-2", "order-3"}
+    failed = aion(api_url, "list", "--status", "FAILED")
+    assert "order-2" in failed.stdout
+    history = json.loads(aion(api_url, "--json", "history", "order-1").stdout)
+    assert history["events"][0]["event_type"] == "WorkflowStarted"
+    assert "audit-1" in aion(api_url, "tree", "order-1").stdout
+    assert aion(api_url, "result", "order-1").returncode == 0
+    assert aion(api_url, "result", "order-2").returncode == 1
+    running = aion(api_url, "result", "order-3", "--wait", "--timeout", "0.3")
+    assert running.returncode == 1
+    assert "RUNNING" in running.stdout
+
+
+def test_not_found_and_validation_exit_codes(api_url: str) -> None:
+    missing = aion(api_url, "describe", "nope")
+    assert missing.returncode == 1
+    assert "nope" in missing.stderr
+    assert aion(api_url, "start", "order", "--input", "{bad").returncode == 2
+    assert aion(api_url, "start", " padded").returncode == 2
+    assert aion(api_url, "list", "--status", "SLEEPING").returncode == 2
+    assert aion(api_url).returncode == 2  # no command: argparse usage
+
+
+async def test_start_signal_cancel_reach_kafka(api_url: str, aion_settings: Settings) -> None:
+    started = aion(api_url, "--json", "start", "order", "--id", "cli-1", "--input", '{"a": 1}')
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["workflow_id"] == "cli-1"
+    assert aion(api_url, "signal", "cli-1", "go", "--payload", "[1]").returncode == 0
+    assert aion(api_url, "cancel", "cli-1", "--reason", "done").returncode == 0
+    commands = await consume_commands(aion_settings, 3)
+    assert [type(c).__name__ for c in commands] == [
+        "StartWorkflow",
+        "SignalWorkflow",
+        "CancelWorkflow",
+    ]
+
+
+def test_unreachable_api_exits_3() -> None:
+    result = aion(f"http://127.0.0.1:{_free_port()}", "list")
+    assert result.returncode == 3
+    assert "cannot reach the aion API" in result.stderr
