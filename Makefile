@@ -3,14 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DISTS := -e libs/aion_common -e services/engine -e services/watcher -e services/projector
+DISTS := -e libs/aion_common -e libs/aion_client -e services/engine -e services/watcher -e services/projector
 STAMP := $(VENV)/.installed
 
 .PHONY: install dev test lint types imports pytest bench kafka-jars postgres clean
 
 install: $(STAMP)
 
-$(STAMP): requirements-dev.txt libs/aion_common/pyproject.toml services/*/pyproject.toml
+$(STAMP): requirements-dev.txt libs/*/pyproject.toml services/*/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt $(DISTS)
@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 types: install
-	$(VENV)/bin/mypy libs/aion_common/src services/engine/src services/watcher/src services/projector/src
+	$(VENV)/bin/mypy libs/aion_common/src libs/aion_client/src services/engine/src services/watcher/src services/projector/src
 
 imports: install
 	$(VENV)/bin/lint-imports

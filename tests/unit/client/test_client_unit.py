@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-import aion
 import httpx
 import pytest
+
+import aion
 from aion import AionApiError, AionClient, AionUnavailable
 
 
