@@ -1,0 +1,286 @@
+"""Engine subprocesses, and test code acting as the watcher, for the engine's e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from aion_common.codecs import Codec, encode_key
+from aion_common.domain import (
+    Event,
+    EventBatch,
+    ParentLink,
+    Payload,
+    RecordChildTerminal,
+    StartWorkflow,
+    WorkflowCompleted,
+    WorkflowContinuedAsNew,
+    WorkflowStarted,
+    outcome_of,
+    record_child_terminal_id,
+)
+from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.topics import Topics
+from aion_common.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+WORKFLOWS_MODULE = "tests.e2e.engine.crash_workflows"
+
+
+def expected_sum(spec: dict[str, Any]) -> int:
+    """What ``e2e.parent`` (see crash_workflows) returns for ``spec``."""
+    return sum(spec["base"] * 10 + i for i in range(spec["children"]))
+
+
+class EngineProcess:
+    """``python -m aion_engine`` as a subprocess that can be SIGKILLed and restarted."""
+
+    def __init__(
+        self, settings: Settings, log_dir: Path, *, transactions: str, instance_id: str
+    ) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.transactions = transactions
+        self.instance_id = instance_id
+        self.starts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.instance_id}-{self.starts}.log"
+
+    def start(self) -> None:
+        assert self._process is None or self._process.poll() is not None
+        self.starts += 1
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            "AION_KAFKA_BOOTSTRAP": self.settings.bootstrap_servers,
+            "AION_TOPIC_PREFIX": self.settings.topic_prefix,
+            "AION_PARTITIONS": str(self.settings.partitions),
+            "AION_TRANSACTIONS": self.transactions,
+            "AION_INSTANCE_ID": self.instance_id,
+            "AION_LOG_LEVEL": "INFO",
+        }
+        self._log = self.log_path.open("wb")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "aion_engine", "--workflows", WORKFLOWS_MODULE],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs in the engine."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGKILL)
+        self._process.wait()
+        self._close_log()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._close_log()
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_records(self, start: int | None = None) -> list[dict[str, Any]]:
+        """The JSON log lines of start number ``start`` (default: the current one)."""
+        path = self.log_dir / f"{self.instance_id}-{start or self.starts}.log"
+        records = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def acquired(self, start: int | None = None) -> list[int]:
+        """Partitions this start logged as acquired, in order."""
+        return [
+            int(r["partition"])
+            for r in self.log_records(start)
+            if r.get("message", r.get("msg")) == "partition acquired"
+        ]
+
+
+@dataclass
+class Watcher:
+    """Test code acting as the watcher: reads every events partition from its beginning
+    (read_committed, no group, so it is restart-safe by construction) and sends each child's
+    terminal to its parent as ``RecordChildTerminal`` with the deterministic command id."""
+
+    settings: Settings
+    codec: Codec = field(default_factory=Codec)
+    histories: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
+    closed: dict[str, Event] = field(default_factory=dict)
+    events_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.settings.topic_prefix)
+        self._parents: dict[tuple[str, str], ParentLink | None] = {}
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await self._consumer.start()
+        self._consumer.assign(
+            [TopicPartition(self.topics.events, p) for p in range(self.settings.partitions)]
+        )
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._producer.stop()
+
+    async def send_start(self, workflow_type: str, input_value: object, workflow_id: str) -> None:
+        command = StartWorkflow(
+            command_id=str(uuid.uuid4()),
+            issued_at=datetime.now(UTC),
+            workflow_id=workflow_id,
+            workflow_type=workflow_type,
+            input=Payload.from_json(input_value),
+        )
+        await self._producer.send(
+            self.topics.commands,
+            self.codec.encode_command(command),
+            key=encode_key(workflow_id),
+        )
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+    async def wait_closed(self, workflow_ids: set[str], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not workflow_ids <= self.closed.keys():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                missing = sorted(workflow_ids - self.closed.keys())
+                raise AssertionError(f"{len(missing)} workflows not closed, e.g. {missing[:5]}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=100)
+            sends = []
+            for records in fetched.values():
+                for record in records:
+                    batch = self.codec.decode_batch(record.value)
+                    for event in batch.events:
+                        history = self.histories[batch.workflow_id]
+                        if event.seq in history:
+                            continue  # a duplicate record: readers dedupe by seq
+                        history[event.seq] = event
+                        self.events_seen += 1
+                        command = self._on_event(event)
+                        if command is not None:
+                            sends.append(
+                                await self._producer.send(
+                                    self.topics.commands,
+                                    self.codec.encode_command(command),
+                                    key=encode_key(command.workflow_id),
+                                )
+                            )
+            if sends:
+                await asyncio.gather(*sends)
+            if fetched:
+                self.changed.set()
+
+    def _on_event(self, event: Event) -> RecordChildTerminal | None:
+        if isinstance(event, WorkflowStarted):
+            self._parents[(event.workflow_id, event.run_id)] = event.parent
+            return None
+        outcome = outcome_of(event)
+        if outcome is None or isinstance(event, WorkflowContinuedAsNew):
+            return None
+        self.closed[event.workflow_id] = event
+        parent = self._parents.get((event.workflow_id, event.run_id))
+        if parent is None:
+            return None
+        return RecordChildTerminal(
+            command_id=record_child_terminal_id(
+                parent.workflow_id, parent.run_id, event.workflow_id
+            ),
+            issued_at=datetime.now(UTC),
+            workflow_id=parent.workflow_id,
+            parent_run_id=parent.run_id,
+            child_workflow_id=event.workflow_id,
+            child_run_id=event.run_id,
+            outcome=outcome,
+        )
+
+
+async def read_all_events(settings: Settings) -> list[tuple[int, int, EventBatch]]:
+    """Every record of the events topic end to end, read_committed: (partition, offset, batch)."""
+    codec = Codec()
+    topic = Topics(settings.topic_prefix).events
+    out: list[tuple[int, int, EventBatch]] = []
+    for partition in range(settings.partitions):
+        out.extend(
+            [
+                (partition, record.offset, codec.decode_batch(record.value))
+                async for record in read_partition_to_end(settings, topic, partition)
+            ]
+        )
+    return out
+
+
+async def count_records(settings: Settings, topic: str) -> int:
+    count = 0
+    for partition in range(settings.partitions):
+        async for _ in read_partition_to_end(settings, topic, partition):
+            count += 1
+    return count
+
+
+def result_of(event: Event) -> object:
+    assert isinstance(event, WorkflowCompleted), f"expected completion, got {event!r}"
+    return event.result.to_json()
