@@ -8,7 +8,9 @@ duplicate bugs, see KAFKA-NOTES). The loop, per poll:
 1. fold every fetched batch into :class:`~aion_watcher.state.WatchState`;
 2. send the records that made due, concurrently, each retried with capped backoff until acked
    (:func:`~aion_watcher.delivery.deliver`);
-3. commit the polled offsets (group ``<prefix>.watcher``, ``read_committed``, manual commits).
+3. commit the polled offsets (group ``<prefix>.watcher``, ``read_committed``, manual commits)
+   in the background, so the commit's round trip is not on the next terminal's path; a
+   revoke and ``stop()`` flush it first.
 
 A crash anywhere before step 3 re-reads from the last commit and re-issues the same records
 (same deterministic ids and bytes); the engine treats them as duplicates (by command id, and by
@@ -37,7 +39,7 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
 from aion_common.codecs import Codec
-from aion_common.domain import DecodeError, RecordChildTerminal
+from aion_common.domain import DecodeError, InfrastructureError, RecordChildTerminal
 from aion_common.kafka import (
     DeadLetterPublisher,
     KeyedProducer,
@@ -105,6 +107,8 @@ class WatcherService:
         self._dead_letters = DeadLetterPublisher(self._producer, self.topics.dead_letter)
         self._http: HealthServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._to_commit: dict[TopicPartition, int] = {}
         self._started = self._stopped = False
 
     @property
@@ -163,6 +167,7 @@ class WatcherService:
         if self._http is not None:
             await self._http.stop()
         try:
+            await self._flush_commits()
             await self._consumer.stop()
         finally:
             await self._producer.stop()
@@ -203,7 +208,39 @@ class WatcherService:
                 for command in due:
                     group.create_task(self._send(command))
         if commits:
-            await self._consumer.commit(commits)
+            self._schedule_commit(commits)
+
+    def _schedule_commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        # Committing in the background keeps the offset commit's round trip (~10 ms here) out of
+        # the terminal-to-record path; offsets only grow, and cover acknowledged records only.
+        self._to_commit.update(offsets)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending(), name="watcher.commit")
+
+    async def _commit_pending(self) -> None:
+        while self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            await self._commit(offsets)
+
+    async def _flush_commits(self) -> None:
+        if self._committer is not None:
+            await self._committer
+        await self._commit_pending()
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        # Every record below these offsets is acknowledged. A failed commit (a rebalance took the
+        # partition, the broker is away) only means re-reading and re-issuing identical records
+        # later, which the engine ignores: log it and go on rather than crash.
+        try:
+            await self._consumer.commit(offsets)
+        except InfrastructureError as err:
+            _log.warning(
+                "offset commit failed; records since the last commit may be re-issued",
+                extra={
+                    "error": str(err),
+                    "offsets": {tp.partition: o for tp, o in offsets.items()},
+                },
+            )
 
     async def _fold(self, record: Record, *, emitting: bool, now: float) -> Applied:
         try:
@@ -291,6 +328,7 @@ class WatcherService:
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
         """Drop what the revoked partitions taught the state (their new owner rebuilds it)."""
         async with self._lock:
+            await self._flush_commits()  # what was acknowledged is committed before handing over
             for tp in partitions:
                 self.state.drop_partition(tp.partition)
                 self._replay_until.pop(tp.partition, None)
