@@ -145,6 +145,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._consumer: AIOKafkaConsumer | None = None
         self._stopped = False
         self._progress_mark = 0
+        self._behind = True
         self._started_at = 0.0
 
     @property
@@ -422,6 +423,10 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             if end is not None:
                 stored = self._status.next_offsets.get(tp.partition, 0)
                 self._status.lag[tp.partition] = max(0, end - stored)
+        behind = self._status.total_lag > 0
+        if self._behind and not behind:
+            _log.info("caught up with the event log", extra=self._counters())
+        self._behind = behind
 
     def _log_progress(self) -> None:
         status = self._status
