@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aion_common.codecs import Codec
@@ -68,6 +68,7 @@ async def deliver(
     config: WatcherConfig,
     *,
     on_retry: Callable[[], None] = lambda: None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Send ``command`` until acknowledged, backing off between retriable failures."""
     backoff = config.initial_backoff
@@ -82,7 +83,7 @@ async def deliver(
                 "record send failed transiently; retrying with backoff",
                 extra={**record_fields(command), "reason": str(err), "backoff_s": backoff},
             )
-            await asyncio.sleep(backoff)
+            await sleep(backoff)
             backoff = min(backoff * 2, config.max_backoff)
         else:
             return
