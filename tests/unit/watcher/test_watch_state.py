@@ -100,7 +100,7 @@ class Flow:
 
 
 def new_state() -> WatchState:
-    state = WatchState(lambda _workflow_id: 0, blind_limit=2)
+    state = WatchState(blind_limit=2)
     state.own(0)
     return state
 
@@ -217,7 +217,7 @@ def test_closing_a_parent_run_drops_only_its_own_watches() -> None:
 
 
 def test_unknown_parent_is_reissued_blind_up_to_the_limit() -> None:
-    state = WatchState(lambda workflow_id: 1 if workflow_id.startswith("p") else 0, blind_limit=2)
+    state = WatchState(blind_limit=2)
     state.own(0)
     parent_link = ParentLink(workflow_id="p-elsewhere", run_id="r1")
     child = Flow()

@@ -47,7 +47,6 @@ from aion_common.kafka import (
     Record,
     Topics,
     ensure_topics,
-    partition_for,
 )
 from aion_common.settings import Settings
 from aion_watcher.config import WatcherConfig
@@ -81,10 +80,7 @@ class WatcherService:
         self.topics = Topics(settings.topic_prefix)
         self.group_id = f"{settings.topic_prefix}.watcher"
         self.metrics = WatcherMetrics()
-        self.state = WatchState(
-            lambda workflow_id: partition_for(workflow_id, settings.partitions),
-            blind_limit=self.config.blind_reissue_limit,
-        )
+        self.state = WatchState(blind_limit=self.config.blind_reissue_limit)
         self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
         self._wrap = wrap_sender
         self._lock = asyncio.Lock()

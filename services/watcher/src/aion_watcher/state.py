@@ -24,8 +24,9 @@ issued at all when the parent run is already known closed or to hold the child.
 Time arrives as arguments (``now``, monotonic seconds), so the sweep is testable: a watch whose
 record was issued at least ``grace`` ago and whose parent has not recorded it is a sweep
 candidate, re-issued at most once per ``grace``. When the parent's partition is not folded by
-this instance its status is *unknown*; such a record is re-issued "blind" (the engine dedups it
-by command id) at most ``blind_limit`` times.
+this instance (or its start is not folded yet) its status is *unknown*; such a record is
+re-issued "blind" (the engine dedups it by command id) at most ``blind_limit`` times, so a
+parent that never appears does not cost a command every grace period for ever.
 
 Duplicate batches — seqs this fold already holds for a workflow — are ignored (readers treat
 (workflow_id, seq) as unique). Every fact is tagged with the partition it came from, so a
@@ -38,7 +39,6 @@ Memory grows with every workflow id ever seen; evicting closed workflows that he
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aion_common.domain import (
@@ -125,11 +125,10 @@ class _ParentRun:
 
 
 class WatchState:
-    """The fold. ``partition_of`` maps a workflow id to its partition (co-partitioned topics)."""
+    """The fold; ``own``/``drop_partition`` follow the consumer's assignment."""
 
-    def __init__(self, partition_of: Callable[[str], int], *, blind_limit: int = 10) -> None:
+    def __init__(self, *, blind_limit: int = 10) -> None:
         """Start empty; ``blind_limit`` caps re-issues of records to unknown-status parents."""
-        self._partition_of = partition_of
         self._blind_limit = blind_limit
         self._owned: set[int] = set()
         self._workflows: dict[str, _Workflow] = {}
@@ -320,8 +319,7 @@ class WatchState:
             if status is ParentStatus.CLOSED:
                 self._forget(key)
                 continue
-            parent_owned = self._partition_of(key.parent_workflow_id) in self._owned
-            if status is ParentStatus.UNKNOWN and not parent_owned:
+            if status is ParentStatus.UNKNOWN:
                 if watch.blind_reissues >= self._blind_limit:
                     continue
                 watch.blind_reissues += 1
