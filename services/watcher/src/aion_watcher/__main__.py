@@ -15,11 +15,16 @@ from aion_watcher.config import WatcherConfig
 from aion_watcher.service import WatcherService
 
 
+async def serve() -> int:
+    """Build the service inside the running loop (aiokafka clients need one) and run it."""
+    service = WatcherService(Settings.from_env(), WatcherConfig.from_env())
+    return await run_until_signalled(service)
+
+
 def main() -> None:
     """Entry point of the ``aion-watcher`` console script."""
     configure_logging()
-    service = WatcherService(Settings.from_env(), WatcherConfig.from_env())
-    sys.exit(asyncio.run(run_until_signalled(service)))
+    sys.exit(asyncio.run(serve()))
 
 
 if __name__ == "__main__":
