@@ -16,6 +16,7 @@ from pathlib import Path
 def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
     return [
         ("engine", [sys.executable, "-m", "bench.engine"]),
+        ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         (
             "projection",
             [
