@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
+
 __all__ = ["DEFAULT_PAYLOAD_LIMIT", "Settings", "SettingsError", "TransactionMode"]
 
-DEFAULT_PAYLOAD_LIMIT = 2 * 1024 * 1024
 TransactionMode = Literal["auto", "on", "off"]
 _TRANSACTION_MODES: tuple[TransactionMode, ...] = ("auto", "on", "off")
 

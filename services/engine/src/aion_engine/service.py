@@ -36,14 +36,7 @@ from aion_common.codecs import Codec, decode_key, encode_key
 from aion_common.domain import Command, DecodeError, FireTimer, InfrastructureError
 from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.consumer import read_partition_to_end
-from aion_common.kafka.dead_letter import (
-    DLQ_AT,
-    DLQ_ERROR,
-    DLQ_REASON,
-    DLQ_SOURCE_OFFSET,
-    DLQ_SOURCE_PARTITION,
-    DLQ_SOURCE_TOPIC,
-)
+from aion_common.kafka.dead_letter import dead_letter_headers
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.topics import Topics
@@ -386,18 +379,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
     def _dead_letter(
         self, record: ConsumerRecord, reason: str, error: BaseException | None
     ) -> _Out:
-        # Built here rather than through DeadLetterPublisher: the dead letter must go out in the
-        # same transaction as the skipped command's offset, on the partition's own producer.
-        error_name = "InvariantViolation" if error is None else type(error).__name__
-        headers = [
-            *(record.headers or ()),
-            (DLQ_REASON, reason.encode()),
-            (DLQ_ERROR, error_name.encode()),
-            (DLQ_SOURCE_TOPIC, record.topic.encode()),
-            (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
-            (DLQ_SOURCE_OFFSET, str(record.offset).encode()),
-            (DLQ_AT, datetime.now(UTC).isoformat().encode()),
-        ]
+        # Not through DeadLetterPublisher: the dead letter must go out in the same transaction
+        # as the skipped command's offset, on the partition's own producer.
+        error_name: BaseException | str = "InvariantViolation" if error is None else error
+        headers = dead_letter_headers(record, reason, error_name, at=datetime.now(UTC))
         return _Out(
             self._topics.dead_letter,
             record.key,

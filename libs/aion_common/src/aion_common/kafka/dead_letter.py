@@ -30,6 +30,7 @@ __all__ = [
     "DLQ_SOURCE_TOPIC",
     "DeadLetter",
     "DeadLetterPublisher",
+    "dead_letter_headers",
     "parse_dead_letter",
     "read_dead_letters",
 ]
@@ -83,21 +84,32 @@ class DeadLetterPublisher:
         self, record: Record, reason: str, error: BaseException | str
     ) -> RecordMetadata:
         """Dead-letter ``record``; ``error`` is the exception (its class is kept) or a name."""
-        error_name = error if isinstance(error, str) else type(error).__name__
-        headers: Headers = [
-            *record.headers,
-            (DLQ_REASON, reason.encode("utf-8")),
-            (DLQ_ERROR, error_name.encode("utf-8")),
-            (DLQ_SOURCE_TOPIC, record.topic.encode("utf-8")),
-            (DLQ_SOURCE_PARTITION, str(record.partition).encode("ascii")),
-            (DLQ_SOURCE_OFFSET, str(record.offset).encode("ascii")),
-            (DLQ_AT, self._clock().isoformat().encode("ascii")),
-        ]
+        headers = dead_letter_headers(record, reason, error, at=self._clock())
         # The explicit partition keeps the partition number even for a key that the default
         # partitioner would place elsewhere (a foreign producer's record, or no key at all).
         return await self._producer.send_raw(
             self._topic, record.key, record.value, headers=headers, partition=record.partition
         )
+
+
+def dead_letter_headers(
+    record: Record, reason: str, error: BaseException | str, *, at: datetime
+) -> Headers:
+    """The dead letter's headers: the source record's own, then the ``aion.dlq.*`` ones.
+
+    For producers that cannot go through :class:`DeadLetterPublisher` (the engine sends its
+    dead letters on the transactional producer that commits the skipped record's offset).
+    """
+    error_name = error if isinstance(error, str) else type(error).__name__
+    return [
+        *(record.headers or ()),
+        (DLQ_REASON, reason.encode("utf-8")),
+        (DLQ_ERROR, error_name.encode("utf-8")),
+        (DLQ_SOURCE_TOPIC, record.topic.encode("utf-8")),
+        (DLQ_SOURCE_PARTITION, str(record.partition).encode("ascii")),
+        (DLQ_SOURCE_OFFSET, str(record.offset).encode("ascii")),
+        (DLQ_AT, at.isoformat().encode("ascii")),
+    ]
 
 
 def parse_dead_letter(record: Record) -> DeadLetter:
