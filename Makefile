@@ -42,8 +42,10 @@ pytest: install kafka-jars postgres
 
 test: lint types imports pytest
 
-bench: install kafka-jars
-	$(PY) -m bench
+# Benchmarks print one JSON object per line; the projection benchmark also runs on PostgreSQL,
+# so the cluster is provisioned first and stopped afterwards.
+bench: install kafka-jars postgres
+	$(PY) -m bench; rc=$$?; $(PY) -m aion_common.testing.postgres stop; exit $$rc
 
 clean:
 	rm -rf $(VENV) .aion .mypy_cache .ruff_cache .pytest_cache
