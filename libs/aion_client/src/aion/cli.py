@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -218,11 +219,23 @@ async def _result(client: AionClient, args: argparse.Namespace, out: Output) -> 
 
 
 def _dev(_client: AionClient, _args: argparse.Namespace, out: Output) -> Awaitable[int]:
-    async def stub() -> int:
-        out.error("`aion dev` arrives with issue 6; until then run `make dev`")
+    async def unreachable() -> int:  # `main` execs `aion dev` before any client exists
+        out.error("`aion dev` must run from `aion.cli.main`")
         return EXIT_USAGE
 
-    return stub()
+    return unreachable()
+
+
+def _exec_dev(rest: Sequence[str], out: Output) -> int:
+    """Replace this process with the supervisor, so Ctrl-C and SIGTERM reach it directly."""
+    if importlib.util.find_spec("aion_dev") is None:
+        out.error(
+            "`aion dev` needs the aion-dev package (libs/aion_dev): "
+            "run `make install` in an aion checkout, or `pip install ./libs/aion_dev`"
+        )
+        return EXIT_USAGE
+    argv = [sys.executable, "-m", "aion_dev", *rest]
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter and module, no shell
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -289,7 +302,13 @@ def _commands(sub: Any) -> None:
     p.add_argument("--wait", action="store_true", help="wait until it closes")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
     p.set_defaults(handler=_result)
-    p = sub.add_parser("dev", help="run aion locally (arrives with issue 6)")
+    p = sub.add_parser(
+        "dev",
+        help="run the whole stack locally (Kafka, engine, watcher, projector, API); "
+        "`aion dev --help` for its options",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of `aion dev`")
     p.set_defaults(handler=_dev)
 
 
@@ -310,8 +329,13 @@ def _api_error_code(err: AionApiError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
     out = Output(as_json=args.json)
+    if args.handler is _dev:  # everything after `dev` belongs to the supervisor's own parser
+        return _exec_dev([*unknown, *args.rest], out)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return asyncio.run(_run(args, out))
     except UsageError as err:
