@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from aion_common.settings import Settings
+from aion_common.testing import ProvisionError
 from aion_common.testing.broker import KafkaBroker
 
 
@@ -125,3 +126,28 @@ async def test_persistent_broker_keeps_records(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("kafka_bootstrap")
 def test_kafka_tests_are_marked(request: pytest.FixtureRequest) -> None:
     assert request.node.get_closest_marker("kafka") is not None
+
+
+async def test_broker_restart_keeps_address_records_and_clients(tmp_path: Path) -> None:
+    """An outage: stop, stay down, come back on the same port; a connected producer carries on."""
+    topic = f"t{uuid.uuid4().hex[:8]}.outage"
+    broker = KafkaBroker(tmp_path / "kafka", die_with_parent=True)
+    with pytest.raises(ProvisionError, match="not running"):
+        broker.restart()
+    with broker:
+        address = broker.bootstrap_servers
+        first_pid = broker.pid
+        await _create_topic(address, topic, 1)
+        producer = AIOKafkaProducer(bootstrap_servers=address, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"before", key=b"wf-1")
+            broker.restart(down_for=1.0)
+            assert broker.bootstrap_servers == address
+            assert broker.pid not in (None, first_pid)
+            async with asyncio.timeout(60):
+                await producer.send_and_wait(topic, b"after", key=b"wf-1")
+        finally:
+            await producer.stop()
+        assert await _read_all(address, topic, 2, committed=False) == [b"before", b"after"]
+    assert broker.pid is None
