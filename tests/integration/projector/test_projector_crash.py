@@ -1,5 +1,8 @@
 """Crash acceptance: SIGKILL the projector process at random points while it applies 20,000
-events, restart it each time; its views must equal, row for row, those of a clean rebuild."""
+events, restart it each time; its views must equal, row for row, those of a clean rebuild.
+
+Runs on both backends (``database_url`` is parametrized over SQLite and PostgreSQL); the clean
+rebuild gets a second, fresh database of the same backend."""
 
 from __future__ import annotations
 
@@ -11,13 +14,20 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from projector_workload import EventsWriter, dump, end_offsets, interleaved, sqlite_offsets
+from projector_workload import EventsWriter, dump, end_offsets, interleaved
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
 from aion_common.domain import EventBatch
 from aion_common.settings import Settings
+from aion_common.testing import postgres
 from aion_projector import connect
 
 FAMILIES = 2_000  # x 10 events = 20,000 events in 14,000 records
@@ -25,13 +35,52 @@ MIN_KILLS = 5
 MAX_KILLS = 12
 
 
-def _spawn(settings: Settings, database: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+@pytest.fixture
+def rebuild_url(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A second fresh database on the same backend as ``database_url``, for the clean rebuild."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"aion_t{uuid.uuid4().hex[:12]}"
+    yield postgres.create_database(server, name)
+    postgres.drop_database(server, name)
+
+
+class _Offsets:
+    """Reads the offsets a projector process stores, from outside it (no pooled connection)."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        self.engine: AsyncEngine = connect(url, poolclass=NullPool)
+        self.topic = topic
+
+    async def read(self) -> dict[int, int]:
+        try:
+            async with self.engine.connect() as connection:
+                rows = await connection.execute(
+                    text("SELECT partition, next_offset FROM projector_offsets WHERE topic = :t"),
+                    {"t": self.topic},
+                )
+                return {int(p): int(o) for p, o in rows}
+        except DBAPIError:  # not migrated yet (or the file not created yet)
+            return {}
+
+
+@pytest.fixture
+async def offsets_of() -> AsyncIterator[dict[str, _Offsets]]:
+    readers: dict[str, _Offsets] = {}
+    yield readers
+    for reader in readers.values():
+        await reader.engine.dispose()
+
+
+def _spawn(settings: Settings, database: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "AION_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
         "AION_TOPIC_PREFIX": settings.topic_prefix,
         "AION_PARTITIONS": str(settings.partitions),
-        "AION_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "AION_DATABASE_URL": database,
     }
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -40,13 +89,13 @@ def _spawn(settings: Settings, database: Path, log: Path, *args: str) -> subproc
 
 
 async def _until_caught_up(
-    process: subprocess.Popen[bytes], database: Path, topic: str, ends: dict[int, int]
+    process: subprocess.Popen[bytes], offsets: _Offsets, ends: dict[int, int]
 ) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     expected = {p: o for p, o in ends.items() if o}
-    while sqlite_offsets(database, topic) != expected:
+    while (stored := await offsets.read()) != expected:
         assert process.poll() is None, f"projector exited with {process.returncode}"
-        assert time.monotonic() < deadline, f"stuck at {sqlite_offsets(database, topic)}"
+        assert time.monotonic() < deadline, f"stuck at {stored}"
         await asyncio.sleep(0.1)
 
 
@@ -74,12 +123,10 @@ async def _write(settings: Settings, batches: list[EventBatch]) -> None:
         await writer.write(batches, per_txn=700)
 
 
-async def _progress_beyond(
-    process: subprocess.Popen[bytes], database: Path, topic: str, done: int
-) -> None:
+async def _progress_beyond(process: subprocess.Popen[bytes], offsets: _Offsets, done: int) -> None:
     """Wait until the projector committed a transaction past ``done`` stored offsets."""
-    deadline = time.monotonic() + 30
-    while sum(sqlite_offsets(database, topic).values()) <= done:
+    deadline = time.monotonic() + 60
+    while sum((await offsets.read()).values()) <= done:
         assert process.poll() is None, f"projector exited with {process.returncode}"
         assert time.monotonic() < deadline, f"no progress past {done}"
         await asyncio.sleep(0.02)
@@ -87,11 +134,17 @@ async def _progress_beyond(
 
 @pytest.mark.slow
 async def test_sigkilled_projector_ends_equal_to_a_clean_rebuild(
-    aion_settings: Settings, tmp_path: Path
+    aion_settings: Settings,
+    database_url: str,
+    rebuild_url: str,
+    offsets_of: dict[str, _Offsets],
+    tmp_path: Path,
 ) -> None:
     settings = dataclasses.replace(aion_settings, database_url="unused")
     topic = f"{settings.topic_prefix}.events"
-    crashed, rebuilt = tmp_path / "crashed.db", tmp_path / "rebuilt.db"
+    crashed, rebuilt = database_url, rebuild_url
+    crashed_offsets = offsets_of["crashed"] = _Offsets(crashed, topic)
+    rebuilt_offsets = offsets_of["rebuilt"] = _Offsets(rebuilt, topic)
     seed = os.environ.get("AION_CRASH_SEED") or str(random.randrange(1_000_000))
     rng = random.Random(seed)  # rerun a failure with AION_CRASH_SEED=<seed>
     await _write(settings, interleaved(FAMILIES))
@@ -107,25 +160,25 @@ async def test_sigkilled_projector_ends_equal_to_a_clean_rebuild(
     while True:
         process.send_signal(signal.SIGKILL)
         process.wait()
-        done = sum(sqlite_offsets(crashed, topic).values())
+        done = sum((await crashed_offsets.read()).values())
         kills.append(done)
         log = tmp_path / f"run-{len(kills)}.log"
         process = _spawn(settings, crashed, log)
         if done == total or len(kills) >= MAX_KILLS:
             break
-        await _progress_beyond(process, crashed, topic, done)
+        await _progress_beyond(process, crashed_offsets, done)
         await asyncio.sleep(rng.uniform(0.0, 0.25))
-    await _until_caught_up(process, crashed, topic, ends)
+    await _until_caught_up(process, crashed_offsets, ends)
     await _stop(process, log)
 
     process = _spawn(settings, rebuilt, tmp_path / "rebuild.log", "--rebuild")
-    await _until_caught_up(process, rebuilt, topic, ends)
+    await _until_caught_up(process, rebuilt_offsets, ends)
     await _stop(process, tmp_path / "rebuild.log")
 
     mid_catch_up = [done for done in kills if 0 < done < total]
     assert len(mid_catch_up) >= MIN_KILLS, (seed, kills, ends)
     print(f"crash test: seed {seed}, stored offsets at each kill {kills} of {total}")
-    engines = [connect(f"sqlite+aiosqlite:///{db}") for db in (crashed, rebuilt)]
+    engines = [connect(url) for url in (crashed, rebuilt)]
     try:
         after_crashes, clean = [await dump(e) for e in engines]
     finally:
