@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 types: install
-	$(VENV)/bin/mypy libs/aion_common/src libs/aion_client/src services/engine/src services/watcher/src services/projector/src
+	$(VENV)/bin/mypy libs/aion_common/src libs/aion_client/src services/engine/src services/watcher/src services/projector/src examples
 
 imports: install
 	$(VENV)/bin/lint-imports

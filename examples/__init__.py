@@ -1,0 +1,13 @@
+"""aion's example workflows (``aion-engine --workflows examples`` loads them all).
+
+- :mod:`examples.order` — order fulfilment: payment (retried) and shipping children.
+- :mod:`examples.fanout` — fan-out/fan-in: 50 children with mixed outcomes, aggregated.
+- :mod:`examples.poller` — a poller that continues-as-new between durable sleeps.
+- :mod:`examples.approval` — waits for a signal, with a timeout that decides the outcome.
+- :mod:`examples.cancellation` — a parent whose cancellation propagates to its children.
+- :mod:`examples.demo` — the cases ``aion dev --demo`` runs against every example.
+"""
+
+from examples import approval, cancellation, demo, fanout, order, poller
+
+__all__ = ["approval", "cancellation", "demo", "fanout", "order", "poller"]
