@@ -3,10 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DISTS := -e libs/aion_common -e libs/aion_client -e services/engine -e services/watcher -e services/projector
+DISTS := -e libs/aion_common -e libs/aion_client -e services/engine -e services/watcher -e services/projector -e libs/aion_dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint types imports pytest bench kafka-jars postgres clean
+.PHONY: install dev demo test lint types imports pytest bench kafka-jars postgres clean
 
 install: $(STAMP)
 
@@ -22,8 +22,13 @@ kafka-jars: install
 postgres: install
 	$(PY) -m aion_common.testing.postgres provision
 
+# The whole stack (embedded Kafka, SQLite, engine, watcher, projector, API), supervised, until Ctrl-C.
 dev: install kafka-jars
-	$(PY) -m aion_common.testing.broker run --data-dir .aion/kafka
+	$(PY) -m aion_dev
+
+# The same stack, then the example workflows to completion with a summary; exit 0 iff all as expected.
+demo: install kafka-jars
+	$(PY) -m aion_dev --demo
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,183 @@
+"""``aion-dev`` (``aion dev``, ``make dev``): the whole aion stack, supervised, until Ctrl-C.
+
+Runs the embedded Apache Kafka (data under ``--home``, default ``./.aion``, kept across runs)
+or ``--kafka BOOTSTRAP``, SQLite under the home or ``--database URL``, the engine(s), watcher,
+projector and API as supervised child processes with the example workflows plus any
+``--workflows MODULE``. ``--demo`` runs the example cases against the stack and exits 0 only
+if every one ended as expected. Logs: ``<home>/logs/<name>.log``, this supervisor's own in
+``<home>/logs/aion-dev.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from aion_common.runtime.logging import JsonFormatter, configure_logging
+from aion_common.settings import SettingsError
+from aion_dev.pidfile import HomeBusy
+from aion_dev.stack import Stack, StackConfig, StackError
+
+__all__ = ["build_config", "main"]
+
+_log = logging.getLogger("aion.dev")
+T = TypeVar("T")
+EXAMPLES = "examples"
+FALLBACK_EXAMPLES = "aion_engine.examples"
+DEMO_CASES = "examples.demo"
+EXIT_USAGE = 2
+EXIT_STACK_FAILED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aion-dev", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    env = os.environ.get
+    parser.add_argument("--home", type=Path, default=Path(env("AION_DEV_HOME", ".aion")))
+    parser.add_argument("--kafka", metavar="BOOTSTRAP", help="use this broker, not the embedded")
+    parser.add_argument("--database", metavar="URL", help="SQLAlchemy async URL (default SQLite)")
+    parser.add_argument(
+        "--workflows", action="append", default=[], metavar="MODULE", help="repeatable"
+    )
+    parser.add_argument("--port", type=int, default=0, help="API port (default: last, else free)")
+    parser.add_argument("--engines", type=int, default=1, help="engine instances (default 1)")
+    parser.add_argument("--partitions", type=int, default=int(env("AION_PARTITIONS", "6")))
+    parser.add_argument("--topic-prefix", default=env("AION_TOPIC_PREFIX", "aion"))
+    parser.add_argument(
+        "--no-examples", action="store_true", help="don't load the example workflows"
+    )
+    parser.add_argument("--demo", action="store_true", help="run the demo cases, then exit")
+    parser.add_argument("--demo-cases", default=DEMO_CASES, metavar="MODULE", help="demo cases")
+    parser.add_argument("--log-level", default=env("AION_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def examples_module() -> str:
+    """``examples`` (the checkout's package) when importable here, else the engine's own."""
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        found = importlib.util.find_spec(EXAMPLES) is not None
+    except (ImportError, ValueError):
+        found = False
+    finally:
+        sys.path.pop(0)
+    return EXAMPLES if found else FALLBACK_EXAMPLES
+
+
+def build_config(args: argparse.Namespace) -> StackConfig:
+    """The stack the command line asks for."""
+    workflows = [] if args.no_examples else [examples_module()]
+    workflows += [m for m in args.workflows if m not in workflows]
+    return StackConfig(
+        home=args.home,
+        kafka_bootstrap=args.kafka,
+        database_url=args.database,
+        workflows=tuple(workflows),
+        api_port=args.port,
+        engines=args.engines,
+        topic_prefix=args.topic_prefix,
+        partitions=args.partitions,
+    )
+
+
+def _configure_logging(level: str, home: Path) -> None:
+    # People read stderr (text on a terminal); <home>/logs/aion-dev.log keeps JSON lines.
+    configure_logging(level, json=not sys.stderr.isatty())
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "aion-dev.log", encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _say(text: str, stream: TextIO = sys.stdout) -> None:
+    print(text, file=stream, flush=True)
+
+
+def _banner(stack: Stack) -> str:
+    workflows = ", ".join(stack.config.workflows) or "none"
+    return "\n".join(
+        [
+            f"aion dev is up: API {stack.api_url}",
+            f"  kafka {stack.settings.bootstrap_servers}, database {stack.settings.database_url}",
+            f"  workflows from: {workflows}; logs in {stack.logs}",
+            "",
+            "Try, in another terminal:",
+            f"  export AION_API_URL={stack.api_url}",
+            '  aion start example.payment --input \'{"line": 1, "amount": 5}\' --wait',
+            "  aion list",
+            "  aion tree <workflow-id>",
+            "",
+            "Ctrl-C stops everything.",
+        ]
+    )
+
+
+async def _serve(stack: Stack, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stack.start()
+        await _until(stack.wait_ready(timeout=120), stop)
+        if stop.is_set():
+            return 128 + signal.SIGINT
+        if args.demo:
+            from aion_dev.demo import run_demo  # noqa: PLC0415 - rich is only needed here
+
+            status = await _until(run_demo(stack, args.demo_cases), stop)
+            return 128 + signal.SIGINT if status is None else status
+        _say(_banner(stack))
+        await stop.wait()
+        _say("stopping aion dev ...")
+        return 0
+    finally:
+        await stack.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _until(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """Run ``work`` unless ``stop`` is set first (then cancel it and return None)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``aion-dev`` console script (and ``python -m aion_dev``)."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.log_level, args.home)
+    try:
+        stack = Stack(build_config(args))
+        return asyncio.run(_serve(stack, args))
+    except (HomeBusy, SettingsError) as err:
+        _say(f"aion dev: {err}", sys.stderr)
+        return EXIT_USAGE
+    except StackError as err:
+        _say(f"aion dev: {err}", sys.stderr)
+        return EXIT_STACK_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

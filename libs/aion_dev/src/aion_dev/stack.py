@@ -1,0 +1,355 @@
+"""The whole aion stack as supervised local processes: what ``aion dev`` and test fixtures run.
+
+    async with Stack(StackConfig(home=Path(".aion"), workflows=("examples",))) as stack:
+        async with stack.client() as aion:
+            await aion.start("example.order", {...})
+
+Children are the real service commands — ``python -m aion_engine``, ``python -m aion_watcher``,
+``python -m aion_projector``, ``python -m aion_projector.api`` — configured through ``AION_*``
+variables, plus the embedded Apache Kafka (``aion_common.testing.broker``) unless a bootstrap
+is given. Everything lives under ``home``: ``kafka/`` (the broker's data, kept across runs, so
+a stop and a start keep every workflow), ``aion.db`` (SQLite views), ``logs/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from aion import AionClient
+from aion_common.settings import Settings
+from aion_common.testing.broker import KafkaBroker
+from aion_dev.pidfile import HomeLock, PidFile
+from aion_dev.supervisor import BrokerProcess, ChildProcess, SupervisedProcess
+
+__all__ = ["Stack", "StackConfig", "StackError", "SupervisedProcess"]
+
+_log = logging.getLogger("aion.dev")
+_SERVICES_GRACE_S = 20.0
+_KAFKA_GRACE_S = 30.0
+
+
+class StackError(RuntimeError):
+    """The stack could not start, or did not become ready in time; the message says why."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What to run and where; every default gives the self-contained local stack."""
+
+    home: Path = Path(".aion")
+    """Data root: ``kafka/`` (embedded broker data), ``aion.db`` (SQLite), ``logs/``."""
+    kafka_bootstrap: str | None = None
+    """None: start the embedded Java Apache Kafka under ``home/kafka``."""
+    database_url: str | None = None
+    """None: SQLite (aiosqlite) at ``home/aion.db``."""
+    workflows: tuple[str, ...] = ()
+    """Modules the engines import to register workflows (``examples``, ``my_pkg.workflows``)."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    """0: the port used last time with this home if free, else a free one."""
+    engines: int = 1
+    topic_prefix: str = "aion"
+    partitions: int = 6
+    pythonpath: tuple[str, ...] = ()
+    """Prepended to the children's ``PYTHONPATH`` (the working directory is always added)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment for every child (the stack's own ``AION_*`` settings win)."""
+
+
+class Stack:
+    """The supervised stack; an async context manager that starts it and waits until ready."""
+
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        if self.config.engines < 1:
+            raise StackError(f"engines={self.config.engines}: need at least one engine")
+        self.home = self.config.home.resolve()
+        self.logs = self.home / "logs"
+        self.processes: dict[str, SupervisedProcess] = {}
+        self.timings: dict[str, float] = {}
+        self._settings: Settings | None = None
+        self._api_port = 0
+        self._lock = HomeLock(self.home)
+        self._pids = PidFile(self.home)
+        self._started = False
+        self._stopped = False
+
+    # -- what callers use ------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The ``aion_common`` settings every child runs with (known once started)."""
+        if self._settings is None:
+            raise StackError("the stack has not been started")
+        return self._settings
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL, e.g. ``http://127.0.0.1:8080``."""
+        if not self._api_port:
+            raise StackError("the stack has not been started")
+        return f"http://{self.config.api_host}:{self._api_port}"
+
+    def client(self, *, timeout: float = 10.0) -> AionClient:
+        """A new client of this stack's API (close it, or use it as ``async with``)."""
+        return AionClient(
+            self.api_url, token=self.config.env.get("AION_API_TOKEN"), timeout=timeout
+        )
+
+    @property
+    def engine_names(self) -> list[str]:
+        """``engine-1`` … ``engine-N``."""
+        return [f"engine-{i}" for i in range(1, self.config.engines + 1)]
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        try:
+            await self.wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the home, start Kafka (if embedded) and every service; don't wait for ready."""
+        if self._started:
+            raise StackError("a Stack starts once; make a new one to start again")
+        self._started = True
+        began = time.monotonic()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            if stale := self._pids.clean_stale():
+                _log.warning("cleaned up after a killed aion dev", extra={"stopped": stale})
+            bootstrap = await self._start_kafka()
+            self._settings = Settings(
+                bootstrap_servers=bootstrap,
+                topic_prefix=self.config.topic_prefix,
+                partitions=self.config.partitions,
+                database_url=self.config.database_url
+                or f"sqlite+aiosqlite:///{self.home / 'aion.db'}",
+                instance_id="aion-dev",
+            )
+            self._api_port = self._choose_api_port()
+            await self._start_services()
+        except BaseException:
+            await self.stop()
+            raise
+        self.timings["start_s"] = round(time.monotonic() - began, 3)
+
+    async def _start_kafka(self) -> str:
+        if self.config.kafka_bootstrap:
+            return self.config.kafka_bootstrap
+        broker = KafkaBroker(self.home / "kafka", die_with_parent=True)
+        process = BrokerProcess(broker, on_spawn=self._record_pids)
+        self.processes["kafka"] = process
+        began = time.monotonic()
+        await process.start()
+        self.timings["kafka_s"] = round(time.monotonic() - began, 3)
+        _log.info(
+            "kafka started",
+            extra={"bootstrap": broker.bootstrap_servers, "pid": broker.pid, **self.timings},
+        )
+        return broker.bootstrap_servers
+
+    def _choose_api_port(self) -> int:
+        if self.config.api_port:
+            return self.config.api_port
+        remembered = self.home / "api.port"
+        with contextlib.suppress(OSError, ValueError):
+            previous = int(remembered.read_text().strip())
+            if _port_is_free(self.config.api_host, previous):
+                return previous
+        port = _free_port(self.config.api_host)
+        remembered.write_text(f"{port}\n")
+        return port
+
+    async def _start_services(self) -> None:
+        python = sys.executable
+        workflows = [arg for module in self.config.workflows for arg in ("--workflows", module)]
+        api = self._child(
+            "api",
+            [python, "-m", "aion_projector.api", "--host", self.config.api_host],
+            extra_args=["--port", str(self._api_port)],
+        )
+        await api.start()
+        engines = [
+            self._child(name, [python, "-m", "aion_engine", *workflows], instance=name)
+            for name in self.engine_names
+        ]
+        watcher = self._child("watcher", [python, "-m", "aion_watcher"])
+        for process in (*engines, watcher):
+            await process.start()
+        # The API migrates the views on start; the projector follows once it answers, so two
+        # processes never race to create the same SQLite tables.
+        await self._wait_health(time.monotonic() + 60)
+        await self._child("projector", [python, "-m", "aion_projector"]).start()
+
+    def _child(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        extra_args: list[str] | None = None,
+        instance: str | None = None,
+    ) -> ChildProcess:
+        env = self._child_env(instance or name)
+        process = ChildProcess(
+            name,
+            [*argv, *(extra_args or [])],
+            env=env,
+            log_path=self.logs / f"{name}.log",
+            on_spawn=self._record_pids,
+        )
+        self.processes[name] = process
+        return process
+
+    def _child_env(self, instance: str) -> dict[str, str]:
+        settings = self.settings
+        env = {**os.environ, **self.config.env}
+        env |= {
+            "AION_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+            "AION_TOPIC_PREFIX": settings.topic_prefix,
+            "AION_PARTITIONS": str(settings.partitions),
+            "AION_DATABASE_URL": settings.database_url,
+            "AION_INSTANCE_ID": instance,
+            "PYTHONUNBUFFERED": "1",
+        }
+        paths = [*self.config.pythonpath, str(Path.cwd()), *env.get("PYTHONPATH", "").split(":")]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+        return env
+
+    def _record_pids(self, _changed: SupervisedProcess) -> None:
+        self._pids.write({n: p.pid for n, p in self.processes.items() if p.pid is not None})
+
+    # -- readiness -------------------------------------------------------------------------
+
+    async def wait_ready(self, timeout: float = 60) -> None:  # noqa: ASYNC109 - the API
+        """Until the API's /health answers ok and the engines own every partition."""
+        if self._settings is None:
+            raise StackError("start the stack before waiting for it")
+        began = time.monotonic()
+        deadline = began + timeout
+        await self._wait_health(deadline)
+        while True:
+            missing = sorted(set(range(self.settings.partitions)) - self.owned_partitions())
+            down = [n for n, p in self.processes.items() if not p.running]
+            if not missing and not down:
+                break
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"the stack was not ready within {timeout:.0f} s: partitions without an "
+                    f"engine {missing}, processes down {down}; logs in {self.logs}"
+                )
+            await asyncio.sleep(0.2)
+        self.timings["ready_s"] = round(time.monotonic() - began, 3)
+        _log.info("aion dev stack ready", extra={"api_url": self.api_url, **self.timings})
+
+    async def _wait_health(self, deadline: float) -> None:
+        last = "no answer yet"
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                try:
+                    response = await http.get(f"{self.api_url}/health")
+                    if response.status_code == 200:  # noqa: PLR2004
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as err:
+                    last = f"{type(err).__name__}: {err}"
+                if time.monotonic() >= deadline:
+                    raise StackError(
+                        f"the API at {self.api_url} did not report healthy ({last}); "
+                        f"see {self.logs / 'api.log'}"
+                    )
+                await asyncio.sleep(0.2)
+
+    def owned_partitions(self) -> set[int]:
+        """Partitions the running engines say they own (from their logs since their start)."""
+        owned: set[int] = set()
+        for name in self.engine_names:
+            process = self.processes.get(name)
+            if isinstance(process, ChildProcess) and process.running:
+                owned |= partitions_owned(process.log_path, process.log_offset)
+        return owned
+
+    # -- stop ------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """SIGTERM every service (SIGKILL after a grace), then Kafka; release the home."""
+        if self._stopped:
+            return
+        self._stopped = True
+        services = [p for n, p in self.processes.items() if n != "kafka"]
+        await asyncio.gather(*(p.stop(_SERVICES_GRACE_S) for p in services))
+        if (kafka := self.processes.get("kafka")) is not None:
+            await kafka.stop(_KAFKA_GRACE_S)
+        self._pids.remove()
+        self._lock.release()
+        _log.info("aion dev stack stopped", extra={"home": str(self.home)})
+
+
+def partitions_owned(log_path: Path, offset: int) -> set[int]:
+    """Replay an engine's ``partition acquired/released`` log lines from ``offset``."""
+    owned: set[int] = set()
+    try:
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().splitlines()
+    except OSError:
+        return owned
+    for raw in lines:
+        if b"partition " not in raw:
+            continue
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        message, partition = line.get("msg"), line.get("partition")
+        if not isinstance(partition, int):
+            continue
+        if message == "partition acquired":
+            owned.add(partition)
+        elif message == "partition released":
+            owned.discard(partition)
+    return owned
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port

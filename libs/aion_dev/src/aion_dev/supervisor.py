@@ -1,0 +1,319 @@
+"""Supervised child processes: restarted with backoff when they die, stopped by process group.
+
+Each child runs in its own session (so its process group id is its pid and ``killpg`` reaches
+anything it spawned), with its output appended to one log file, and with ``PR_SET_PDEATHSIG``
+so the kernel sends it SIGTERM if the supervising thread dies — a SIGKILLed ``aion dev``
+leaves no service behind. A child that exits while it should be running is restarted after a
+backoff that doubles (reset once it stays up for a while) and the restart is logged as
+``restarted <name> (<exit code or signal>, restart <n>)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from aion_common.testing.broker import KafkaBroker
+
+__all__ = ["Backoff", "BrokerProcess", "ChildProcess", "SupervisedProcess", "describe_exit"]
+
+_log = logging.getLogger("aion.dev")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Restart delays: ``initial`` doubling to ``maximum``; back to ``initial`` after ``stable``."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    stable: float = 30.0
+
+    def delay(self, previous: float | None, ran_for: float) -> float:
+        """The wait before the next restart, given the last delay and how long the child ran."""
+        if previous is None or ran_for >= self.stable:
+            return self.initial
+        return min(self.maximum, previous * 2)
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 3`` or ``signal SIGKILL`` for a ``Popen.returncode``."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def signal_group(pid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pid`` (our children lead their own); False if gone."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+class SupervisedProcess(ABC):
+    """One supervised child: ``name``, its current ``pid``, and how many ``restarts`` so far."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        backoff: Backoff = Backoff(),
+        on_spawn: Callable[[SupervisedProcess], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.pid: int | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self._backoff = backoff
+        self._on_spawn = on_spawn
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_delay: float | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether a process is up (not between a crash and its restart)."""
+        return self.pid is not None
+
+    async def start(self) -> None:
+        """Launch the child and begin supervising it."""
+        if self._task is not None:
+            raise RuntimeError(f"{self.name} is already supervised")
+        await self._spawn()
+        self._task = asyncio.create_task(self._supervise(), name=f"supervise:{self.name}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the child's process group; the supervisor notices and restarts it."""
+        if self.pid is None:
+            raise ProcessLookupError(f"{self.name} is not running")
+        _log.info(
+            "signalling %s", self.name, extra={"child": self.name, "pid": self.pid, "signal": sig}
+        )
+        signal_group(self.pid, sig)
+
+    async def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM the group, SIGKILL it after ``grace`` seconds; no restart. Idempotent."""
+        self._stopping.set()
+        task = self._task
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        termed: int | None = None
+        killed: int | None = None
+        # Polled, because a restart may be launching a new pid while we stop.
+        while not task.done():
+            pid = self.pid
+            if pid is not None and pid != termed:
+                signal_group(pid, signal.SIGTERM)
+                termed = pid
+            elif pid is not None and pid != killed and loop.time() >= deadline:
+                _log.warning(
+                    "%s did not stop within %.0f s: SIGKILL",
+                    self.name,
+                    grace,
+                    extra={"child": self.name, "pid": pid},
+                )
+                signal_group(pid, signal.SIGKILL)
+                killed = pid
+            await asyncio.wait({task}, timeout=0.1)
+        self.pid = None
+
+    async def _spawn(self) -> None:
+        self.pid = await self._launch()
+        self.started_at = time.monotonic()
+        if self._on_spawn is not None:
+            self._on_spawn(self)
+
+    async def _supervise(self) -> None:
+        while True:
+            assert self.pid is not None
+            pid = self.pid
+            returncode = await self._wait()
+            self.pid = None
+            signal_group(pid, signal.SIGKILL)  # anything it left in its group
+            if self._stopping.is_set():
+                return
+            how = describe_exit(returncode)
+            ran = time.monotonic() - self.started_at
+            self._last_delay = self._backoff.delay(self._last_delay, ran)
+            _log.warning(
+                "%s exited (%s) after %.1f s; restarting in %.1f s",
+                self.name,
+                how,
+                ran,
+                self._last_delay,
+                extra={"child": self.name, "pid": pid, "exit": how},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._last_delay)
+            if self._stopping.is_set():
+                return
+            if not await self._respawn(how):
+                return
+
+    async def _respawn(self, how: str) -> bool:
+        self.restarts += 1
+        try:
+            await self._spawn()
+        except Exception as err:  # noqa: BLE001 - a failed launch is retried like a crash
+            _log.exception("restart of %s failed: %s", self.name, err, extra={"child": self.name})
+            self.pid = None
+            return await self._retry_launch()
+        _log.warning(
+            "restarted %s (%s, restart %d)",
+            self.name,
+            how,
+            self.restarts,
+            extra={"child": self.name, "pid": self.pid, "restarts": self.restarts, "exit": how},
+        )
+        return True
+
+    async def _retry_launch(self) -> bool:
+        delay = self._backoff.maximum
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return False
+            try:
+                await self._spawn()
+            except Exception:  # noqa: BLE001 - keep trying until stopped
+                _log.exception("restart of %s failed again", self.name)
+                continue
+            return True
+        return False
+
+    @abstractmethod
+    async def _launch(self) -> int:
+        """Start the process; return its pid (its process group id too)."""
+
+    @abstractmethod
+    async def _wait(self) -> int:
+        """Wait for the current process to exit; return its ``returncode``."""
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class ChildProcess(SupervisedProcess):
+    """A Python service (``argv``) with ``env``, output appended to ``log_path``."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+        backoff: Backoff = Backoff(),
+        on_spawn: Callable[[SupervisedProcess], None] | None = None,
+    ) -> None:
+        super().__init__(name, backoff=backoff, on_spawn=on_spawn)
+        self.argv = tuple(argv)
+        self.log_path = log_path
+        self.log_offset = 0
+        self._env = dict(env)
+        self._cwd = cwd
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def _launch(self) -> int:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(
+                f"=== aion-dev: starting {self.name} at {stamp}: {' '.join(self.argv)}\n".encode()
+            )
+            log.flush()
+            self.log_offset = log.tell()
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._env,
+                cwd=self._cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        return self._process.pid
+
+    async def _wait(self) -> int:
+        assert self._process is not None
+        return await self._process.wait()
+
+
+class BrokerProcess(SupervisedProcess):
+    """The embedded Kafka broker, supervised like the services.
+
+    The JVM is launched from one dedicated thread that lives as long as this object, because
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits.
+    """
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        *,
+        backoff: Backoff = Backoff(),
+        on_spawn: Callable[[SupervisedProcess], None] | None = None,
+    ) -> None:
+        super().__init__("kafka", backoff=backoff, on_spawn=on_spawn)
+        self.broker = broker
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aion-dev-kafka")
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's own log."""
+        return self.broker.log_path
+
+    async def _launch(self) -> int:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._start_broker)
+        pid = self.broker.pid
+        assert pid is not None
+        return pid
+
+    def _start_broker(self) -> None:
+        self.broker.stop()  # forget a dead JVM (no-op when none ran)
+        self.broker.start()
+
+    async def _wait(self) -> int:
+        return await asyncio.to_thread(self._wait_broker)
+
+    def _wait_broker(self) -> int:
+        try:
+            return self.broker.wait()
+        except RuntimeError:  # stopped meanwhile: ProvisionError is a RuntimeError
+            return -signal.SIGTERM
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop the JVM (SIGTERM, SIGKILL after ``grace``), then its launching thread."""
+        await super().stop(grace)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self.broker.stop)
+        self._thread.shutdown(wait=True)
