@@ -40,7 +40,7 @@ async def supervisor(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> lis
             await ctx.start_child(
                 "examples.cancellation.job",
                 {"index": index},
-                id=f"{ctx.info.workflow_id}/job-{index}",
+                id=f"{ctx.info.workflow_id}:job-{index}",
                 parent_close_policy=policy,
             )
         )

@@ -35,7 +35,7 @@ async def fanout(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> dict[st
         await ctx.start_child(
             "examples.fanout.item",
             {"index": index, "fail": _fails(index, fail_every)},
-            id=f"{ctx.info.workflow_id}/item-{index:03d}",
+            id=f"{ctx.info.workflow_id}:item-{index:03d}",
         )
         for index in range(count)
     ]

@@ -1,7 +1,7 @@
 """Order fulfilment: charge the payment, retrying a declined attempt, then ship.
 
-The parent starts a ``examples.order.payment`` child per attempt (ids ``<order>/payment-1``,
-``<order>/payment-2``, …). A failed payment is retried after a durable back-off, with a new
+The parent starts a ``examples.order.payment`` child per attempt (ids ``<order>:payment-1``,
+``<order>:payment-2``, …). A failed payment is retried after a durable back-off, with a new
 child id, up to ``max_payment_attempts``; once paid, a ``examples.order.shipping`` child ships
 the order. When every attempt fails the order fails with :class:`PaymentDeclined`.
 
@@ -42,7 +42,7 @@ async def order(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> dict[str
         }
         try:
             receipt = await ctx.execute_child(
-                "examples.order.payment", charge, id=f"{order_id}/payment-{attempt}"
+                "examples.order.payment", charge, id=f"{order_id}:payment-{attempt}"
             )
             break
         except workflow.ChildWorkflowFailed as failed:
@@ -56,7 +56,7 @@ async def order(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> dict[str
     shipment = await ctx.execute_child(
         "examples.order.shipping",
         {"order_id": spec["order_id"], "receipt": receipt["receipt"]},
-        id=f"{order_id}/shipping",
+        id=f"{order_id}:shipping",
     )
     return {
         "order_id": spec["order_id"],

@@ -34,9 +34,9 @@ def test_order_retries_a_failed_payment_with_a_new_child_then_ships(max_resident
         "ConnectionError: payment provider unavailable (attempt 1)"
     ]
     assert result["tracking"].startswith("TRK-")
-    assert children(world, "o1") == ["o1/payment-1", "o1/payment-2", "o1/shipping"]
-    assert outcome(world, "o1/payment-1")[0] == "failed"
-    assert outcome(world, "o1/payment-2") == (
+    assert children(world, "o1") == ["o1:payment-1", "o1:payment-2", "o1:shipping"]
+    assert outcome(world, "o1:payment-1")[0] == "failed"
+    assert outcome(world, "o1:payment-2") == (
         "completed",
         {"receipt": result["receipt"], "amount": 50},
     )
@@ -59,7 +59,7 @@ def test_order_replayed_from_history_records_the_same_events() -> None:
     resident, replayed = new_world(10_000), new_world(0)
     run(resident, "o1", "examples.order", spec)
     run(replayed, "o1", "examples.order", spec)
-    for workflow_id in ("o1", "o1/payment-1", "o1/payment-2", "o1/shipping"):
+    for workflow_id in ("o1", "o1:payment-1", "o1:payment-2", "o1:shipping"):
         assert replayed.history(workflow_id) == resident.history(workflow_id)
 
 
@@ -71,7 +71,7 @@ def test_order_fails_with_payment_declined_when_every_attempt_fails() -> None:
     status, message = outcome(world, "o2")
     assert status == "failed"
     assert message.startswith("PaymentDeclined: order A-2: payment declined 2 times")
-    assert children(world, "o2") == ["o2/payment-1", "o2/payment-2"]
+    assert children(world, "o2") == ["o2:payment-1", "o2:payment-2"]
     assert "ChildWorkflowScheduled" in _kinds(world, "o2")
     assert _kinds(world, "o2").count("ChildWorkflowFailed") == 2
 
@@ -85,7 +85,7 @@ def test_fanout_aggregates_fifty_mixed_outcomes(max_resident: int) -> None:
     kids = children(world, "f")
     assert len(kids) == 50
     failed = [k for k in kids if outcome(world, k)[0] == "failed"]
-    assert failed == [f"f/item-{i:03d}" for i in range(6, 50, 7)]
+    assert failed == [f"f:item-{i:03d}" for i in range(6, 50, 7)]
     kinds = _kinds(world, "f")
     assert kinds.count("ChildWorkflowScheduled") == 50
     assert kinds.count("ChildWorkflowCompleted") == 50 - len(failed)
@@ -174,8 +174,8 @@ def test_cancellation_propagates_to_the_children(max_resident: int) -> None:
 
     assert outcome(world, "c") == ("cancelled", "stop it")
     assert _kinds(world, "c")[-2:] == ["CancelRequested", "WorkflowCancelled"]
-    assert children(world, "c") == ["c/job-0", "c/job-1", "c/job-2"]
-    for job in ("c/job-0", "c/job-1"):  # REQUEST_CANCEL: they clean up, then end cancelled
+    assert children(world, "c") == ["c:job-0", "c:job-1", "c:job-2"]
+    for job in ("c:job-0", "c:job-1"):  # REQUEST_CANCEL: they clean up, then end cancelled
         status, _ = outcome(world, job)
         assert status == "cancelled"
         assert _kinds(world, job) == [
@@ -185,7 +185,7 @@ def test_cancellation_propagates_to_the_children(max_resident: int) -> None:
             "TimerFired",
             "WorkflowCancelled",
         ]
-    status, message = outcome(world, "c/job-2")  # TERMINATE: ended at once
+    status, message = outcome(world, "c:job-2")  # TERMINATE: ended at once
     assert status == "failed"
     assert message.startswith("terminated:")
 
@@ -193,8 +193,8 @@ def test_cancellation_propagates_to_the_children(max_resident: int) -> None:
 def test_cancellation_example_completes_when_its_jobs_finish() -> None:
     world = new_world()
     world.start("c", "examples.cancellation", {"workers": 2})
-    world.signal("c/job-1", "finish", "b")
-    world.signal("c/job-0", "finish", "a")
+    world.signal("c:job-1", "finish", "b")
+    world.signal("c:job-0", "finish", "a")
 
     assert outcome(world, "c") == (
         "completed",
