@@ -3,6 +3,8 @@
 Settings come from the ``AION_*`` environment (``AION_DATABASE_URL`` names the database;
 ``--database`` overrides it). ``--rebuild`` drops every view and stored offset, recreates the
 tables and replays the event log from offset 0, then keeps projecting as usual.
+``AION_PROJECTOR_PORT`` (and ``AION_PROJECTOR_HOST``, default 127.0.0.1) opens ``/health``,
+``/health/ready`` and ``/metrics`` (see :mod:`aion_projector.health`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import os
 import sys
 
 from aion_common.domain import AionError
-from aion_common.runtime.lifecycle import run_until_signalled
+from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
 from aion_common.settings import Settings, SettingsError
+from aion_projector.health import ENDPOINT_ENV_PREFIX, ready_lag_from_env, serve
 from aion_projector.service import ProjectorService
 
 __all__ = ["build_parser", "main"]
@@ -43,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         settings = Settings.from_env()
+        endpoint = HealthEndpoint.from_env(ENDPOINT_ENV_PREFIX)
+        ready_lag = ready_lag_from_env()
     except SettingsError as err:
         _log.error("projector refused to start: %s", err)  # the message is the report
         return 2
     service = ProjectorService(settings, database_url=args.database, rebuild=args.rebuild)
     try:
-        return asyncio.run(run_until_signalled(service))
+        return asyncio.run(serve(service, endpoint, ready_lag))
     except AionError as err:
         _log.error("projector stopped: %s", err)
         return 1

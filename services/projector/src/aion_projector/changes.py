@@ -10,6 +10,11 @@ Sequence rule, per workflow (the same one every reader of ``aion.events`` follow
 - ``seq <= last_seq``: a duplicate (re-delivered record, a zombie writer's copy) — skipped;
   the first event seen with a seq wins.
 - ``seq == last_seq + 1``: applied; then any held events that now follow are applied too.
+- an event that breaks the views' invariants (a start of a run already stored or started in
+  this apply, a child scheduled twice by one run, an event for a run that is not the
+  workflow's current one) raises :class:`~aion_common.domain.InvariantViolation`; so does
+  the database's own constraint. The consumer then dead-letters that one record (a poison
+  pill) and goes on: see :mod:`aion_projector.service`.
 - ``seq > last_seq + 1``: a gap. The event is **held** in ``held_events`` (same transaction),
   not applied and not dropped. Raising would wedge the partition forever on a record that will
   be re-delivered after every restart; skipping would lose the event for good and every later
@@ -31,6 +36,7 @@ from aion_common.domain import (
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
     Event,
+    InvariantViolation,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
@@ -54,11 +60,13 @@ K = TypeVar("K")
 
 @dataclass(slots=True)
 class ApplyStats:
-    """What one apply did: events applied, duplicates skipped, events held at a gap."""
+    """What one apply did: events applied, duplicates skipped, events held at a gap, and
+    refusals stored (re-delivered ones included)."""
 
     applied: int = 0
     duplicates: int = 0
     held: int = 0
+    refusals: int = 0
 
 
 @dataclass(slots=True)
@@ -163,6 +171,8 @@ class ViewChanges:
     # -- applying one in-sequence event ---------------------------------------------------------
 
     def _apply(self, event: Event, where: _Where) -> None:
+        if event.workflow_id in self.summaries:
+            self._check_run(event)
         self.stats.applied += 1
         self.history.append(_history_row(event))
         match event:
@@ -191,6 +201,24 @@ class ViewChanges:
         summary["updated_at"] = event.recorded_at
         self.dirty_summaries.add(event.workflow_id)
         self._touch_registry(event, where, summary["status"])
+
+    def _check_run(self, event: Event) -> None:
+        summary = self.summaries[event.workflow_id]
+        if isinstance(event, WorkflowStarted):
+            if (event.workflow_id, event.run_id) in self.new_runs or event.run_id in (
+                summary.get("current_run_id"),
+                summary.get("first_run_id"),
+            ):
+                raise InvariantViolation(
+                    f"workflow {event.workflow_id!r} seq {event.seq} starts run "
+                    f"{event.run_id!r}, which already exists"
+                )
+        elif event.run_id != summary.get("current_run_id"):
+            raise InvariantViolation(
+                f"{type(event).__name__} seq {event.seq} of workflow {event.workflow_id!r} is "
+                f"for run {event.run_id!r}, but the current run is "
+                f"{summary.get('current_run_id')!r}"
+            )
 
     def _started(self, event: WorkflowStarted, where: _Where) -> None:
         parent = event.parent
@@ -269,6 +297,11 @@ class ViewChanges:
 
     def _child_scheduled(self, event: ChildWorkflowScheduled) -> None:
         key = (event.workflow_id, event.run_id, event.child_workflow_id)
+        if key in self.new_children:
+            raise InvariantViolation(
+                f"run {event.run_id!r} of workflow {event.workflow_id!r} schedules child "
+                f"{event.child_workflow_id!r} twice (seq {event.seq})"
+            )
         self.new_children[key] = {
             "parent_workflow_id": event.workflow_id,
             "parent_run_id": event.run_id,

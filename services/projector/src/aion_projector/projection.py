@@ -16,22 +16,26 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aion_common.domain import EventBatch
+from aion_common.domain import CommandRefused, EventBatch
 from aion_projector.changes import ApplyStats, Row, ViewChanges
 from aion_projector.schema import (
     ChildLinkRow,
     HeldEventRow,
     HistoryRow,
     OffsetRow,
+    RefusalRow,
     RegistryRow,
     WorkflowRow,
     WorkflowRunRow,
 )
 
-__all__ = ["Delivery", "Projection"]
+__all__ = ["Delivery", "Projection", "RefusalDelivery", "record_refusals"]
 
 Delivery = tuple[int, int, EventBatch]
 """A consumed record: (partition, offset, the batch it held)."""
+
+RefusalDelivery = tuple[int, int, CommandRefused]
+"""A consumed replies record: (partition, offset, the refusal it held)."""
 
 _CHUNK = 500
 _RUNS: Table = WorkflowRunRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
@@ -41,6 +45,7 @@ _CHILDREN: Table = ChildLinkRow.__table__  # type: ignore[assignment]
 _REGISTRY: Table = RegistryRow.__table__  # type: ignore[assignment]
 _HELD: Table = HeldEventRow.__table__  # type: ignore[assignment]
 _OFFSETS: Table = OffsetRow.__table__  # type: ignore[assignment]
+_REFUSALS: Table = RefusalRow.__table__  # type: ignore[assignment]
 
 
 class Projection:
@@ -121,6 +126,34 @@ class Projection:
             where=_OFFSETS.c.next_offset < statement.excluded.next_offset,
         )
         await session.execute(statement, rows)
+
+
+async def record_refusals(session: AsyncSession, refusals: Sequence[RefusalDelivery]) -> int:
+    """Insert refusals not stored yet (the first one seen per command wins); return how many
+    were offered. The caller's transaction also stores the replies offsets."""
+    rows = [
+        {
+            "workflow_id": r.workflow_id,
+            "command_id": r.command_id,
+            "command_type": r.command_type,
+            "code": r.code.value,
+            "reason": r.reason,
+            "refused_at": r.refused_at,
+            "partition": partition,
+            "offset": offset,
+        }
+        for partition, offset, r in refusals
+    ]
+    if not rows:
+        return 0
+    builder: Any = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    statement = builder(_REFUSALS).on_conflict_do_nothing(
+        index_elements=["workflow_id", "command_id"]
+    )
+    await session.execute(statement, rows)
+    return len(rows)
 
 
 async def _load(session: AsyncSession, table: Table, workflow_ids: list[str]) -> list[Row]:

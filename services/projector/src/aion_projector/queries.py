@@ -22,6 +22,7 @@ from aion_projector.schema import (
     HeldEventRow,
     HistoryRow,
     OffsetRow,
+    RefusalRow,
     RegistryRow,
     WorkflowRow,
     WorkflowRunRow,
@@ -30,6 +31,7 @@ from aion_projector.schema import (
 __all__ = [
     "ChildView",
     "HistoryEntry",
+    "Refusal",
     "RegistryEntry",
     "RunView",
     "TreeNode",
@@ -38,9 +40,12 @@ __all__ = [
     "WorkflowPage",
     "WorkflowSummary",
     "child_tree",
+    "command_applied",
     "describe",
     "history",
     "list_workflows",
+    "refusal",
+    "refusals",
     "registry",
     "stored_offsets",
 ]
@@ -170,6 +175,18 @@ class RegistryEntry:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """A command the engine refused: its code (``RefusalCode``) and why."""
+
+    workflow_id: str
+    command_id: str
+    command_type: str
+    code: str
+    reason: str
+    refused_at: datetime
+
+
 def _t(model: Any) -> Table:
     table: Table = model.__table__
     return table
@@ -177,6 +194,7 @@ def _t(model: Any) -> Table:
 
 _W, _RUNS, _HIST = _t(WorkflowRow), _t(WorkflowRunRow), _t(HistoryRow)
 _CHILD, _REG, _HELD, _OFF = _t(ChildLinkRow), _t(RegistryRow), _t(HeldEventRow), _t(OffsetRow)
+_REFUSED = _t(RefusalRow)
 
 
 def _encode_cursor(summary: WorkflowSummary) -> str:
@@ -359,3 +377,37 @@ async def stored_offsets(
         statement = statement.where(_OFF.c.topic == topic)
     result = await session.execute(statement)
     return {(t, p): o for t, p, o in result}
+
+
+_REFUSAL_FIELDS = tuple(Refusal.__dataclass_fields__)
+
+
+async def refusals(session: AsyncSession, workflow_id: str, *, limit: int = 100) -> list[Refusal]:
+    """The newest ``limit`` refusals of commands to ``workflow_id``, newest first."""
+    statement = (
+        select(*(_REFUSED.c[k] for k in _REFUSAL_FIELDS))
+        .where(_REFUSED.c.workflow_id == workflow_id)
+        .order_by(_REFUSED.c.refused_at.desc(), _REFUSED.c.command_id)
+        .limit(limit)
+    )
+    result = await session.execute(statement)
+    return [Refusal(**dict(r)) for r in result.mappings()]
+
+
+async def refusal(session: AsyncSession, workflow_id: str, command_id: str) -> Refusal | None:
+    """The refusal of command ``command_id`` to ``workflow_id``, if the engine refused it."""
+    statement = select(*(_REFUSED.c[k] for k in _REFUSAL_FIELDS)).where(
+        _REFUSED.c.workflow_id == workflow_id, _REFUSED.c.command_id == command_id
+    )
+    row = (await session.execute(statement)).mappings().first()
+    return None if row is None else Refusal(**dict(row))
+
+
+async def command_applied(session: AsyncSession, workflow_id: str, command_id: str) -> bool:
+    """Whether an event of ``workflow_id`` was recorded for command ``command_id``."""
+    statement = (
+        select(_HIST.c.seq)
+        .where(_HIST.c.workflow_id == workflow_id, _HIST.c.command_id == command_id)
+        .limit(1)
+    )
+    return (await session.execute(statement)).first() is not None

@@ -24,6 +24,7 @@ __all__ = [
     "HeldEventRow",
     "HistoryRow",
     "OffsetRow",
+    "RefusalRow",
     "RegistryRow",
     "RunStatus",
     "UtcDateTime",
@@ -209,3 +210,22 @@ class OffsetRow(Base):
     topic: Mapped[str] = mapped_column(String(ID), primary_key=True)
     partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     next_offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class RefusalRow(Base):
+    """A command the engine refused (``CommandRefused`` on the replies topic), kept with why.
+
+    Keyed by (workflow id, command id): a refusal re-delivered changes nothing. A refusal may
+    name a workflow the views never saw (a start of an unknown type, a signal to a missing id).
+    """
+
+    __tablename__ = "command_refusals"
+
+    workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    command_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    command_type: Mapped[str] = mapped_column(String(NAME))
+    code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    refused_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)

@@ -1,4 +1,5 @@
-"""The projector's consume loop: ``aion.events`` into the SQL views, exactly once.
+"""The projector's consume loop: ``aion.events`` (and the refusals on ``aion.replies``) into
+the SQL views, exactly once.
 
 Kafka's committed offsets are *not* the source of truth. The offsets that count are the ones
 :class:`~aion_projector.projection.Projection` writes in the same SQL transaction as the view
@@ -13,6 +14,12 @@ Per fetch (up to ``max_records`` records, one SQL transaction):
 - a record that does not decode is published to the dead-letter topic, and its offset is
   advanced in SQL with the rest, so it never stops the consumer. It is dead-lettered before
   the SQL commit: a crash in between dead-letters it twice rather than never;
+- a record that decodes but cannot be applied (a poison pill: it breaks an invariant of the
+  views, or the database refuses it with an integrity or data error) fails the whole fetch's
+  transaction; the fetch is then applied again one record per transaction, and the record
+  that still fails is dead-lettered with the reason and its offset stored, so the projector
+  moves on. Only *data* errors do that (see :func:`is_poison`): a transient error never
+  dead-letters anything;
 - the stored offset per partition is the consumer's *position* after the fetch, which also
   steps over transaction markers and aborted records, so a caught-up projector stores exactly
   the partition's end (lag 0). When a fetch comes back empty, positions that moved past
@@ -20,6 +27,9 @@ Per fetch (up to ``max_records`` records, one SQL transaction):
 - a transient database error (connection lost, database locked, pool timeout) backs off and
   rewinds to the stored offsets, since a commit whose answer was lost may or may not have
   happened; any other error propagates and the process restarts.
+
+Refusals (``CommandRefused`` on the replies topic) are consumed by the same consumer and
+stored in the same transactions, offsets included, in ``command_refusals``.
 """
 
 from __future__ import annotations
@@ -39,7 +49,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aion_common.codecs import Codec
-from aion_common.domain import DecodeError, InfrastructureError
+from aion_common.domain import (
+    CommandRefused,
+    DecodeError,
+    EventBatch,
+    InfrastructureError,
+    InvariantViolation,
+)
 from aion_common.kafka import (
     DeadLetterPublisher,
     KeyedProducer,
@@ -52,11 +68,11 @@ from aion_common.kafka import (
 from aion_common.settings import Settings
 from aion_projector.changes import ApplyStats
 from aion_projector.database import connect, migrate, reset, session_factory
-from aion_projector.projection import Delivery, Projection
+from aion_projector.projection import Delivery, Projection, RefusalDelivery, record_refusals
 from aion_projector.queries import stored_offsets
 from aion_projector.schema import OffsetRow
 
-__all__ = ["ProjectorService", "ProjectorStatus", "is_transient"]
+__all__ = ["ProjectorService", "ProjectorStatus", "is_poison", "is_transient"]
 
 _log = logging.getLogger("aion.projector")
 
@@ -65,6 +81,9 @@ _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
 _MAX_TRANSIENT_FAILURES = 10
 _TRANSIENT_MESSAGES = ("database is locked", "database is busy")
+_REASON_MAX = 2000
+
+_Decoded = tuple[Record, EventBatch | CommandRefused]
 
 
 @dataclass(slots=True)
@@ -75,11 +94,18 @@ class ProjectorStatus:
     duplicates: int = 0
     held: int = 0
     dead_lettered: int = 0
+    poison: int = 0
+    """Records dead-lettered because they decoded but could not be applied."""
+    refusals: int = 0
+    retries: int = 0
+    """Transient database errors backed off from."""
     records: int = 0
     next_offsets: dict[int, int] = field(default_factory=dict)
-    """Per assigned partition: the next offset the views need (as stored in SQL)."""
+    """Per assigned events partition: the next offset the views need (as stored in SQL)."""
+    reply_offsets: dict[int, int] = field(default_factory=dict)
+    """Per assigned replies partition: the next offset (as stored in SQL)."""
     lag: dict[int, int] = field(default_factory=dict)
-    """Per assigned partition: records between the stored offset and the log's end."""
+    """Per assigned events partition: records between the stored offset and the log's end."""
 
     @property
     def total_lag(self) -> int:
@@ -104,6 +130,27 @@ def is_transient(err: BaseException) -> bool:
             return any(m in str(err.orig).lower() for m in _TRANSIENT_MESSAGES)
         return True
     return isinstance(err, sa_exc.TimeoutError | ConnectionError | TimeoutError)
+
+
+def is_poison(err: BaseException) -> bool:
+    """Whether ``err`` says the *data* cannot be applied (so retrying it can never succeed).
+
+    An invariant of the views broken by an event, an integrity or data error from the
+    database (a duplicate key, a value too long), or a value the driver could not bind. A
+    transient error never is; nor is a programming error (a missing table is a deployment
+    fault, not a bad record: the process restarts instead of dead-lettering everything).
+    """
+    if isinstance(err, InvariantViolation):
+        return True
+    if isinstance(err, sa_exc.DBAPIError):
+        return not is_transient(err) and isinstance(err, sa_exc.IntegrityError | sa_exc.DataError)
+    return isinstance(err, sa_exc.StatementError)
+
+
+def _reason(err: BaseException) -> str:
+    detail = err.orig if isinstance(err, sa_exc.DBAPIError) else err
+    text = f"cannot be applied to the views: {type(err).__name__}: {detail}"
+    return text if len(text) <= _REASON_MAX else text[: _REASON_MAX - 1] + "…"
 
 
 class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -195,14 +242,18 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             auto_offset_reset="earliest",
             max_poll_records=self._max_records,
         )
-        self._consumer.subscribe([self._topics.events], listener=self)
+        self._consumer.subscribe([self._topics.events, self._topics.replies], listener=self)
         try:
             await self._consumer.start()
         except KafkaError as err:
             raise infrastructure_error(err, "starting the projector's consumer") from err
         _log.info(
             "projector started",
-            extra={"topic": self._topics.events, "group": self._group_id, "rebuild": self._rebuild},
+            extra={
+                "topics": [self._topics.events, self._topics.replies],
+                "group": self._group_id,
+                "rebuild": self._rebuild,
+            },
         )
 
     async def run(self) -> None:
@@ -219,6 +270,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                     if not is_transient(err):
                         raise
                     failures += 1
+                    self._status.retries += 1
                     await self._back_off(err, failures)
         finally:
             done.set()
@@ -252,8 +304,9 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         """Wait for the fetch being applied; nothing else is held per partition."""
         async with self._applying:
             for tp in revoked:
-                self._status.next_offsets.pop(tp.partition, None)
-                self._status.lag.pop(tp.partition, None)
+                self._stored_of(tp).pop(tp.partition, None)
+                if tp.topic == self._topics.events:
+                    self._status.lag.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """Seek every assigned partition to the offset stored with the views."""
@@ -268,18 +321,19 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
     async def _seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
         consumer = self._running()
         async with self.sessions() as session:
-            stored = await stored_offsets(session, self._topics.events)
+            stored = await stored_offsets(session)
         for tp in partitions:
             offset = stored.get((tp.topic, tp.partition), 0)
             # An offset below the log start (never, with the events topic's retention) is
             # reset to the earliest one by auto_offset_reset.
             consumer.seek(tp, offset)
-            self._status.next_offsets[tp.partition] = offset
+            self._stored_of(tp)[tp.partition] = offset
         _log.info(
             "partitions assigned: seeking to stored offsets",
             extra={
                 "offsets": {
-                    tp.partition: stored.get((tp.topic, tp.partition), 0) for tp in partitions
+                    f"{tp.topic}:{tp.partition}": stored.get((tp.topic, tp.partition), 0)
+                    for tp in partitions
                 }
             },
         )
@@ -313,37 +367,105 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             stats = await self._apply(records, positions)
         await self._after_commit(records, positions, stats)
 
+    def _stored_of(self, tp: TopicPartition) -> dict[int, int]:
+        """The status map holding ``tp``'s stored offset (events or replies)."""
+        if tp.topic == self._topics.replies:
+            return self._status.reply_offsets
+        return self._status.next_offsets
+
     async def _apply(
         self, records: list[Record], positions: Mapping[TopicPartition, int]
     ) -> ApplyStats:
-        deliveries: list[Delivery] = []
+        decoded: list[_Decoded] = []
         for record in records:
             try:
-                batch = self._codec.decode_batch(
-                    record.value,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
+                decoded.append(self._decode(record))
             except DecodeError as err:
-                await self._dead_letter(record, err)
-                continue
-            deliveries.append((record.partition, record.offset, batch))
-        async with self.sessions() as session, session.begin():
-            stats = await self._projection.apply(session, deliveries)
-            await _store_offsets(session, self._topics.events, positions)
+                await self._dead_letter(record, str(err), err)
+        try:
+            async with self.sessions() as session, session.begin():
+                stats = await self._apply_decoded(session, decoded)
+                await _store_offsets(session, positions)
+        except (InvariantViolation, sa_exc.SQLAlchemyError) as err:
+            if not is_poison(err):
+                raise
+            _log.warning(
+                "a fetch could not be applied: applying it record by record to find the "
+                "poison pill",
+                extra={"records": len(decoded), "err": _reason(err)},
+            )
+            return await self._apply_singly(decoded, positions)
         return stats
 
-    async def _dead_letter(self, record: Record, err: DecodeError) -> None:
+    def _decode(self, record: Record) -> _Decoded:
+        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        if record.topic == self._topics.replies:
+            return record, self._codec.decode_refusal(record.value, **where)
+        return record, self._codec.decode_batch(record.value, **where)
+
+    async def _apply_decoded(self, session: AsyncSession, decoded: list[_Decoded]) -> ApplyStats:
+        deliveries: list[Delivery] = []
+        refusals: list[RefusalDelivery] = []
+        for record, value in decoded:
+            if isinstance(value, CommandRefused):
+                refusals.append((record.partition, record.offset, value))
+            else:
+                deliveries.append((record.partition, record.offset, value))
+        stats = await self._projection.apply(session, deliveries)
+        stats.refusals = await record_refusals(session, refusals)
+        return stats
+
+    async def _apply_singly(
+        self, decoded: list[_Decoded], positions: Mapping[TopicPartition, int]
+    ) -> ApplyStats:
+        """One transaction per record; a record that still fails is dead-lettered, skipped.
+
+        A transient error propagates (back-off, then rewind to the stored offsets: records
+        committed here are not applied twice, their offsets having moved with them).
+        """
+        total = ApplyStats()
+        for record, value in decoded:
+            tp = TopicPartition(record.topic, record.partition)
+            try:
+                async with self.sessions() as session, session.begin():
+                    stats = await self._apply_decoded(session, [(record, value)])
+                    await _store_offsets(session, {tp: record.offset + 1})
+            except (InvariantViolation, sa_exc.SQLAlchemyError) as err:
+                if not is_poison(err):
+                    raise
+                await self._dead_letter(record, _reason(err), err, poison=True)
+                async with self.sessions() as session, session.begin():
+                    await _store_offsets(session, {tp: record.offset + 1})
+                continue
+            total.applied += stats.applied
+            total.duplicates += stats.duplicates
+            total.held += stats.held
+            total.refusals += stats.refusals
+        async with self.sessions() as session, session.begin():
+            await _store_offsets(session, positions)
+        return total
+
+    async def _dead_letter(
+        self, record: Record, reason: str, err: BaseException, *, poison: bool = False
+    ) -> None:
         _log.warning(
-            "undecodable event record: dead-lettered",
-            extra={"partition": record.partition, "offset": record.offset, "reason": str(err)},
+            "event record dead-lettered: %s",
+            "it cannot be applied" if poison else "it does not decode",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "workflow_id": (record.key or b"").decode("utf-8", "replace"),
+                "reason": reason,
+            },
         )
         producer = self._producer
         if producer is None:
             raise RuntimeError("ProjectorService is not started")
-        await DeadLetterPublisher(producer, self._topics.dead_letter).publish(record, str(err), err)
+        await DeadLetterPublisher(producer, self._topics.dead_letter).publish(record, reason, err)
         self._status.dead_lettered += 1
+        if poison:
+            self._status.poison += 1
 
     async def _after_commit(
         self, records: list[Record], positions: Mapping[TopicPartition, int], stats: ApplyStats
@@ -352,9 +474,10 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         status.applied += stats.applied
         status.duplicates += stats.duplicates
         status.held += stats.held
+        status.refusals += stats.refusals
         status.records += len(records)
         for tp, offset in positions.items():
-            status.next_offsets[tp.partition] = offset
+            self._stored_of(tp)[tp.partition] = offset
         if stats.held:
             held = sorted({r.key.decode("utf-8", "replace") for r in records if r.key})[:20]
             _log.warning("events held at a seq gap", extra={"held": stats.held, "keys": held})
@@ -377,13 +500,13 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             moved = {}
             for tp in consumer.assignment():
                 position = await consumer.position(tp)
-                if position > self._status.next_offsets.get(tp.partition, 0):
+                if position > self._stored_of(tp).get(tp.partition, 0):
                     moved[tp] = position
             if moved:
                 async with self.sessions() as session, session.begin():
-                    await _store_offsets(session, self._topics.events, moved)
+                    await _store_offsets(session, moved)
                 for tp, offset in moved.items():
-                    self._status.next_offsets[tp.partition] = offset
+                    self._stored_of(tp)[tp.partition] = offset
         if moved:
             await self._commit_to_kafka(moved)
         self._update_lag()
@@ -417,6 +540,8 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
     def _update_lag(self) -> None:
         consumer = self._running()
         for tp in consumer.assignment():
+            if tp.topic != self._topics.events:
+                continue
             end = consumer.last_stable_offset(tp)
             if end is None:
                 end = consumer.highwater(tp)
@@ -447,6 +572,9 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             "duplicates": status.duplicates,
             "held": status.held,
             "dead_lettered": status.dead_lettered,
+            "poison": status.poison,
+            "refusals": status.refusals,
+            "retries": status.retries,
             "lag": status.total_lag,
         }
 
@@ -456,13 +584,11 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         return self._consumer
 
 
-def _by_partition(positions: Mapping[TopicPartition, int]) -> dict[int, int]:
-    return {tp.partition: offset for tp, offset in positions.items()}
+def _by_partition(positions: Mapping[TopicPartition, int]) -> dict[str, int]:
+    return {f"{tp.topic}:{tp.partition}": offset for tp, offset in positions.items()}
 
 
-async def _store_offsets(
-    session: AsyncSession, topic: str, positions: Mapping[TopicPartition, int]
-) -> None:
+async def _store_offsets(session: AsyncSession, positions: Mapping[TopicPartition, int]) -> None:
     """Upsert the next offset per partition, never backwards (as :class:`Projection` does).
 
     Also covers what ``Projection.apply`` cannot: offsets of dead-lettered records and of
@@ -472,7 +598,7 @@ async def _store_offsets(
         return
     table: Any = OffsetRow.__table__
     rows = [
-        {"topic": topic, "partition": tp.partition, "next_offset": offset}
+        {"topic": tp.topic, "partition": tp.partition, "next_offset": offset}
         for tp, offset in sorted(positions.items())
     ]
     builder: Any = (
