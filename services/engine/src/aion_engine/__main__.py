@@ -1,7 +1,9 @@
 """``aion-engine``: run an engine instance.
 
 Workflow modules come from ``--workflows MODULE`` (repeatable) and/or ``AION_WORKFLOWS``
-(comma-separated); everything else from the ``AION_*`` settings.
+(comma-separated); everything else from the ``AION_*`` settings. ``AION_ENGINE_PORT`` (and
+``AION_ENGINE_HOST``, default 127.0.0.1) opens ``/health``, ``/health/ready`` and ``/metrics``
+(see :mod:`aion_engine.health`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import os
 import sys
 
 from aion_common.domain import AionError
-from aion_common.runtime.lifecycle import run_until_signalled
+from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
 from aion_common.settings import Settings, SettingsError
+from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
 from aion_engine.registry import default_registry, load_modules
 from aion_engine.service import EngineService
 
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     modules += [m.strip() for m in os.environ.get("AION_WORKFLOWS", "").split(",") if m.strip()]
     try:
         settings = Settings.from_env()
+        endpoint = HealthEndpoint.from_env(ENDPOINT_ENV_PREFIX)
         types = load_modules(modules, default_registry)
     except (SettingsError, AionError) as err:
         _log.error("engine refused to start: %s", err)  # the message is the report
@@ -51,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     _log.info("workflow types loaded", extra={"modules": modules, "workflow_types": list(types)})
     service = EngineService(settings, default_registry, max_resident=args.max_resident)
     try:
-        asyncio.run(run_until_signalled(service))
+        code = asyncio.run(serve(service, endpoint, settings.instance_id))
     except AionError as err:
         _log.error("engine stopped: %s", err)
         return 1
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ class WatcherService:
         await self._consumer.start()
         if self.config.port:
             self._http = HealthServer(
-                self.metrics, self.health, host=self.config.host, port=self.config.port
+                self.health, self.metrics.registry, host=self.config.host, port=self.config.port
             )
             await self._http.start()
         _log.info("watcher started", extra={"group": self.group_id, "port": self.http_port})
