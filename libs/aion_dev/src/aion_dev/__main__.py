@@ -33,6 +33,11 @@ T = TypeVar("T")
 EXAMPLES = "examples"
 FALLBACK_EXAMPLES = "aion_engine.examples"
 DEMO_CASES = "examples.demo"
+# What the banner suggests starting, by the example module loaded.
+_TRY = {
+    EXAMPLES: 'examples.order --input \'{"order_id": "A-1", "amount": 4200}\'',
+    FALLBACK_EXAMPLES: 'example.payment --input \'{"line": 1, "amount": 5}\'',
+}
 EXIT_USAGE = 2
 EXIT_STACK_FAILED = 3
 
@@ -107,6 +112,10 @@ def _say(text: str, stream: TextIO = sys.stdout) -> None:
 
 def _banner(stack: Stack) -> str:
     workflows = ", ".join(stack.config.workflows) or "none"
+    example = _TRY.get(
+        next((m for m in stack.config.workflows if m in _TRY), ""),
+        "<workflow-type> --input '<json>'",
+    )
     return "\n".join(
         [
             f"aion dev is up: API {stack.api_url}",
@@ -115,7 +124,7 @@ def _banner(stack: Stack) -> str:
             "",
             "Try, in another terminal:",
             f"  export AION_API_URL={stack.api_url}",
-            '  aion start example.payment --input \'{"line": 1, "amount": 5}\' --wait',
+            f"  aion start {example} --wait",
             "  aion list",
             "  aion tree <workflow-id>",
             "",
