@@ -5,6 +5,8 @@
 - ``order-2``: failed (``boom``, details ``{"code": 7}``).
 - ``loop-1``: continued-as-new once, its second run still running.
 - ``order-3``: running; ``order-0`` … : filler for pagination (``FILLER`` of them).
+- refusals (:data:`REFUSALS`): a second start of ``order-1`` (``ID_REUSE_REJECTED``) and a
+  start of ``ghost-1``, a workflow that never existed (``UNKNOWN_WORKFLOW_TYPE``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from aion_common.domain import (
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
+    CommandRefused,
     EventBatch,
     ParentClosePolicy,
     ParentLink,
     Payload,
+    RefusalCode,
     SignalReceived,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
@@ -29,6 +33,7 @@ from aion_common.domain import (
     WorkflowStarted,
 )
 from aion_projector import Delivery, Projection
+from aion_projector.projection import record_refusals
 
 TOPIC = "aion.events"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -148,7 +153,29 @@ def build() -> list[Delivery]:
     return s.deliveries
 
 
+REFUSALS = (
+    CommandRefused(
+        command_id="cmd-order-1-again",
+        workflow_id="order-1",
+        command_type="StartWorkflow",
+        code=RefusalCode.ID_REUSE_REJECTED,
+        reason="workflow id 'order-1' was used by run 'r-o1'",
+        refused_at=T0 + timedelta(hours=1),
+    ),
+    CommandRefused(
+        command_id="cmd-ghost",
+        workflow_id="ghost-1",
+        command_type="StartWorkflow",
+        code=RefusalCode.UNKNOWN_WORKFLOW_TYPE,
+        reason="no workflow type 'nope' is registered",
+        refused_at=T0 + timedelta(hours=2),
+    ),
+)
+
+
 async def populate(sessions: Any) -> None:
     """Project the data set into the views ``sessions`` opens."""
     async with sessions() as session:
         await Projection(TOPIC).apply(session, build())
+    async with sessions() as session, session.begin():
+        await record_refusals(session, [(0, i, r) for i, r in enumerate(REFUSALS)])

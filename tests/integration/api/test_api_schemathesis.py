@@ -40,9 +40,14 @@ async def api_schema(tmp_path: Path) -> schemathesis.BaseSchema:
         poll_interval=0.01,
     )
     # 400 is aion's answer to input the schema cannot describe (ids with control characters
-    # or surrounding spaces, a well-formed cursor the API never issued); 404 to an unknown id.
+    # or surrounding spaces, a well-formed cursor the API never issued); 404 to an unknown id;
+    # 409 to a wait on a command the engine refused.
     config = schemathesis.Config.from_dict(
-        {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404"]}}}
+        {
+            "checks": {
+                "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "409"]}
+            }
+        }
     )
     return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 
@@ -55,7 +60,7 @@ def test_openapi_contract(api_schema: schemathesis.BaseSchema) -> None:
     # schemathesis's pytest plugin does not run under pytest 9 (it reads a removed private
     # attribute), so each operation's strategy is driven by hypothesis here instead.
     operations = _operations(api_schema)
-    assert len(operations) == 12
+    assert len(operations) == 13
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from aion_projector.queries import (
     ChildView,
     HistoryEntry,
+    Refusal,
     RegistryEntry,
     RunView,
     TreeNode,
@@ -26,6 +27,8 @@ __all__ = [
     "HistoryEventOut",
     "HistoryPage",
     "ReasonRequest",
+    "RefusalList",
+    "RefusalOut",
     "RegistryOut",
     "RegistryPage",
     "ResultOut",
@@ -236,6 +239,30 @@ class RegistryPage(_Out):
     """Registry rows by workflow id and run id."""
 
     items: list[RegistryOut]
+
+
+class RefusalOut(_Out):
+    """A command the engine refused: ``code`` is stable (``RefusalCode``), ``reason`` for
+    people."""
+
+    workflow_id: str
+    command_id: str
+    command_type: str
+    code: str
+    reason: str
+    refused_at: datetime
+
+    @classmethod
+    def of(cls, r: Refusal) -> RefusalOut:
+        """From the query view."""
+        return cls.model_validate(r, from_attributes=True)
+
+
+class RefusalList(_Out):
+    """Refusals of commands sent to one workflow id, newest first."""
+
+    workflow_id: str
+    items: list[RefusalOut]
 
 
 class ResultOut(_Out):

@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aion_common.domain import InfrastructureError, InvalidInput, PayloadTooLarge
+from aion_projector.api._models import RefusalOut
 
 __all__ = [
     "PROBLEM_BASE",
@@ -38,6 +39,7 @@ _TITLES = {
     "invalid-input": "Invalid input",
     "payload-too-large": "Payload too large",
     "not-found": "Not found",
+    "command-refused": "Command refused",
     "unauthorized": "Unauthorized",
     "method-not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",
@@ -56,6 +58,9 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="Per-field validation errors, when the request was malformed."
     )
+    refusal: RefusalOut | None = Field(
+        default=None, description="For ``command-refused``: the engine's refusal."
+    )
 
 
 class ProblemError(Exception):
@@ -68,12 +73,14 @@ class ProblemError(Exception):
         detail: str,
         *,
         headers: dict[str, str] | None = None,
+        refusal: RefusalOut | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.kind = kind
         self.detail = detail
         self.headers = headers
+        self.refusal = refusal
 
 
 def problem_response(
@@ -83,6 +90,7 @@ def problem_response(
     *,
     headers: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
+    refusal: RefusalOut | None = None,
 ) -> JSONResponse:
     """A ``JSONResponse`` holding the problem ``kind`` with ``detail``."""
     body = Problem(
@@ -91,9 +99,10 @@ def problem_response(
         status=status,
         detail=detail,
         errors=errors,
+        refusal=refusal,
     )
     return JSONResponse(
-        body.model_dump(exclude_none=True),
+        body.model_dump(mode="json", exclude_none=True),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
@@ -102,7 +111,9 @@ def problem_response(
 
 async def _problem(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.kind, exc.detail, headers=exc.headers)
+    return problem_response(
+        exc.status, exc.kind, exc.detail, headers=exc.headers, refusal=exc.refusal
+    )
 
 
 async def _too_large(_request: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,8 @@ from aion_projector.api._models import (
     Description,
     HistoryEventOut,
     HistoryPage,
+    RefusalList,
+    RefusalOut,
     RegistryOut,
     RegistryPage,
     ResultOut,
@@ -22,15 +24,18 @@ from aion_projector.api._models import (
     WorkflowList,
     json_value,
 )
-from aion_projector.api._problems import ProblemError
+from aion_projector.api._problems import PROBLEM_MEDIA_TYPE, ProblemError
 from aion_projector.api._state import ApiState, state
 from aion_projector.queries import (
     WorkflowDescription,
     WorkflowFilter,
     child_tree,
+    command_applied,
     describe,
     history,
     list_workflows,
+    refusal,
+    refusals,
     registry,
 )
 from aion_projector.schema import RunStatus
@@ -41,6 +46,7 @@ MAX_LIST = 500
 MAX_HISTORY = 1000
 MAX_DEPTH = 10
 MAX_WAIT = 60.0
+MAX_REFUSALS = 100
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
 State = Annotated[ApiState, Depends(state)]
@@ -157,6 +163,34 @@ async def registry_route(
     return RegistryPage(items=[RegistryOut.of(r) for r in rows])
 
 
+@router.get("/workflows/{workflow_id}/refusals", summary="Commands the engine refused")
+async def refusals_route(
+    st: State,
+    workflow_id: WorkflowId,
+    limit: Annotated[int, Query(ge=1, le=MAX_REFUSALS)] = 20,
+) -> RefusalList:
+    """Commands sent to ``workflow_id`` that the engine refused (a start of an unknown type,
+    a signal to a closed workflow, …), newest first. The workflow need not exist: an empty
+    list is not an error."""
+    validate_id(workflow_id)
+    async with st.sessions() as session:
+        found = await refusals(session, workflow_id, limit=limit)
+    return RefusalList(workflow_id=workflow_id, items=[RefusalOut.of(r) for r in found])
+
+
+def _refused(found: RefusalOut) -> ProblemError:
+    return ProblemError(
+        409,
+        "command-refused",
+        f"{found.code}: {found.reason}",
+        refusal=found,
+    )
+
+
+def _pending(workflow_id: str) -> ResultOut:
+    return ResultOut(workflow_id=workflow_id, run_id=None, status="PENDING", closed=False)
+
+
 def _result(workflow_id: str, found: WorkflowDescription) -> ResultOut:
     run = found.current_run
     closed = found.summary.status != RunStatus.RUNNING
@@ -174,13 +208,29 @@ def _result(workflow_id: str, found: WorkflowDescription) -> ResultOut:
 @router.get(
     "/workflows/{workflow_id}/result",
     summary="Wait for a workflow's result",
-    responses={202: {"model": ResultOut, "description": "Still running when the wait ended."}},
+    responses={
+        202: {"model": ResultOut, "description": "Still running when the wait ended."},
+        409: {
+            "description": "The engine refused the command named by ``command_id``.",
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        },
+    },
 )
 async def result_route(
     st: State,
     response: Response,
     workflow_id: WorkflowId,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="Seconds to wait.")] = 0,
+    command_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="The start (or other) command this wait is about: its refusal is "
+            "answered as a 409 ``command-refused`` problem, and a result is only given once "
+            "the command took effect.",
+        ),
+    ] = None,
 ) -> ResultOut:
     """Long-poll the views until the workflow's current run closes or ``wait`` seconds pass.
 
@@ -188,21 +238,45 @@ async def result_route(
     ``error_message``/``error_details``. 202: still running after the wait (``closed`` false,
     ``Retry-After`` set): ask again. 404: the views have not seen the workflow by the end of
     the wait (a workflow just started may take a moment to appear, so waiting covers that).
+
+    With ``command_id``: 409 ``command-refused`` (the problem's ``refusal`` holds the code and
+    reason) as soon as the engine's refusal of that command is in the views; 202 with status
+    ``PENDING`` while the command has neither taken effect nor been refused.
     """
     validate_id(workflow_id)
+    if command_id is not None:
+        validate_id(command_id, what="command id")
     deadline = time.monotonic() + wait
     interval = st.poll_interval
     while True:
-        found = await _describe(st, workflow_id)
-        if found is not None and found.summary.status != RunStatus.RUNNING:
+        found, applied = await _outcome(st, workflow_id, command_id)
+        if found is not None and applied and found.summary.status != RunStatus.RUNNING:
             return _result(workflow_id, found)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         await asyncio.sleep(min(interval, remaining))
         interval = min(interval * 2, 1.0)
-    if found is None:
+    if found is None and command_id is None:
         raise _not_found(workflow_id)
     response.status_code = 202
     response.headers["Retry-After"] = "1"
+    if found is None or not applied:
+        return _pending(workflow_id)
     return _result(workflow_id, found)
+
+
+async def _outcome(
+    st: ApiState, workflow_id: str, command_id: str | None
+) -> tuple[WorkflowDescription | None, bool]:
+    """The workflow as the views hold it, and whether ``command_id`` took effect in it;
+    raises the 409 problem if the engine refused ``command_id``."""
+    async with st.sessions() as session:
+        if command_id is not None:
+            refused = await refusal(session, workflow_id, command_id)
+            if refused is not None:
+                raise _refused(RefusalOut.of(refused))
+        found = await describe(session, workflow_id)
+        if command_id is None or found is None:
+            return found, True
+        return found, await command_applied(session, workflow_id, command_id)
