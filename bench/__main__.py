@@ -16,6 +16,7 @@ from pathlib import Path
 def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
     return [
         ("engine", [sys.executable, "-m", "bench.engine"]),
+        ("fanout", [sys.executable, "-m", "bench.fanout"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         (
             "projection",

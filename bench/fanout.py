@@ -1,0 +1,301 @@
+"""End-to-end fan-out benchmark: ``python -m bench.fanout`` (also run by ``python -m bench``).
+
+Runs the stack ``make dev`` runs (``aion_dev.Stack``: embedded Apache Kafka — or
+``AION_BENCH_KAFKA=host:port`` / ``--kafka`` — SQLite, engine, watcher, projector and API as
+separate processes) with :mod:`bench.fanout_workflows` loaded, and drives it through the HTTP
+API like a user would. Completion is observed on the events topic (read_committed).
+
+Two shapes, each after a short warm-up:
+
+- **fan-out**: ``--parents`` (200) parents each start ``--children`` (10) children that return
+  at once; every parent is started at once (``--concurrency`` requests in flight). Prints
+  ``child_workflows_per_s`` (children completed / time from the first start request to the
+  last parent's ``WorkflowCompleted``) and the parents' end-to-end ``p50``/``p99``.
+- **single**: ``--singles`` (100) parents with one child each, started one after another (the
+  next once the previous completed): ``p50``/``p99`` of one parent's end to end.
+
+End to end is from just before the start request is sent to the parent's ``WorkflowCompleted``
+event (its ``recorded_at``, written by the engine on this host's clock); ``observed_*`` figures
+add the time until this script's consumer received the event. Every path a real parent takes is
+in it: API → ``aion.commands`` → engine → ``aion.events`` → watcher → ``RecordChildTerminal`` →
+engine. The CPU seconds each process used during the fan-out phase are printed too
+(``cpu_s``), which shows where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from aion import AionClient
+from aion_common.codecs import Codec
+from aion_common.domain import WorkflowCompleted, WorkflowFailed
+from aion_common.kafka.topics import Topics
+from aion_common.settings import Settings
+from aion_dev import Stack, StackConfig
+
+_ROOT = Path(__file__).resolve().parents[1]
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _line(metric: str, value: float, unit: str, **extra: Any) -> None:
+    record = {"bench": "fanout", "metric": metric, "value": value, "unit": unit, **extra}
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+@dataclass
+class _Parent:
+    sent_wall: float
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    recorded_wall: float = 0.0
+    received_wall: float = 0.0
+    failed: str | None = None
+
+
+class Watcher:
+    """Reads the events topic (read_committed) and marks parents and children done."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topic = Topics(settings.topic_prefix).events
+        self._codec = Codec()
+        self.parents: dict[str, _Parent] = {}
+        self.children_completed = 0
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=5,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        partitions = [TopicPartition(self._topic, p) for p in range(self._settings.partitions)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    def expect(self, workflow_id: str) -> _Parent:
+        parent = _Parent(sent_wall=time.time())
+        self.parents[workflow_id] = parent
+        return parent
+
+    async def _run(self) -> None:
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            received = time.time()
+            for records in fetched.values():
+                for record in records:
+                    for event in self._codec.decode_batch(record.value).events:
+                        self._on_event(event, received)
+
+    def _on_event(self, event: Any, received: float) -> None:
+        if not isinstance(event, WorkflowCompleted | WorkflowFailed):
+            return
+        parent = self.parents.get(event.workflow_id)
+        if parent is None:
+            if isinstance(event, WorkflowCompleted):
+                self.children_completed += 1
+            return
+        parent.recorded_wall = event.recorded_at.timestamp()
+        parent.received_wall = received
+        if isinstance(event, WorkflowFailed):
+            parent.failed = event.error.message
+        parent.done.set()
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User+system CPU seconds of ``pid`` and its reaped children (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # fields[11..14] are utime, stime, cutime, cstime (stat fields 14-17).
+    return sum(int(v) for v in fields[11:15]) / _CLOCK_TICKS
+
+
+def _cpu(stack: Stack) -> dict[str, float]:
+    return {name: _cpu_seconds(process.pid) for name, process in stack.processes.items()}
+
+
+async def _start_parent(
+    client: AionClient, watcher: Watcher, workflow_type: str, workflow_id: str, value: int
+) -> _Parent:
+    parent = watcher.expect(workflow_id)
+    await client.start(workflow_type, value, id=workflow_id)
+    return parent
+
+
+def _check(parents: list[_Parent]) -> None:
+    failed = [p.failed for p in parents if p.failed is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} bench parents failed, e.g. {failed[0]}")
+
+
+async def _fanout(
+    stack: Stack,
+    client: AionClient,
+    watcher: Watcher,
+    *,
+    parents: int,
+    children: int,
+    concurrency: int,
+    report: bool,
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def start(index: int) -> _Parent:
+        async with gate:
+            return await _start_parent(
+                client, watcher, "bench.fanout.parent", f"fan-{run}-{index}", children
+            )
+
+    cpu_before = _cpu(stack)
+    children_before = watcher.children_completed
+    began = time.time()
+    started = await asyncio.gather(*(start(i) for i in range(parents)))
+    requests_s = time.time() - began
+    await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in started)), 600)
+    _check(started)
+    elapsed = max(p.recorded_wall for p in started) - began
+    cpu_after = _cpu(stack)
+    if not report:
+        return
+    total_children = parents * children
+    counted = watcher.children_completed - children_before
+    shape = {"shape": f"{parents}x{children}", "seconds": round(elapsed, 3)}
+    _line(
+        "child_workflows_per_s",
+        round(total_children / elapsed, 1),
+        "workflows/s",
+        children_seen=counted,
+        **shape,
+    )
+    _line(
+        "workflows_per_s",
+        round((total_children + parents) / elapsed, 1),
+        "workflows/s",
+        note="parents and children",
+        **shape,
+    )
+    latencies = [(p.recorded_wall - p.sent_wall) * 1000 for p in started]
+    observed = [(p.received_wall - p.sent_wall) * 1000 for p in started]
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        _line(f"fanout_parent_{name}_ms", round(_percentile(latencies, q), 2), "ms", **shape)
+        _line(
+            f"fanout_parent_observed_{name}_ms", round(_percentile(observed, q), 2), "ms", **shape
+        )
+    _line(
+        "fanout_start_requests_s",
+        round(requests_s, 3),
+        "s",
+        note="time to get every start request accepted by the API",
+        **shape,
+    )
+    for name, after in cpu_after.items():
+        used = after - cpu_before.get(name, 0.0)
+        _line("cpu_s", round(used, 2), "s", process=name, share=round(used / elapsed, 2), **shape)
+
+
+async def _singles(client: AionClient, watcher: Watcher, *, count: int, report: bool) -> None:
+    run = uuid.uuid4().hex[:6]
+    done: list[_Parent] = []
+    for index in range(count):
+        parent = await _start_parent(
+            client, watcher, "bench.fanout.single", f"single-{run}-{index}", index
+        )
+        await asyncio.wait_for(parent.done.wait(), 60)
+        done.append(parent)
+    _check(done)
+    if not report:
+        return
+    latencies = [(p.recorded_wall - p.sent_wall) * 1000 for p in done]
+    observed = [(p.received_wall - p.sent_wall) * 1000 for p in done]
+    shape = {"shape": f"{count} sequential single-child parents"}
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        _line(f"single_parent_{name}_ms", round(_percentile(latencies, q), 2), "ms", **shape)
+        _line(
+            f"single_parent_observed_{name}_ms", round(_percentile(observed, q), 2), "ms", **shape
+        )
+
+
+async def _main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="aion-bench-fanout-") as home:
+        config = StackConfig(
+            home=Path(home),
+            kafka_bootstrap=args.kafka,
+            workflows=("bench.fanout_workflows",),
+            topic_prefix=f"fanout-{uuid.uuid4().hex[:8]}",
+            partitions=args.partitions,
+            engines=args.engines,
+            pythonpath=(str(_ROOT),),
+        )
+        began = time.monotonic()
+        async with Stack(config) as stack:
+            _line("stack_ready_s", round(time.monotonic() - began, 2), "s")
+            watcher = Watcher(stack.settings)
+            await watcher.start()
+            try:
+                async with stack.client(timeout=60) as client:
+                    await _singles(client, watcher, count=10, report=False)  # warm-up
+                    await _fanout(
+                        stack, client, watcher, parents=10, children=args.children,
+                        concurrency=args.concurrency, report=False,
+                    )  # fmt: skip
+                    await _fanout(
+                        stack, client, watcher, parents=args.parents, children=args.children,
+                        concurrency=args.concurrency, report=True,
+                    )  # fmt: skip
+                    await _singles(client, watcher, count=args.singles, report=True)
+            finally:
+                await watcher.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__)
+    parser.add_argument("--kafka", default=os.environ.get("AION_BENCH_KAFKA") or None)
+    parser.add_argument("--parents", type=int, default=200)
+    parser.add_argument("--children", type=int, default=10)
+    parser.add_argument("--singles", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=32, help="start requests in flight")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--engines", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    asyncio.run(_main(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
