@@ -166,3 +166,19 @@ async def wait_closed(client: AionClient, workflow_id: str, timeout: float) -> W
         if result is not None and result.closed:
             return result
         await asyncio.sleep(0.2)
+
+
+def processes_using(home: Path) -> list[int]:
+    """Pids whose command line or environment names ``home`` (the broker, the services)."""
+    marker = str(home).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if (
+                marker in (entry / "cmdline").read_bytes()
+                or marker in (entry / "environ").read_bytes()
+            ) and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found

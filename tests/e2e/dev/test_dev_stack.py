@@ -14,7 +14,14 @@ import signal
 from pathlib import Path
 
 import pytest
-from tests.e2e.dev.harness import DevProcess, alive, retrying, run_order, until
+from tests.e2e.dev.harness import (
+    DevProcess,
+    alive,
+    processes_using,
+    retrying,
+    run_order,
+    until,
+)
 
 from aion import AionApiError, AionClient
 
@@ -105,6 +112,12 @@ async def test_each_killed_service_is_restarted_and_no_workflow_is_lost(
             assert replacement != victim
             assert alive(replacement)
             assert not alive(victim)
+        # A second aion dev on the same home is refused and leaves the first one's files alone.
+        second = DevProcess(dev.home, _shared(kafka_bootstrap, topic_prefix), tag="second")
+        second.start()
+        assert await second.wait_exit(timeout=60) == 2
+        assert "another aion dev" in second.err_path.read_text()
+        assert (dev.home / "aion-dev.pids").exists()
         async with AionClient(api_url) as client:
             described = await retrying(lambda: client.describe("around-kill-of-engine-1"))
         assert len(described.children) == 3
@@ -156,6 +169,17 @@ async def test_ctrl_c_leaves_nothing_and_a_restart_keeps_every_workflow(tmp_path
         await until(lambda: not any(alive(p) for p in orphans.values()), 60, "orphans to exit")
     finally:
         second.kill_quietly()
+
+    # Ctrl-C while the stack is still starting (the broker launching) stops what was started.
+    third = DevProcess(home, [], tag="third")
+    third.start()
+    try:
+        await until(lambda: bool(processes_using(home / "kafka")), 60, "the broker to launch")
+        third.signal(signal.SIGINT)
+        assert await third.wait_exit() == 130, third.diagnostics()
+    finally:
+        third.kill_quietly()
+    await until(lambda: not processes_using(home), 10, f"no process left using {home}")
 
 
 async def until_described(client: AionClient, workflow_id: str) -> None:

@@ -38,7 +38,9 @@ _TRY = {
     EXAMPLES: 'examples.order --input \'{"order_id": "A-1", "amount": 4200}\'',
     FALLBACK_EXAMPLES: 'example.payment --input \'{"line": 1, "amount": 5}\'',
 }
+READY_TIMEOUT_S = 120.0
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_STACK_FAILED = 3
 
 
@@ -136,18 +138,23 @@ def _banner(stack: Stack) -> str:
 async def _serve(stack: Stack, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: don't wait for graceful shutdowns
+            _log.warning("second signal: killing every child now")
+            stack.kill_all()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
-        await stack.start()
-        await _until(stack.wait_ready(timeout=120), stop)
-        if stop.is_set():
-            return 128 + signal.SIGINT
+        if await _until(_start(stack), stop) is None:
+            return EXIT_INTERRUPTED
         if args.demo:
             from aion_dev.demo import run_demo  # noqa: PLC0415 - rich is only needed here
 
             status = await _until(run_demo(stack, args.demo_cases), stop)
-            return 128 + signal.SIGINT if status is None else status
+            return EXIT_INTERRUPTED if status is None else status
         _say(_banner(stack))
         await stop.wait()
         _say("stopping aion dev ...")
@@ -156,6 +163,12 @@ async def _serve(stack: Stack, args: argparse.Namespace) -> int:
         await stack.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+async def _start(stack: Stack) -> bool:
+    await stack.start()
+    await stack.wait_ready(timeout=READY_TIMEOUT_S)
+    return True
 
 
 async def _until(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:

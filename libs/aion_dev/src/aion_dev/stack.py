@@ -86,6 +86,7 @@ class Stack:
         self._lock = HomeLock(self.home)
         self._pids = PidFile(self.home)
         self._started = False
+        self._locked = False
         self._stopped = False
 
     # -- what callers use ------------------------------------------------------------------
@@ -106,9 +107,8 @@ class Stack:
 
     def client(self, *, timeout: float = 10.0) -> AionClient:
         """A new client of this stack's API (close it, or use it as ``async with``)."""
-        return AionClient(
-            self.api_url, token=self.config.env.get("AION_API_TOKEN"), timeout=timeout
-        )
+        token = self.config.env.get("AION_API_TOKEN", os.environ.get("AION_API_TOKEN"))
+        return AionClient(self.api_url, token=token or None, timeout=timeout)
 
     @property
     def engine_names(self) -> list[str]:
@@ -142,6 +142,7 @@ class Stack:
         began = time.monotonic()
         self.logs.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
+        self._locked = True
         try:
             if stale := self._pids.clean_stale():
                 _log.warning("cleaned up after a killed aion dev", extra={"stopped": stale})
@@ -298,6 +299,11 @@ class Stack:
 
     # -- stop ------------------------------------------------------------------------------
 
+    def kill_all(self) -> None:
+        """SIGKILL every child's process group now (a second Ctrl-C); no restarts follow."""
+        for process in self.processes.values():
+            process.abandon()
+
     async def stop(self) -> None:
         """SIGTERM every service (SIGKILL after a grace), then Kafka; release the home."""
         if self._stopped:
@@ -307,8 +313,10 @@ class Stack:
         await asyncio.gather(*(p.stop(_SERVICES_GRACE_S) for p in services))
         if (kafka := self.processes.get("kafka")) is not None:
             await kafka.stop(_KAFKA_GRACE_S)
-        self._pids.remove()
-        self._lock.release()
+        if self._locked:  # else the pid file is another stack's
+            self._pids.remove()
+            self._lock.release()
+            self._locked = False
         _log.info("aion dev stack stopped", extra={"home": str(self.home)})
 
 

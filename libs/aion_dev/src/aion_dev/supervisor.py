@@ -108,6 +108,12 @@ class SupervisedProcess(ABC):
         )
         signal_group(self.pid, sig)
 
+    def abandon(self) -> None:
+        """SIGKILL the group and stop supervising (no restart); ``stop`` still awaits it."""
+        self._stopping.set()
+        if self.pid is not None:
+            signal_group(self.pid, signal.SIGKILL)
+
     async def stop(self, grace: float = 20.0) -> None:
         """SIGTERM the group, SIGKILL it after ``grace`` seconds; no restart. Idempotent."""
         self._stopping.set()
