@@ -74,29 +74,45 @@ class Codec:
         compiled = compile_schemas(
             {name: info.parsed for name, info in current.items()}, payload_limit=payload_limit
         )
+        trusted = compile_schemas(
+            {name: info.parsed for name, info in current.items()},
+            payload_limit=payload_limit,
+            trusted=True,
+        )
         self._writers = {
             name: (info.header, info.parsed, compiled[name].encode)
             for name, info in current.items()
         }
+        self._trusted_writers = {
+            name: (info.header, info.parsed, trusted[name].encode) for name, info in current.items()
+        }
         self._plans: dict[bytes, _ReadPlan] = {}
+        self._trusted_plans: dict[bytes, _ReadPlan] = {}
         for fp, info in self._registry.fingerprints().items():
             if info.full_name in _VALUE_TYPES:
                 reader = current[info.full_name]
-                self._plans[fp] = _ReadPlan(
-                    info.full_name,
-                    info.parsed,
-                    None if reader.fingerprint == fp else reader.parsed,
-                    compiled[info.full_name].decode,
-                )
+                for plans, converters in ((self._plans, compiled), (self._trusted_plans, trusted)):
+                    plans[fp] = _ReadPlan(
+                        info.full_name,
+                        info.parsed,
+                        None if reader.fingerprint == fp else reader.parsed,
+                        converters[info.full_name].decode,
+                    )
 
     @property
     def registry(self) -> SchemaRegistry:
         """The schemas this codec reads and writes."""
         return self._registry
 
-    def encode_batch(self, batch: EventBatch) -> bytes:
-        """One ``aion.events`` record value."""
-        return self._encode(_BATCH, batch)
+    def encode_batch(self, batch: EventBatch, *, trusted: bool = False) -> bytes:
+        """One ``aion.events`` record value.
+
+        ``trusted=True`` skips the field checks (ids, names, seqs, aware datetimes, payload
+        JSON): only for values whose every field was already checked — decoded by this codec,
+        derived by ``derive_id``, or made by ``Payload.from_json`` — as the engine's output is.
+        Payload sizes are still checked.
+        """
+        return self._encode(_BATCH, batch, trusted)
 
     def decode_batch(
         self,
@@ -105,13 +121,20 @@ class Codec:
         topic: str | None = None,
         partition: int | None = None,
         offset: int | None = None,
+        trusted: bool = False,
     ) -> EventBatch:
-        """Decode an ``aion.events`` value; :class:`DecodeError` if it is not one."""
-        return cast("EventBatch", self._decode(data, _BATCH_ONLY, topic, partition, offset))
+        """Decode an ``aion.events`` value; :class:`DecodeError` if it is not one.
 
-    def encode_command(self, command: Command) -> bytes:
-        """One ``aion.commands`` record value."""
-        return self._encode(f"{NAMESPACE}.{type(command).__name__}", command)
+        ``trusted=True`` skips the field checks (Avro errors are still raised): for the engine
+        reading back the log only it writes, every value of which passed them when written.
+        """
+        return cast(
+            "EventBatch", self._decode(data, _BATCH_ONLY, topic, partition, offset, trusted=trusted)
+        )
+
+    def encode_command(self, command: Command, *, trusted: bool = False) -> bytes:
+        """One ``aion.commands`` record value (``trusted`` as for :meth:`encode_batch`)."""
+        return self._encode(f"{NAMESPACE}.{type(command).__name__}", command, trusted)
 
     def decode_command(
         self,
@@ -124,9 +147,9 @@ class Codec:
         """Decode an ``aion.commands`` value; :class:`DecodeError` if it is not a command."""
         return cast("Command", self._decode(data, _COMMANDS, topic, partition, offset))
 
-    def encode_refusal(self, refusal: CommandRefused) -> bytes:
-        """One replies-topic record value."""
-        return self._encode(_REFUSAL, refusal)
+    def encode_refusal(self, refusal: CommandRefused, *, trusted: bool = False) -> bytes:
+        """One replies-topic record value (``trusted`` as for :meth:`encode_batch`)."""
+        return self._encode(_REFUSAL, refusal, trusted)
 
     def decode_refusal(
         self,
@@ -139,8 +162,8 @@ class Codec:
         """Decode a replies-topic value; :class:`DecodeError` if it is not a refusal."""
         return cast("CommandRefused", self._decode(data, _REFUSAL_ONLY, topic, partition, offset))
 
-    def _encode(self, full_name: str, value: Any) -> bytes:
-        writer = self._writers.get(full_name)
+    def _encode(self, full_name: str, value: Any, trusted: bool = False) -> bytes:
+        writer = (self._trusted_writers if trusted else self._writers).get(full_name)
         if writer is None or type(value) is not RECORD_TYPES.get(full_name):
             raise CodecError(f"cannot encode {type(value).__name__} as a Kafka value")
         header, schema, convert = writer
@@ -160,16 +183,20 @@ class Codec:
         topic: str | None,
         partition: int | None,
         offset: int | None,
+        *,
+        trusted: bool = False,
     ) -> Any:
         try:
-            return self._decode_value(data, expected)
+            return self._decode_value(data, expected, trusted)
         except DecodeError as err:
             if topic is None and partition is None and offset is None:
                 raise
             located = DecodeError(err.problem, topic=topic, partition=partition, offset=offset)
             raise located from err.__cause__
 
-    def _decode_value(self, data: bytes | None, expected: frozenset[str]) -> Any:
+    def _decode_value(
+        self, data: bytes | None, expected: frozenset[str], trusted: bool = False
+    ) -> Any:
         if not data:
             raise DecodeError("empty value" if data is not None else "no value (null)")
         if len(data) < _HEADER:
@@ -177,7 +204,7 @@ class Codec:
         if data[:2] != MARKER:
             raise DecodeError(f"wrong marker {bytes(data[:2]).hex()}, expected c301 (Avro)")
         fp = bytes(data[2:_HEADER])
-        plan = self._plans.get(fp)
+        plan = (self._trusted_plans if trusted else self._plans).get(fp)
         if plan is None:
             known = self._registry.by_fingerprint(fp)
             if known is None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from aion_common.domain import commands, events, outcomes
-from aion_common.domain.errors import CodecError, InvalidInput
+from aion_common.domain.errors import CodecError, InvalidInput, PayloadTooLarge
 from aion_common.domain.ids import validate_id, validate_name
 from aion_common.domain.payload import Payload, WorkflowError
 
@@ -115,19 +115,26 @@ class Compiled:
 
 
 def compile_schemas(
-    parsed: Mapping[str, dict[str, Any]], *, payload_limit: int
+    parsed: Mapping[str, dict[str, Any]], *, payload_limit: int, trusted: bool = False
 ) -> dict[str, Compiled]:
-    """Compile converters for each full name in ``parsed`` (its reader schema)."""
+    """Compile converters for each full name in ``parsed`` (its reader schema).
+
+    ``trusted`` converters skip every field check and payload re-validation: they are for
+    values whose every field already passed them (decoded by a checking codec, derived with
+    ``derive_id``, or built by ``Payload.from_json``) — the engine's own output and the event
+    log it alone writes. Avro-level errors are still raised either way.
+    """
     compiled: dict[str, Compiled] = {}
     for full_name, schema in parsed.items():
-        compiler = _Compiler(payload_limit)
+        compiler = _Compiler(payload_limit, trusted=trusted)
         compiled[full_name] = compiler.named(schema)
     return compiled
 
 
 class _Compiler:
-    def __init__(self, payload_limit: int) -> None:
+    def __init__(self, payload_limit: int, *, trusted: bool = False) -> None:
         self._limit = payload_limit
+        self._trusted = trusted
         self._definitions: dict[str, dict[str, Any]] = {}
         self._done: dict[str, Compiled] = {}
 
@@ -161,6 +168,17 @@ class _Compiler:
 
     def _payload(self) -> Compiled:
         limit = self._limit
+        if self._trusted:
+
+            def encode_trusted(value: Payload) -> dict[str, bytes]:
+                # JSON validity was checked where the Payload was made; its size is cheap to
+                # check and must hold for every record the codec writes
+                data = value.data
+                if len(data) > limit:
+                    raise PayloadTooLarge(len(data), limit)
+                return {"json": data}
+
+            return Compiled(_trusted_payload, encode_trusted)
 
         def decode(value: Any) -> Payload:
             return Payload.from_bytes(value["json"], limit=limit)
@@ -225,8 +243,14 @@ class _Compiler:
             name, type_ = f["name"], f["type"]
             timestamp = isinstance(type_, dict) and type_.get("logicalType") == "timestamp-micros"
             check = _aware if timestamp else FIELD_CHECKS.get(name)
+            if self._trusted:
+                check = None
             plan.append((name, self.type_(type_), check, f"{short}.{name}"))
         return Compiled(_record_decoder(cls, plan), _record_encoder(plan))
+
+
+def _trusted_payload(value: Any) -> Payload:
+    return Payload(value["json"])
 
 
 def _enum_value(member: enum.Enum) -> Any:
