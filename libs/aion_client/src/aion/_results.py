@@ -11,6 +11,7 @@ __all__ = [
     "Child",
     "HistoryEvent",
     "HistoryPage",
+    "Refusal",
     "Run",
     "WorkflowDescription",
     "WorkflowPage",
@@ -219,4 +220,28 @@ class WorkflowResult:
             result=d.get("result"),
             error_message=d.get("error_message"),
             error_details=d.get("error_details"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """A command the engine refused: ``code`` is stable, ``reason`` is for people."""
+
+    workflow_id: str
+    command_id: str
+    command_type: str
+    code: str
+    reason: str
+    refused_at: datetime
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Refusal:
+        """From the API's JSON."""
+        return cls(
+            workflow_id=d["workflow_id"],
+            command_id=d["command_id"],
+            command_type=d["command_type"],
+            code=d["code"],
+            reason=d["reason"],
+            refused_at=datetime.fromisoformat(d["refused_at"]),
         )

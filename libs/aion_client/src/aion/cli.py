@@ -7,7 +7,9 @@ Exit codes (stable, for scripts):
   when ``--timeout`` ended;
 - 2 — usage or validation error (bad arguments, invalid JSON, an id or payload the API
   refused, a missing or wrong ``AION_API_TOKEN``);
-- 3 — the API could not be reached, or answered that a backend it needs is unavailable.
+- 3 — the API could not be reached, or answered that a backend it needs is unavailable;
+- 4 — the engine refused the command (``start --wait``: an unknown workflow type, an id
+  already running or not reusable, …); ``refused: <CODE>: <reason>`` is printed on stderr.
 
 ``--json`` prints machine-readable JSON on stdout; errors always go to stderr.
 """
@@ -28,11 +30,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from aion.client import AionApiError, AionClient, AionUnavailable, WorkflowResult, WorkflowTree
+from aion.client import (
+    AionApiError,
+    AionClient,
+    AionCommandRefused,
+    AionUnavailable,
+    WorkflowResult,
+    WorkflowTree,
+)
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
 DEFAULT_API = "http://127.0.0.1:8080"
 
 Handler = Callable[[AionClient, argparse.Namespace, "Output"], Awaitable[int]]
@@ -101,7 +110,9 @@ async def _start(client: AionClient, args: argparse.Namespace, out: Output) -> i
         else:
             out.console.print(f"started {accepted.workflow_id} (command {accepted.command_id})")
         return EXIT_OK
-    outcome = await client.result(accepted.workflow_id, wait=args.timeout)
+    outcome = await client.result(
+        accepted.workflow_id, wait=args.timeout, command_id=accepted.command_id
+    )
     return _show_result(out, outcome)
 
 
@@ -151,6 +162,23 @@ async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -
             outcome = c.error_message if c.state == "FAILED" else json.dumps(c.result)
             children.add_row(c.child_workflow_id, c.child_workflow_type, c.state, outcome)
         out.console.print(children)
+    return EXIT_OK
+
+
+async def _refusals(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    found = await client.refusals(args.id, limit=args.limit)
+    if out.as_json:
+        out.json(list(found))
+        return EXIT_OK
+    if not found:
+        out.console.print(f"no refused commands to {args.id}")
+        return EXIT_OK
+    for r in found:  # reasons are long sentences: one block per refusal, not a table
+        out.console.print(
+            f"{r.refused_at.isoformat()} {r.command_type} {r.command_id}\n"
+            f"  refused: {r.code}: {r.reason}",
+            markup=False,
+        )
     return EXIT_OK
 
 
@@ -243,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aion",
         description="Start, signal, cancel and inspect aion workflows.",
         epilog="exit codes: 0 ok; 1 workflow failed/not found/still running; "
-        "2 usage or validation; 3 API unreachable",
+        "2 usage or validation; 3 API unreachable; 4 command refused by the engine",
     )
     parser.add_argument(
         "--api",
@@ -297,6 +325,10 @@ def _commands(sub: Any) -> None:
     p.add_argument("id")
     p.add_argument("--depth", type=int, default=3)
     p.set_defaults(handler=_tree)
+    p = sub.add_parser("refusals", help="commands to a workflow the engine refused")
+    p.add_argument("id")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler=_refusals)
     p = sub.add_parser("result", help="a workflow's result")
     p.add_argument("id")
     p.add_argument("--wait", action="store_true", help="wait until it closes")
@@ -317,6 +349,26 @@ async def _run(args: argparse.Namespace, out: Output) -> int:
     handler: Handler = args.handler
     async with AionClient(args.api, token, timeout=args.request_timeout) as client:
         return await handler(client, args, out)
+
+
+def _api_error(out: Output, err: AionApiError) -> int:
+    """Report a problem the API answered; return the exit code."""
+    if isinstance(err, AionCommandRefused):
+        if out.as_json:
+            out.json(
+                {
+                    "refused": True,
+                    "workflow_id": err.workflow_id,
+                    "command_id": err.command_id,
+                    "command_type": err.command_type,
+                    "code": err.code,
+                    "reason": err.reason,
+                }
+            )
+        out.errors.print(f"refused: {err.code}: {err.reason}", markup=False)
+        return EXIT_REFUSED
+    out.error(err.detail if err.kind == "not-found" else str(err))
+    return _api_error_code(err)
 
 
 def _api_error_code(err: AionApiError) -> int:
@@ -345,8 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(f"{err}\nis the API running? set --api or AION_API_URL")
         return EXIT_UNAVAILABLE
     except AionApiError as err:
-        out.error(err.detail if err.kind == "not-found" else str(err))
-        return _api_error_code(err)
+        return _api_error(out, err)
     except KeyboardInterrupt:
         return 130
 

@@ -6,7 +6,10 @@
 
 Every method raises :class:`AionApiError` for a problem the API answered (its ``kind`` is
 stable: ``not-found``, ``invalid-input``, …) and :class:`AionUnavailable` when the API
-cannot be reached.
+cannot be reached. ``result(..., command_id=started.command_id)`` raises
+:class:`AionCommandRefused` (code and reason) if the engine refused that start.
+
+Commands can also go straight to Kafka, without the API: see :class:`aion.KafkaCommands`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ from urllib.parse import quote
 
 import httpx
 
-from aion._errors import AionApiError, AionClientError, AionUnavailable
+from aion._errors import (
+    AionApiError,
+    AionClientError,
+    AionCommandRefused,
+    AionInvalidRequest,
+    AionUnavailable,
+)
 from aion._results import (
     Accepted,
     Child,
     HistoryEvent,
     HistoryPage,
+    Refusal,
     Run,
     WorkflowDescription,
     WorkflowPage,
@@ -38,10 +48,13 @@ __all__ = [
     "AionApiError",
     "AionClient",
     "AionClientError",
+    "AionCommandRefused",
+    "AionInvalidRequest",
     "AionUnavailable",
     "Child",
     "HistoryEvent",
     "HistoryPage",
+    "Refusal",
     "Run",
     "WorkflowDescription",
     "WorkflowPage",
@@ -203,11 +216,22 @@ class AionClient:
         body = (await self._call("GET", f"{_path(workflow_id)}/tree", params=params)).json()
         return WorkflowTree.from_json(body)
 
-    async def result(self, workflow_id: str, *, wait: float = 0.0) -> WorkflowResult:
+    async def refusals(self, workflow_id: str, *, limit: int = 20) -> tuple[Refusal, ...]:
+        """Commands to ``workflow_id`` the engine refused, newest first (empty if none)."""
+        path = f"{_path(workflow_id)}/refusals"
+        body = (await self._call("GET", path, params={"limit": limit})).json()
+        return tuple(Refusal.from_json(r) for r in body["items"])
+
+    async def result(
+        self, workflow_id: str, *, wait: float = 0.0, command_id: str | None = None
+    ) -> WorkflowResult:
         """The workflow's outcome, waiting up to ``wait`` seconds for it to close.
 
         Returns with ``closed`` false if it is still running when the wait ends. Raises
-        :class:`AionApiError` (``not-found``) if the views have not seen it by then.
+        :class:`AionApiError` (``not-found``) if the views have not seen it by then. With
+        ``command_id`` (say, the ``command_id`` :meth:`start` returned), raises
+        :class:`AionCommandRefused` if the engine refused that command, and only returns a
+        closed result once that command took effect (status ``PENDING`` until then).
         """
         deadline = time.monotonic() + wait
         while True:
@@ -215,7 +239,7 @@ class AionClient:
             response = await self._call(
                 "GET",
                 f"{_path(workflow_id)}/result",
-                params={"wait": round(poll, 3)},
+                params={"wait": round(poll, 3), "command_id": command_id},
                 read_timeout=poll + self._timeout,
             )
             outcome = WorkflowResult.from_json(response.json())
@@ -240,9 +264,20 @@ def _problem(response: httpx.Response) -> AionApiError:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    return AionApiError(
+    problem = (
         response.status_code,
         str(body.get("type", "about:blank")),
         str(body.get("title", response.reason_phrase)),
         str(body.get("detail", response.text[:200])),
     )
+    refusal = body.get("refusal")
+    if problem[1].endswith("/command-refused") and isinstance(refusal, dict):
+        return AionCommandRefused(
+            *problem,
+            workflow_id=str(refusal.get("workflow_id", "")),
+            command_id=str(refusal.get("command_id", "")),
+            command_type=str(refusal.get("command_type", "")),
+            code=str(refusal.get("code", "")),
+            reason=str(refusal.get("reason", "")),
+        )
+    return AionApiError(*problem)
