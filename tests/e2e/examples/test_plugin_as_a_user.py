@@ -29,7 +29,7 @@ def _run_user_suite(project: Path, *options: str) -> subprocess.CompletedProcess
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # where the `examples` package lives
     for name in ("AION_KAFKA_BOOTSTRAP", "AION_DATABASE_URL", "AION_WORKFLOWS"):
         env.pop(name, None)
-    argv = [sys.executable, "-m", "pytest", "-p", "no:aion", "-p", "no:cacheprovider", "-v"]
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v"]
     return subprocess.run(
         [*argv, "--aion-workflows", "examples", *options],
         cwd=project,
