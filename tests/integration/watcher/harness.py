@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -302,3 +307,32 @@ class AckLost:
         if self.times > 0:
             self.times -= 1
             raise InfrastructureError("injected: acknowledgement lost", retriable=True)
+
+
+def spawn_watcher(settings: Settings, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``python -m aion_watcher`` on ``settings``, JSON logs to ``log_path``; ``env`` adds to it."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aion_watcher"],
+            env={
+                **os.environ,
+                "AION_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+                "AION_TOPIC_PREFIX": settings.topic_prefix,
+                "AION_PARTITIONS": str(settings.partitions),
+                "AION_LOG_LEVEL": "INFO",
+                **env,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def assigned_partitions(log_path: Path) -> list[int]:
+    """Partitions a watcher logged as assigned (in ``log_path``), in order."""
+    found = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("msg") == "partition assigned":
+                found.append(int(record["partition"]))
+    return found
