@@ -159,7 +159,8 @@ def test_cancel_of_parent_applies_each_close_policy_to_open_children() -> None:
     world.release_held()
     terminated = world.history("g-terminate")[-1]
     assert isinstance(terminated, WorkflowFailed)
-    assert terminated.error.message.startswith("terminated:parent 'g'")
+    assert terminated.error.message.startswith("terminated:parent-close:TERMINATE:")
+    assert terminated.error.message.endswith(":g")  # the parent's id, last
     assert isinstance(world.history("g-cancel")[-1], WorkflowCancelled)
     assert world.kinds("g-abandon") == ["WorkflowStarted"]  # abandoned: still waiting
     # The children's terminals reach a closed parent: nothing is appended (ParentTerminal).

@@ -40,9 +40,12 @@ from aion_engine.registry import WorkflowRegistry
 
 __all__ = [
     "MAX_CONTINUES_PER_COMMAND",
+    "PARENT_CLOSE_REASON_PREFIX",
     "NextRun",
     "RunClosed",
     "close_policy_commands",
+    "close_policy_origin",
+    "first_run_id",
     "first_started_event",
     "format_timeout",
     "loaded_types",
@@ -52,6 +55,10 @@ __all__ = [
 
 MAX_CONTINUES_PER_COMMAND: Final = 100
 """A run that continues-as-new without ever blocking would loop forever inside one command."""
+
+
+PARENT_CLOSE_REASON_PREFIX: Final = "parent-close:"
+"""Reasons of close-policy commands: ``parent-close:<POLICY>:<parent run id>:<parent id>``."""
 
 
 class _RunClosedType:
@@ -113,6 +120,11 @@ def start_refusal(
             f"loaded types: {loaded_types(registry)}",
         )
     return None
+
+
+def first_run_id(cmd: StartWorkflow) -> str:
+    """The run id ``cmd`` opens when admitted (its chain's ``first_run_id``)."""
+    return derive_id("run", cmd.workflow_id, cmd.command_id)
 
 
 def first_started_event(
@@ -238,8 +250,9 @@ def close_policy_commands(work: Work, run: RunState) -> list[Command]:
         policy = scheduled.parent_close_policy
         if policy is ParentClosePolicy.ABANDON:
             continue
-        command_id = derive_id("parent-close", workflow_id, run.run_id, child_id)
-        reason = f"parent {workflow_id!r} run {run.run_id!r} closed ({policy.value})"
+        command_id = _close_command_id(workflow_id, run.run_id, child_id)
+        # run ids are UUIDs (no ':'), so the parent's id, last, may hold anything
+        reason = f"{PARENT_CLOSE_REASON_PREFIX}{policy.value}:{run.run_id}:{workflow_id}"
         if policy is ParentClosePolicy.TERMINATE:
             commands.append(
                 TerminateWorkflow(
@@ -253,3 +266,26 @@ def close_policy_commands(work: Work, run: RunState) -> list[Command]:
                 )
             )
     return commands
+
+
+def _close_command_id(parent_workflow_id: str, parent_run_id: str, child_id: str) -> str:
+    return derive_id("parent-close", parent_workflow_id, parent_run_id, child_id)
+
+
+def close_policy_origin(cmd: CancelWorkflow | TerminateWorkflow) -> tuple[str, str] | None:
+    """``(parent workflow id, parent run id)`` if ``cmd`` is a close-policy command, else None.
+
+    It is one when its reason has the close-policy form and its id is the one the engine
+    derives from that parent run and ``cmd``'s workflow — so an operator's cancel whose reason
+    merely looks like one is an ordinary cancel.
+    """
+    reason = cmd.reason
+    if not reason.startswith(PARENT_CLOSE_REASON_PREFIX):
+        return None
+    parts = reason[len(PARENT_CLOSE_REASON_PREFIX) :].split(":", 2)
+    if len(parts) != 3:  # noqa: PLR2004 - policy, parent run, parent workflow
+        return None
+    _policy, parent_run_id, parent_workflow_id = parts
+    if cmd.command_id != _close_command_id(parent_workflow_id, parent_run_id, cmd.workflow_id):
+        return None
+    return parent_workflow_id, parent_run_id

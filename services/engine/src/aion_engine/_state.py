@@ -4,12 +4,20 @@ One code path (:meth:`WorkflowState.apply`) maintains the indexes a command need
 applied command ids, the open run's events, its open children and pending timers. A closed
 run keeps only its start and terminal events, which is all the child-record decision and the
 id-reuse policy ever ask of it, so memory and rebuild cost stay bounded by open work.
+
+Applied command ids are bounded the same way (docs/decisions.md, "Applied command ids"): every
+id applied to the current run while it is open (as many as its events, which are held anyway);
+when a run closes or continues-as-new its ids join a first-in-first-out window of the
+workflow's last :data:`RECENT_COMMAND_IDS` earlier ids; and the id of every command that
+started a chain of runs is kept for as long as the workflow's runs are.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from aion_common.domain import (
     CancelRequested,
@@ -25,7 +33,12 @@ from aion_common.domain import (
     outcome_of,
 )
 
-__all__ = ["RunState", "WorkflowState"]
+__all__ = ["RECENT_COMMAND_IDS", "RunState", "WorkflowState"]
+
+RECENT_COMMAND_IDS: Final = 1024
+"""Ids of closed runs' commands kept per workflow. At least one batch of the service
+(``service._MAX_BATCH``): a batch re-delivered after a crash in at-least-once mode is then
+recognised in full even if its commands closed and reopened runs."""
 
 
 @dataclass(slots=True)
@@ -56,9 +69,33 @@ class WorkflowState:
 
     workflow_id: str
     last_seq: int = 0
-    applied: set[str] = field(default_factory=set)
+    applied: dict[str, None] = field(default_factory=dict)
+    """Ids of the commands applied to the latest run while it was open, in order (a dict, not
+    a set: which ids the window keeps must not depend on the process's string hashing)."""
+    recent: dict[str, None] = field(default_factory=dict)
+    """Ids applied to earlier runs, oldest first, at most :data:`RECENT_COMMAND_IDS`."""
+    chain_starts: set[str] = field(default_factory=set)
+    """Ids of the commands that started a chain of runs (a ``StartWorkflow`` that was applied)."""
     run: RunState | None = None
     closed_runs: dict[str, tuple[WorkflowStarted, Event]] = field(default_factory=dict)
+
+    def has_applied(self, command_id: str) -> bool:
+        """Whether ``command_id`` is known as applied (within the bounds above)."""
+        return (
+            command_id in self.applied
+            or command_id in self.recent
+            or command_id in self.chain_starts
+        )
+
+    def _retire_applied(self) -> None:
+        """The latest run closed: move its ids into the bounded window of earlier ids."""
+        recent = self.recent
+        recent.update(self.applied)
+        self.applied = {}
+        excess = len(recent) - RECENT_COMMAND_IDS
+        if excess > 0:
+            for command_id in list(itertools.islice(recent, excess)):
+                del recent[command_id]
 
     @property
     def open_run(self) -> RunState | None:
@@ -85,6 +122,8 @@ class WorkflowState:
                         f"run {run.run_id!r} is open"
                     )
                 self.closed_runs[run.run_id] = (run.started, run.terminal)
+            if event.previous_run_id is None:
+                self.chain_starts.add(event.command_id)
             self.run = RunState(started=event, events=[event])
         elif run is None or run.terminal is not None or event.run_id != run.run_id:
             raise InvariantViolation(
@@ -94,7 +133,9 @@ class WorkflowState:
             run.events.append(event)
             self._index(run, event)
         self.last_seq = event.seq
-        self.applied.add(event.command_id)
+        self.applied[event.command_id] = None
+        if self.run is not None and self.run.terminal is event:
+            self._retire_applied()
 
     @staticmethod
     def _index(run: RunState, event: Event) -> None:

@@ -41,7 +41,6 @@ from aion_common.domain import (
     WorkflowStarted,
     WorkflowTimedOut,
     decide_child_terminal_record,
-    derive_id,
     record_child_terminal_id,
 )
 from aion_engine import _runs
@@ -128,6 +127,13 @@ class EngineCore:
         """How many run coroutines are in memory."""
         return len(self._resident)
 
+    def remembered_command_ids(self, workflow_id: str) -> int:
+        """How many applied command ids are kept for ``workflow_id`` (see ``_state``)."""
+        state = self._workflows.get(workflow_id)
+        if state is None:
+            return 0
+        return len(state.applied) + len(state.recent) + len(state.chain_starts)
+
     def last_seq(self, workflow_id: str) -> int:
         """The newest seq held for ``workflow_id`` (0 if unknown)."""
         state = self._workflows.get(workflow_id)
@@ -144,7 +150,7 @@ class EngineCore:
         partition, after which the core's state is undefined (drop it and rebuild).
         """
         state = self._workflows.get(command.workflow_id)
-        if state is not None and command.command_id in state.applied:
+        if state is not None and state.has_applied(command.command_id):
             return _NOOP
         match command:
             case StartWorkflow():
@@ -173,7 +179,7 @@ class EngineCore:
         if state is None:
             state = self._workflows[cmd.workflow_id] = WorkflowState(cmd.workflow_id)
         work = Work(state, cmd.command_id, now)
-        run_id = derive_id("run", cmd.workflow_id, cmd.command_id)
+        run_id = _runs.first_run_id(cmd)
         started = _runs.first_started_event(work, run_id, cmd, self._package_version)
         return self._finish(work, self._open_run(work, started))
 
@@ -189,6 +195,9 @@ class EngineCore:
         target = _open_target(cmd, state, now)
         if isinstance(target, Decision):
             return target
+        stale = _stale_close_policy(cmd, target, now)
+        if stale is not None:
+            return stale
         if target.run is not None and target.run.cancel_requested:
             return _NOOP  # already asked: the code is handling (or ignoring) the first request
         return self._feed(cmd, target, now, lambda env: CancelRequested(**env, reason=cmd.reason))
@@ -199,6 +208,9 @@ class EngineCore:
         target = _open_target(cmd, state, now)
         if isinstance(target, Decision):
             return target
+        stale = _stale_close_policy(cmd, target, now)
+        if stale is not None:
+            return stale
         run = target.open_run
         assert run is not None
         work = Work(target, cmd.command_id, now)
@@ -371,12 +383,41 @@ def _open_target(
     return state
 
 
+def _stale_close_policy(
+    cmd: CancelWorkflow | TerminateWorkflow, state: WorkflowState, now: datetime
+) -> Decision | None:
+    """The refusal of a parent-close command meant for another run chain of this id, or None.
+
+    A parent's close policy addresses the child chain that parent run started. If that chain
+    closed and the id was started again (by a user, or by a later run of the parent) before the
+    command arrived, the command must not reach the new run: refused as WORKFLOW_CLOSED.
+    """
+    origin = _runs.close_policy_origin(cmd)
+    if origin is None:
+        return None  # an ordinary cancel or terminate
+    run = state.open_run
+    assert run is not None
+    parent = run.started.parent
+    if parent is not None and (parent.workflow_id, parent.run_id) == origin:
+        return None
+    reason = (
+        f"close policy of parent {origin[0]!r} run {origin[1]!r} is for the run that parent "
+        f"started; the current run {run.run_id!r} of workflow {cmd.workflow_id!r} is another"
+    )
+    return Decision(refusal=_refusal(cmd, RefusalCode.WORKFLOW_CLOSED, reason, now))
+
+
 def _report_refused_child(
     cmd: StartWorkflow, code: RefusalCode, reason: str, now: datetime
 ) -> tuple[Command, ...]:
     """A refused child start is reported to its parent as the child's failure, so the parent's
     ``result()`` raises instead of waiting forever (the id is the watcher's, so a later real
-    terminal for the same child and parent run is a duplicate)."""
+    terminal for the same child and parent run is a duplicate).
+
+    Its ``child_run_id`` is the run id the start would have opened had it been admitted
+    (:func:`_runs.first_run_id`): deterministic, a valid id, and never the id of a run that
+    exists — no event carries it (docs/decisions.md).
+    """
     parent = cmd.parent
     if parent is None:
         return ()
@@ -388,7 +429,7 @@ def _report_refused_child(
             workflow_id=parent.workflow_id,
             parent_run_id=parent.run_id,
             child_workflow_id=cmd.workflow_id,
-            child_run_id="",
+            child_run_id=_runs.first_run_id(cmd),
             outcome=Failed(error=WorkflowError(message=message)),
         ),
     )
