@@ -18,17 +18,27 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("engine", [sys.executable, "-m", "bench.engine"]),
         ("fanout", [sys.executable, "-m", "bench.fanout"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
-        (
-            "projection",
-            [
-                sys.executable,
-                "-m",
-                "aion_projector.bench",
-                "--database",
-                f"sqlite+aiosqlite:///{scratch / 'projector-bench.db'}",
-                "--events",
-                "20000",
-            ],
+        *(
+            (
+                f"projection-{backend}",
+                [
+                    sys.executable,
+                    "-m",
+                    "aion_projector.bench",
+                    "--database",
+                    database,  # "postgresql": a scratch database, dropped after
+                    "--events",
+                    "20000",
+                    "--lag-seconds",
+                    "20",
+                    "--lag-rate",
+                    "2000",
+                ],
+            )
+            for backend, database in (
+                ("sqlite", f"sqlite+aiosqlite:///{scratch / 'projector-bench.db'}"),
+                ("postgresql", "postgresql"),
+            )
         ),
     ]
 

@@ -1,20 +1,43 @@
-"""Projection throughput: ``python -m aion_projector.bench --database URL --events 20000``.
+"""Projection throughput and lag: ``python -m aion_projector.bench --database URL``.
 
-Builds a realistic mix (starts, signals, children scheduled and recorded, continue-as-new,
-completions) in records of 1 to 3 events, applies it in transactions of ``--per-apply``
-records as the consumer loop would, and prints one JSON object per line. The database's
-projector tables are RESET first: point it at a scratch database.
+1. Throughput: builds a realistic mix (starts, signals, children scheduled and recorded,
+   continue-as-new, completions) in records of 1 to 3 events, applies it in transactions of
+   ``--per-apply`` records as the consumer loop would: events/s.
+2. Lag under a steady load (``--lag-seconds`` > 0): the same mix is produced to a fresh events
+   topic at ``--lag-rate`` events/s while ``aion-projector`` (its own process, as deployed)
+   consumes it; the stored offsets are sampled every 50 ms. Reports the events behind (max and
+   mean over the samples) and the seconds from each record's send until its offset is stored
+   with the views (p50, p95, max). The broker is ``AION_BENCH_KAFKA`` or one started here.
+
+``--database postgresql`` uses a scratch database on the PostgreSQL of ``make postgres`` (or
+``AION_TEST_DATABASE_URL``), created for the run and dropped after. Any other URL has its
+projector tables RESET: point it at a scratch database. Prints one JSON object per line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import json
+import os
+import signal
+import statistics
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.pool import NullPool
+
+from aion_common.codecs import Codec, encode_key
 from aion_common.domain import (
     ChildWorkflowCompleted,
     ChildWorkflowScheduled,
@@ -27,6 +50,8 @@ from aion_common.domain import (
     WorkflowContinuedAsNew,
     WorkflowStarted,
 )
+from aion_common.kafka import Topics, ensure_topics
+from aion_common.settings import Settings
 from aion_projector.database import connect, reset, session_factory
 from aion_projector.projection import Delivery, Projection
 
@@ -197,15 +222,175 @@ async def _run(url: str, events: int, per_apply: int) -> dict[str, object]:
         await engine.dispose()
 
 
+_SAMPLE_S = 0.05
+
+
+Sent = dict[int, collections.deque[tuple[float, int, int]]]
+"""Per partition, in offset order: (send time, offset, events) of records not yet stored."""
+
+
+async def _produce_steadily(settings: Settings, rate: float, seconds: float, sent: Sent) -> None:
+    """Send the mix at ``rate`` events/s for ``seconds``, noting each record in ``sent``."""
+    deliveries = _workload(int(rate * seconds), partitions=settings.partitions, concurrent=200)
+    codec = Codec()
+    records = [
+        (encode_key(b.workflow_id), codec.encode_batch(b), len(b.events)) for _, _, b in deliveries
+    ]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
+    )
+    await producer.start()
+    try:
+        topic = Topics(settings.topic_prefix).events
+        started = time.monotonic()
+        events = index = 0
+        while index < len(records):
+            due = rate * (time.monotonic() - started)
+            batch = []
+            while index < len(records) and events < due:
+                key, value, n = records[index]
+                batch.append((time.monotonic(), n, await producer.send(topic, value, key=key)))
+                events += n
+                index += 1
+            for at, n, future in batch:
+                meta = await future
+                sent[meta.partition].append((at, meta.offset, n))
+            await asyncio.sleep(_SAMPLE_S / 2)
+    finally:
+        await producer.stop()
+
+
+async def _stored(engine: Any, topic: str) -> dict[int, int]:
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT partition, next_offset FROM projector_offsets WHERE topic = :t"),
+                {"t": topic},
+            )
+            return {int(p): int(o) for p, o in rows}
+    except Exception:  # noqa: BLE001  # not migrated yet: nothing stored
+        return {}
+
+
+async def _lag(url: str, bootstrap: str, rate: float, seconds: float) -> list[dict[str, object]]:
+    settings = Settings(
+        bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}", partitions=6
+    )
+    topic = Topics(settings.topic_prefix).events
+    await ensure_topics(settings, Topics(settings.topic_prefix))
+    engine = connect(url, poolclass=NullPool)
+    await reset(engine)
+    env = os.environ | {
+        "AION_KAFKA_BOOTSTRAP": bootstrap,
+        "AION_TOPIC_PREFIX": settings.topic_prefix,
+        "AION_PARTITIONS": str(settings.partitions),
+        "AION_DATABASE_URL": url,
+        "AION_LOG_LEVEL": "WARNING",
+    }
+    projector = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aion_projector", env=env
+    )
+    sent: Sent = collections.defaultdict(collections.deque)
+    behind: list[int] = []
+    waits: list[float] = []
+    try:
+        await asyncio.sleep(3)  # let it join the group: the load starts on a ready projector
+        producing = asyncio.create_task(_produce_steadily(settings, rate, seconds, sent))
+        deadline = time.monotonic() + seconds + 120
+        while not (producing.done() and not any(sent.values())):
+            if time.monotonic() > deadline or projector.returncode is not None:
+                raise RuntimeError("the projector did not keep up (or exited)")
+            await asyncio.sleep(_SAMPLE_S)
+            stored, now = await _stored(engine, topic), time.monotonic()
+            for partition, records in sent.items():
+                while records and records[0][1] < stored.get(partition, 0):
+                    waits.append(now - records.popleft()[0])
+            if not producing.done():
+                behind.append(sum(n for records in sent.values() for _, _, n in records))
+        await producing
+    finally:
+        projector.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(projector.wait(), 30)
+        await engine.dispose()
+    waits.sort()
+    common = {"bench": "projection", "backend": engine.dialect.name, "rate": rate}
+    return [
+        {**common, "metric": "lag_events_max", "value": max(behind, default=0), "unit": "events"},
+        {
+            **common,
+            "metric": "lag_events_mean",
+            "value": round(statistics.fmean(behind), 1) if behind else 0,
+            "unit": "events",
+        },
+        *(
+            {**common, "metric": f"lag_seconds_{name}", "value": round(value, 3), "unit": "s"}
+            for name, value in (
+                ("p50", waits[len(waits) // 2]),
+                ("p95", waits[int(len(waits) * 0.95)]),
+                ("max", waits[-1]),
+            )
+        ),
+    ]
+
+
+@contextlib.contextmanager
+def _scratch_postgres() -> Iterator[str]:
+    from aion_common.testing import postgres  # noqa: PLC0415  # only for this option
+
+    server = os.environ.get(postgres.ENV_URL) or postgres.read_provisioned_url()
+    if server is None:
+        raise SystemExit("no PostgreSQL: run `make postgres` or set AION_TEST_DATABASE_URL")
+    name = f"aion_bench_{uuid.uuid4().hex[:8]}"
+    url = postgres.create_database(server, name)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(server, name)
+
+
+@contextlib.contextmanager
+def _broker() -> Iterator[str]:
+    external = os.environ.get("AION_BENCH_KAFKA")
+    if external:
+        yield external
+        return
+    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415  # only when needed
+
+    with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
+        broker = KafkaBroker(Path(data_dir), die_with_parent=True, heap="512m")
+        broker.start()
+        try:
+            yield broker.bootstrap_servers
+        finally:
+            broker.stop()
+
+
+def _print(line: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run the benchmark, print its JSON line."""
+    """Parse arguments, run the benchmarks, print their JSON lines."""
     parser = argparse.ArgumentParser(prog="python -m aion_projector.bench")
-    parser.add_argument("--database", required=True, help="SQLAlchemy async URL (tables reset!)")
+    parser.add_argument(
+        "--database",
+        required=True,
+        help="SQLAlchemy async URL (tables reset!), or 'postgresql' for a scratch database",
+    )
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--per-apply", type=int, default=500, help="records per transaction")
+    parser.add_argument("--lag-seconds", type=float, default=0.0, help="0: no lag run")
+    parser.add_argument("--lag-rate", type=float, default=2000.0, help="events/s produced")
     args = parser.parse_args(argv)
-    result = asyncio.run(_run(args.database, args.events, args.per_apply))
-    sys.stdout.write(json.dumps(result) + "\n")
+    with contextlib.ExitStack() as scope:
+        url = scope.enter_context(_scratch_postgres()) if args.database == "postgresql" else None
+        url = url or args.database
+        _print(asyncio.run(_run(url, args.events, args.per_apply)))
+        if args.lag_seconds > 0:
+            bootstrap = scope.enter_context(_broker())
+            for line in asyncio.run(_lag(url, bootstrap, args.lag_rate, args.lag_seconds)):
+                _print(line)
     return 0
 
 
