@@ -1,14 +1,16 @@
 """Watcher benchmark: ``python -m aion_watcher.bench`` prints one JSON object per line.
 
-Starts its own Apache Kafka broker unless ``AION_BENCH_KAFKA=host:port`` names one, and plays
-the engine: it appends event batches to ``aion.events`` and reads ``aion.commands``.
+Starts its own Apache Kafka broker unless ``AION_BENCH_KAFKA=host:port`` names one.
 
-- *latency*: children complete at a steady ``--rate`` per second; for each, the time from the
-  terminal's batch being acknowledged on ``aion.events`` to its ``RecordChildTerminal`` being
-  readable on ``aion.commands`` (p50, p99). The engine's apply time is not included.
-- *throughput*: ``--terminals`` children (start + terminal batches, 10 per parent) are on the
-  topic before the watcher starts; terminals/s is measured from its first record issued to its
-  last.
+- *latency* (see ``_latency``): a real engine and a real watcher run as subprocesses; children
+  complete at a steady ``--rate`` per second, and for each the bench reports the time from the
+  child's terminal event being appended to ``aion.events`` to the parent's
+  ``ChildWorkflowCompleted`` for it being appended (record timestamps; p50, p99), and the same
+  as seen by a read_committed consumer (``_visible``). Needs the repository checkout: the
+  engine loads ``tests/e2e/watcher/workflows.py``.
+- *throughput*: the watcher alone (in-process, no engine): ``--terminals`` children (start +
+  terminal batches, 10 per parent) are on the topic before it starts; terminals/s is measured
+  from its first record issued to its last.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,23 +28,31 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from aion_common.codecs import Codec
 from aion_common.domain import (
+    ChildWorkflowCompleted,
     EventBatch,
     ParentLink,
     Payload,
+    RecordChildTerminal,
+    SignalWorkflow,
+    StartWorkflow,
     WorkflowCompleted,
     WorkflowStarted,
 )
 from aion_common.kafka import KeyedProducer, Topics, ensure_topics
 from aion_common.settings import Settings
+from aion_common.testing._support import find_repo_root
 from aion_watcher.config import WatcherConfig
 from aion_watcher.service import WatcherService
 
 _INPUT = Payload.from_json({"n": 1})
 _CHILDREN_PER_PARENT = 10
+# The latency run's engine loads these (``wx.parent`` / ``wx.child`` kind ``signal``) from the
+# repository checkout: the watcher package must not import the engine.
+_WORKFLOWS = "tests.e2e.watcher.workflows"
 
 
 def _emit(metric: str, value: float, unit: str, **extra: object) -> None:
@@ -117,52 +129,204 @@ class _Bench:
         return service, task
 
 
+def _command_bytes(codec: Codec, command: StartWorkflow | SignalWorkflow) -> bytes:
+    return codec.encode_command(command)
+
+
+def _service_env(bench: _Bench) -> dict[str, str]:
+    root = find_repo_root()
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p
+        ),
+        "AION_KAFKA_BOOTSTRAP": bench.settings.bootstrap_servers,
+        "AION_TOPIC_PREFIX": bench.settings.topic_prefix,
+        "AION_PARTITIONS": str(bench.settings.partitions),
+        "AION_LOG_LEVEL": "WARNING",
+    }
+
+
 async def _latency(bootstrap: str, partitions: int, rate: float, seconds: float) -> None:
+    """Child terminal appended -> parent's ChildWorkflowCompleted appended, real engine.
+
+    An engine (``python -m aion_engine``, transactional) and a watcher (``python -m
+    aion_watcher``) run as subprocesses. Parents start 10 children each that wait for signal
+    ``go``; once every child runs, the bench signals ``rate`` children per second. For each child
+    it takes the ``aion.events`` record of the child's ``WorkflowCompleted`` and the record of the
+    parent's ``ChildWorkflowCompleted`` for it, and reports the difference of their append
+    times (record timestamps, set by the engine's producer: ms resolution) and of the times a
+    read_committed consumer in this process saw them (``_visible``), and the split at the
+    watcher's ``RecordChildTerminal`` (``terminal_to_command``, ``command_to_recorded``).
+    """
     bench = _Bench(bootstrap, partitions)
     await ensure_topics(bench.settings, bench.topics)
-    await bench.producer.start()
-    starts, children = bench.family(max(1, int(rate * seconds) // _CHILDREN_PER_PARENT))
-    await bench.publish(starts)
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=100)
+    count = max(_CHILDREN_PER_PARENT, int(rate * seconds))
+    parents = [f"lat-{p:04d}-{uuid.uuid4().hex[:4]}" for p in range(count // _CHILDREN_PER_PARENT)]
+    children = [f"{p}-c{c}" for c in range(_CHILDREN_PER_PARENT) for p in parents]
+    with tempfile.TemporaryDirectory(prefix="aion-bench-watcher-") as logs:
+        services = _spawn_services(bench, Path(logs))
+        try:
+            await _drive(bench, parents, children, rate)
+        finally:
+            _stop_services(services)
+
+
+def _spawn_services(bench: _Bench, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """An engine (this bench's workflows) and a watcher, logging into ``logs``."""
+    root = find_repo_root()
+    env = _service_env(bench)
+    argvs = {
+        "engine": [sys.executable, "-m", "aion_engine", "--workflows", _WORKFLOWS],
+        "watcher": [sys.executable, "-m", "aion_watcher"],
+    }
+    processes = []
+    for name, argv in argvs.items():
+        with (logs / f"{name}.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen(  # noqa: S603 - argv is built here
+                    argv,
+                    cwd=root,
+                    env={**env, "AION_INSTANCE_ID": f"bench-{name}"},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return processes
+
+
+def _stop_services(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _drive(bench: _Bench, parents: list[str], children: list[str], rate: float) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bench.settings.bootstrap_servers)
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bench.settings.bootstrap_servers,
+        isolation_level="read_committed",
+        fetch_max_wait_ms=5,
+    )
+    await producer.start()
     await reader.start()
-    parts = [TopicPartition(bench.topics.commands, p) for p in range(partitions)]
+    parts = [
+        TopicPartition(topic, p)
+        for topic in (bench.topics.events, bench.topics.commands)
+        for p in range(bench.settings.partitions)
+    ]
     reader.assign(parts)
-    await reader.seek_to_end(*parts)
-    service, task = await bench.watcher()
-    acked: dict[str, float] = {}
-    seen: dict[str, float] = {}
+    await reader.seek_to_beginning(*parts)
+    started: set[str] = set()
+    terminal: dict[str, tuple[int, float]] = {}  # child -> (record ms, seen at)
+    recorded: dict[str, tuple[int, float]] = {}
+    issued: dict[str, int] = {}  # child -> the watcher's first record command's append time
 
     async def read() -> None:
-        while len(seen) < len(children):
+        while len(recorded) < len(children):
             for records in (await reader.getmany(timeout_ms=50)).values():
-                now = time.perf_counter()
+                seen = time.perf_counter()
                 for record in records:
-                    command = bench.codec.decode_command(record.value)
-                    seen[getattr(command, "child_workflow_id", "")] = now
+                    if record.topic == bench.topics.commands:
+                        command = bench.codec.decode_command(record.value)
+                        if isinstance(command, RecordChildTerminal):
+                            issued.setdefault(command.child_workflow_id, record.timestamp)
+                        continue
+                    batch = bench.codec.decode_batch(record.value)
+                    for event in batch.events:
+                        if isinstance(event, WorkflowStarted) and event.parent is not None:
+                            started.add(event.workflow_id)
+                        elif isinstance(event, WorkflowCompleted) and "-c" in event.workflow_id:
+                            terminal[event.workflow_id] = (record.timestamp, seen)
+                        elif isinstance(event, ChildWorkflowCompleted):
+                            recorded[event.child_workflow_id] = (record.timestamp, seen)
 
-    async def complete(child: str) -> None:
-        await bench.publish([_complete(child)])
-        acked[child] = time.perf_counter()
+    async def send(command: StartWorkflow | SignalWorkflow) -> None:
+        await producer.send(
+            bench.topics.commands,
+            _command_bytes(bench.codec, command),
+            key=command.workflow_id.encode(),
+        )
 
     reading = asyncio.create_task(read())
-    pending: list[asyncio.Task[None]] = []
-    begin = time.perf_counter()
-    for index, child in enumerate(children):
-        await asyncio.sleep(max(0.0, begin + index / rate - time.perf_counter()))
-        pending.append(asyncio.create_task(complete(child)))
-    await asyncio.gather(*pending)
-    await asyncio.wait_for(reading, 60)
-    # The first second warms the clients up (metadata, connections); it is reported apart.
+    try:
+        for parent in parents:
+            spec = {
+                "children": [
+                    {"id": f"{parent}-c{c}", "kind": "signal", "value": c, "hops": 0}
+                    for c in range(_CHILDREN_PER_PARENT)
+                ]
+            }
+            await send(
+                StartWorkflow(
+                    command_id=str(uuid.uuid4()),
+                    issued_at=datetime.now(UTC),
+                    workflow_id=parent,
+                    workflow_type="wx.parent",
+                    input=Payload.from_json(spec),
+                )
+            )
+        await producer.flush()
+        async with asyncio.timeout(300):
+            while len(started) < len(children):  # noqa: ASYNC110 - the reader fills it
+                await asyncio.sleep(0.05)
+        begin = time.perf_counter()
+        for index, child in enumerate(children):
+            await asyncio.sleep(max(0.0, begin + index / rate - time.perf_counter()))
+            await send(
+                SignalWorkflow(
+                    command_id=str(uuid.uuid4()),
+                    issued_at=datetime.now(UTC),
+                    workflow_id=child,
+                    name="go",
+                    payload=Payload.from_json(None),
+                )
+            )
+        await asyncio.wait_for(reading, 120)
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await reader.stop()
+        await producer.stop()
+    _report(children, rate, terminal, recorded, issued)
+
+
+def _report(
+    children: list[str],
+    rate: float,
+    terminal: dict[str, tuple[int, float]],
+    recorded: dict[str, tuple[int, float]],
+    issued: dict[str, int],
+) -> None:
+    # The first second warms the clients and the engine's caches up; it is reported apart.
     warm = int(rate)
     for name, sample in (("", children[warm:]), ("warmup_", children[:warm])):
-        latencies = sorted((seen[c] - acked[c]) * 1000 for c in sample)
-        for q in (50, 99):
-            value = latencies[min(len(latencies) - 1, int(len(latencies) * q / 100))]
-            _emit(f"{name}terminal_to_command_p{q}", value, "ms", rate=rate, samples=len(sample))
-    await service.stop()
-    await task
-    await reader.stop()
-    await bench.producer.stop()
+        appended = sorted(float(recorded[c][0] - terminal[c][0]) for c in sample)
+        visible = sorted((recorded[c][1] - terminal[c][1]) * 1000 for c in sample)
+        # The split: terminal -> the watcher's command appended (this includes the engine's
+        # commit of the child's transaction: the watcher reads read_committed), then the rest.
+        watcher = sorted(float(issued[c] - terminal[c][0]) for c in sample)
+        engine = sorted(float(recorded[c][0] - issued[c]) for c in sample)
+        for label, values in (
+            ("terminal_to_recorded", appended),
+            ("terminal_to_recorded_visible", visible),
+            ("terminal_to_command", watcher),
+            ("command_to_recorded", engine),
+        ):
+            for q in (50, 99):
+                value = values[min(len(values) - 1, int(len(values) * q / 100))]
+                _emit(
+                    f"{name}{label}_p{q}",
+                    value,
+                    "ms",
+                    rate=rate,
+                    samples=len(sample),
+                )
 
 
 async def _throughput(bootstrap: str, partitions: int, terminals: int) -> None:
