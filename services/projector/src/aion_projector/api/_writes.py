@@ -2,8 +2,13 @@
 
 Answers are 202: the command is durably queued, and the engine applies it asynchronously. A
 command the engine refuses (a signal to a closed workflow, say) is answered on the replies
-topic, not here. Command ids derive from ``request_id`` when one is given, so a client that
-retries a request after a timeout sends the same command, which the engine applies once.
+topic, not here; the projector stores those refusals, and ``GET .../refusals`` lists them, or
+``GET .../result?command_id=<the command_id answered here>`` waits for the command's outcome
+and answers a refusal as a 409 ``command-refused`` problem.
+
+Command ids derive from ``request_id`` when one is given, so a client that retries a request
+after a timeout sends the same command, which the engine applies once (``aion.KafkaCommands``
+derives them the same way).
 """
 
 from __future__ import annotations
