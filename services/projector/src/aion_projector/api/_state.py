@@ -23,7 +23,11 @@ class ApiState:
     poll_interval: float
 
 
-def state(request: Request) -> ApiState:
-    """The app's :class:`ApiState` (a FastAPI dependency)."""
+async def state(request: Request) -> ApiState:
+    """The app's :class:`ApiState` (a FastAPI dependency).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+    round trip per request that cost more than the Kafka send under load.
+    """
     found: ApiState = request.app.state.aion
     return found
