@@ -26,7 +26,11 @@ Figures, one JSON line each:
   produced to one events partition; the clock covers reading it to its end (read_committed),
   decoding and ``EngineCore.apply_batch``, and re-arming timers — the service's acquire path.
 
-``--profile FILE`` runs the engine process under cProfile during the throughput phase, writes
+``engine_cpu_per_command_us`` is the engine process's CPU time over the throughput run per
+command, and its ``ceiling_commands_per_s`` the rate one full core would give: unlike the
+rates, it hardly depends on what else the machine is running.
+
+``--profile FILE`` adds a second throughput run with the engine process under cProfile, writes
 the stats to FILE and prints the top functions to stderr.
 """
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import multiprocessing
@@ -184,7 +189,9 @@ class Driver:
             now = time.perf_counter()
             for records in fetched.values():
                 for record in records:
-                    await self._on_batch(self.codec.decode_batch(record.value), now)
+                    # trusted: the engine checked what it wrote (the real watcher checks)
+                    batch = self.codec.decode_batch(record.value, trusted=True)
+                    await self._on_batch(batch, now)
             if self._target and len(self.completed) >= self._target:
                 self._done.set()
 
@@ -206,6 +213,30 @@ class Driver:
                 command = _terminal_for(event, parent)
                 if command is not None:
                     await self.send(command)
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (0, 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0, 0.0
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far, from /proc (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _print_profile(profiler: cProfile.Profile, path: str) -> None:
@@ -243,6 +274,16 @@ class EngineProcess:
         """Start profiling (``path`` None), or stop and write the stats to ``path``."""
         await self._call(("profile", path))
 
+    async def gc_report(self) -> str:
+        """The engine process's collector pauses since the last report."""
+        return str(await self._call(("gc", None)))
+
+    async def cpu_s(self) -> float:
+        """The engine process's CPU time so far (user + system), in seconds."""
+        value = await self._call(("cpu", None))
+        assert isinstance(value, float)
+        return value
+
     async def stop(self) -> None:
         if self._process.is_alive():
             try:
@@ -253,25 +294,53 @@ class EngineProcess:
             self._process.kill()
             self._process.join()
 
-    async def _call(self, message: tuple[str, str | None] | None, limit_s: float = 30) -> None:
+    async def _call(self, message: tuple[str, str | None] | None, limit_s: float = 30) -> object:
         if message is not None:
             self._conn.send(message)
         if not await asyncio.to_thread(self._conn.poll, limit_s):
             raise TimeoutError(f"engine process did not answer {message!r} in {limit_s} s")
         answer = self._conn.recv()
-        if answer != "ok":
+        if not isinstance(answer, tuple) or answer[0] != "ok":
             raise RuntimeError(f"engine process failed: {answer}")
+        return answer[1]
 
 
 def _engine_process(options: dict[str, Any], max_resident: int, conn: Connection) -> None:
     try:
         asyncio.run(_engine_main(Settings(**options), max_resident, conn))
     except BaseException as err:
-        conn.send(repr(err))
+        conn.send(("error", repr(err)))
         raise
 
 
+class _GcPauses:
+    """Collector pauses in the engine process (they stall every partition at once)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    def report(self) -> str:
+        pauses, self.pauses = self.pauses, []
+        if not pauses:
+            return "no collections"
+        return (
+            f"{len(pauses)} collections, total {sum(pauses) * 1000:.1f} ms, "
+            f"longest {max(pauses) * 1000:.1f} ms"
+        )
+
+
+_gc_pauses = _GcPauses()
+
+
 async def _engine_main(settings: Settings, max_resident: int, conn: Connection) -> None:
+    gc.callbacks.append(_gc_pauses)
     engine = EngineService(settings, REGISTRY, max_resident=max_resident)
     await engine.start()
     runner = asyncio.create_task(engine.run())
@@ -281,7 +350,7 @@ async def _engine_main(settings: Settings, max_resident: int, conn: Connection) 
             if runner.done():
                 await runner
             await asyncio.sleep(0.05)
-        conn.send("ok")
+        conn.send(("ok", None))
         while True:
             receive = asyncio.ensure_future(asyncio.to_thread(conn.recv))
             await asyncio.wait({receive, runner}, return_when=asyncio.FIRST_COMPLETED)
@@ -292,22 +361,32 @@ async def _engine_main(settings: Settings, max_resident: int, conn: Connection) 
             command, path = receive.result()
             if command == "stop":
                 break
+            if command == "cpu":
+                conn.send(("ok", time.process_time()))
+                continue
+            if command == "gc":
+                conn.send(("ok", _gc_pauses.report()))
+                continue
             if path is None:
                 profiler = cProfile.Profile()
                 profiler.enable()
             elif profiler is not None:
                 profiler.disable()
                 _print_profile(profiler, path)
-            conn.send("ok")
+            conn.send(("ok", None))
     finally:
         await engine.stop()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-    conn.send("ok")
+    conn.send(("ok", None))
 
 
 async def _throughput(
-    driver: Driver, engine: EngineProcess, parents: int, profile: str | None
+    driver: Driver,
+    engine: EngineProcess,
+    parents: int,
+    profile: str | None,
+    broker_pid: int | None = None,
 ) -> float:
     run = uuid.uuid4().hex[:6]
     commands = [_start(f"tp-{run}-{i}", i) for i in range(parents)]
@@ -316,11 +395,20 @@ async def _throughput(
     driver.expect(len(driver.completed) + parents)
     if profile is not None:
         await engine.profile(None)
+    cpu_before = await engine.cpu_s()
+    await engine.gc_report()  # start afresh
+    driver_before = time.process_time()
+    machine_before = _machine_cpu()
+    broker_before = _process_cpu(broker_pid)
     started = time.perf_counter()
     for command in commands:
         await driver.send(command)
     await driver.wait(300)
     elapsed = time.perf_counter() - started
+    cpu = await engine.cpu_s() - cpu_before
+    driver_cpu = time.process_time() - driver_before
+    broker_cpu = _process_cpu(broker_pid) - broker_before
+    busy, all_cpu = (a - b for a, b in zip(_machine_cpu(), machine_before, strict=True))
     if profile is not None:
         await engine.profile(profile)
     applied, driver.applied_at = driver.applied_at, None
@@ -345,6 +433,22 @@ async def _throughput(
     )
     _line("events_per_s", round(driver.events / elapsed, 1), "events/s", events=driver.events)
     _line(
+        "engine_cpu_per_command_us",
+        round(cpu / total * 1e6, 1),
+        "us",
+        engine_cpu_s=round(cpu, 3),
+        engine_cpu_share=round(cpu / elapsed, 3),
+        ceiling_commands_per_s=round(total / cpu, 1),
+        driver_cpu_s=round(driver_cpu, 3),
+        broker_cpu_s=round(broker_cpu, 3) if broker_pid else None,
+        broker_cpu_per_command_us=round(broker_cpu / total * 1e6, 1) if broker_pid else None,
+        machine_busy_share=round(busy / all_cpu, 3) if all_cpu else None,
+        machine_cores=os.cpu_count(),
+        profiled=profile is not None,
+        engine_gc=await engine.gc_report(),
+        note="engine process CPU per command; ceiling = commands/s with one full core",
+    )
+    _line(
         "workflows_per_s",
         round(2 * parents / elapsed, 1),
         "workflows/s",
@@ -353,25 +457,42 @@ async def _throughput(
     return sustained
 
 
-async def _latency(driver: Driver, command_rate: float, seconds: float, load: str) -> None:
+async def _latency(
+    driver: Driver, engine: EngineProcess, command_rate: float, seconds: float, load: str
+) -> None:
     parent_rate = command_rate / 3  # each parent brings two more commands
     run = uuid.uuid4().hex[:6]
     driver.latencies.clear()
     driver.sent_at.clear()
     total = int(parent_rate * seconds)
     driver.expect(len(driver.completed) + total)
+    cpu_before, machine_before = await engine.cpu_s(), _machine_cpu()
+    await engine.gc_report()  # start afresh
     started = time.perf_counter()
+    worst_lag = 0.0
     for i in range(total):
         due = started + i / parent_rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        worst_lag = max(worst_lag, -delay)
         await driver.send(_start(f"lat-{run}-{i}", i))
     await driver.wait(120)
+    elapsed = time.perf_counter() - started
+    cpu = await engine.cpu_s() - cpu_before
+    busy, all_cpu = (a - b for a, b in zip(_machine_cpu(), machine_before, strict=True))
     lat = sorted(driver.latencies)
     p50 = lat[len(lat) // 2] * 1000
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-    extra = {"load": load, "offered_commands_per_s": round(command_rate, 1), "samples": len(lat)}
+    extra = {
+        "load": load,
+        "offered_commands_per_s": round(command_rate, 1),
+        "samples": len(lat),
+        "engine_cpu_share": round(cpu / elapsed, 3),
+        "machine_busy_share": round(busy / all_cpu, 3) if all_cpu else None,
+        "driver_worst_send_lag_ms": round(worst_lag * 1000, 1),
+        "engine_gc": await engine.gc_report(),
+    }
     _line("latency_p50_ms", round(p50, 2), "ms", **extra)
     _line("latency_p99_ms", round(p99, 2), "ms", **extra)
     _line("latency_mean_ms", round(statistics.fmean(lat) * 1000, 2), "ms", **extra)
@@ -467,7 +588,7 @@ async def _rebuild(settings: Settings, events: int) -> None:
     )
 
 
-async def run(bootstrap: str, args: argparse.Namespace) -> None:
+async def run(bootstrap: str, args: argparse.Namespace, broker_pid: int | None = None) -> None:
     settings = Settings(
         bootstrap_servers=bootstrap,
         topic_prefix=f"bench{uuid.uuid4().hex[:6]}",
@@ -482,10 +603,12 @@ async def run(bootstrap: str, args: argparse.Namespace) -> None:
         await driver.start()
         await engine.start()
         await _throughput(driver, engine, 500, None)  # warm up (connections, caches)
-        rate = await _throughput(driver, engine, args.parents, args.profile)
-        await _latency(driver, rate / 2, args.latency_seconds, "half of sustained")
-        await _latency(driver, 2500, args.latency_seconds, "target (2,500 commands/s)")
-        await _latency(driver, 150, args.latency_seconds / 2, "light (150 commands/s)")
+        rate = await _throughput(driver, engine, args.parents, None, broker_pid)
+        if args.profile:  # a separate run: the profiler's overhead must not skew the figures
+            await _throughput(driver, engine, args.parents, args.profile)
+        await _latency(driver, engine, rate / 2, args.latency_seconds, "half of sustained")
+        await _latency(driver, engine, 2500, args.latency_seconds, "target (2,500 commands/s)")
+        await _latency(driver, engine, 150, args.latency_seconds / 2, "light (150 commands/s)")
     finally:
         await driver.stop()
         await engine.stop()
@@ -503,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     external = os.environ.get("AION_BENCH_KAFKA")
     if external:
-        asyncio.run(run(external, args))
+        pid = os.environ.get("AION_BENCH_BROKER_PID")  # to report the broker's CPU share
+        asyncio.run(run(external, args, int(pid) if pid else None))
         return 0
     from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
 
@@ -511,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = KafkaBroker(Path(data_dir), die_with_parent=True, heap="1g")
         broker.start()
         try:
-            asyncio.run(run(broker.bootstrap_servers, args))
+            asyncio.run(run(broker.bootstrap_servers, args, broker.pid))
         finally:
             broker.stop()
     return 0

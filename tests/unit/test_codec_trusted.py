@@ -8,9 +8,12 @@ payload size limit must still hold.
 from __future__ import annotations
 
 import sys
+import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_codec import COMMANDS, one_of_each_event, renumber  # pytest puts tests/unit on sys.path
 
 from aion_common.codecs import Codec
@@ -24,6 +27,7 @@ from aion_common.domain import (
     RefusalCode,
     StartWorkflow,
     WorkflowStarted,
+    derive_id,
     validate_id,
 )
 
@@ -141,3 +145,17 @@ def test_space_is_the_only_printable_whitespace() -> None:
         c for c in map(chr, range(sys.maxunicode + 1)) if c.isprintable() and c.isspace()
     ]
     assert printable_spaces == [" "]
+
+
+@given(st.text(), st.lists(st.text(), max_size=4))
+def test_derive_id_is_exactly_uuid5(kind: str, parts: list[str]) -> None:
+    # derive_id skips the UUID objects for speed; ids already in logs must not change
+    name = "\x1f".join((kind, *parts))
+    expected = str(uuid.uuid5(uuid.UUID("6f1c2a7e-5d0b-4c1e-9a53-a10e0c0de001"), name))
+    assert derive_id(kind, *parts) == expected
+
+
+def test_derive_id_is_pinned() -> None:
+    assert derive_id("run", "order-42", "cmd-1") == str(
+        uuid.uuid5(uuid.UUID("6f1c2a7e-5d0b-4c1e-9a53-a10e0c0de001"), "run\x1forder-42\x1fcmd-1")
+    )

@@ -8,6 +8,7 @@ duplicate by its id.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from aion_common.domain.errors import InvalidInput
@@ -24,6 +25,7 @@ __all__ = [
 MAX_ID_LENGTH = 255
 MAX_NAME_LENGTH = 128
 _NAMESPACE = uuid.UUID("6f1c2a7e-5d0b-4c1e-9a53-a10e0c0de001")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 def validate_id(value: object, *, what: str = "workflow id") -> str:
@@ -62,9 +64,19 @@ def validate_name(value: object, *, what: str = "name") -> str:
 
 
 def derive_id(kind: str, *parts: str) -> str:
-    """A deterministic UUID string for ``kind`` over ``parts`` (order matters)."""
+    """A deterministic UUID string for ``kind`` over ``parts`` (order matters).
+
+    Exactly ``str(uuid.uuid5(namespace, name))``, computed without building UUID objects
+    (the engine derives a few ids per command).
+    """
     name = "\x1f".join((kind, *parts))
-    return str(uuid.uuid5(_NAMESPACE, name))
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def record_child_terminal_id(parent_workflow_id: str, parent_run_id: str, child_id: str) -> str:
