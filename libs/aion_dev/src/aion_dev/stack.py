@@ -257,14 +257,22 @@ class Stack:
         deadline = began + timeout
         await self._wait_health(deadline)
         while True:
-            missing = sorted(set(range(self.settings.partitions)) - self.owned_partitions())
+            owned = self._owned_by_engine()
+            all_owned = set().union(*owned.values())
+            missing = sorted(set(range(self.settings.partitions)) - all_owned)
+            # With no more engines than partitions, each must have joined and got a share;
+            # else the first to join owns everything until the group rebalances.
+            idle = [n for n, parts in owned.items() if not parts]
+            if self.config.engines > self.settings.partitions:
+                idle = []
             down = [n for n, p in self.processes.items() if not p.running]
-            if not missing and not down:
+            if not missing and not down and not idle:
                 break
             if time.monotonic() >= deadline:
                 raise StackError(
                     f"the stack was not ready within {timeout:.0f} s: partitions without an "
-                    f"engine {missing}, processes down {down}; logs in {self.logs}"
+                    f"engine {missing}, engines without a partition {idle}, processes down "
+                    f"{down}; logs in {self.logs}"
                 )
             await asyncio.sleep(0.2)
         self.timings["ready_s"] = round(time.monotonic() - began, 3)
@@ -290,11 +298,18 @@ class Stack:
 
     def owned_partitions(self) -> set[int]:
         """Partitions the running engines say they own (from their logs since their start)."""
-        owned: set[int] = set()
+        return set().union(*self._owned_by_engine().values())
+
+    def _owned_by_engine(self) -> dict[str, set[int]]:
+        owned: dict[str, set[int]] = {}
         for name in self.engine_names:
             process = self.processes.get(name)
-            if isinstance(process, ChildProcess) and process.running:
-                owned |= partitions_owned(process.log_path, process.log_offset)
+            running = isinstance(process, ChildProcess) and process.running
+            owned[name] = (
+                partitions_owned(process.log_path, process.log_offset)
+                if isinstance(process, ChildProcess) and running
+                else set()
+            )
         return owned
 
     # -- stop ------------------------------------------------------------------------------

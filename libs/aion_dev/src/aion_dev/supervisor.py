@@ -15,11 +15,13 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import signal
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,6 +276,42 @@ class ChildProcess(SupervisedProcess):
         return await self._process.wait()
 
 
+class _LaunchThread:
+    """One daemon thread running calls in order; it lives as long as the broker it launched.
+
+    A daemon, so an interpreter exiting without ``stop()`` is not held up by it; the kernel
+    then sends the broker SIGTERM (PDEATHSIG) as the process, and this thread, go.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], None], Future[None]] | None]
+        self._calls = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], None]) -> Future[None]:
+        """Run ``call`` on the thread; its future."""
+        future: Future[None] = Future()
+        self._calls.put((call, future))
+        return future
+
+    def shutdown(self) -> None:
+        """Let the thread end after the calls queued so far."""
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                call()
+            except BaseException as err:  # noqa: BLE001 - handed to the awaiting task
+                future.set_exception(err)
+            else:
+                future.set_result(None)
+
+
 class BrokerProcess(SupervisedProcess):
     """The embedded Kafka broker, supervised like the services.
 
@@ -290,7 +328,7 @@ class BrokerProcess(SupervisedProcess):
     ) -> None:
         super().__init__("kafka", backoff=backoff, on_spawn=on_spawn)
         self.broker = broker
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aion-dev-kafka")
+        self._thread = _LaunchThread("aion-dev-kafka")
 
     @property
     def log_path(self) -> Path:
@@ -298,8 +336,7 @@ class BrokerProcess(SupervisedProcess):
         return self.broker.log_path
 
     async def _launch(self) -> int:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._start_broker)
+        await asyncio.wrap_future(self._thread.submit(self._start_broker))
         pid = self.broker.pid
         assert pid is not None
         return pid
@@ -309,7 +346,17 @@ class BrokerProcess(SupervisedProcess):
         self.broker.start()
 
     async def _wait(self) -> int:
-        return await asyncio.to_thread(self._wait_broker)
+        # A daemon thread (not the loop's executor, which the interpreter joins at exit).
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[int] = loop.create_future()
+
+        def wait() -> None:
+            code = self._wait_broker()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, exited, code)
+
+        threading.Thread(target=wait, name="aion-dev-kafka-wait", daemon=True).start()
+        return await exited
 
     def _wait_broker(self) -> int:
         try:
@@ -320,6 +367,10 @@ class BrokerProcess(SupervisedProcess):
     async def stop(self, grace: float = 30.0) -> None:
         """Stop the JVM (SIGTERM, SIGKILL after ``grace``), then its launching thread."""
         await super().stop(grace)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self.broker.stop)
-        self._thread.shutdown(wait=True)
+        await asyncio.wrap_future(self._thread.submit(self.broker.stop))
+        self._thread.shutdown()
+
+
+def _resolve(future: asyncio.Future[int], value: int) -> None:
+    if not future.done():
+        future.set_result(value)
