@@ -35,10 +35,11 @@ FALLBACK_EXAMPLES = "aion_engine.examples"
 DEMO_CASES = "examples.demo"
 # What the banner suggests starting, by the example module loaded.
 _TRY = {
-    EXAMPLES: 'examples.order --input \'{"order_id": "A-1", "amount": 4200}\'',
-    FALLBACK_EXAMPLES: 'example.payment --input \'{"line": 1, "amount": 5}\'',
+    EXAMPLES: 'examples.order --id order-1 --input \'{"order_id": "A-1", "amount": 4200}\'',
+    FALLBACK_EXAMPLES: 'example.payment --id order-1 --input \'{"line": 1, "amount": 5}\'',
 }
 READY_TIMEOUT_S = 120.0
+PREFERRED_API_PORT = 8080  # the `aion` CLI's default API URL is http://127.0.0.1:8080
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_STACK_FAILED = 3
@@ -55,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workflows", action="append", default=[], metavar="MODULE", help="repeatable"
     )
-    parser.add_argument("--port", type=int, default=0, help="API port (default: last, else free)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help=f"API port (default: the last one, else {PREFERRED_API_PORT} if free, else any free)",
+    )
     parser.add_argument("--engines", type=int, default=1, help="engine instances (default 1)")
     parser.add_argument("--partitions", type=int, default=int(env("AION_PARTITIONS", "6")))
     parser.add_argument("--topic-prefix", default=env("AION_TOPIC_PREFIX", "aion"))
@@ -90,6 +96,7 @@ def build_config(args: argparse.Namespace) -> StackConfig:
         database_url=args.database,
         workflows=tuple(workflows),
         api_port=args.port,
+        preferred_api_port=PREFERRED_API_PORT,
         engines=args.engines,
         topic_prefix=args.topic_prefix,
         partitions=args.partitions,
@@ -118,17 +125,19 @@ def _banner(stack: Stack) -> str:
         next((m for m in stack.config.workflows if m in _TRY), ""),
         "<workflow-type> --input '<json>'",
     )
+    default_api = stack.api_url == f"http://127.0.0.1:{PREFERRED_API_PORT}"
+    export = [] if default_api else [f"  export AION_API_URL={stack.api_url}"]
     return "\n".join(
         [
-            f"aion dev is up: API {stack.api_url}",
+            f"aion dev is up: API {stack.api_url} (OpenAPI at {stack.api_url}/docs)",
             f"  kafka {stack.settings.bootstrap_servers}, database {stack.settings.database_url}",
             f"  workflows from: {workflows}; logs in {stack.logs}",
             "",
             "Try, in another terminal:",
-            f"  export AION_API_URL={stack.api_url}",
+            *export,
             f"  aion start {example} --wait",
             "  aion list",
-            "  aion tree <workflow-id>",
+            "  aion tree order-1",
             "",
             "Ctrl-C stops everything.",
         ]

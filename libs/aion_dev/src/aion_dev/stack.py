@@ -60,7 +60,10 @@ class StackConfig:
     """Modules the engines import to register workflows (``examples``, ``my_pkg.workflows``)."""
     api_host: str = "127.0.0.1"
     api_port: int = 0
-    """0: the port used last time with this home if free, else a free one."""
+    """0: the port used last time with this home if free, else ``preferred_api_port`` if free,
+    else a free one."""
+    preferred_api_port: int = 0
+    """A port to try first on a new home (``aion dev`` asks for 8080, the CLI's default)."""
     engines: int = 1
     topic_prefix: str = "aion"
     partitions: int = 6
@@ -185,7 +188,11 @@ class Stack:
             previous = int(remembered.read_text().strip())
             if _port_is_free(self.config.api_host, previous):
                 return previous
-        port = _free_port(self.config.api_host)
+        preferred = self.config.preferred_api_port
+        if preferred and _port_is_free(self.config.api_host, preferred):
+            port = preferred
+        else:
+            port = _free_port(self.config.api_host)
         remembered.write_text(f"{port}\n")
         return port
 
