@@ -77,8 +77,19 @@ _MAX_CONNECTIONS = 256
 _KEEPALIVE_EXPIRY = 5.0
 
 
+def _segment(text: str) -> str:
+    """``text`` as one path segment: every reserved character (``/`` too) percent-encoded.
+
+    The API decodes each segment on its own, so ``a/history`` is one id, not the history of
+    ``a``. ``.`` and ``..`` are encoded as well: URL normalisation would remove them.
+    """
+    if text in {".", ".."}:
+        return text.replace(".", "%2E")
+    return quote(text, safe="")
+
+
 def _path(workflow_id: str) -> str:
-    return f"/v1/workflows/{quote(workflow_id, safe='')}"
+    return f"/v1/workflows/{_segment(workflow_id)}"
 
 
 class AionClient:
@@ -162,7 +173,7 @@ class AionClient:
     ) -> Accepted:
         """Send signal ``name`` with ``payload`` to the workflow's current run."""
         body = {"payload": payload, "request_id": request_id}
-        path = f"{_path(workflow_id)}/signals/{quote(name, safe='')}"
+        path = f"{_path(workflow_id)}/signals/{_segment(name)}"
         return _accepted(await self._call("POST", path, json=_compact(body)))
 
     async def cancel(

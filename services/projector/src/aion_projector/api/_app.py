@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aion_common.settings import Settings
 from aion_projector.api import _reads, _writes
 from aion_projector.api._models import Health
+from aion_projector.api._paths import SegmentedPaths
 from aion_projector.api._problems import (
     PROBLEM_MEDIA_TYPE,
     Problem,
@@ -119,6 +120,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: _Metrics, token: 
     expected = None if token is None else f"Bearer {token}".encode()
     max_body = settings.payload_limit_bytes * 2 + _BODY_OVERHEAD
     app.add_middleware(_Guard, metrics=metrics, expected=expected, max_body=max_body)
+    app.add_middleware(SegmentedPaths)  # outermost: every route sees ids with '/' intact
 
 
 class _Guard:
@@ -157,7 +159,7 @@ class _Guard:
                 await refusal(scope, receive, send_noting_status)
         finally:
             # the router stores the matched route in the (shared) scope
-            template = getattr(scope.get("route"), "path", "<unmatched>")
+            template = getattr(scope.get("route"), "path_format", "<unmatched>")
             method = scope["method"]
             self._metrics.requests.labels(method, template, str(status)).inc()
             self._metrics.latency.labels(method, template).observe(time.perf_counter() - started)

@@ -24,6 +24,7 @@ from aion_projector.api._models import (
     WorkflowList,
     json_value,
 )
+from aion_projector.api._paths import WORKFLOW
 from aion_projector.api._problems import PROBLEM_MEDIA_TYPE, ProblemError
 from aion_projector.api._state import ApiState, state
 from aion_projector.queries import (
@@ -94,7 +95,7 @@ async def _describe(st: ApiState, workflow_id: str) -> WorkflowDescription | Non
         return await describe(session, workflow_id)
 
 
-@router.get("/workflows/{workflow_id}", summary="Describe a workflow")
+@router.get(WORKFLOW, summary="Describe a workflow")
 async def describe_route(st: State, workflow_id: WorkflowId) -> Description:
     """Status, current run, the run chain (oldest first), and children with their outcomes."""
     validate_id(workflow_id)
@@ -104,7 +105,7 @@ async def describe_route(st: State, workflow_id: WorkflowId) -> Description:
     return Description.of(found)
 
 
-@router.get("/workflows/{workflow_id}/history", summary="A workflow's history")
+@router.get(f"{WORKFLOW}/history", summary="A workflow's history")
 async def history_route(
     st: State,
     workflow_id: WorkflowId,
@@ -125,7 +126,7 @@ async def history_route(
     )
 
 
-@router.get("/workflows/{workflow_id}/tree", summary="A workflow's child tree")
+@router.get(f"{WORKFLOW}/tree", summary="A workflow's child tree")
 async def tree_route(
     st: State,
     workflow_id: WorkflowId,
@@ -163,7 +164,7 @@ async def registry_route(
     return RegistryPage(items=[RegistryOut.of(r) for r in rows])
 
 
-@router.get("/workflows/{workflow_id}/refusals", summary="Commands the engine refused")
+@router.get(f"{WORKFLOW}/refusals", summary="Commands the engine refused")
 async def refusals_route(
     st: State,
     workflow_id: WorkflowId,
@@ -206,7 +207,7 @@ def _result(workflow_id: str, found: WorkflowDescription) -> ResultOut:
 
 
 @router.get(
-    "/workflows/{workflow_id}/result",
+    f"{WORKFLOW}/result",
     summary="Wait for a workflow's result",
     responses={
         202: {"model": ResultOut, "description": "Still running when the wait ended."},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Path, Response
 
@@ -32,6 +31,7 @@ from aion_common.domain import (
     validate_name,
 )
 from aion_projector.api._models import Accepted, ReasonRequest, SignalRequest, StartRequest
+from aion_projector.api._paths import SEGMENT, WORKFLOW, url_segment
 from aion_projector.api._state import ApiState, state
 
 __all__ = ["router"]
@@ -56,8 +56,8 @@ def _command_id(kind: str, workflow_id: str, request_id: str | None) -> str:
 
 async def _send(st: ApiState, response: Response, command: Command) -> Accepted:
     await st.sink.send(command)
-    # ids may hold any printable character; headers are latin-1, so percent-encode
-    response.headers["Location"] = f"/v1/workflows/{quote(command.workflow_id, safe='')}"
+    # ids may hold any printable character ('/' too); headers are latin-1: percent-encode
+    response.headers["Location"] = f"/v1/workflows/{url_segment(command.workflow_id)}"
     return Accepted(workflow_id=command.workflow_id, command_id=command.command_id)
 
 
@@ -85,7 +85,7 @@ async def start_route(st: State, body: StartRequest, response: Response) -> Acce
 
 
 @router.post(
-    "/workflows/{workflow_id}/signals/{name}",
+    f"{WORKFLOW}/signals/{{name:{SEGMENT}}}",
     status_code=202,
     responses=_ACCEPTED,
     summary="Signal a workflow",
@@ -113,7 +113,7 @@ async def signal_route(
 
 
 @router.post(
-    "/workflows/{workflow_id}/cancel",
+    f"{WORKFLOW}/cancel",
     status_code=202,
     responses=_ACCEPTED,
     summary="Request cancellation",
@@ -134,7 +134,7 @@ async def cancel_route(
 
 
 @router.post(
-    "/workflows/{workflow_id}/terminate",
+    f"{WORKFLOW}/terminate",
     status_code=202,
     responses=_ACCEPTED,
     summary="Terminate a workflow",
