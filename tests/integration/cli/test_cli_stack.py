@@ -8,6 +8,7 @@ A start the engine refuses reaches the user: ``aion start … --wait`` prints
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from aion import AionClient, AionCommandRefused, KafkaCommands
+from aion import AionApiError, AionClient, AionCommandRefused, KafkaCommands
 from aion_common.kafka import Topics, ensure_topics
 from aion_common.settings import Settings
 from aion_projector import connect, migrate
@@ -133,3 +134,54 @@ async def test_refused_and_completed_starts_reach_the_user(
             await client.result(refused.workflow_id, wait=90, command_id=refused.command_id)
         assert caught.value.code == "UNKNOWN_WORKFLOW_TYPE"
         assert caught.value.command_id == refused.command_id
+
+
+async def test_ids_with_slashes_percent_spaces_and_unicode_through_the_cli(stack: str) -> None:
+    paid = "shop/pay 50% ü"
+    done = aion(
+        stack, "--json", "start", "example.payment", "--id", paid,
+        "--input", '{"line": 3, "amount": 5}', "--wait", "--timeout", "90",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["workflow_id"] == paid
+    described = json.loads(aion(stack, "--json", "describe", paid).stdout)
+    assert described["workflow"]["workflow_id"] == paid
+    history = json.loads(aion(stack, "--json", "history", paid).stdout)
+    assert (history["workflow_id"], history["events"][-1]["event_type"]) == (
+        paid,
+        "WorkflowCompleted",
+    )
+    assert json.loads(aion(stack, "--json", "result", paid).stdout)["result"]["line"] == 3
+
+    # a parent whose id ends like a sub-resource, with a child payment
+    parent = "orders/1/history"
+    started = aion(
+        stack, "start", "example.order", "--id", parent,
+        "--input", '{"lines": [7], "approval_timeout": 3600}',
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    async with AionClient(stack) as client, asyncio.timeout(90):
+        while not await _has_children(client, parent):  # noqa: ASYNC110  # polling the API
+            await asyncio.sleep(0.2)
+    tree = json.loads(aion(stack, "--json", "tree", parent).stdout)
+    assert tree["workflow_id"] == parent
+    assert [c["workflow_type"] for c in tree["children"]] == ["example.payment"]
+    assert parent in aion(stack, "tree", parent).stdout
+    assert aion(stack, "signal", parent, "approve", "--payload", '"ok"').returncode == 0
+    assert aion(stack, "cancel", parent, "--reason", "test/over").returncode == 0
+    assert aion(stack, "describe", "orders/1").returncode == 1  # not found: another id
+
+    ghost = "ghost/1 %"
+    refused = aion(stack, "start", "example.nope", "--id", ghost, "--wait", "--timeout", "90")
+    assert refused.returncode == 4, (refused.stdout, refused.stderr)
+    listed = json.loads(aion(stack, "--json", "refusals", ghost).stdout)
+    assert [(r["workflow_id"], r["code"]) for r in listed] == [(ghost, "UNKNOWN_WORKFLOW_TYPE")]
+
+
+async def _has_children(client: AionClient, workflow_id: str) -> bool:
+    """The views show ``workflow_id`` with its children (no watcher here: none closes)."""
+    try:
+        found = await client.describe(workflow_id)
+    except AionApiError:
+        return False  # not projected yet
+    return bool(found.children)
