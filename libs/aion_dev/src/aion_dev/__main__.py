@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import logging
 import os
 import signal
@@ -74,27 +73,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def examples_module() -> str:
-    """``examples`` (the checkout's package) when importable here, else the engine's own."""
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        found = importlib.util.find_spec(EXAMPLES) is not None
-    except (ImportError, ValueError):
-        found = False
-    finally:
-        sys.path.pop(0)
-    return EXAMPLES if found else FALLBACK_EXAMPLES
+def examples_location() -> tuple[str, str | None]:
+    """Which example workflows to load, and the directory to put on the engines' path for them.
+
+    The checkout's ``examples`` package — this package's own checkout for an editable install
+    (``make install``), else the working directory — or the engine's built-in
+    ``aion_engine.examples`` (a plain ``pip install`` has no checkout).
+    """
+    checkout = Path(__file__).resolve().parents[4]  # libs/aion_dev/src/aion_dev/ → the checkout
+    for root in (checkout, Path.cwd()):
+        if (root / EXAMPLES / "__init__.py").is_file():
+            return EXAMPLES, str(root)
+    return FALLBACK_EXAMPLES, None
 
 
 def build_config(args: argparse.Namespace) -> StackConfig:
     """The stack the command line asks for."""
-    workflows = [] if args.no_examples else [examples_module()]
+    pythonpath: list[str] = []
+    workflows: list[str] = []
+    if not args.no_examples:
+        module, root = examples_location()
+        workflows.append(module)
+        pythonpath += [root] if root else []
     workflows += [m for m in args.workflows if m not in workflows]
     return StackConfig(
         home=args.home,
         kafka_bootstrap=args.kafka,
         database_url=args.database,
         workflows=tuple(workflows),
+        pythonpath=tuple(pythonpath),
         api_port=args.port,
         preferred_api_port=PREFERRED_API_PORT,
         engines=args.engines,
