@@ -23,8 +23,9 @@ postgres: install
 	$(PY) -m aion_common.testing.postgres provision
 
 # The whole stack (embedded Kafka, SQLite, engine, watcher, projector, API), supervised, until Ctrl-C.
+# `make dev ARGS="--workflows my_pkg.workflows"` passes options on to `aion dev`.
 dev: install kafka-jars
-	$(PY) -m aion_dev
+	$(PY) -m aion_dev $(ARGS)
 
 # The same stack, then the example workflows to completion with a summary; exit 0 iff all as expected.
 demo: install kafka-jars
