@@ -56,7 +56,9 @@ class Output:
 
     def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
-        self.console = Console(highlight=False, soft_wrap=True)
+        # piped output (a file, a pager, CI logs) is not squeezed to rich's default 80 columns
+        width = None if sys.stdout.isatty() else 200
+        self.console = Console(highlight=False, soft_wrap=True, width=width)
         self.errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def json(self, value: Any) -> None:
@@ -147,17 +149,17 @@ async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -
         return EXIT_OK
     w, run = found.workflow, found.current_run
     out.console.print(f"[bold]{w.workflow_id}[/] ({w.workflow_type}) [bold]{w.status}[/]")
-    out.console.print(f"current run {run.run_id}, started {run.started_at.isoformat()}")
+    out.console.print(f"current run {run.run_id}, started {_when(run.started_at)}")
     if run.status == "COMPLETED":
         out.console.print(f"result: {json.dumps(run.result)}")
     elif run.error_message is not None:
         out.console.print(f"error: {run.error_message}")
-    runs = Table("run", "status", "started", "closed", title="runs")
+    runs = _table("run", "status", "started", "closed", title="runs")
     for r in found.runs:
-        runs.add_row(r.run_id, r.status, r.started_at.isoformat(), _when(r.closed_at))
+        runs.add_row(r.run_id, r.status, _when(r.started_at), _when(r.closed_at))
     out.console.print(runs)
     if found.children:
-        children = Table("child", "type", "state", "outcome", title="children")
+        children = _table("child", "type", "state", "outcome", title="children")
         for c in found.children:
             outcome = c.error_message if c.state == "FAILED" else json.dumps(c.result)
             children.add_row(c.child_workflow_id, c.child_workflow_type, c.state, outcome)
@@ -183,7 +185,31 @@ async def _refusals(client: AionClient, args: argparse.Namespace, out: Output) -
 
 
 def _when(value: Any) -> str:
-    return "" if value is None else str(value.isoformat())
+    """A timestamp to the millisecond, as people read it (``--json`` keeps full ISO 8601)."""
+    if value is None:
+        return ""
+    return f"{value:%Y-%m-%d %H:%M:%S}.{value.microsecond // 1000:03d}"
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table whose ids and names are folded, never cut short with an ellipsis."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _compact(fields: Any, limit: int = 80) -> str:
+    """An event's fields as ``key=value`` pairs, empty ones left out, long values shortened."""
+    if not isinstance(fields, dict):
+        return json.dumps(fields, default=str)
+    parts = []
+    for key, value in fields.items():
+        if value is None or value in ("", [], {}):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        parts.append(f"{key}={text if len(text) <= limit else text[: limit - 1] + '…'}")
+    return " ".join(parts)
 
 
 async def _list(client: AionClient, args: argparse.Namespace, out: Output) -> int:
@@ -197,10 +223,10 @@ async def _list(client: AionClient, args: argparse.Namespace, out: Output) -> in
     if out.as_json:
         out.json(page)
         return EXIT_OK
-    table = Table("workflow", "type", "status", "started", "closed")
+    table = _table("workflow", "type", "status", "started", "closed")
     for w in page.items:
         table.add_row(
-            w.workflow_id, w.workflow_type, w.status, w.started_at.isoformat(), _when(w.closed_at)
+            w.workflow_id, w.workflow_type, w.status, _when(w.started_at), _when(w.closed_at)
         )
     out.console.print(table)
     if page.next_cursor:
@@ -213,10 +239,9 @@ async def _history(client: AionClient, args: argparse.Namespace, out: Output) ->
     if out.as_json:
         out.json(page)
         return EXIT_OK
-    table = Table("seq", "event", "run", "recorded", "fields")
+    table = _table("seq", "event", "run", "recorded", "fields")
     for e in page.events:
-        fields = json.dumps(e.fields)
-        table.add_row(str(e.seq), e.event_type, e.run_id, e.recorded_at.isoformat(), fields)
+        table.add_row(str(e.seq), e.event_type, e.run_id, _when(e.recorded_at), _compact(e.fields))
     out.console.print(table)
     return EXIT_OK
 
@@ -282,6 +307,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _commands(sub)
+    for name, command in sub.choices.items():  # `aion list --json` as well as `aion --json list`
+        if name != "dev":
+            command.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
