@@ -14,18 +14,33 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_codec import COMMANDS, one_of_each_event, renumber  # pytest puts tests/unit on sys.path
+from test_codec import (  # pytest puts tests/unit on sys.path
+    COMMANDS,
+    ids,
+    instants,
+    json_values,
+    one_of_each_event,
+    renumber,
+)
 
 from aion_common.codecs import Codec
 from aion_common.domain import (
+    CodecError,
     CommandRefused,
     DecodeError,
     EventBatch,
+    Failed,
+    FireTimer,
     InvalidInput,
+    ParentClosePolicy,
+    ParentLink,
     Payload,
     PayloadTooLarge,
+    RecordChildTerminal,
     RefusalCode,
     StartWorkflow,
+    WorkflowCompleted,
+    WorkflowError,
     WorkflowStarted,
     derive_id,
     validate_id,
@@ -159,3 +174,106 @@ def test_derive_id_is_pinned() -> None:
     assert derive_id("run", "order-42", "cmd-1") == str(
         uuid.uuid5(uuid.UUID("6f1c2a7e-5d0b-4c1e-9a53-a10e0c0de001"), "run\x1forder-42\x1fcmd-1")
     )
+
+
+@given(
+    workflow_id=ids,
+    run_id=ids,
+    command_id=ids,
+    value=json_values,
+    at=instants,
+    name=st.text(min_size=1, max_size=20).filter(lambda s: s.isprintable() and s == s.strip()),
+    seq=st.integers(1, 2**62),
+    timeout=st.one_of(st.none(), st.integers(0, 2**62)),
+    attempt=st.integers(1, 2**31 - 1),
+)
+def test_generated_writer_matches_fastavro_byte_for_byte(  # noqa: PLR0917 - hypothesis
+    workflow_id: str,
+    run_id: str,
+    command_id: str,
+    value: object,
+    at: datetime,
+    name: str,
+    seq: int,
+    timeout: int | None,
+    attempt: int,
+) -> None:
+    # The trusted path writes with generated code, the checking path with fastavro: any value
+    # must give the same bytes either way (and so decode identically everywhere).
+    codec = _codec()
+    payload = Payload.from_json(value)
+    started = WorkflowStarted(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        seq=seq,
+        recorded_at=at,
+        command_id=command_id,
+        workflow_type=name,
+        input=payload,
+        first_run_id=run_id,
+        previous_run_id=None if timeout is None else command_id,
+        parent=None
+        if timeout is None
+        else ParentLink(
+            workflow_id=command_id, run_id=run_id, close_policy=ParentClosePolicy.REQUEST_CANCEL
+        ),
+        package_version=name,
+        execution_timeout_ms=timeout,
+        attempt=attempt,
+    )
+    completed = WorkflowCompleted(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        seq=seq + 1,
+        recorded_at=at,
+        command_id=command_id,
+        result=payload,
+    )
+    batch = EventBatch(
+        workflow_id=workflow_id, command_id=command_id, writer=run_id, events=(started, completed)
+    )
+    assert codec.encode_batch(batch, trusted=True) == codec.encode_batch(batch)
+    record = RecordChildTerminal(
+        command_id=command_id,
+        issued_at=at,
+        workflow_id=workflow_id,
+        parent_run_id=run_id,
+        child_workflow_id=command_id,
+        child_run_id=run_id,
+        outcome=Failed(error=WorkflowError(message=name, details=payload)),
+    )
+    assert codec.encode_command(record, trusted=True) == codec.encode_command(record)
+
+
+_CODECS: list[Codec] = []
+
+
+def _codec() -> Codec:
+    if not _CODECS:
+        _CODECS.append(Codec())
+    return _CODECS[0]
+
+
+def test_timestamps_before_the_epoch_and_far_ahead_match_fastavro(codec: Codec) -> None:
+    for at in (
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ):
+        command = FireTimer(command_id="c", issued_at=at, workflow_id="w", run_id="r", timer_id="t")
+        assert codec.encode_command(command, trusted=True) == codec.encode_command(command)
+        assert codec.decode_command(codec.encode_command(command, trusted=True)) == command
+
+
+def test_generated_writer_refuses_a_type_outside_the_union(codec: Codec) -> None:
+    bad = RecordChildTerminal(
+        command_id="c",
+        issued_at=AT,
+        workflow_id="w",
+        parent_run_id="r",
+        child_workflow_id="c",
+        child_run_id="r",
+        outcome="not an outcome",  # type: ignore[arg-type]
+    )
+    with pytest.raises(CodecError, match="not in this union"):
+        codec.encode_command(bad, trusted=True)

@@ -9,10 +9,18 @@ from typing import Any, NoReturn, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro._read_common import SchemaResolutionError
 
-from aion_common.codecs._convert import NAMESPACE, RECORD_TYPES, Convert, compile_schemas
+from aion_common.codecs._convert import (
+    ENUM_TYPES,
+    NAMESPACE,
+    PAYLOAD,
+    RECORD_TYPES,
+    Convert,
+    compile_schemas,
+)
 from aion_common.codecs._registry import SchemaRegistry
+from aion_common.codecs._writer import compile_writers
 from aion_common.domain.commands import COMMAND_TYPES, Command, CommandRefused
-from aion_common.domain.errors import CodecError, DecodeError, InvalidInput
+from aion_common.domain.errors import CodecError, DecodeError, InvalidInput, PayloadTooLarge
 from aion_common.domain.events import EventBatch
 from aion_common.domain.ids import validate_id
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
@@ -83,9 +91,13 @@ class Codec:
             name: (info.header, info.parsed, compiled[name].encode)
             for name, info in current.items()
         }
-        self._trusted_writers = {
-            name: (info.header, info.parsed, trusted[name].encode) for name, info in current.items()
-        }
+        definitions: dict[str, dict[str, Any]] = {}
+        for info in current.values():
+            definitions.update(info.parsed["__named_schemas"])
+        direct = compile_writers(
+            definitions, RECORD_TYPES, ENUM_TYPES, PAYLOAD, payload_limit=payload_limit
+        )
+        self._direct_writers = {name: (info.header, direct[name]) for name, info in current.items()}
         self._plans: dict[bytes, _ReadPlan] = {}
         self._trusted_plans: dict[bytes, _ReadPlan] = {}
         for fp, info in self._registry.fingerprints().items():
@@ -163,7 +175,9 @@ class Codec:
         return cast("CommandRefused", self._decode(data, _REFUSAL_ONLY, topic, partition, offset))
 
     def _encode(self, full_name: str, value: Any, trusted: bool = False) -> bytes:
-        writer = (self._trusted_writers if trusted else self._writers).get(full_name)
+        if trusted:
+            return self._encode_direct(full_name, value)
+        writer = self._writers.get(full_name)
         if writer is None or type(value) is not RECORD_TYPES.get(full_name):
             raise CodecError(f"cannot encode {type(value).__name__} as a Kafka value")
         header, schema, convert = writer
@@ -175,6 +189,21 @@ class Codec:
         except _AVRO_WRITE_ERRORS as err:
             raise CodecError(f"cannot encode {full_name}: {err}") from err
         return buf.getvalue()
+
+    def _encode_direct(self, full_name: str, value: Any) -> bytes:
+        # the generated writer: no dicts, no schema walk (see _writer); same bytes
+        entry = self._direct_writers.get(full_name)
+        if entry is None or type(value) is not RECORD_TYPES.get(full_name):
+            raise CodecError(f"cannot encode {type(value).__name__} as a Kafka value")
+        header, write = entry
+        out = bytearray(header)
+        try:
+            write(value, out)
+        except PayloadTooLarge:
+            raise
+        except _AVRO_WRITE_ERRORS as err:
+            raise CodecError(f"cannot encode {full_name}: {err!r}") from err
+        return bytes(out)
 
     def _decode(
         self,
