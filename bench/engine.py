@@ -144,7 +144,7 @@ class Driver:
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=5,
+            fetch_max_wait_ms=100,  # the broker answers as soon as records are visible
         )
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
@@ -457,8 +457,13 @@ async def _throughput(
     return sustained
 
 
-async def _latency(
-    driver: Driver, engine: EngineProcess, command_rate: float, seconds: float, load: str
+async def _latency(  # noqa: PLR0917 - one call per load
+    driver: Driver,
+    engine: EngineProcess,
+    command_rate: float,
+    seconds: float,
+    load: str,
+    broker_pid: int | None,
 ) -> None:
     parent_rate = command_rate / 3  # each parent brings two more commands
     run = uuid.uuid4().hex[:6]
@@ -467,6 +472,7 @@ async def _latency(
     total = int(parent_rate * seconds)
     driver.expect(len(driver.completed) + total)
     cpu_before, machine_before = await engine.cpu_s(), _machine_cpu()
+    broker_before, driver_before = _process_cpu(broker_pid), time.process_time()
     await engine.gc_report()  # start afresh
     started = time.perf_counter()
     worst_lag = 0.0
@@ -481,6 +487,8 @@ async def _latency(
     elapsed = time.perf_counter() - started
     cpu = await engine.cpu_s() - cpu_before
     busy, all_cpu = (a - b for a, b in zip(_machine_cpu(), machine_before, strict=True))
+    broker_cpu = _process_cpu(broker_pid) - broker_before
+    driver_cpu = time.process_time() - driver_before
     lat = sorted(driver.latencies)
     p50 = lat[len(lat) // 2] * 1000
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
@@ -489,6 +497,8 @@ async def _latency(
         "offered_commands_per_s": round(command_rate, 1),
         "samples": len(lat),
         "engine_cpu_share": round(cpu / elapsed, 3),
+        "broker_cpu_share": round(broker_cpu / elapsed, 3) if broker_pid else None,
+        "driver_cpu_share": round(driver_cpu / elapsed, 3),
         "machine_busy_share": round(busy / all_cpu, 3) if all_cpu else None,
         "driver_worst_send_lag_ms": round(worst_lag * 1000, 1),
         "engine_gc": await engine.gc_report(),
@@ -606,9 +616,15 @@ async def run(bootstrap: str, args: argparse.Namespace, broker_pid: int | None =
         rate = await _throughput(driver, engine, args.parents, None, broker_pid)
         if args.profile:  # a separate run: the profiler's overhead must not skew the figures
             await _throughput(driver, engine, args.parents, args.profile)
-        await _latency(driver, engine, rate / 2, args.latency_seconds, "half of sustained")
-        await _latency(driver, engine, 2500, args.latency_seconds, "target (2,500 commands/s)")
-        await _latency(driver, engine, 150, args.latency_seconds / 2, "light (150 commands/s)")
+        await _latency(
+            driver, engine, rate / 2, args.latency_seconds, "half of sustained", broker_pid
+        )
+        await _latency(
+            driver, engine, 2500, args.latency_seconds, "target (2,500 commands/s)", broker_pid
+        )
+        await _latency(
+            driver, engine, 150, args.latency_seconds / 2, "light (150 commands/s)", broker_pid
+        )
     finally:
         await driver.stop()
         await engine.stop()
