@@ -495,6 +495,7 @@ async def _latency(  # noqa: PLR0917 - one call per load
     extra = {
         "load": load,
         "offered_commands_per_s": round(command_rate, 1),
+        "applied_commands_per_s": round(3 * total / elapsed, 1),  # first send to last done
         "samples": len(lat),
         "engine_cpu_share": round(cpu / elapsed, 3),
         "broker_cpu_share": round(broker_cpu / elapsed, 3) if broker_pid else None,
