@@ -110,7 +110,9 @@ async def test_survivor_takes_the_killed_watchers_partitions_and_records_every_t
             assert len(parent.child_terminals(child)) == 1, (parent.workflow_id, child.workflow_id)
             ids = {c.command_id for c in rig.commands_for(child)}
             assert len(ids) == 1, f"{child.workflow_id}: one deterministic record id, got {ids}"
+    terminals = PARENTS * CHILDREN
     print(
         f"B owned {sorted(b_partitions)}; records issued {len(rig.commands)} for "
-        f"{PARENTS * CHILDREN} terminals ({len(orphaned)} ended while B was dead)"
+        f"{terminals} terminals ({len(rig.commands) / terminals:.2f} per terminal; "
+        f"{len(orphaned)} ended while B was dead)"
     )

@@ -216,18 +216,36 @@ def test_closing_a_parent_run_drops_only_its_own_watches() -> None:
     assert {w.parent_workflow_id for w in state.watches()} == {b.workflow_id}
 
 
-def test_unknown_parent_is_reissued_blind_up_to_the_limit() -> None:
-    state = WatchState(blind_limit=2)
+def test_unknown_parent_is_reissued_blind_with_doubling_spacing_up_to_the_limit() -> None:
+    state = WatchState(blind_limit=3)
     state.own(0)
     parent_link = ParentLink(workflow_id="p-elsewhere", run_id="r1")
     child = Flow()
     state.apply(child.start(parent_link), partition=0, now=0)
     assert len(state.apply(child.complete(), partition=0, now=0).records) == 1
-    statuses = [
-        [item.parent_status for item in state.sweep(now=GRACE * n, grace=GRACE)]
-        for n in range(1, 5)
-    ]
-    assert statuses == [[ParentStatus.UNKNOWN], [ParentStatus.UNKNOWN], [], []]
+    hits: list[float] = []
+    for n in range(1, 40):  # a sweep every grace period for 39 of them
+        for item in state.sweep(now=GRACE * n, grace=GRACE):
+            assert item.parent_status is ParentStatus.UNKNOWN
+            hits.append(GRACE * n)
+    # grace after the issue, then 2, then 4 grace periods after each blind re-issue; then none.
+    assert hits == [GRACE * 1, GRACE * 3, GRACE * 7]
+    assert state.watch_count() == 1  # still watched: a parent learnt later is served again
+
+
+def test_a_parent_learnt_after_blind_reissues_is_back_to_once_per_grace() -> None:
+    state = WatchState(blind_limit=5)
+    state.own(0)
+    parent, child = Flow(), Flow()
+    parent_start = parent.start()  # folded only later, once its partition is assigned here
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    state.apply(child.complete(), partition=0, now=0)
+    assert [i.parent_status for i in state.sweep(now=GRACE, grace=GRACE)] == [ParentStatus.UNKNOWN]
+    assert state.sweep(now=GRACE * 2, grace=GRACE) == []  # blind: next one at 3 grace
+    state.own(1)  # the parent's partition is assigned here and its start folded
+    state.apply(parent_start, partition=1, now=GRACE * 2)
+    (item,) = state.sweep(now=GRACE * 2, grace=GRACE)
+    assert item.parent_status is ParentStatus.OPEN
 
 
 def test_dropping_a_partition_forgets_its_facts() -> None:

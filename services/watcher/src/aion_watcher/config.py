@@ -2,7 +2,18 @@
 
 Like the reference's ``SignalDeliveryConfig``: a failed produce is retried after
 ``initial_backoff``, doubling up to ``max_backoff``. The sweep runs every ``sweep_interval`` and
-re-issues a record its parent has not recorded ``grace_period`` after it was issued.
+re-issues a record its parent has not recorded ``grace_period`` after it was issued (a record to
+a parent on another watcher's partition: ``grace_period`` after the first issue, then twice as
+long after each blind re-issue, at most ``blind_reissue_limit`` times).
+
+Group membership: with ``static_membership`` the consumer joins as ``<group>.<AION_INSTANCE_ID>``
+(KIP-345), so a watcher restarted after a crash takes its partitions back at once instead of
+waiting out its dead predecessor's ``session_timeout``. ``AION_INSTANCE_ID`` must then be unique
+per watcher: two members with one id replace each other in the group every heartbeat (measured:
+both keep rejoining, each re-reading every partition). Left unset (``None``) it is on exactly
+when ``AION_INSTANCE_ID`` is set to something other than its default, ``aion-1``.
+``fetch_max_wait`` bounds how long a terminal can wait in the broker behind a fetch
+already in flight for other partitions (aiokafka keeps one fetch per broker in flight).
 """
 
 from __future__ import annotations
@@ -26,7 +37,10 @@ class WatcherConfig:
     max_backoff: float = 5.0
     grace_period: float = 10.0
     sweep_interval: float = 2.0
-    blind_reissue_limit: int = 10
+    blind_reissue_limit: int = 4
+    static_membership: bool | None = None  # None: on when AION_INSTANCE_ID is not the default
+    session_timeout: float = 10.0
+    fetch_max_wait: float = 0.01
     port: int = 0
     host: str = "127.0.0.1"
 
@@ -37,10 +51,24 @@ class WatcherConfig:
             raise SettingsError("watcher grace period and sweep interval must be positive")
         if self.blind_reissue_limit < 0 or not 0 <= self.port <= 65535:  # noqa: PLR2004
             raise SettingsError("watcher blind re-issue limit >= 0 and port 0..65535")
+        if self.session_timeout < 1 or not 0 <= self.fetch_max_wait <= self.session_timeout:
+            raise SettingsError(
+                "watcher session timeout must be >= 1 s, fetch max wait 0..session timeout"
+            )
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """A fifth of the session timeout (Kafka wants at most a third), at most 3 s."""
+        return min(3.0, self.session_timeout / 5)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WatcherConfig:
-        """Read ``AION_WATCHER_{INITIAL_BACKOFF_MS,MAX_BACKOFF_MS,GRACE_MS,SWEEP_MS,PORT,HOST}``."""
+        """Read the ``AION_WATCHER_*`` variables (README, configuration table).
+
+        ``{INITIAL_BACKOFF,MAX_BACKOFF,GRACE,SWEEP,SESSION_TIMEOUT,FETCH_WAIT}_MS``,
+        ``BLIND_LIMIT``, ``STATIC_MEMBERSHIP`` (``auto``, ``1``/``0``, ``true``/``false``),
+        ``PORT``, ``HOST``.
+        """
         source = os.environ if env is None else env
         d = cls()
         return cls(
@@ -51,6 +79,9 @@ class WatcherConfig:
             blind_reissue_limit=int(
                 _num(source, "AION_WATCHER_BLIND_LIMIT", d.blind_reissue_limit)
             ),
+            static_membership=_flag(source, "AION_WATCHER_STATIC_MEMBERSHIP", d.static_membership),
+            session_timeout=_ms(source, "AION_WATCHER_SESSION_TIMEOUT_MS", d.session_timeout),
+            fetch_max_wait=_ms(source, "AION_WATCHER_FETCH_WAIT_MS", d.fetch_max_wait),
             port=int(_num(source, "AION_WATCHER_PORT", d.port)),
             host=source.get("AION_WATCHER_HOST", d.host),
         )
@@ -68,3 +99,18 @@ def _num(source: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as err:
         raise SettingsError(f"{name}={raw!r}: expected a number") from err
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _flag(source: Mapping[str, str], name: str, default: bool | None) -> bool | None:
+    raw = source.get(name)
+    if raw is None or raw.strip().lower() == "auto":
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected auto, 1/0, true/false, yes/no or on/off")

@@ -6,11 +6,13 @@ faust's commit is driven by its own acks and timers (and its exactly-once mode h
 duplicate bugs, see KAFKA-NOTES). The loop, per poll:
 
 1. fold every fetched batch into :class:`~aion_watcher.state.WatchState`;
-2. send the records that made due, concurrently, each retried with capped backoff until acked
-   (:func:`~aion_watcher.delivery.deliver`);
-3. commit the polled offsets (group ``<prefix>.watcher``, ``read_committed``, manual commits)
-   in the background, so the commit's round trip is not on the next terminal's path; a
-   revoke and ``stop()`` flush it first.
+2. start sending the records that made due, each retried with capped backoff until acked
+   (:func:`~aion_watcher.delivery.deliver`), *without* waiting for their acks before the next
+   poll: a terminal fetched while earlier records are in flight is not queued behind them;
+3. a background committer takes the polls' offsets in order, each once every record issued
+   from that poll and from every poll before it is acknowledged, and commits them (group
+   ``<prefix>.watcher``, ``read_committed``, manual commits), at most every
+   ``_COMMIT_SPACING`` seconds; a revoke and ``stop()`` drain it first.
 
 A crash anywhere before step 3 re-reads from the last commit and re-issues the same records
 (same deterministic ids and bytes); the engine treats them as duplicates (by command id, and by
@@ -33,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
@@ -58,6 +62,18 @@ __all__ = ["SenderWrapper", "WatcherService"]
 
 _log = logging.getLogger("aion_watcher")
 _POLL_MS = 100
+_COMMIT_SPACING = 0.05  # seconds between offset commits; a crash re-issues at most this much more
+_MAX_IN_FLIGHT = 5_000  # records sent and not yet acknowledged before polling pauses
+_LAG_EVERY = 1.0  # seconds between consumer-lag gauge updates
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """One poll's sends and the offsets that may be committed once they are all acknowledged."""
+
+    sends: list[asyncio.Task[None]]
+    offsets: dict[TopicPartition, int]
+
 
 SenderWrapper = Callable[[CommandSender], CommandSender]
 """Wraps the real sender (failure injection in tests)."""
@@ -92,19 +108,32 @@ class WatcherService:
         self._producer = KeyedProducer(
             settings, idempotent=settings.transactions != "off", client_id="aion-watcher"
         )
+        static = self.config.static_membership
+        if static is None:  # auto: a default instance id is likely shared by several watchers
+            static = settings.instance_id != Settings().instance_id
+        self.group_instance_id = f"{self.group_id}.{settings.instance_id}" if static else None
         self._consumer = ManualCommitConsumer(
             settings,
             [self.topics.events],
             group_id=self.group_id,
             listener=_Rebalance(self),
             client_id=f"aion-watcher-{settings.instance_id}",
+            group_instance_id=self.group_instance_id,
+            session_timeout_ms=round(self.config.session_timeout * 1000),
+            heartbeat_interval_ms=round(self.config.heartbeat_interval * 1000),
+            fetch_max_wait_ms=round(self.config.fetch_max_wait * 1000),
         )
         self._sender: CommandSender | None = None
         self._dead_letters = DeadLetterPublisher(self._producer, self.topics.dead_letter)
         self._http: HealthServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
+        self._tickets: deque[_Ticket] = deque()
+        self._in_flight = 0
+        self._ticket_added = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
         self._to_commit: dict[TopicPartition, int] = {}
+        self._lag_at = 0.0
         self._started = self._stopped = False
 
     @property
@@ -133,24 +162,38 @@ class WatcherService:
                 self.health, self.metrics.registry, host=self.config.host, port=self.config.port
             )
             await self._http.start()
-        _log.info("watcher started", extra={"group": self.group_id, "port": self.http_port})
+        _log.info(
+            "watcher started",
+            extra={
+                "group": self.group_id,
+                "group_instance_id": self.group_instance_id,
+                "port": self.http_port,
+            },
+        )
 
     async def run(self) -> None:
         """Consume, issue and commit until :meth:`stop`; raise on a fatal error."""
         self._run_done.clear()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="watcher.sweep")
+        self._committer = asyncio.create_task(self._commit_loop(), name="watcher.commit")
+        background = (self._sweeper, self._committer)
         try:
             while not self._stopping.is_set():
+                await self._throttle()
                 batches = await self._consumer.poll(timeout_ms=_POLL_MS)
                 if batches:
                     async with self._lock:
                         await self._process(batches)
                 await self._after_poll()
-                if self._sweeper.done():
-                    self._sweeper.result()  # a sweep that crashed crashes the service
+                for task in background:
+                    if task.done():  # a sweep or a send that failed for good crashes the service
+                        task.result()
+                        raise RuntimeError(f"{task.get_name()} ended while the watcher runs")
         finally:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+            if not self._stopping.is_set():
+                await self._abandon()  # crashed or cancelled: nothing more is sent or committed
             self._run_done.set()
 
     async def stop(self) -> None:
@@ -163,9 +206,12 @@ class WatcherService:
         if self._http is not None:
             await self._http.stop()
         try:
-            await self._flush_commits()
+            await self._drain()
             await self._consumer.stop()
         finally:
+            if self._committer is not None:
+                self._committer.cancel()
+                await asyncio.gather(self._committer, return_exceptions=True)
             await self._producer.stop()
         for partition in self.state.owned:  # released with the group membership
             self.state.drop_partition(partition)
@@ -173,7 +219,9 @@ class WatcherService:
 
     def health(self) -> Mapping[str, object]:
         """The ``/health`` body: ok while running, with partitions and watch counts."""
-        crashed = self._sweeper is not None and self._sweeper.done() and not self._stopping.is_set()
+        crashed = not self._stopping.is_set() and any(
+            task is not None and task.done() for task in (self._sweeper, self._committer)
+        )
         return {
             "ok": self._started and not self._stopping.is_set() and not crashed,
             "partitions": sorted(self.state.owned),
@@ -185,7 +233,7 @@ class WatcherService:
 
     async def _process(self, batches: Mapping[TopicPartition, list[Record]]) -> None:
         loop = asyncio.get_running_loop()
-        due: list[RecordChildTerminal] = []
+        sends: list[asyncio.Task[None]] = []
         commits: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
             if tp.partition not in self.state.owned:
@@ -195,32 +243,85 @@ class WatcherService:
                 emitting = record.offset >= replay_end
                 applied = await self._fold(record, emitting=emitting, now=loop.time())
                 if emitting:
-                    due.extend(applied.records)
+                    sends.extend(asyncio.create_task(self._send(c)) for c in applied.records)
                     self._count(applied)
             if records and records[-1].offset >= replay_end:
                 commits[tp] = records[-1].offset + 1
-        if due:
-            async with asyncio.TaskGroup() as group:
-                for command in due:
-                    group.create_task(self._send(command))
-        if commits:
-            self._schedule_commit(commits)
+        if sends or commits:
+            # Sent now, acknowledged later: the committer commits ``commits`` once these and
+            # every earlier poll's sends are acknowledged.
+            self._tickets.append(_Ticket(sends, commits))
+            self._in_flight += len(sends)
+            self._ticket_added.set()
 
-    def _schedule_commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        # Committing in the background keeps the offset commit's round trip (~10 ms here) out of
-        # the terminal-to-record path; offsets only grow, and cover acknowledged records only.
-        self._to_commit.update(offsets)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_pending(), name="watcher.commit")
+    async def _throttle(self) -> None:
+        # Bounded memory while the commands topic is slow or away: stop polling until the
+        # oldest poll's records are acknowledged.
+        while self._in_flight > _MAX_IN_FLIGHT and self._tickets:
+            await asyncio.wait(self._tickets[0].sends)
+            if self._committer is not None and self._committer.done():
+                return  # the run loop raises its error
+
+    async def _commit_loop(self) -> None:
+        """Commit each poll's offsets once its sends and all earlier ones are acknowledged.
+
+        Acknowledged polls are merged into one commit, sent at most every ``_COMMIT_SPACING``
+        seconds: the commit's round trip is off the terminal-to-record path anyway, and a crash
+        re-issues the records since the last commit, which the engine absorbs.
+        """
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            if self._tickets:
+                await self._settle_front()
+                front_done = bool(self._tickets) and all(t.done() for t in self._tickets[0].sends)
+                if front_done and loop.time() - last < _COMMIT_SPACING:
+                    continue  # keep merging acknowledged polls
+            elif not self._to_commit:
+                self._ticket_added.clear()
+                await self._ticket_added.wait()
+                continue
+            wait = last + _COMMIT_SPACING - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._commit_pending()
+            last = loop.time()
+
+    async def _settle_front(self) -> None:
+        """Wait for the oldest ticket's acks; move its offsets to the commit; raise its error."""
+        ticket = self._tickets[0]
+        if ticket.sends:
+            await asyncio.wait(ticket.sends)
+        if not self._tickets or self._tickets[0] is not ticket:
+            return  # a drain settled it meanwhile
+        self._tickets.popleft()
+        self._in_flight -= len(ticket.sends)
+        for send in ticket.sends:
+            send.result()  # a non-retriable send error: nothing past it may be committed
+        self._to_commit.update(ticket.offsets)
 
     async def _commit_pending(self) -> None:
-        while self._to_commit:
-            offsets, self._to_commit = self._to_commit, {}
-            await self._commit(offsets)
+        async with self._commit_lock:  # one commit at a time, so offsets never go backwards
+            while self._to_commit:
+                offsets, self._to_commit = self._to_commit, {}
+                await self._commit(offsets)
 
-    async def _flush_commits(self) -> None:
+    async def _abandon(self) -> None:
+        """Cancel unacknowledged sends and the committer; a restart re-issues those records."""
+        tasks: list[asyncio.Task[None]] = [t for ticket in self._tickets for t in ticket.sends]
         if self._committer is not None:
-            await self._committer
+            tasks.append(self._committer)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tickets.clear()
+        self._in_flight = 0
+        self._to_commit = {}
+
+    async def _drain(self) -> None:
+        """Wait until every record sent so far is acknowledged and its offsets committed."""
+        while self._tickets:
+            await self._settle_front()
         await self._commit_pending()
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -261,9 +362,14 @@ class WatcherService:
         assert self._sender is not None, "start() wires the sender"
         await deliver(self._sender, command, self.config, on_retry=self.metrics.retries.inc)
         self.metrics.records_issued.inc()
-        _log.debug("child terminal record issued", extra=record_fields(command))
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("child terminal record issued", extra=record_fields(command))
 
     async def _after_poll(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self._replaying and now - self._lag_at < _LAG_EVERY:
+            return
+        self._lag_at = now
         raw = self._consumer.raw
         for tp in raw.assignment():
             position: int = await raw.position(tp)
@@ -324,7 +430,7 @@ class WatcherService:
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
         """Drop what the revoked partitions taught the state (their new owner rebuilds it)."""
         async with self._lock:
-            await self._flush_commits()  # what was acknowledged is committed before handing over
+            await self._drain()  # what was acknowledged is committed before handing over
             for tp in partitions:
                 self.state.drop_partition(tp.partition)
                 self._replay_until.pop(tp.partition, None)

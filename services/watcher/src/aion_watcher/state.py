@@ -25,8 +25,14 @@ Time arrives as arguments (``now``, monotonic seconds), so the sweep is testable
 record was issued at least ``grace`` ago and whose parent has not recorded it is a sweep
 candidate, re-issued at most once per ``grace``. When the parent's partition is not folded by
 this instance (or its start is not folded yet) its status is *unknown*; such a record is
-re-issued "blind" (the engine dedups it by command id) at most ``blind_limit`` times, so a
-parent that never appears does not cost a command every grace period for ever.
+re-issued "blind" (the engine dedups it by command id and by its AlreadyRecorded rule) with
+exponential spacing — ``grace`` after the first issue, then ``2·grace``, ``4·grace``… after each
+blind re-issue — at most ``blind_limit`` times. Why spacing is enough: the first issue was
+acknowledged by the broker (acks=all), so it is durable on ``aion.commands`` and the parent's
+engine will apply it; a blind re-issue only covers a record lost after its acknowledgement (a
+lost replica, retention, an injected drop), and the first one comes as early as before. With
+several watchers roughly half the records go to parents on another watcher's partitions, and
+re-sending each of those every ``grace`` was most of the commands a watcher produced.
 
 Duplicate batches — seqs this fold already holds for a workflow — are ignored (readers treat
 (workflow_id, seq) as unique). Every fact is tagged with the partition it came from, so a
@@ -309,11 +315,21 @@ class WatchState:
         """Records to re-issue now: issued ``grace`` ago or more, parent not recorded nor closed.
 
         Each returned record's issue time is reset to ``now``, so it comes back at most once per
-        ``grace``. A record to a parent of unknown status counts against the blind limit.
+        ``grace``. A record to a parent of unknown status waits ``grace · 2**n`` after its
+        ``n``-th blind re-issue, and counts against the blind limit.
         """
         due: list[SweepItem] = []
         for key, watch in list(self._watches.items()):
             if watch.command is None or now - watch.issued_at < grace:
+                continue
+            # Spaced blind re-issues; a parent whose status became known meanwhile (its
+            # partition was assigned here) is back on the once-per-grace rhythm below.
+            spaced = grace * 2**watch.blind_reissues
+            if (
+                watch.blind_reissues
+                and now - watch.issued_at < spaced
+                and self.parent_status(*_parent(key)) is ParentStatus.UNKNOWN
+            ):
                 continue
             status = self.parent_status(key.parent_workflow_id, key.parent_run_id)
             if status is ParentStatus.CLOSED:
@@ -326,6 +342,10 @@ class WatchState:
             watch.issued_at = now
             due.append(SweepItem(watch.command, status))
         return due
+
+
+def _parent(key: WatchKey) -> tuple[str, str]:
+    return key.parent_workflow_id, key.parent_run_id
 
 
 def _fields(key: WatchKey) -> tuple[str, str, str]:

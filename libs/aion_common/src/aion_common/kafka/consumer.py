@@ -38,6 +38,14 @@ class ManualCommitConsumer:
 
     Give a ``listener`` (an aiokafka ``ConsumerRebalanceListener``) to drop state on revoke and
     rebuild on assign. Offsets passed to :meth:`commit` are the *next* offset to read.
+
+    Optional tuning, aiokafka's defaults when left ``None``: ``group_instance_id`` makes the
+    member static (KIP-345: a restarted member with the same id takes its assignment back
+    without a rebalance, and a stopped one does *not* leave the group: its partitions wait for
+    ``session_timeout_ms`` unless it comes back), ``heartbeat_interval_ms``, and
+    ``fetch_max_wait_ms`` (how long the broker holds a fetch that found nothing new; aiokafka
+    sends one fetch per broker at a time, so records arriving on a partition left out of the
+    fetch in flight wait up to this long).
     """
 
     def __init__(
@@ -51,9 +59,24 @@ class ManualCommitConsumer:
         auto_offset_reset: Literal["earliest", "latest"] = "earliest",
         client_id: str | None = None,
         max_poll_records: int | None = None,
+        group_instance_id: str | None = None,
+        session_timeout_ms: int | None = None,
+        heartbeat_interval_ms: int | None = None,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
         self._topics = tuple(topics)
         self._listener = listener
+        # Only what the caller set reaches aiokafka, so its defaults stay the defaults.
+        tuning = {
+            name: value
+            for name, value in (
+                ("group_instance_id", group_instance_id),
+                ("session_timeout_ms", session_timeout_ms),
+                ("heartbeat_interval_ms", heartbeat_interval_ms),
+                ("fetch_max_wait_ms", fetch_max_wait_ms),
+            )
+            if value is not None
+        }
         self._consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=group_id,
@@ -62,6 +85,7 @@ class ManualCommitConsumer:
             isolation_level=isolation_level,
             auto_offset_reset=auto_offset_reset,
             max_poll_records=max_poll_records,
+            **tuning,
         )
         self._started = False
         self._stopped = False
