@@ -1,0 +1,56 @@
+"""``WatcherConfig.from_env``: the group-membership and fetch settings added for issue 4."""
+
+from __future__ import annotations
+
+import pytest
+
+from aion_common.settings import Settings, SettingsError
+from aion_watcher import WatcherConfig, WatcherService
+
+
+def test_membership_and_fetch_settings_are_read_in_milliseconds() -> None:
+    config = WatcherConfig.from_env(
+        {
+            "AION_WATCHER_STATIC_MEMBERSHIP": "0",
+            "AION_WATCHER_SESSION_TIMEOUT_MS": "45000",
+            "AION_WATCHER_FETCH_WAIT_MS": "25",
+        }
+    )
+    assert config.static_membership is False
+    assert config.session_timeout == 45.0
+    assert config.heartbeat_interval == 3.0  # a fifth of the session, at most 3 s
+    assert config.fetch_max_wait == 0.025
+    assert WatcherConfig.from_env({}).static_membership is None  # auto
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"AION_WATCHER_STATIC_MEMBERSHIP": "maybe"},
+        {"AION_WATCHER_SESSION_TIMEOUT_MS": "500"},
+        {"AION_WATCHER_FETCH_WAIT_MS": "-1"},
+    ],
+)
+def test_bad_membership_or_fetch_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        WatcherConfig.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("instance_id", "setting", "expected"),
+    [
+        ("aion-1", None, None),  # the default id is likely shared: dynamic membership
+        ("watcher-7", None, "p.watcher.watcher-7"),
+        ("watcher-7", False, None),
+        ("aion-1", True, "p.watcher.aion-1"),
+    ],
+)
+async def test_static_membership_is_keyed_by_the_instance_id(
+    instance_id: str, setting: bool | None, expected: str | None
+) -> None:
+    settings = Settings(topic_prefix="p", instance_id=instance_id)
+    service = WatcherService(settings, WatcherConfig(static_membership=setting))
+    try:
+        assert service.group_instance_id == expected
+    finally:
+        await service.stop()  # closes the never-started clients
