@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -49,9 +51,16 @@ class EngineProcess:
     """``python -m aion_engine`` as a subprocess that can be SIGKILLed and restarted."""
 
     def __init__(
-        self, settings: Settings, log_dir: Path, *, transactions: str, instance_id: str
+        self,
+        settings: Settings,
+        log_dir: Path,
+        *,
+        transactions: str,
+        instance_id: str,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.extra_env = dict(extra_env or {})
         self.log_dir = log_dir
         self.transactions = transactions
         self.instance_id = instance_id
@@ -77,6 +86,7 @@ class EngineProcess:
             "AION_TRANSACTIONS": self.transactions,
             "AION_INSTANCE_ID": self.instance_id,
             "AION_LOG_LEVEL": "INFO",
+            **self.extra_env,
         }
         self._log = self.log_path.open("wb")
         self._process = subprocess.Popen(
@@ -108,6 +118,13 @@ class EngineProcess:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def exit_code(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
     def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
@@ -124,6 +141,12 @@ class EngineProcess:
                 continue
         return records
 
+    def generations(self, start: int | None = None) -> list[int]:
+        """The consumer group generations this start joined, in order (aiokafka's log)."""
+        joined = re.compile(r"^Joined group '.*' \(generation (\d+)\)")
+        found = (joined.match(str(r.get("msg", ""))) for r in self.log_records(start))
+        return [int(m.group(1)) for m in found if m]
+
     def acquired(self, start: int | None = None) -> list[int]:
         """Partitions this start logged as acquired, in order."""
         return [
@@ -131,6 +154,26 @@ class EngineProcess:
             for r in self.log_records(start)
             if r.get("message", r.get("msg")) == "partition acquired"
         ]
+
+
+def stacks_of(engine: EngineProcess) -> str:
+    """The running engine's stacks, for a failure's message: its asyncio tasks (the engine
+    logs them on SIGUSR1) and its threads (``py-spy dump``, when installed)."""
+    pid = engine.pid
+    if pid is None or not engine.alive():
+        return f"(engine not running; see {engine.log_path})"
+    parts = [f"engine pid {pid}, log {engine.log_path}"]
+    os.kill(pid, signal.SIGUSR1)
+    time.sleep(1.0)  # a failure report: nothing else needs the loop now
+    dumps = [r for r in engine.log_records() if r.get("msg") == "asyncio task dump"]
+    parts.append(str(dumps[-1].get("dump")) if dumps else "(no task dump logged)")
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if py_spy.exists():
+        dumped = subprocess.run(
+            [str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False
+        )
+        parts.append(dumped.stdout + dumped.stderr)
+    return "\n".join(parts)
 
 
 @dataclass

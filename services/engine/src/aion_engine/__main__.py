@@ -3,21 +3,31 @@
 Workflow modules come from ``--workflows MODULE`` (repeatable) and/or ``AION_WORKFLOWS``
 (comma-separated); everything else from the ``AION_*`` settings. ``AION_ENGINE_PORT`` (and
 ``AION_ENGINE_HOST``, default 127.0.0.1) opens ``/health``, ``/health/ready`` and ``/metrics``
-(see :mod:`aion_engine.health`).
+(see :mod:`aion_engine.health`). ``kill -USR1 <pid>`` logs every asyncio task with its stack.
+
+Group membership (decision 21): ``AION_ENGINE_STATIC_MEMBERSHIP`` = ``on``/``off``/``auto``
+(default ``auto``: on exactly when ``AION_INSTANCE_ID`` is set to something other than its
+default, ``aion-1``). A static member joins as ``<prefix>.engine.<AION_INSTANCE_ID>``, so an
+instance restarted under the same id takes its partitions back at once; the id must then be
+unique per running instance. ``AION_ENGINE_SESSION_TIMEOUT_MS`` (default 10000) is how long a
+vanished instance keeps its partitions.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from aion_common.domain import AionError
 from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
 from aion_common.settings import Settings, SettingsError
+from aion_engine._debug import install_task_dump
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
 from aion_engine.registry import default_registry, load_modules
 from aion_engine.service import EngineService
@@ -39,6 +49,38 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Membership:
+    """How the engine joins its consumer group."""
+
+    static: bool
+    session_timeout_ms: int
+
+
+_DEFAULT_INSTANCE_ID = next(
+    f.default for f in dataclasses.fields(Settings) if f.name == "instance_id"
+)
+
+
+def membership_from_env(environ: Mapping[str, str], settings: Settings) -> Membership:
+    """``AION_ENGINE_STATIC_MEMBERSHIP`` and ``AION_ENGINE_SESSION_TIMEOUT_MS``, checked."""
+    raw = environ.get("AION_ENGINE_STATIC_MEMBERSHIP", "auto").strip().lower()
+    if raw in ("on", "true", "1"):
+        static = True
+    elif raw in ("off", "false", "0"):
+        static = False
+    elif raw == "auto":
+        static = settings.instance_id != _DEFAULT_INSTANCE_ID
+    else:
+        raise SettingsError(f"AION_ENGINE_STATIC_MEMBERSHIP={raw!r}: expected on, off or auto")
+    timeout = environ.get("AION_ENGINE_SESSION_TIMEOUT_MS", "10000").strip()
+    if not timeout.isdigit() or int(timeout) < 1000:  # noqa: PLR2004 - the broker's floor here
+        raise SettingsError(
+            f"AION_ENGINE_SESSION_TIMEOUT_MS={timeout!r}: expected milliseconds, at least 1000"
+        )
+    return Membership(static=static, session_timeout_ms=int(timeout))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aion-engine`` console script."""
     args = _parse(argv)
@@ -48,14 +90,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         endpoint = HealthEndpoint.from_env(ENDPOINT_ENV_PREFIX)
+        membership = membership_from_env(os.environ, settings)
         types = load_modules(modules, default_registry)
     except (SettingsError, AionError) as err:
         _log.error("engine refused to start: %s", err)  # the message is the report
         return 2
     _log.info("workflow types loaded", extra={"modules": modules, "workflow_types": list(types)})
-    service = EngineService(settings, default_registry, max_resident=args.max_resident)
+    service = EngineService(
+        settings,
+        default_registry,
+        max_resident=args.max_resident,
+        static_membership=membership.static,
+        session_timeout_ms=membership.session_timeout_ms,
+    )
+
+    async def serve_with_task_dump() -> int:
+        install_task_dump(asyncio.get_running_loop())
+        return await serve(service, endpoint, settings.instance_id)
+
     try:
-        code = asyncio.run(serve(service, endpoint, settings.instance_id))
+        code = asyncio.run(serve_with_task_dump())
     except AionError as err:
         _log.error("engine stopped: %s", err)
         return 1

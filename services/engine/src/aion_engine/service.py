@@ -20,8 +20,27 @@ Topology, in one place:
   re-delivery is harmless because command ids are deduplicated and derived ids are
   deterministic.
 
-If emitting fails, the partition's in-memory state may be ahead of the log, so the partition
-is rebuilt from the log and the consumer rewinds to its committed offset before going on.
+Every owned partition converges on its own, whatever the broker does (decision 21):
+
+- the rebalance listener only registers an assigned partition and starts its worker; the
+  worker *acquires* it (producer, rebuild, timers, rewind to the committed offset) and retries
+  that with backoff while the broker is unreachable, so an acquisition that fails is retried,
+  logged, and never leaves a partition assigned but unowned (aiokafka logs and swallows a
+  listener's exception: the partition's commands were then fetched and dropped until the next
+  rebalance), and a rebuild during an outage never holds up the group's rebalance;
+- if emitting fails (a broker error, a producer stuck in a failed state, or no answer within
+  ``_EMIT_TIMEOUT_S``), the partition's in-memory state may be ahead of the log: its producer
+  and state are dropped and it is acquired again (a fresh producer, rebuilt from the log,
+  rewound to its committed offset);
+- a revocation waits for a batch in flight at most ``_REVOKE_WAIT_S``, then cancels the
+  worker (nothing half-done survives: an open transaction is aborted by the next owner's
+  producer, an at-least-once batch without its offset commit is re-delivered and deduplicated);
+  producers are closed within ``_CLOSE_TIMEOUT_S``; partitions are released concurrently, so a
+  revocation always ends well inside the group's rebalance timeout.
+
+With ``group_instance_id`` (``AION_INSTANCE_ID``, see ``__main__``) the member is static
+(KIP-345): an instance restarted under the same id takes its assignment back without a
+rebalance instead of waiting for its predecessor's session to expire (decision 21).
 """
 
 from __future__ import annotations
@@ -64,6 +83,18 @@ _MAX_BATCH = 1000  # commands per transaction, at most
 _QUEUE_HIGH = 4000  # pause a partition's fetching above this many queued records ...
 _QUEUE_LOW = 1000  # ... and resume it below this
 _GC_YOUNG_THRESHOLD = 50_000
+_SESSION_TIMEOUT_MS = 10_000
+_REBALANCE_TIMEOUT_MS = 30_000
+# aiokafka's produce requests fail after request_timeout_ms (40 s by default); an emit that has
+# not finished well after that has a producer that will never answer (its sender task died):
+# drop it and acquire the partition again.
+_EMIT_TIMEOUT_S = 60.0
+_STEP_TIMEOUT_S = 30.0  # one acquisition step (producer start, committed offset)
+_REVOKE_WAIT_S = 10.0  # a revocation waits this long for a batch in flight, then cancels it
+_CLOSE_TIMEOUT_S = 5.0  # a producer's stop (it flushes first: during an outage, for ever)
+_TIMER_SEND_TIMEOUT_S = 30.0
+_BACKOFF_FIRST_S = 0.2
+_BACKOFF_MAX_S = 5.0
 
 # A transactional producer's first AddPartitionsToTxn after a commit is refused with
 # CONCURRENT_TRANSACTIONS until the coordinator has written the commit markers (KAFKA-5477),
@@ -85,19 +116,30 @@ class _Out:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-class _Owned:
-    """What this instance holds for one owned partition, and its worker's queue."""
+class _ProducerBroken(Exception):
+    """A partition producer refused a transaction step: it is in a failed state for good."""
 
-    def __init__(self, partition: int, core: EngineCore, producer: AIOKafkaProducer) -> None:
+
+class _Owned:
+    """What this instance holds for one assigned partition, and its worker's queue.
+
+    ``core``, ``producer`` and ``timers`` exist while the partition is acquired (``ready``);
+    the worker drops and re-creates them when emitting fails.
+    """
+
+    def __init__(self, partition: int) -> None:
         self.partition = partition
-        self.core = core
-        self.producer = producer
+        self.core: EngineCore | None = None
+        self.producer: AIOKafkaProducer | None = None
         self.timers: TimerScheduler | None = None
         self.queue: deque[ConsumerRecord] = deque()
         self.wake = asyncio.Event()
         self.closing = False
+        self.ready = False
+        self.emitting = False
         self.paused = False
         self.next_offset = -1  # records below it were processed already
+        self.acquisitions = 0
         self.worker: asyncio.Task[None] | None = None
 
 
@@ -118,7 +160,12 @@ class _FreezeAfterFullCollection:
 
 
 class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Runs workflows of the partitions this instance is assigned."""
+    """Runs workflows of the partitions this instance is assigned.
+
+    ``static_membership`` joins the group as ``<prefix>.engine.<instance_id>`` (KIP-345);
+    ``session_timeout_ms`` is how long the group waits for a silent member before moving its
+    partitions (for a static member, also for one that stopped cleanly: it does not leave).
+    """
 
     def __init__(
         self,
@@ -128,6 +175,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         codec: Codec | None = None,
         max_resident: int = 10_000,
         tune_gc: bool = True,
+        static_membership: bool = False,
+        session_timeout_ms: int = _SESSION_TIMEOUT_MS,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -136,11 +185,17 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._group = f"{settings.topic_prefix}.engine"
         self._max_resident = max_resident
         self._tune_gc = tune_gc
+        # KIP-345: a restarted instance with the same id takes its assignment back at once.
+        self._group_instance_id = (
+            f"{self._group}.{settings.instance_id}" if static_membership else None
+        )
+        self._session_timeout_ms = session_timeout_ms
         self._freezer = _FreezeAfterFullCollection()
         self._owned: dict[int, _Owned] = {}
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._timer_producer: AIOKafkaProducer | None = None
+        self._timer_producer_lock = asyncio.Lock()
         self._transactional = False
         self._stopping = asyncio.Event()
         self._stopped = False
@@ -153,8 +208,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
 
     @property
     def owned_partitions(self) -> list[int]:
-        """Partitions this instance currently owns."""
-        return sorted(self._owned)
+        """Partitions this instance currently owns, acquired and rebuilt."""
+        return sorted(p for p, owned in self._owned.items() if owned.ready)
 
     async def start(self) -> None:
         """Check topics, choose the delivery mode, join the group."""
@@ -171,10 +226,13 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 gc.callbacks.append(self._freezer)
         await ensure_topics(self._settings, self._topics)
         self._transactional = await self._choose_mode()
-        self._timer_producer = AIOKafkaProducer(
-            **client_options(self._settings), enable_idempotence=True, linger_ms=1
-        )
+        self._timer_producer = self._new_timer_producer()
         await self._timer_producer.start()
+        static = (
+            {}
+            if self._group_instance_id is None
+            else {"group_instance_id": self._group_instance_id}
+        )
         self._consumer = AIOKafkaConsumer(
             **client_options(self._settings),
             group_id=self._group,
@@ -182,9 +240,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             isolation_level="read_committed",
             auto_offset_reset="earliest",
             max_poll_records=_MAX_RECORDS,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            rebalance_timeout_ms=30_000,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, self._session_timeout_ms // 3),
+            rebalance_timeout_ms=_REBALANCE_TIMEOUT_MS,
+            **static,
         )
         self._consumer.subscribe([self._topics.commands], listener=self)
         await self._consumer.start()
@@ -193,6 +252,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             extra={
                 "instance": self._settings.instance_id,
                 "mode": "transactional" if self._transactional else "at-least-once",
+                "group_instance_id": self._group_instance_id,
+                "session_timeout_ms": self._session_timeout_ms,
                 "workflow_types": sorted(self._registry.types()),
             },
         )
@@ -227,11 +288,12 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             fetched = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS, max_records=_MAX_RECORDS)
             for tp, records in fetched.items():
                 owned = self._owned.get(tp.partition)
-                if owned is None:
-                    # The consumer fetches as soon as a partition is assigned, before the
-                    # rebalance listener has rebuilt it: wait for the listener to finish.
-                    async with self._lock:
-                        owned = self._owned.get(tp.partition)
+                if owned is None and tp in consumer.assignment():
+                    # Assigned, but the listener has not registered it yet: fetch these again
+                    # (dropping them would move the position past commands nobody handled).
+                    with contextlib.suppress(IllegalStateError):
+                        consumer.seek(tp, records[0].offset)
+                    continue
                 if owned is None or owned.closing:
                     continue  # not ours (any more): the next owner reads them from the offsets
                 owned.queue.extend(records)
@@ -251,8 +313,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if self._freezer in gc.callbacks:
             gc.callbacks.remove(self._freezer)
         async with self._lock:
-            for partition in list(self._owned):
-                await self._release(partition)
+            await asyncio.gather(*(self._release(p) for p in list(self._owned)))
         if self._consumer is not None:
             await self._consumer.stop()
         if self._timer_producer is not None:
@@ -262,51 +323,32 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
     # -- rebalance -------------------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Drop the state of revoked partitions once their in-flight batch is done."""
+        """Drop the state of revoked partitions once their in-flight batch is done (bounded)."""
         async with self._lock:
-            for tp in revoked:
-                await self._release(tp.partition)
+            await asyncio.gather(*(self._release(tp.partition) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        """Fence, rebuild and re-arm timers for each newly assigned partition."""
+        """Register each newly assigned partition; its worker acquires it (see :meth:`_work`).
+
+        Nothing here awaits the broker: aiokafka swallows (logs) a listener's exception, and a
+        listener that waits holds up the group's rebalance.
+        """
         async with self._lock:
             for tp in assigned:
                 if tp.partition not in self._owned:
-                    await self._acquire(tp.partition)
-
-    async def _acquire(self, partition: int) -> None:
-        started = time.perf_counter()
-        producer = self._new_producer(partition)
-        await producer.start()
-        owned = _Owned(partition, self._new_core(partition), producer)
-        events = await self._rebuild(owned)
-        owned.timers = TimerScheduler(partition, self._send_timer)
-        for request in owned.core.pending_timers():
-            owned.timers.arm(request.fire_at, request.command)
-        owned.timers.start()
-        if self._tune_gc and events:
-            # The rebuilt workflows are long-lived: keep them out of every later full
-            # collection (acyclic state is still freed by reference counting on release).
-            gc.collect()
-            gc.freeze()
-        self._owned[partition] = owned
-        owned.worker = asyncio.create_task(self._work(owned), name=f"engine-p{partition}")
-        owned.worker.add_done_callback(self._worker_done)
-        _log.info(
-            "partition acquired",
-            extra={
-                "partition": partition,
-                "events_replayed": events,
-                "timers": owned.timers.pending,
-                "rebuild_s": round(time.perf_counter() - started, 3),
-            },
-        )
+                    owned = _Owned(tp.partition)
+                    self._owned[tp.partition] = owned
+                    owned.worker = asyncio.create_task(
+                        self._work(owned), name=f"engine-p{tp.partition}"
+                    )
+                    owned.worker.add_done_callback(self._worker_done)
 
     async def _release(self, partition: int) -> None:
         """Stop ``partition``'s worker after its in-flight batch, then its timers and producer.
 
-        Queued records it had not started are dropped: they are past the committed offset, so
-        whoever owns the partition next reads them again.
+        The batch in flight is waited for at most ``_REVOKE_WAIT_S`` (an acquisition in progress
+        not at all): then the worker is cancelled. Queued records it had not started are dropped:
+        they are past the committed offset, so whoever owns the partition next reads them again.
         """
         owned = self._owned.pop(partition, None)
         if owned is None:
@@ -315,11 +357,16 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         owned.wake.set()
         worker = owned.worker
         if worker is not None and worker is not asyncio.current_task():
+            await asyncio.wait([worker], timeout=_REVOKE_WAIT_S if owned.emitting else 0.5)
+            if not worker.done():
+                _log.warning(
+                    "partition worker did not finish in time; cancelling it",
+                    extra={"partition": partition, "emitting": owned.emitting},
+                )
+                worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
         owned.queue.clear()
-        if owned.timers is not None:
-            await owned.timers.stop()
-        await owned.producer.stop()
+        await self._drop(owned)
         _log.info("partition released", extra={"partition": partition})
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
@@ -327,8 +374,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             return
         error = task.exception()
         if error is not None and self._failure is None:
-            # A bug or a broken partition: make run() raise, so the process exits and its
-            # supervisor restarts it (state is rebuilt from the log).
+            # A bug: make run() raise, so the process exits and its supervisor restarts it
+            # (state is rebuilt from the log). Broker trouble never ends a worker (see _work).
             _log.error("partition worker failed", exc_info=error, extra={"task": task.get_name()})
             self._failure = error
 
@@ -351,7 +398,12 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             )
         return AIOKafkaProducer(**options, enable_idempotence=True, linger_ms=0)
 
-    async def _rebuild(self, owned: _Owned) -> int:
+    def _new_timer_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **client_options(self._settings), enable_idempotence=True, linger_ms=1
+        )
+
+    async def _rebuild(self, owned: _Owned, core: EngineCore) -> int:
         count = 0
         topic = self._topics.events
         async for record in read_partition_to_end(self._settings, topic, owned.partition):
@@ -369,7 +421,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 # by the projector/watcher. The engine must not guess at it.
                 _log.exception("undecodable event batch skipped during rebuild")
                 continue
-            owned.core.apply_batch(batch)
+            core.apply_batch(batch)
             count += len(batch.events)
         return count
 
@@ -377,22 +429,137 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         producer = self._timer_producer
         assert producer is not None
         try:
-            await producer.send_and_wait(
-                self._topics.commands,
-                self._codec.encode_command(command, trusted=True),
-                key=encode_key(command.workflow_id),
+            await asyncio.wait_for(
+                producer.send_and_wait(
+                    self._topics.commands,
+                    self._codec.encode_command(command, trusted=True),
+                    key=encode_key(command.workflow_id),
+                ),
+                _TIMER_SEND_TIMEOUT_S,
             )
-        except KafkaError as err:
-            raise InfrastructureError(f"FireTimer send failed: {err}", retriable=True) from err
+        except (KafkaError, TimeoutError) as err:
+            # A producer whose sender task died accepts records and never sends them: replace
+            # it, or no timer of this instance would fire again (the scheduler retries).
+            await self._replace_timer_producer(producer, err)
+            raise InfrastructureError(f"FireTimer send failed: {err!r}", retriable=True) from err
+
+    async def _replace_timer_producer(self, failed: AIOKafkaProducer, err: BaseException) -> None:
+        async with self._timer_producer_lock:
+            if self._timer_producer is not failed or self._stopped:
+                return  # another timer replaced it already
+            _log.warning("timer producer failed; replacing it", extra={"error": repr(err)})
+            await _close_producer(failed, what="timer producer")
+            fresh = self._new_timer_producer()
+            try:
+                await fresh.start()
+            except KafkaError:
+                await _close_producer(fresh, what="timer producer")
+                return  # the broker is away: the next failed send tries again
+            self._timer_producer = fresh
 
     # -- processing ------------------------------------------------------------------------
 
     async def _work(self, owned: _Owned) -> None:
-        """One partition's worker: process whatever has queued, one transaction at a time."""
+        """One partition's worker, from assignment to revocation.
+
+        Acquire the partition (retried with backoff while the broker is unreachable), then
+        process whatever has queued, one transaction at a time; when emitting fails, drop the
+        partition's state and producer and acquire it again.
+        """
+        failures = 0
+        while not owned.closing:
+            try:
+                await self._acquire(owned)
+            except (KafkaError, InfrastructureError, TimeoutError) as err:
+                failures += 1
+                delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (failures - 1))
+                _log.warning(
+                    "partition acquisition failed; retrying",
+                    extra={
+                        "partition": owned.partition,
+                        "attempt": failures,
+                        "retry_in_s": delay,
+                        "error": repr(err),
+                    },
+                )
+                await self._drop(owned)
+                await _sleep_unless(owned, delay)
+                continue
+            failures = 0
+            outcome = await self._serve(owned)
+            if owned.closing:
+                return  # revoked: _release drops the state
+            await self._drop(owned)
+            if outcome == "fenced":
+                # Another producer took this partition's transactional id: a newer owner, so
+                # a rebalance is under way and will revoke it from this instance. Should it
+                # not, acquire it again after a session timeout (fencing the other back).
+                await _sleep_unless(owned, self._session_timeout_ms / 1000)
+
+    async def _acquire(self, owned: _Owned) -> None:
+        """Fence, rebuild, re-arm timers, rewind the consumer to the committed offset."""
+        assert self._consumer is not None
+        started = time.perf_counter()
+        owned.acquisitions += 1
+        tp = TopicPartition(self._topics.commands, owned.partition)
+        # The producer first: starting it (transactional) fences any zombie owner and aborts
+        # its open transaction, which would otherwise hold the read_committed rebuild back.
+        owned.producer = self._new_producer(owned.partition)
+        await asyncio.wait_for(owned.producer.start(), _STEP_TIMEOUT_S)
+        core = self._new_core(owned.partition)
+        events = await self._rebuild(owned, core)
+        committed = await asyncio.wait_for(self._consumer.committed(tp), _STEP_TIMEOUT_S)
+        if owned.closing:
+            return
+        owned.core = core
+        owned.timers = TimerScheduler(owned.partition, self._send_timer)
+        for request in core.pending_timers():
+            owned.timers.arm(request.fire_at, request.command)
+        owned.timers.start()
+        # No await from here to `ready`: the fetch loop must not slip records of the old
+        # position in between (aiokafka drops fetched data that no longer matches a seek).
+        owned.queue.clear()
+        owned.next_offset = committed or 0
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+            self._consumer.seek(tp, owned.next_offset)
+        if owned.paused:
+            self._resume(owned)
+        if self._tune_gc and events:
+            # The rebuilt workflows are long-lived: keep them out of every later full
+            # collection (acyclic state is still freed by reference counting on release).
+            gc.collect()
+            gc.freeze()
+        owned.ready = True
+        _log.info(
+            "partition acquired",
+            extra={
+                "partition": owned.partition,
+                "acquisition": owned.acquisitions,
+                "events_replayed": events,
+                "timers": owned.timers.pending,
+                "committed_offset": owned.next_offset,
+                "rebuild_s": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    async def _drop(self, owned: _Owned) -> None:
+        """Forget the partition's state; stop its timers and (bounded) its producer."""
+        owned.ready = False
+        owned.core = None
+        timers, owned.timers = owned.timers, None
+        if timers is not None:
+            await timers.stop()
+        producer, owned.producer = owned.producer, None
+        if producer is not None:
+            await _close_producer(producer, what=f"partition {owned.partition} producer")
+
+    async def _serve(self, owned: _Owned) -> str:
+        """Process queued records until revoked ("closing") or an emit fails ("failed",
+        "fenced")."""
         queue = owned.queue
         while True:
             if owned.closing:
-                return
+                return "closing"
             if not queue:
                 owned.wake.clear()
                 await owned.wake.wait()
@@ -400,7 +567,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             records = [queue.popleft() for _ in range(min(len(queue), _MAX_BATCH))]
             records = [r for r in records if r.offset >= owned.next_offset]
             if records:
-                await self._process(owned, records)
+                outcome = await self._process(owned, records)
+                if outcome is not None:
+                    return outcome
             if owned.paused and len(queue) < _QUEUE_LOW and not owned.closing:
                 self._resume(owned)
 
@@ -410,28 +579,34 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile
             self._consumer.resume(TopicPartition(self._topics.commands, owned.partition))
 
-    async def _process(self, owned: _Owned, records: list[ConsumerRecord]) -> None:
+    async def _process(self, owned: _Owned, records: list[ConsumerRecord]) -> str | None:
+        """Decide and emit one batch; None when it is done, else why the partition must be
+        acquired again."""
         outputs: list[_Out] = []
         for record in records:
             outputs.extend(self._decide(owned, record))
         last = records[-1]
         owned.next_offset = last.offset + 1
         tp = TopicPartition(last.topic, last.partition)
+        emit = self._emit_transactional if self._transactional else self._emit_at_least_once
+        owned.emitting = True
         try:
-            if self._transactional:
-                await self._emit_transactional(owned, outputs, {tp: last.offset + 1})
-            else:
-                await self._emit_at_least_once(owned, outputs, {tp: last.offset + 1})
+            await asyncio.wait_for(emit(owned, outputs, {tp: last.offset + 1}), _EMIT_TIMEOUT_S)
         except ProducerFenced:
-            _log.error("fenced by a newer owner; releasing", extra={"partition": owned.partition})
-            if self._owned.get(owned.partition) is owned:
-                await self._release(owned.partition)
-        except KafkaError as err:
+            _log.error(
+                "fenced by a newer owner; dropping the partition's state",
+                extra={"partition": owned.partition},
+            )
+            return "fenced"
+        except (KafkaError, TimeoutError, _ProducerBroken) as err:
             _log.warning(
-                "emit failed; rebuilding partition from the log",
+                "emit failed; acquiring the partition again (rebuild from the log)",
                 extra={"partition": owned.partition, "error": repr(err)},
             )
-            await self._recover(owned, tp)
+            return "failed"
+        finally:
+            owned.emitting = False
+        return None
 
     def _decide(self, owned: _Owned, record: ConsumerRecord) -> list[_Out]:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
@@ -447,7 +622,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         # The record's timestamp, not the wall clock, is the command's time: processing the same
         # record again (at-least-once, after a crash) then yields byte-identical output.
         now = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-        decision = owned.core.handle(command, now=now)
+        core = owned.core
+        assert core is not None  # records are only processed while the partition is acquired
+        decision = core.handle(command, now=now)
         return self._outputs(owned, record, command, decision)
 
     def _outputs(
@@ -521,12 +698,19 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self, owned: _Owned, outputs: list[_Out], offsets: dict[TopicPartition, int]
     ) -> None:
         producer = owned.producer
-        await producer.begin_transaction()
+        assert producer is not None
+        try:
+            await producer.begin_transaction()
+        except AssertionError as err:  # aiokafka's state machine: a producer failed for good
+            raise _ProducerBroken(f"begin_transaction refused: {err}") from err
         try:
             await asyncio.gather(*await self._send_all(producer, outputs))
             await producer.send_offsets_to_transaction(offsets, self._group)
         except KafkaError:
-            await producer.abort_transaction()
+            with contextlib.suppress(AssertionError, KafkaError):
+                # Best effort: the producer is dropped next anyway, and the next owner's
+                # producer aborts whatever is left open.
+                await producer.abort_transaction()
             raise
         await producer.commit_transaction()
 
@@ -534,6 +718,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self, owned: _Owned, outputs: list[_Out], offsets: dict[TopicPartition, int]
     ) -> None:
         producer = owned.producer
+        assert producer is not None
         # Outgoing commands first, then events, then refusals and dead letters, each acknowledged
         # before the next: a crash between them leaves only duplicates that command-id
         # deduplication absorbs, never an event whose outgoing commands were lost.
@@ -586,35 +771,24 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
-    async def _recover(self, owned: _Owned, tp: TopicPartition) -> None:
-        """Runs in the partition's worker: rebuild the partition in place, rewind the consumer."""
-        assert self._consumer is not None
-        if owned.timers is not None:
-            await owned.timers.stop()
-        await owned.producer.stop()
-        owned.queue.clear()
-        await asyncio.sleep(0.2)
-        if owned.closing:
-            return  # revoked meanwhile; _release finishes the job
-        started = time.perf_counter()
-        owned.producer = self._new_producer(owned.partition)
-        await owned.producer.start()
-        owned.core = self._new_core(owned.partition)
-        events = await self._rebuild(owned)
-        owned.timers = TimerScheduler(owned.partition, self._send_timer)
-        for request in owned.core.pending_timers():
-            owned.timers.arm(request.fire_at, request.command)
-        owned.timers.start()
-        committed = await self._consumer.committed(tp)
-        owned.queue.clear()
-        owned.next_offset = committed or 0
-        with contextlib.suppress(IllegalStateError):  # revoked meanwhile
-            self._consumer.seek(tp, committed or 0)
-        _log.info(
-            "partition rebuilt after a failed emit",
-            extra={
-                "partition": owned.partition,
-                "events_replayed": events,
-                "rebuild_s": round(time.perf_counter() - started, 3),
-            },
-        )
+
+async def _sleep_unless(owned: _Owned, delay: float) -> None:
+    """Sleep ``delay`` seconds, or less if the partition is revoked meanwhile."""
+    owned.wake.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_closed(owned), delay)
+
+
+async def _closed(owned: _Owned) -> None:
+    while not owned.closing:
+        await owned.wake.wait()
+        owned.wake.clear()
+
+
+async def _close_producer(producer: AIOKafkaProducer, *, what: str) -> None:
+    """Stop ``producer`` within ``_CLOSE_TIMEOUT_S``: it flushes first, for ever if the broker
+    is away, and what it holds is dropped anyway (uncommitted, so re-processed)."""
+    try:
+        await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT_S)
+    except (KafkaError, TimeoutError) as err:
+        _log.warning("%s did not stop cleanly", what, extra={"error": repr(err)})

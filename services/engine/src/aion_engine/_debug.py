@@ -1,0 +1,31 @@
+"""``SIGUSR1`` logs every asyncio task of the engine with its stack: a live process's answer
+to "what is it waiting for?", which ``py-spy dump`` cannot give (it sees only the thread's
+stack, idle in the selector, not the suspended coroutines)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import signal
+
+__all__ = ["install_task_dump", "task_dump"]
+
+_log = logging.getLogger("aion.engine.debug")
+
+
+def task_dump() -> str:
+    """Every task of the running loop, each with its coroutine stack, as text."""
+    out = io.StringIO()
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    out.write(f"{len(tasks)} tasks\n")
+    for task in tasks:
+        task.print_stack(limit=20, file=out)
+    return out.getvalue()
+
+
+def install_task_dump(loop: asyncio.AbstractEventLoop) -> None:
+    """Log :func:`task_dump` on ``SIGUSR1`` (the main thread's loop only)."""
+    loop.add_signal_handler(
+        signal.SIGUSR1, lambda: _log.warning("asyncio task dump", extra={"dump": task_dump()})
+    )
