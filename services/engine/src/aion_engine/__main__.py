@@ -5,7 +5,7 @@ Workflow modules come from ``--workflows MODULE`` (repeatable) and/or ``AION_WOR
 ``AION_ENGINE_HOST``, default 127.0.0.1) opens ``/health``, ``/health/ready`` and ``/metrics``
 (see :mod:`aion_engine.health`). ``kill -USR1 <pid>`` logs every asyncio task with its stack.
 
-Group membership (decision 21): ``AION_ENGINE_STATIC_MEMBERSHIP`` = ``on``/``off``/``auto``
+Group membership (decision 22): ``AION_ENGINE_STATIC_MEMBERSHIP`` = ``on``/``off``/``auto``
 (default ``auto``: on exactly when ``AION_INSTANCE_ID`` is set to something other than its
 default, ``aion-1``). A static member joins as ``<prefix>.engine.<AION_INSTANCE_ID>``, so an
 instance restarted under the same id takes its partitions back at once; the id must then be

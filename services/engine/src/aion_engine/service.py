@@ -20,7 +20,7 @@ Topology, in one place:
   re-delivery is harmless because command ids are deduplicated and derived ids are
   deterministic.
 
-Every owned partition converges on its own, whatever the broker does (decision 21):
+Every owned partition converges on its own, whatever the broker does (decision 22):
 
 - the rebalance listener only registers an assigned partition and starts its worker; the
   worker *acquires* it (producer, rebuild, timers, rewind to the committed offset) and retries
@@ -40,7 +40,7 @@ Every owned partition converges on its own, whatever the broker does (decision 2
 
 With ``group_instance_id`` (``AION_INSTANCE_ID``, see ``__main__``) the member is static
 (KIP-345): an instance restarted under the same id takes its assignment back without a
-rebalance instead of waiting for its predecessor's session to expire (decision 21).
+rebalance instead of waiting for its predecessor's session to expire (decision 22).
 """
 
 from __future__ import annotations
