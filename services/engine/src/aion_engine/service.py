@@ -69,6 +69,7 @@ from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
+from aion_engine._offsets import CommittedOffsets
 from aion_engine.core import EngineCore
 from aion_engine.decision import Decision
 from aion_engine.registry import WorkflowRegistry
@@ -196,6 +197,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._consumer: AIOKafkaConsumer | None = None
         self._timer_producer: AIOKafkaProducer | None = None
         self._timer_producer_lock = asyncio.Lock()
+        self._offsets = CommittedOffsets(settings, self._group)
         self._transactional = False
         self._stopping = asyncio.Event()
         self._stopped = False
@@ -226,6 +228,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 gc.callbacks.append(self._freezer)
         await ensure_topics(self._settings, self._topics)
         self._transactional = await self._choose_mode()
+        await self._offsets.start()
         self._timer_producer = self._new_timer_producer()
         await self._timer_producer.start()
         static = (
@@ -318,6 +321,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await self._consumer.stop()
         if self._timer_producer is not None:
             await self._timer_producer.stop()
+        await self._offsets.close()
         _log.info("engine stopped", extra={"instance": self._settings.instance_id})
 
     # -- rebalance -------------------------------------------------------------------------
@@ -508,7 +512,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         await asyncio.wait_for(owned.producer.start(), _STEP_TIMEOUT_S)
         core = self._new_core(owned.partition)
         events = await self._rebuild(owned, core)
-        committed = await asyncio.wait_for(self._consumer.committed(tp), _STEP_TIMEOUT_S)
+        # Not consumer.committed(): it reads "coordinator still loading" as "none committed".
+        committed = await asyncio.wait_for(self._offsets.fetch(tp), _STEP_TIMEOUT_S)
         if owned.closing:
             return
         owned.core = core
