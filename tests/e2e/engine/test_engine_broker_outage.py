@@ -7,8 +7,9 @@ before, during and after each outage. The broker is stopped for 5-15 s (seeded:
 
 1. idle: every workflow so far closed, nothing in flight;
 2. mid-load: parents arriving, children and timers in flight;
-3. during a rebuild: the engine is SIGKILLed and restarted, and the broker goes down as soon
-   as the new instance has acquired its first partition, while it rebuilds the others.
+3. during acquisition: the engine is SIGKILLed and restarted, and the broker goes down as soon
+   as the new process logs that it started, while it fences, rebuilds and rewinds its
+   partitions (the log line "rebuild, k/4 partitions acquired" says how many it had).
 
 The broker reloads the group with fresh sessions when it comes back, so an outage as such does
 not force a rejoin; the third case is the one that broke before: partitions acquired (fenced,
@@ -163,7 +164,7 @@ async def test_engine_converges_after_broker_outages(
         await feeding
         await run.all_closed("after the mid-load outage")
 
-        # 3. During a rebuild: a fresh instance, the broker gone after its first acquisition.
+        # 3. During acquisition: a fresh instance, the broker gone as it acquires.
         feeding = asyncio.create_task(run.feed(100))
         await asyncio.sleep(1.0)
         engine.kill()
