@@ -190,3 +190,12 @@ def test_exceptions_and_odd_values_stay_on_one_line(log_stream: io.StringIO) -> 
     (line,) = _lines(log_stream)
     assert "ValueError" in str(line["exc"])
     assert str(line["obj"]).startswith("<object")
+
+
+def test_log_level_defaults_to_aion_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AION_LOG_LEVEL", "WARNING")
+    configure_logging(stream=io.StringIO())
+    assert logging.getLogger().level == logging.WARNING
+    monkeypatch.delenv("AION_LOG_LEVEL")
+    configure_logging(stream=io.StringIO())
+    assert logging.getLogger().level == logging.INFO

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
@@ -64,12 +65,15 @@ class _ContextFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: int | str = "INFO", *, json: bool = True, stream: TextIO | None = None
+    level: int | str | None = None, *, json: bool = True, stream: TextIO | None = None
 ) -> None:
     """Route all logging to ``stream`` (stderr) as JSON lines, or as text when ``json=False``.
 
+    ``level`` defaults to ``AION_LOG_LEVEL``, else INFO.
+
     Replaces the root logger's handlers, so calling it again reconfigures rather than doubles.
     """
+    level = level if level is not None else os.environ.get("AION_LOG_LEVEL", "INFO")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         JsonFormatter()
