@@ -152,8 +152,9 @@ async def test_sigkilled_projector_ends_equal_to_a_clean_rebuild(
     total = sum(ends.values())
 
     # The first kill lands anywhere, start-up and migrations included. Every later life is
-    # killed a random moment after its first commit, so each kill hits a catch-up in full
-    # flight: mid-transaction or between two, with thousands of records still to apply.
+    # killed once its stored offsets pass a random point of what is left to apply (always before
+    # the end), so each kill hits a catch-up in full flight: mid-transaction or between two, with
+    # records still to apply. Progress-based, not time-based: a fast projector cannot outrun it.
     process = _spawn(settings, crashed, tmp_path / "run-0.log")
     await asyncio.sleep(rng.uniform(0.3, 2.0))
     kills: list[int] = []
@@ -164,10 +165,12 @@ async def test_sigkilled_projector_ends_equal_to_a_clean_rebuild(
         kills.append(done)
         log = tmp_path / f"run-{len(kills)}.log"
         process = _spawn(settings, crashed, log)
-        if done == total or len(kills) >= MAX_KILLS:
+        mid_flight = sum(1 for k in kills if 0 < k < total)
+        if done == total or len(kills) >= MAX_KILLS or mid_flight >= MIN_KILLS + 1:
             break
         await _progress_beyond(process, crashed_offsets, done)
-        await asyncio.sleep(rng.uniform(0.0, 0.25))
+        kill_at = int(done + (total - done) * rng.random() / 3)
+        await _progress_beyond(process, crashed_offsets, kill_at)
     await _until_caught_up(process, crashed_offsets, ends)
     await _stop(process, log)
 
