@@ -47,26 +47,35 @@ def expected_sum(spec: dict[str, Any]) -> int:
     return sum(spec["base"] * 10 + i for i in range(spec["children"]))
 
 
-class EngineProcess:
-    """``python -m aion_engine`` as a subprocess that can be SIGKILLed and restarted."""
+class ServiceProcess:
+    """An aion service (``python -m <module>``) as a subprocess that can be SIGKILLed and restarted.
+
+    Each start logs to ``<log_dir>/<instance_id>-<start number>.log``.
+    """
 
     def __init__(
         self,
         settings: Settings,
         log_dir: Path,
         *,
-        transactions: str,
         instance_id: str,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.extra_env = dict(extra_env or {})
         self.log_dir = log_dir
-        self.transactions = transactions
         self.instance_id = instance_id
         self.starts = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        """The command line after ``python``."""
+        raise NotImplementedError
+
+    def service_env(self) -> dict[str, str]:
+        """Variables this kind of service needs beyond the shared settings."""
+        return {}
 
     @property
     def log_path(self) -> Path:
@@ -83,14 +92,14 @@ class EngineProcess:
             "AION_KAFKA_BOOTSTRAP": self.settings.bootstrap_servers,
             "AION_TOPIC_PREFIX": self.settings.topic_prefix,
             "AION_PARTITIONS": str(self.settings.partitions),
-            "AION_TRANSACTIONS": self.transactions,
             "AION_INSTANCE_ID": self.instance_id,
             "AION_LOG_LEVEL": "INFO",
+            **self.service_env(),
             **self.extra_env,
         }
         self._log = self.log_path.open("wb")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "aion_engine", "--workflows", WORKFLOWS_MODULE],
+            [sys.executable, *self.argv()],
             cwd=REPO_ROOT,
             env=env,
             stdout=self._log,
@@ -98,15 +107,18 @@ class EngineProcess:
         )
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the engine."""
+        """SIGKILL: no cleanup of any kind runs in the service."""
         assert self._process is not None
         self._process.send_signal(signal.SIGKILL)
         self._process.wait()
         self._close_log()
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait; return the exit status (None if it was never started)."""
         process = self._process
-        if process is not None and process.poll() is None:
+        if process is None:
+            return None
+        if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
@@ -114,6 +126,7 @@ class EngineProcess:
                 process.kill()
                 process.wait()
         self._close_log()
+        return process.returncode
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -146,6 +159,28 @@ class EngineProcess:
         joined = re.compile(r"^Joined group '.*' \(generation (\d+)\)")
         found = (joined.match(str(r.get("msg", ""))) for r in self.log_records(start))
         return [int(m.group(1)) for m in found if m]
+
+
+class EngineProcess(ServiceProcess):
+    """``python -m aion_engine`` with this directory's crash workflows, in a delivery mode."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        *,
+        transactions: str,
+        instance_id: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(settings, log_dir, instance_id=instance_id, extra_env=extra_env)
+        self.transactions = transactions
+
+    def argv(self) -> list[str]:
+        return ["-m", "aion_engine", "--workflows", WORKFLOWS_MODULE]
+
+    def service_env(self) -> dict[str, str]:
+        return {"AION_TRANSACTIONS": self.transactions}
 
     def acquired(self, start: int | None = None) -> list[int]:
         """Partitions this start logged as acquired, in order."""

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -37,6 +32,7 @@ from aion_common.domain import (
 )
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
+from e2e.engine.harness import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKFLOWS_MODULE = "tests.e2e.watcher.workflows"
@@ -47,93 +43,11 @@ def engine_env() -> dict[str, str]:
     return {"AION_WORKFLOWS": WORKFLOWS_MODULE}
 
 
-class WatcherProcess:
+class WatcherProcess(ServiceProcess):
     """``python -m aion_watcher`` as a subprocess that can be SIGKILLed and restarted."""
 
-    def __init__(
-        self, settings: Settings, log_dir: Path, *, instance_id: str, extra_env: dict[str, str]
-    ) -> None:
-        self.settings = settings
-        self.log_dir = log_dir
-        self.instance_id = instance_id
-        self.extra_env = extra_env
-        self.starts = 0
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"{self.instance_id}-{self.starts}.log"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    def start(self) -> None:
-        assert self._process is None or self._process.poll() is not None
-        self.starts += 1
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-            "AION_KAFKA_BOOTSTRAP": self.settings.bootstrap_servers,
-            "AION_TOPIC_PREFIX": self.settings.topic_prefix,
-            "AION_PARTITIONS": str(self.settings.partitions),
-            "AION_INSTANCE_ID": self.instance_id,
-            "AION_LOG_LEVEL": "INFO",
-            **self.extra_env,
-        }
-        self._log = self.log_path.open("wb")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "aion_watcher"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def exit_code(self) -> int | None:
-        return None if self._process is None else self._process.poll()
-
-    def kill(self) -> None:
-        """SIGKILL: nothing is flushed, committed or left cleanly."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGKILL)
-        self._process.wait()
-        self._close_log()
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM and wait; return the exit status (None if it was never started)."""
-        process = self._process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._close_log()
-        return process.returncode
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_records(self, start: int) -> list[dict[str, Any]]:
-        """The JSON log lines of start number ``start``."""
-        path = self.log_dir / f"{self.instance_id}-{start}.log"
-        records = []
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                records.append(json.loads(line))
-        return records
+    def argv(self) -> list[str]:
+        return ["-m", "aion_watcher"]
 
     def assigned(self, start: int | None = None) -> list[int]:
         """Partitions start number ``start`` (default: the current one) logged as assigned."""

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ import httpx
 
 from aion import AionClient
 from aion_common.settings import Settings
+from aion_common.testing import free_port, port_is_free
 from aion_common.testing.broker import KafkaBroker
 from aion_dev.pidfile import HomeLock, PidFile
 from aion_dev.supervisor import BrokerProcess, ChildProcess, SupervisedProcess
@@ -186,13 +186,13 @@ class Stack:
         remembered = self.home / "api.port"
         with contextlib.suppress(OSError, ValueError):
             previous = int(remembered.read_text().strip())
-            if _port_is_free(self.config.api_host, previous):
+            if port_is_free(previous, self.config.api_host):
                 return previous
         preferred = self.config.preferred_api_port
-        if preferred and _port_is_free(self.config.api_host, preferred):
+        if preferred and port_is_free(preferred, self.config.api_host):
             port = preferred
         else:
-            port = _free_port(self.config.api_host)
+            port = free_port(self.config.api_host)
         remembered.write_text(f"{port}\n")
         return port
 
@@ -366,20 +366,3 @@ def partitions_owned(log_path: Path, offset: int) -> set[int]:
         elif message == "partition released":
             owned.discard(partition)
     return owned
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
