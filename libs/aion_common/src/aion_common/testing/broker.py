@@ -284,7 +284,16 @@ class KafkaBroker:
         return [
             "java",
             f"-Xmx{self._heap}",
+            f"-Xms{self._heap}",
+            # kafka.Kafka is launched directly, not through bin/kafka-server-start.sh: these are
+            # that script's (kafka-run-class.sh's) performance options, which the apache/kafka
+            # image runs with too. Without them G1 aims at 200 ms pauses, not 20.
+            "-server",
             "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            "-XX:MaxInlineLevel=15",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log_config}",
             "-cp",
