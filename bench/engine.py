@@ -74,6 +74,7 @@ from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
+from aion_common.testing import percentile
 from aion_engine.core import EngineCore
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.service import EngineService
@@ -489,9 +490,8 @@ async def _latency(  # noqa: PLR0917 - one call per load
     busy, all_cpu = (a - b for a, b in zip(_machine_cpu(), machine_before, strict=True))
     broker_cpu = _process_cpu(broker_pid) - broker_before
     driver_cpu = time.process_time() - driver_before
-    lat = sorted(driver.latencies)
-    p50 = lat[len(lat) // 2] * 1000
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    lat = driver.latencies
+    p50, p99 = (percentile(lat, q) * 1000 for q in (0.5, 0.99))
     extra = {
         "load": load,
         "offered_commands_per_s": round(command_rate, 1),
@@ -507,6 +507,7 @@ async def _latency(  # noqa: PLR0917 - one call per load
     _line("latency_p50_ms", round(p50, 2), "ms", **extra)
     _line("latency_p99_ms", round(p99, 2), "ms", **extra)
     _line("latency_mean_ms", round(statistics.fmean(lat) * 1000, 2), "ms", **extra)
+    _line("latency_max_ms", round(max(lat) * 1000, 2), "ms", **extra)
 
 
 def _history_batches(events: int) -> list[EventBatch]:

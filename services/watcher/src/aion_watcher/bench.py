@@ -44,6 +44,7 @@ from aion_common.domain import (
 )
 from aion_common.kafka import KeyedProducer, Topics, ensure_topics
 from aion_common.settings import Settings
+from aion_common.testing import percentile
 from aion_common.testing._support import find_repo_root
 from aion_watcher.config import WatcherConfig
 from aion_watcher.service import WatcherService
@@ -318,15 +319,9 @@ def _report(
             ("terminal_to_command", watcher),
             ("command_to_recorded", engine),
         ):
-            for q in (50, 99):
-                value = values[min(len(values) - 1, int(len(values) * q / 100))]
-                _emit(
-                    f"{name}{label}_p{q}",
-                    value,
-                    "ms",
-                    rate=rate,
-                    samples=len(sample),
-                )
+            quantiles = [(f"p{q}", percentile(values, q / 100)) for q in (50, 99)]
+            for suffix, value in [*quantiles, ("max", values[-1])]:
+                _emit(f"{name}{label}_{suffix}", value, "ms", rate=rate, samples=len(sample))
 
 
 async def _throughput(bootstrap: str, partitions: int, terminals: int) -> None:

@@ -3,6 +3,7 @@
 - :class:`KafkaBroker`: a single-node Apache Kafka (KRaft) run with Java from Maven Central jars.
 - :class:`PostgresCluster`: a private PostgreSQL cluster under ``.aion/pg``.
 - :func:`free_port`, :func:`port_is_free`: loopback ports for servers started here.
+- :func:`percentile`: the nearest-rank quantile the benchmarks report.
 - The pytest plugin (:mod:`aion_common.testing.plugin`, loaded by this project's pytest
   ``addopts``, never by an entry point) with the ``kafka_bootstrap``, ``aion_settings``,
   ``topic_prefix``, ``sqlite_url``, ``postgres_url``, ``pg_database_url`` and ``database_url``
@@ -14,13 +15,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from aion_common.testing._support import ProvisionError, free_port, port_is_free
+from aion_common.testing._support import ProvisionError, free_port, percentile, port_is_free
 
 if TYPE_CHECKING:
     from aion_common.testing.broker import KafkaBroker
     from aion_common.testing.postgres import PostgresCluster
 
-__all__ = ["KafkaBroker", "PostgresCluster", "ProvisionError", "free_port", "port_is_free"]
+__all__ = [
+    "KafkaBroker",
+    "PostgresCluster",
+    "ProvisionError",
+    "free_port",
+    "percentile",
+    "port_is_free",
+]
 
 # Imported on first use so `python -m aion_common.testing.broker` (and .postgres) does not load
 # its own module twice, once as a package member and once as __main__.

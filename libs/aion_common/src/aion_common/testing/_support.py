@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ __all__ = [
     "find_repo_root",
     "free_port",
     "log_tail",
+    "percentile",
     "port_is_free",
     "run_command",
     "run_coroutine",
@@ -51,6 +53,18 @@ def find_repo_root(start: Path | None = None) -> Path:
         f"cannot find the aion checkout (a directory holding {_REPO_MARKER}) above "
         f"{Path.cwd()} or {Path(__file__).parent}; set AION_HOME to it"
     )
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (0 < q <= 1) of ``values``: the smallest value with at
+    least ``q`` of them at or below it. The p99 of 100 samples is the 99th smallest, not the
+    largest (benchmarks print the maximum apart)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 < q <= 1:
+        raise ValueError(f"quantile {q} is not in (0, 1]")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
