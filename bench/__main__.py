@@ -5,11 +5,11 @@ Each benchmark runs as a subprocess and prints one JSON object per line,
 stdout unchanged so runs can be compared. Exits non-zero if any benchmark failed.
 
 All of them share one Apache Kafka broker (``AION_BENCH_KAFKA`` if set, else one started here),
-warmed up first: a JVM broker started seconds ago runs its first minute or so interpreted, and
-measured here that doubles-to-tenfolds latencies (watcher terminal→recorded p50 103 ms on a
-fresh broker, 8 ms on a warm one; engine p99 at 2,500 commands/s 240 ms vs 95 ms). A deployed
-broker is warm; so is the one these figures come from. ``--cold`` skips the warm-up pass to
-see the cold figures.
+warmed up first by a short pass of each benchmark: a JVM broker started seconds ago runs its
+first minute or so interpreted, and measured here that doubles-to-tenfolds latencies (watcher
+terminal→recorded p50 103 ms on a fresh broker, 8 ms on a warm one; engine p99 at 2,500
+commands/s 240 ms vs 95 ms). A deployed broker is warm; so is the one these figures come from.
+``--cold`` skips the warm-up passes to see the cold figures.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from pathlib import Path
 
 from aion_common.testing.broker import KafkaBroker
 
-WARM_UP = ("warm-up", [sys.executable, "-m", "bench.engine"])
+# One short pass of every broker-bound benchmark, output discarded: the JIT compiles the code
+# paths each of them drives (a heavy engine pass alone left the first fan-out or watcher run
+# after it with p99s 1.5-2.5x those of a second run).
+WARM_UP = [
+    [sys.executable, "-m", "bench.engine", "--parents", "5000", "--rebuild-events", "10000"],
+    [sys.executable, "-m", "bench.fanout", "--parents", "50", "--singles", "50"],
+    [sys.executable, "-m", "aion_watcher.bench", "--seconds", "5", "--terminals", "5000"],
+]
 
 
 def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
@@ -60,17 +67,19 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
 
 
 @contextlib.contextmanager
-def _broker(scratch: Path) -> Iterator[str]:
+def _broker(scratch: Path) -> Iterator[dict[str, str]]:
+    """The environment that points every benchmark at the broker (and its pid, for CPU shares)."""
     external = os.environ.get("AION_BENCH_KAFKA")
     if external:
-        yield external
+        yield {"AION_BENCH_KAFKA": external}
         return
     broker = KafkaBroker(scratch / "kafka", die_with_parent=True)
     started = time.monotonic()
     broker.start()
     _say(f"bench: broker at {broker.bootstrap_servers} in {time.monotonic() - started:.1f} s")
     try:
-        yield broker.bootstrap_servers
+        pid = str(broker.pid)
+        yield {"AION_BENCH_KAFKA": broker.bootstrap_servers, "AION_BENCH_BROKER_PID": pid}
     finally:
         broker.stop()
 
@@ -88,12 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     with (
         tempfile.TemporaryDirectory(prefix="aion-bench-") as scratch,
-        _broker(Path(scratch)) as bootstrap,
+        _broker(Path(scratch)) as broker_env,
     ):
-        env = {**os.environ, "AION_BENCH_KAFKA": bootstrap}
-        if not args.cold:
-            name, argv_ = WARM_UP
-            _say(f"bench: {name} (output discarded): {' '.join(argv_[1:])}")
+        env = {**os.environ, **broker_env}
+        for argv_ in [] if args.cold else WARM_UP:
+            _say(f"bench: warm-up (output discarded): {' '.join(argv_[1:])}")
             subprocess.run(argv_, check=False, env=env, stdout=subprocess.DEVNULL)
         for name, command in _benchmarks(Path(scratch)):
             _say(f"bench: running {name}: {' '.join(command[1:])}")
