@@ -38,6 +38,7 @@ WARM_UP = [
 
 def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
     return [
+        ("kafka-txn", [sys.executable, "-m", "bench.kafka_txn"]),
         ("engine", [sys.executable, "-m", "bench.engine"]),
         ("fanout", [sys.executable, "-m", "bench.fanout"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
