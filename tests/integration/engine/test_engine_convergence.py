@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from aiokafka.errors import KafkaError
 
 from aion_common.domain import InfrastructureError, WorkflowCompleted
+from aion_common.kafka import partition_for
 from aion_common.settings import Settings
 from aion_engine import service as service_module
 from aion_engine.service import EngineService
@@ -64,16 +66,23 @@ class _FaultyEngine(EngineService):
         await super()._emit_transactional(owned, outputs, offsets)
 
 
-async def _run_one(rig: EngineRig) -> list[Any]:
+async def _run_one(rig: EngineRig) -> tuple[int, list[Any]]:
+    """Run one workflow to its end; its partition and history, once every partition is owned."""
     await rig.start()
     try:
         workflow_id = await rig.start_workflow("it.poller", {"remaining": 0, "runs": 0})
         history = await rig.wait_closed(workflow_id, timeout=60)
         assert rig._tasks[0].done() is False, "the engine's run() ended"
-        assert rig.engine.owned_partitions == list(range(rig.settings.partitions))
+        # Converged: every partition owned again. Not a snapshot — another partition may still
+        # be in its first acquisition (a topic created a moment ago: leaders not yet known).
+        every = list(range(rig.settings.partitions))
+        deadline = time.monotonic() + 30
+        while rig.engine.owned_partitions != every:
+            assert time.monotonic() < deadline, f"owned: {rig.engine.owned_partitions}"
+            await asyncio.sleep(0.05)
     finally:
         await rig.stop()
-    return history
+    return partition_for(workflow_id, rig.settings.partitions), history
 
 
 def _assert_exactly_once(history: list[Any]) -> None:
@@ -87,7 +96,7 @@ async def test_a_failed_acquisition_is_retried_until_the_partition_is_owned(
     rig = EngineRig(aion_settings)
     engine = _FaultyEngine(aion_settings, failing_rebuilds=2)
     rig.engine = engine
-    history = await _run_one(rig)
+    _, history = await _run_one(rig)
     _assert_exactly_once(history)
     assert engine.rebuilds == dict.fromkeys(range(aion_settings.partitions), 3)
 
@@ -100,11 +109,13 @@ async def test_a_failed_emit_acquires_the_partition_again(
     rig = EngineRig(aion_settings)
     engine = _FaultyEngine(aion_settings, emit_fault=fault)
     rig.engine = engine
-    history = await _run_one(rig)
+    failed, history = await _run_one(rig)
     _assert_exactly_once(history)
     assert engine.emits >= 2  # the failed one, then the retry
-    # The partition that failed was rebuilt from the log: two acquisitions there, one elsewhere.
-    assert sorted(engine.rebuilds.values()) == [1] * (aion_settings.partitions - 1) + [2]
+    # The partition that failed was rebuilt from the log: acquired twice; every other at least
+    # once (more only if an acquisition of its own failed, which it would have logged).
+    assert engine.rebuilds[failed] == 2, engine.rebuilds
+    assert all(engine.rebuilds[p] >= 1 for p in range(aion_settings.partitions)), engine.rebuilds
 
 
 async def test_revocation_does_not_wait_for_an_emit_that_never_ends(
