@@ -1,0 +1,78 @@
+"""Every benchmark `make bench` runs still runs: each at a tiny size on the session broker.
+
+Figures are not checked (speed is measured by `make bench`, never asserted); what is checked is
+that each script completes, exits 0, and prints the metrics its readers (README, issue notes)
+quote, as JSON lines with numbers in them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CASES = {
+    "kafka_txn": (
+        ["-m", "bench.kafka_txn", "--cycles", "30", "--warm-up", "5"],
+        {"records_acked_p50_ms", "visible_p99_ms", "total_p50_ms", "total_p99_ms"},
+    ),
+    "engine": (
+        [
+            "-m", "bench.engine", "--partitions", "3", "--parents", "300",
+            "--latency-seconds", "1", "--rebuild-events", "2000",
+        ],
+        {"commands_per_s", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "rebuild_s"},
+    ),
+    "fanout": (
+        ["-m", "bench.fanout", "--parents", "4", "--children", "3", "--singles", "5"],
+        {
+            "child_workflows_per_s",
+            "fanout_parent_p99_ms",
+            "single_parent_p50_ms",
+            "single_parent_p99_ms",
+            "single_parent_max_ms",
+            "single_parent_appended_p99_ms",
+        },
+    ),
+    "watcher": (
+        [
+            "-m", "aion_watcher.bench", "--partitions", "3", "--rate", "20", "--seconds", "2",
+            "--terminals", "200",
+        ],
+        {
+            "terminal_to_recorded_p50",
+            "terminal_to_recorded_p99",
+            "terminal_to_recorded_max",
+            "terminals_per_second",
+        },
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_benchmark_runs_and_prints_its_metrics(name: str, kafka_bootstrap: str) -> None:
+    argv, expected = CASES[name]
+    env = {**os.environ, "AION_BENCH_KAFKA": kafka_bootstrap}
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    metrics = {line["metric"]: line["value"] for line in lines}
+    assert expected <= metrics.keys(), (sorted(metrics), done.stderr[-2000:])
+    for metric in expected:
+        assert isinstance(metrics[metric], int | float), (metric, metrics[metric])
+        assert metrics[metric] >= 0, (metric, metrics[metric])
