@@ -149,14 +149,13 @@ def main() -> int:
         return 0
     from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
 
-    with (
-        tempfile.TemporaryDirectory(prefix="aion-faust-probe-") as data_dir,
-        contextlib.ExitStack() as stack,
-    ):
+    with tempfile.TemporaryDirectory(prefix="aion-faust-probe-") as data_dir:
         broker = KafkaBroker(Path(data_dir), die_with_parent=True)
         broker.start()
-        stack.callback(broker.stop)
-        asyncio.run(_run(broker.bootstrap_servers))
+        try:
+            asyncio.run(_run(broker.bootstrap_servers))
+        finally:
+            broker.stop()
     return 0
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -334,6 +335,17 @@ class Watcher:
             child_run_id=event.run_id,
             outcome=outcome,
         )
+
+
+async def until(
+    condition: Callable[[], object], timeout: float, what: str, *, poll: float = 0.05
+) -> None:
+    """Wait until ``condition()`` is truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(poll)
 
 
 async def read_all_events(settings: Settings) -> list[tuple[int, int, EventBatch]]:

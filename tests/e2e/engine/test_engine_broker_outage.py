@@ -26,7 +26,6 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +36,13 @@ from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from aion_common.testing.broker import KafkaBroker
 
-from .harness import EngineProcess, Watcher, count_records, read_all_events, stacks_of
+from .harness import EngineProcess, Watcher, count_records, read_all_events, stacks_of, until
 from .test_engine_crash import check_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.timeout(900)]
 
 FEED_PER_S = 20  # parents started per second while feeding
 CLOSE_TIMEOUT_S = 150.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A broker of this test's own: it is stopped and restarted mid-test."""
-    broker = KafkaBroker(tmp_path / "kafka", die_with_parent=True)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 class _Run:
@@ -120,14 +108,6 @@ def _started(engine: EngineProcess, start: int) -> bool:
     return any(r.get("msg") == "engine started" for r in engine.log_records(start))
 
 
-async def _until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("transactions", ["on", "off"])
 async def test_engine_converges_after_broker_outages(
     own_broker: KafkaBroker, tmp_path: Path, transactions: str
@@ -148,7 +128,7 @@ async def test_engine_converges_after_broker_outages(
     engine.start()
     supervising = asyncio.create_task(run.supervise())
     try:
-        await _until(engine.acquired, 60, "the engine's partitions")
+        await until(engine.acquired, 60, "the engine's partitions")
         await run.feed(100)
         await run.all_closed("before any outage")
 
@@ -172,7 +152,7 @@ async def test_engine_converges_after_broker_outages(
         start = engine.starts
         # Static membership gives it its partitions at once; they are acquired in parallel in
         # a fraction of a second, so the broker goes as soon as the process says it started.
-        await _until(lambda: _started(engine, start), 60, "the restarted engine's start")
+        await until(lambda: _started(engine, start), 60, "the restarted engine's start")
         acquired = len(engine.acquired(start))
         await run.outage(timing.uniform(5, 15), f"rebuild, {acquired}/4 partitions acquired")
         await feeding

@@ -10,8 +10,6 @@ predecessor joined means it took the assignment over before that session could e
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -20,20 +18,12 @@ from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 
-from .harness import EngineProcess, Watcher, expected_sum, read_all_events, result_of
+from .harness import EngineProcess, Watcher, expected_sum, read_all_events, result_of, until
 from .test_engine_crash import check_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 SESSION_TIMEOUT_MS = 45_000
-
-
-async def _until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _specs(prefix: str, count: int) -> dict[str, dict[str, object]]:
@@ -61,7 +51,7 @@ async def test_sigkilled_static_member_restarts_into_its_assignment(
     engine.start()
     before, after = _specs("before", 30), _specs("after", 30)
     try:
-        await _until(lambda: len(engine.acquired()) == settings.partitions, 60, "acquisition")
+        await until(lambda: len(engine.acquired()) == settings.partitions, 60, "acquisition")
         for workflow_id, spec in before.items():
             await watcher.send_start("e2e.parent", spec, workflow_id)
         await watcher.flush()

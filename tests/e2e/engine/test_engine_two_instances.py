@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -12,20 +10,12 @@ from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 
-from .harness import EngineProcess, Watcher, expected_sum, read_all_events, result_of
+from .harness import EngineProcess, Watcher, expected_sum, read_all_events, result_of, until
 from .test_engine_crash import check_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 WORKFLOWS = 200
-
-
-async def _until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_killed_instances_partitions_move_to_the_survivor(
@@ -38,10 +28,10 @@ async def test_killed_instances_partitions_move_to_the_survivor(
     watcher = Watcher(settings)
     await watcher.start()
     survivor.start()
-    await _until(survivor.acquired, 60, "engine-a to acquire partitions")
+    await until(survivor.acquired, 60, "engine-a to acquire partitions", poll=0.1)
     victim.start()
     # The group rebalances: engine-b takes some partitions, engine-a keeps the rest.
-    await _until(victim.acquired, 60, "engine-b to acquire partitions")
+    await until(victim.acquired, 60, "engine-b to acquire partitions", poll=0.1)
     victims = set(victim.acquired())
     assert victims
     assert victims != set(range(settings.partitions))
@@ -55,7 +45,9 @@ async def test_killed_instances_partitions_move_to_the_survivor(
             await watcher.send_start("e2e.parent", spec, workflow_id)
         await watcher.flush()
         # Mid-way: some parents closed, not all.
-        await _until(lambda: len(watcher.closed) >= WORKFLOWS // 4, 60, "a quarter to close")
+        await until(
+            lambda: len(watcher.closed) >= WORKFLOWS // 4, 60, "a quarter to close", poll=0.1
+        )
         closed_at_kill = len(watcher.closed)
         acquired_before = len(survivor.acquired())
         victim.kill()

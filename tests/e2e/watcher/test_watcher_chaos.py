@@ -20,7 +20,6 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +53,6 @@ KINDS = ("complete", "fail", "cancel", "timeout")
 WATCHER_KILLS = 3
 OUTAGE_S = 5.0
 FEED_S = 40.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A broker of this test's own: it is stopped and restarted mid-test."""
-    broker = KafkaBroker(tmp_path / "kafka", die_with_parent=True)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def _parent_spec(index: int, rng: random.Random) -> dict[str, Any]:
