@@ -84,7 +84,11 @@ class Watcher:
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=5,
+            # The broker answers a waiting read_committed fetch as soon as a commit marker moves
+            # the partition's stable offset (bench.kafka_txn: visible 0.4 ms after the commit
+            # with this wait), so a long wait costs no latency; the 5 ms it was until
+            # 2026-12-02 made ~200 empty fetches/s on the broker the measured stack shares.
+            fetch_max_wait_ms=500,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -146,7 +150,20 @@ def _cpu_seconds(pid: int | None) -> float:
 
 
 def _cpu(stack: Stack) -> dict[str, float]:
-    return {name: _cpu_seconds(process.pid) for name, process in stack.processes.items()}
+    """CPU seconds so far of every stack process, of the broker when its pid is known, and of
+    this script (``driver``: the HTTP client and the completion consumer)."""
+    used = {name: _cpu_seconds(process.pid) for name, process in stack.processes.items()}
+    broker_pid = os.environ.get("AION_BENCH_BROKER_PID")
+    if broker_pid and "kafka" not in used:
+        used["kafka"] = _cpu_seconds(int(broker_pid))
+    used["driver"] = _cpu_seconds(os.getpid())
+    return used
+
+
+def _cpu_lines(used: dict[str, float], elapsed: float, shape: dict[str, Any]) -> None:
+    for name, seconds in used.items():
+        share = round(seconds / elapsed, 2)
+        _line("cpu_s", round(seconds, 2), "s", process=name, share=share, **shape)
 
 
 async def _start_parent(
@@ -190,7 +207,7 @@ async def _fanout(
     await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in started)), 600)
     _check(started)
     elapsed = max(p.received_wall for p in started) - began
-    cpu_after = _cpu(stack)
+    cpu_used = {name: seconds - cpu_before.get(name, 0.0) for name, seconds in _cpu(stack).items()}
     # Settle: the projector is still applying the burst's events (a second or so of both
     # cores). What follows should measure its own work, not this one's tail: wait until the
     # views hold every parent closed.
@@ -223,9 +240,7 @@ async def _fanout(
         note="time to get every start request accepted by the API",
         **shape,
     )
-    for name, after in cpu_after.items():
-        used = after - cpu_before.get(name, 0.0)
-        _line("cpu_s", round(used, 2), "s", process=name, share=round(used / elapsed, 2), **shape)
+    _cpu_lines(cpu_used, elapsed, shape)
 
 
 def _latencies(prefix: str, parents: list[_Parent], shape: dict[str, Any]) -> None:
@@ -236,19 +251,27 @@ def _latencies(prefix: str, parents: list[_Parent], shape: dict[str, Any]) -> No
         _line(f"{prefix}_appended_{name}_ms", round(percentile(appended, q), 2), "ms", **shape)
 
 
-async def _singles(client: AionClient, watcher: Watcher, *, count: int, report: bool) -> None:
+async def _singles(
+    stack: Stack, client: AionClient, watcher: Watcher, *, count: int, report: bool
+) -> None:
     run = uuid.uuid4().hex[:6]
     done: list[_Parent] = []
+    cpu_before = _cpu(stack)
+    began = time.time()
     for index in range(count):
         parent = await _start_parent(
             client, watcher, "bench.fanout.single", f"single-{run}-{index}", index
         )
         await asyncio.wait_for(parent.done.wait(), 60)
         done.append(parent)
+    elapsed = time.time() - began
+    cpu_used = {name: seconds - cpu_before.get(name, 0.0) for name, seconds in _cpu(stack).items()}
     _check(done)
     if not report:
         return
-    _latencies("single_parent", done, {"shape": f"{count} sequential single-child parents"})
+    shape = {"shape": f"{count} sequential single-child parents"}
+    _latencies("single_parent", done, shape)
+    _cpu_lines(cpu_used, elapsed, shape)
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -269,7 +292,7 @@ async def _main(args: argparse.Namespace) -> None:
             await watcher.start()
             try:
                 async with stack.client(timeout=60) as client:
-                    await _singles(client, watcher, count=10, report=False)  # warm-up
+                    await _singles(stack, client, watcher, count=10, report=False)  # warm-up
                     await _fanout(
                         stack, client, watcher, parents=10, children=args.children,
                         concurrency=args.concurrency, report=False,
@@ -278,7 +301,7 @@ async def _main(args: argparse.Namespace) -> None:
                         stack, client, watcher, parents=args.parents, children=args.children,
                         concurrency=args.concurrency, report=True,
                     )  # fmt: skip
-                    await _singles(client, watcher, count=args.singles, report=True)
+                    await _singles(stack, client, watcher, count=args.singles, report=True)
             finally:
                 await watcher.stop()
 

@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from projector_rig import caught_up, running
 from projector_workload import EventsWriter, dump, end_offsets, family, interleaved
 from sqlalchemy import exc as sa_exc
@@ -103,6 +105,40 @@ async def test_restart_resumes_from_the_offsets_stored_in_sql(
         assert service.status.duplicates == 0
         assert service.status.applied == 10 * 10
     assert await _count_workflows(views) == 40
+
+
+async def test_kafka_offsets_are_committed_at_most_once_a_second_and_on_stop(
+    settings: Settings, views: AsyncEngine
+) -> None:
+    """SQL holds the offsets that count; Kafka's (for lag tooling) follow, without a broker
+    write per applied fetch."""
+    batches = interleaved(5)  # 50 batches, each in its own transaction, ~20 ms apart
+    async with EventsWriter(settings) as writer, running(settings) as service:
+        began = asyncio.get_running_loop().time()
+        for batch in batches:
+            await writer.write([batch])
+            await asyncio.sleep(0.02)
+        await caught_up(service, settings)
+        elapsed = asyncio.get_running_loop().time() - began
+        status = service.status
+        assert status.records == len(batches)
+        assert 1 <= status.kafka_commits <= elapsed + 1, (status.kafka_commits, elapsed)
+    async with session_factory(views)() as session:
+        stored = await stored_offsets(session, writer.topic)
+    committed = await _kafka_committed(settings, f"{settings.topic_prefix}.projector")
+    assert {p: o for (_, p), o in stored.items()} == {
+        tp.partition: o for tp, o in committed.items() if tp.topic == writer.topic
+    }
+
+
+async def _kafka_committed(settings: Settings, group: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
 
 
 async def test_rebuild_replays_into_equal_views(settings: Settings, views: AsyncEngine) -> None:
