@@ -57,6 +57,8 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
                     "20",
                     "--lag-rate",
                     "2000",
+                    "--catch-up-events",
+                    "20000",
                 ],
             )
             for backend, database in (

@@ -52,13 +52,24 @@ CASES = {
             "terminals_per_second",
         },
     ),
+    "projection": (
+        [
+            "-m", "aion_projector.bench", "--database", "sqlite+aiosqlite:///{tmp}/bench.db",
+            "--events", "500", "--lag-seconds", "1", "--lag-rate", "200",
+            "--catch-up-events", "500",
+        ],
+        {"events_per_s", "lag_seconds_p95", "kafka_to_sql_events_per_s"},
+    ),
 }  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
-def test_benchmark_runs_and_prints_its_metrics(name: str, kafka_bootstrap: str) -> None:
+def test_benchmark_runs_and_prints_its_metrics(
+    name: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     argv, expected = CASES[name]
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
     env = {**os.environ, "AION_BENCH_KAFKA": kafka_bootstrap}
     done = subprocess.run(
         [sys.executable, *argv],

@@ -8,6 +8,10 @@
    consumes it; the stored offsets are sampled every 50 ms. Reports the events behind (max and
    mean over the samples) and the seconds from each record's send until its offset is stored
    with the views (p50, p95, max). The broker is ``AION_BENCH_KAFKA`` or one started here.
+3. Catch-up (``--catch-up-events`` > 0): that many events of the mix are produced to a fresh
+   events topic first, then ``aion-projector`` is started on them: events/s from its first
+   stored transaction to the last, i.e. Kafka to SQL through the deployed process (decode,
+   apply, offsets), without its start-up and group join.
 
 ``--database postgresql`` uses a scratch database on the PostgreSQL of ``make postgres`` (or
 ``AION_TEST_DATABASE_URL``), created for the run and dropped after. Any other URL has its
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -272,24 +277,105 @@ async def _stored(engine: Any, topic: str) -> dict[int, int]:
         return {}
 
 
-async def _lag(url: str, bootstrap: str, rate: float, seconds: float) -> list[dict[str, object]]:
+async def _fresh(url: str, bootstrap: str) -> tuple[Settings, Any]:
+    """Settings for a fresh topic prefix (topics created) and the views' engine, reset."""
     settings = Settings(
         bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}", partitions=6
     )
-    topic = Topics(settings.topic_prefix).events
     await ensure_topics(settings, Topics(settings.topic_prefix))
     engine = connect(url, poolclass=NullPool)
     await reset(engine)
+    return settings, engine
+
+
+async def _spawn_projector(settings: Settings, url: str) -> asyncio.subprocess.Process:
     env = os.environ | {
-        "AION_KAFKA_BOOTSTRAP": bootstrap,
+        "AION_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
         "AION_TOPIC_PREFIX": settings.topic_prefix,
         "AION_PARTITIONS": str(settings.partitions),
         "AION_DATABASE_URL": url,
         "AION_LOG_LEVEL": "WARNING",
     }
-    projector = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aion_projector", env=env
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "aion_projector", env=env)
+
+
+async def _stop(projector: asyncio.subprocess.Process) -> None:
+    if projector.returncode is None:
+        projector.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(projector.wait(), 30)
+
+
+async def _produce_all(settings: Settings, events: int) -> dict[int, list[int]]:
+    """Send ``events`` of the mix at once; per partition, each record's event count by offset."""
+    deliveries = _workload(events, partitions=settings.partitions, concurrent=200)
+    codec = Codec()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
     )
+    await producer.start()
+    placed: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    try:
+        topic = Topics(settings.topic_prefix).events
+        futures = [
+            (
+                len(b.events),
+                await producer.send(topic, codec.encode_batch(b), key=encode_key(b.workflow_id)),
+            )
+            for _, _, b in deliveries
+        ]
+        for count, future in futures:
+            meta = await future
+            placed[meta.partition].append((meta.offset, count))
+    finally:
+        await producer.stop()
+    return {p: [count for _, count in sorted(records)] for p, records in placed.items()}
+
+
+async def _catch_up(url: str, bootstrap: str, events: int) -> dict[str, object]:
+    settings, engine = await _fresh(url, bootstrap)
+    topic = Topics(settings.topic_prefix).events
+    counts = await _produce_all(settings, events)
+    # events below each offset: a fresh topic of a non-transactional producer has no gaps
+    below = {p: list(itertools.accumulate(c, initial=0)) for p, c in counts.items()}
+    total = sum(sums[-1] for sums in below.values())
+
+    def stored_events(stored: dict[int, int]) -> int:
+        return sum(sums[min(stored.get(p, 0), len(sums) - 1)] for p, sums in below.items())
+
+    projector = await _spawn_projector(settings, url)
+    first: tuple[float, int] | None = None
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            await asyncio.sleep(_SAMPLE_S)
+            done, now = stored_events(await _stored(engine, topic)), time.monotonic()
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= total:
+                break
+            if time.monotonic() > deadline or projector.returncode is not None:
+                raise RuntimeError("the projector did not catch up (or exited)")
+    finally:
+        await _stop(projector)
+        await engine.dispose()
+    assert first is not None
+    seconds = now - first[0]
+    return {
+        "bench": "projection",
+        "metric": "kafka_to_sql_events_per_s",
+        "value": round((total - first[1]) / seconds, 1) if seconds > 0 else float(total),
+        "unit": "events/s",
+        "backend": engine.dialect.name,
+        "events": total,
+        "seconds": round(seconds, 3),
+        "note": "aion-projector catching up on a backlog, first stored transaction to last",
+    }
+
+
+async def _lag(url: str, bootstrap: str, rate: float, seconds: float) -> list[dict[str, object]]:
+    settings, engine = await _fresh(url, bootstrap)
+    topic = Topics(settings.topic_prefix).events
+    projector = await _spawn_projector(settings, url)
     sent: Sent = collections.defaultdict(collections.deque)
     behind: list[int] = []
     waits: list[float] = []
@@ -309,8 +395,7 @@ async def _lag(url: str, bootstrap: str, rate: float, seconds: float) -> list[di
                 behind.append(sum(n for records in sent.values() for _, _, n in records))
         await producing
     finally:
-        projector.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(projector.wait(), 30)
+        await _stop(projector)
         await engine.dispose()
     waits.sort()
     common = {"bench": "projection", "backend": engine.dialect.name, "rate": rate}
@@ -382,15 +467,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-apply", type=int, default=500, help="records per transaction")
     parser.add_argument("--lag-seconds", type=float, default=0.0, help="0: no lag run")
     parser.add_argument("--lag-rate", type=float, default=2000.0, help="events/s produced")
+    parser.add_argument(
+        "--catch-up-events", type=int, default=0, help="backlog for the catch-up run (0: none)"
+    )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as scope:
         url = scope.enter_context(_scratch_postgres()) if args.database == "postgresql" else None
         url = url or args.database
         _print(asyncio.run(_run(url, args.events, args.per_apply)))
-        if args.lag_seconds > 0:
+        if args.lag_seconds > 0 or args.catch_up_events > 0:
             bootstrap = scope.enter_context(_broker())
+        if args.lag_seconds > 0:
             for line in asyncio.run(_lag(url, bootstrap, args.lag_rate, args.lag_seconds)):
                 _print(line)
+        if args.catch_up_events > 0:
+            _print(asyncio.run(_catch_up(url, bootstrap, args.catch_up_events)))
     return 0
 
 
