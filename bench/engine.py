@@ -68,7 +68,6 @@ from aion_common.domain import (
     WorkflowCompleted,
     WorkflowStarted,
     outcome_of,
-    record_child_terminal_id,
 )
 from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.consumer import read_partition_to_end
@@ -113,14 +112,13 @@ def _terminal_for(event: Any, parent: ParentLink) -> RecordChildTerminal | None:
     outcome = outcome_of(event)
     if outcome is None:
         return None
-    return RecordChildTerminal(
-        command_id=record_child_terminal_id(parent.workflow_id, parent.run_id, event.workflow_id),
-        issued_at=datetime.now(UTC),
-        workflow_id=parent.workflow_id,
-        parent_run_id=parent.run_id,
+    return RecordChildTerminal.of(
+        parent.workflow_id,
+        parent.run_id,
         child_workflow_id=event.workflow_id,
         child_run_id=event.run_id,
         outcome=outcome,
+        issued_at=datetime.now(UTC),
     )
 
 

@@ -24,6 +24,7 @@ from aion_common.domain import (
     ParentLink,
     ParentTerminal,
     Payload,
+    RecordChildTerminal,
     Recorded,
     RecordRefused,
     SequenceError,
@@ -292,6 +293,30 @@ def test_recorded_event_takes_the_next_seq_and_the_derived_command_id() -> None:
     assert decision.event.seq == 2
     assert decision.event.run_id == run
     assert decision.event.command_id == record_child_terminal_id(history.workflow_id, run, child)
+
+
+def test_record_child_terminal_of_carries_the_id_every_issuer_derives() -> None:
+    outcome = Completed(result=Payload.from_json(7))
+    record = RecordChildTerminal.of(
+        "parent", "run-1", child_workflow_id="child", child_run_id="c-1", outcome=outcome,
+        issued_at=NOW,
+    )  # fmt: skip
+    assert record.command_id == record_child_terminal_id("parent", "run-1", "child")
+    assert (record.workflow_id, record.parent_run_id, record.child_workflow_id) == (
+        "parent", "run-1", "child",
+    )  # fmt: skip
+    assert (record.child_run_id, record.outcome, record.issued_at) == ("c-1", outcome, NOW)
+    # Same child and parent run: one command, whatever the child run or time of issue.
+    again = RecordChildTerminal.of(
+        "parent", "run-1", child_workflow_id="child", child_run_id="c-2", outcome=outcome,
+        issued_at=datetime(2027, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert again.command_id == record.command_id
+    other_run = RecordChildTerminal.of(
+        "parent", "run-2", child_workflow_id="child", child_run_id="c-1", outcome=outcome,
+        issued_at=NOW,
+    )  # fmt: skip
+    assert other_run.command_id != record.command_id
 
 
 def test_terminal_outcome_reads_each_run() -> None:

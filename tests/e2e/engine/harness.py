@@ -33,7 +33,6 @@ from aion_common.domain import (
     WorkflowContinuedAsNew,
     WorkflowStarted,
     outcome_of,
-    record_child_terminal_id,
 )
 from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.topics import Topics
@@ -324,16 +323,13 @@ class Watcher:
         parent = self._parents.get((event.workflow_id, event.run_id))
         if parent is None:
             return None
-        return RecordChildTerminal(
-            command_id=record_child_terminal_id(
-                parent.workflow_id, parent.run_id, event.workflow_id
-            ),
-            issued_at=datetime.now(UTC),
-            workflow_id=parent.workflow_id,
-            parent_run_id=parent.run_id,
+        return RecordChildTerminal.of(
+            parent.workflow_id,
+            parent.run_id,
             child_workflow_id=event.workflow_id,
             child_run_id=event.run_id,
             outcome=outcome,
+            issued_at=datetime.now(UTC),
         )
 
 

@@ -23,7 +23,6 @@ from aion_common.domain import (
     WorkflowContinuedAsNew,
     WorkflowStarted,
     outcome_of,
-    record_child_terminal_id,
 )
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
@@ -151,16 +150,13 @@ class EngineRig:
         if isinstance(event, WorkflowContinuedAsNew):
             return
         await self.send(
-            RecordChildTerminal(
-                command_id=record_child_terminal_id(
-                    parent.workflow_id, parent.run_id, event.workflow_id
-                ),
-                issued_at=datetime.now(UTC),
-                workflow_id=parent.workflow_id,
-                parent_run_id=parent.run_id,
+            RecordChildTerminal.of(
+                parent.workflow_id,
+                parent.run_id,
                 child_workflow_id=event.workflow_id,
                 child_run_id=event.run_id,
                 outcome=outcome,
+                issued_at=datetime.now(UTC),
             )
         )
 

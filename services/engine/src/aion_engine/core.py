@@ -41,7 +41,6 @@ from aion_common.domain import (
     WorkflowStarted,
     WorkflowTimedOut,
     decide_child_terminal_record,
-    record_child_terminal_id,
 )
 from aion_engine import _runs
 from aion_engine._executor import Executor, execution_timeout_timer_id
@@ -423,13 +422,12 @@ def _report_refused_child(
         return ()
     message = f"start_refused:{code.value}:{reason}"
     return (
-        RecordChildTerminal(
-            command_id=record_child_terminal_id(parent.workflow_id, parent.run_id, cmd.workflow_id),
-            issued_at=now,
-            workflow_id=parent.workflow_id,
-            parent_run_id=parent.run_id,
+        RecordChildTerminal.of(
+            parent.workflow_id,
+            parent.run_id,
             child_workflow_id=cmd.workflow_id,
             child_run_id=_runs.first_run_id(cmd),
             outcome=Failed(error=WorkflowError(message=message)),
+            issued_at=now,
         ),
     )

@@ -22,7 +22,6 @@ from aion_common.domain import (
     StartWorkflow,
     WorkflowStarted,
     outcome_of,
-    record_child_terminal_id,
 )
 from aion_engine.core import EngineCore
 from aion_engine.registry import WorkflowRegistry
@@ -84,14 +83,13 @@ def _watch(batch: EventBatch) -> RecordChildTerminal | None:
     if not isinstance(started, WorkflowStarted) or started.parent is None or outcome is None:
         return None
     parent = started.parent
-    return RecordChildTerminal(
-        command_id=record_child_terminal_id(parent.workflow_id, parent.run_id, batch.workflow_id),
-        issued_at=_NOW,
-        workflow_id=parent.workflow_id,
-        parent_run_id=parent.run_id,
+    return RecordChildTerminal.of(
+        parent.workflow_id,
+        parent.run_id,
         child_workflow_id=batch.workflow_id,
         child_run_id=started.run_id,
         outcome=outcome,
+        issued_at=_NOW,
     )
 
 

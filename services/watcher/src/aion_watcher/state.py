@@ -57,7 +57,6 @@ from aion_common.domain import (
     TerminalOutcome,
     WorkflowStarted,
     outcome_of,
-    record_child_terminal_id,
 )
 from aion_common.domain.events import Event
 
@@ -247,14 +246,13 @@ class WatchState:
             self._forget(key)
             tally.suppressed += 1
             return
-        command = RecordChildTerminal(
-            command_id=record_child_terminal_id(*_fields(key)),
-            issued_at=event.recorded_at,
-            workflow_id=key.parent_workflow_id,
-            parent_run_id=key.parent_run_id,
+        command = RecordChildTerminal.of(
+            key.parent_workflow_id,
+            key.parent_run_id,
             child_workflow_id=key.child_workflow_id,
             child_run_id=event.run_id,
             outcome=outcome,
+            issued_at=event.recorded_at,
         )
         watch = self._arm(key, partition)
         watch.command, watch.issued_at = command, now
@@ -346,7 +344,3 @@ class WatchState:
 
 def _parent(key: WatchKey) -> tuple[str, str]:
     return key.parent_workflow_id, key.parent_run_id
-
-
-def _fields(key: WatchKey) -> tuple[str, str, str]:
-    return key.parent_workflow_id, key.parent_run_id, key.child_workflow_id

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from aion_common.domain.ids import record_child_terminal_id
 from aion_common.domain.outcomes import IdReusePolicy, ParentLink, TerminalOutcome
 from aion_common.domain.payload import Payload
 
@@ -78,6 +79,32 @@ class RecordChildTerminal(CommandBase):
     child_workflow_id: str
     child_run_id: str
     outcome: TerminalOutcome
+
+    @classmethod
+    def of(
+        cls,
+        parent_workflow_id: str,
+        parent_run_id: str,
+        *,
+        child_workflow_id: str,
+        child_run_id: str,
+        outcome: TerminalOutcome,
+        issued_at: datetime,
+    ) -> RecordChildTerminal:
+        """The record of a child's final terminal under the command id every issuer derives
+        alike (:func:`~aion_common.domain.ids.record_child_terminal_id`), so the watcher's
+        record, its re-issues and the engine's own (a refused child start) are one command."""
+        return cls(
+            command_id=record_child_terminal_id(
+                parent_workflow_id, parent_run_id, child_workflow_id
+            ),
+            issued_at=issued_at,
+            workflow_id=parent_workflow_id,
+            parent_run_id=parent_run_id,
+            child_workflow_id=child_workflow_id,
+            child_run_id=child_run_id,
+            outcome=outcome,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
