@@ -160,6 +160,10 @@ def _cpu(stack: Stack) -> dict[str, float]:
     return used
 
 
+def _cpu_since(stack: Stack, before: dict[str, float]) -> dict[str, float]:
+    return {name: seconds - before.get(name, 0.0) for name, seconds in _cpu(stack).items()}
+
+
 def _cpu_lines(used: dict[str, float], elapsed: float, shape: dict[str, Any]) -> None:
     for name, seconds in used.items():
         share = round(seconds / elapsed, 2)
@@ -207,7 +211,7 @@ async def _fanout(
     await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in started)), 600)
     _check(started)
     elapsed = max(p.received_wall for p in started) - began
-    cpu_used = {name: seconds - cpu_before.get(name, 0.0) for name, seconds in _cpu(stack).items()}
+    cpu_used = _cpu_since(stack, cpu_before)
     # Settle: the projector is still applying the burst's events (a second or so of both
     # cores). What follows should measure its own work, not this one's tail: wait until the
     # views hold every parent closed.
@@ -265,7 +269,7 @@ async def _singles(
         await asyncio.wait_for(parent.done.wait(), 60)
         done.append(parent)
     elapsed = time.time() - began
-    cpu_used = {name: seconds - cpu_before.get(name, 0.0) for name, seconds in _cpu(stack).items()}
+    cpu_used = _cpu_since(stack, cpu_before)
     _check(done)
     if not report:
         return

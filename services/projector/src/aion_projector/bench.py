@@ -234,17 +234,27 @@ Sent = dict[int, collections.deque[tuple[float, int, int]]]
 """Per partition, in offset order: (send time, offset, events) of records not yet stored."""
 
 
-async def _produce_steadily(settings: Settings, rate: float, seconds: float, sent: Sent) -> None:
-    """Send the mix at ``rate`` events/s for ``seconds``, noting each record in ``sent``."""
-    deliveries = _workload(int(rate * seconds), partitions=settings.partitions, concurrent=200)
+def _encoded(settings: Settings, events: int) -> list[tuple[bytes, bytes, int]]:
+    """``events`` of the mix as records to send: (key, value, events in it)."""
+    deliveries = _workload(events, partitions=settings.partitions, concurrent=200)
     codec = Codec()
-    records = [
+    return [
         (encode_key(b.workflow_id), codec.encode_batch(b), len(b.events)) for _, _, b in deliveries
     ]
+
+
+async def _started_producer(settings: Settings) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
     )
     await producer.start()
+    return producer
+
+
+async def _produce_steadily(settings: Settings, rate: float, seconds: float, sent: Sent) -> None:
+    """Send the mix at ``rate`` events/s for ``seconds``, noting each record in ``sent``."""
+    records = _encoded(settings, int(rate * seconds))
+    producer = await _started_producer(settings)
     try:
         topic = Topics(settings.topic_prefix).events
         started = time.monotonic()
@@ -307,22 +317,12 @@ async def _stop(projector: asyncio.subprocess.Process) -> None:
 
 async def _produce_all(settings: Settings, events: int) -> dict[int, list[int]]:
     """Send ``events`` of the mix at once; per partition, each record's event count by offset."""
-    deliveries = _workload(events, partitions=settings.partitions, concurrent=200)
-    codec = Codec()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
-    )
-    await producer.start()
+    records = _encoded(settings, events)
+    producer = await _started_producer(settings)
     placed: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
     try:
         topic = Topics(settings.topic_prefix).events
-        futures = [
-            (
-                len(b.events),
-                await producer.send(topic, codec.encode_batch(b), key=encode_key(b.workflow_id)),
-            )
-            for _, _, b in deliveries
-        ]
+        futures = [(n, await producer.send(topic, value, key=key)) for key, value, n in records]
         for count, future in futures:
             meta = await future
             placed[meta.partition].append((meta.offset, count))
