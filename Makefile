@@ -5,8 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DISTS := -e libs/aion_common -e libs/aion_client -e services/engine -e services/watcher -e services/projector -e libs/aion_dev
 STAMP := $(VENV)/.installed
+# The Docker daemon `make images`/`compose-up` start when none answers (`make docker-down` or
+# `make compose-down` stop it), and the one `make test` starts and stops for itself.
+DOCKERD_PID := .aion/docker/dockerd.pid
+DOCKERD_TEST_PID := .aion/docker/dockerd-test.pid
+# Ryuk (testcontainers' reaper) cannot be pulled without a registry; the fixtures clean up.
+export TESTCONTAINERS_RYUK_DISABLED ?= true
 
-.PHONY: install dev demo test lint types imports pytest bench kafka-jars postgres clean
+.PHONY: install dev demo test lint types imports pytest bench kafka-jars postgres clean \
+	images compose-up compose-down docker-up docker-down
 
 install: $(STAMP)
 
@@ -46,7 +53,34 @@ imports: install
 pytest: install kafka-jars postgres
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; $(PY) -m aion_common.testing.postgres stop; exit $$rc
 
-test: lint types imports pytest
+# CI runs exactly this. The container tests need a Docker engine: one that answers is used;
+# otherwise Debian's docker.io is installed where missing and dockerd started, then stopped by
+# its PID at the end, whatever happened. Images whose inputs did not change are not rebuilt.
+test: lint types imports
+	@$(PY) -m aion_common.testing.dockerd up --pid-file $(DOCKERD_TEST_PID)
+	@trap '$(PY) -m aion_common.testing.dockerd down --pid-file $(DOCKERD_TEST_PID)' EXIT; \
+	$(PY) -m aion_common.testing.images build --if-docker && $(MAKE) --no-print-directory pytest
+
+# Every image, built from local parts when no registry is reachable (docs/deploy.md); each
+# image's size is printed. Starts a Docker daemon when none answers (`make docker-down`).
+images: install kafka-jars docker-up
+	$(PY) -m aion_common.testing.images build
+
+# docker-compose.yml on the images above (with deploy/compose.local.yml when the public Kafka
+# and PostgreSQL images are not here), API on 127.0.0.1:8080; prints the time to healthy.
+compose-up: images
+	$(PY) -m aion_common.testing.compose up
+
+# Removes the stack (containers, network, volumes), then the daemon `make images` started.
+compose-down: install
+	$(PY) -m aion_common.testing.compose down
+	$(PY) -m aion_common.testing.dockerd down --pid-file $(DOCKERD_PID)
+
+docker-up: install
+	$(PY) -m aion_common.testing.dockerd up --pid-file $(DOCKERD_PID)
+
+docker-down: install
+	$(PY) -m aion_common.testing.dockerd down --pid-file $(DOCKERD_PID)
 
 # Benchmarks print one JSON object per line; the projection benchmark also runs on PostgreSQL,
 # so the cluster is provisioned first and stopped afterwards.

@@ -9,8 +9,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
+
+from aion.testing.containers import DEFAULT_IMAGE, DEFAULT_KAFKA_IMAGE
+from aion_common.testing.images import AION_IMAGE, POSTGRES_IMAGE, kafka_image
 
 from .model import COMPOSE, ROOT, compose_processes, env_read_by, load_compose
+
+OVERRIDE = ROOT / "deploy" / "compose.local.yml"
 
 # Any attempt to download a schema goes to a dead proxy: the validation must work offline.
 _OFFLINE = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
@@ -39,12 +45,30 @@ def test_compose_file_matches_the_compose_spec() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_local_images_override_matches_the_compose_spec_and_the_built_images() -> None:
+    """deploy/compose.local.yml: valid, and naming exactly the images `make images` builds."""
+    result = _check_jsonschema(OVERRIDE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(OVERRIDE.read_text())["services"]
+    assert set(services) == {"kafka", "postgres"}
+    assert services["kafka"]["image"] == kafka_image(ROOT) == DEFAULT_KAFKA_IMAGE
+    assert services["postgres"]["image"] == POSTGRES_IMAGE
+    assert services["kafka"]["healthcheck"]["test"] == ["CMD", "/opt/kafka/bin/kafka-ready"]
+    assert load_compose()["services"]["engine-1"]["image"] == AION_IMAGE == DEFAULT_IMAGE
+
+
+def test_ports_are_published_on_loopback_only() -> None:
+    for name, service in load_compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond 127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("good", "typo", "reported"),
     [
         # in an x- anchor: the merge key carries the typo into every aion service
         ("  restart: unless-stopped", "  restrat: unless-stopped", "'restrat'"),
-        ("  interval: 10s", "  intreval: 10s", "'intreval'"),
+        ("  interval: 5s", "  intreval: 5s", "'intreval'"),
         (
             "      kafka: {condition: service_healthy}",
             "      kafka: {condition: service_healty}",

@@ -42,7 +42,10 @@ class KafkaProvider:
         external = os.environ.get(ENV_BOOTSTRAP)
         if external:
             return cls("env", bootstrap=external)
-        if _docker_answers():
+        # A testcontainers Kafka only when its image is named: `make test` now starts a Docker
+        # engine of its own (for the container tests), and testcontainers' default image cannot
+        # be pulled where no registry is reachable (docs/decisions.md 26).
+        if os.environ.get(ENV_IMAGE) and _docker_answers():
             return cls("docker")
         return cls("java")
 

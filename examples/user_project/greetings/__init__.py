@@ -1,0 +1,1 @@
+"""A user's workflows, tested end to end on aion in containers."""
