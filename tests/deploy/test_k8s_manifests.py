@@ -180,3 +180,15 @@ def test_pods_run_as_the_images_unprivileged_user() -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 10001  # deploy/Dockerfile
     assert (K8S.parent / "Dockerfile").read_text().count("USER 10001:10001") == 1
+
+
+def test_the_manifests_deploy_the_image_make_images_builds() -> None:
+    """Same image as compose: kustomize's aion:<version> is a tag `make images` gives aion:dev."""
+    from aion_common.testing.images import release_image
+
+    (image,) = kustomization()["images"]
+    assert image["name"] == "aion"
+    assert f"{image['newName']}:{image['newTag']}" == release_image(K8S.parents[1])
+    for deployment in _docs("Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "aion", deployment["metadata"]["name"]

@@ -46,6 +46,7 @@ __all__ = [
     "build_images",
     "image_exists",
     "kafka_image",
+    "release_image",
 ]
 
 INPUTS_LABEL = "dev.aion.inputs"
@@ -87,6 +88,7 @@ class _Recipe:
     context: str
     inputs: tuple[str, ...]
     args: Mapping[str, str]
+    also_tagged: tuple[str, ...] = ()
 
 
 def image_exists(name: str) -> bool:
@@ -269,8 +271,14 @@ class _Builder:
             if key.endswith("_IMAGE"):
                 extra[f"{key}@id"] = _inspect(value, "{{.Id}}") or "missing"
         digest = _digest(self.root, dict.fromkeys(files), extra)
-        if self._up_to_date(recipe.name, digest):
-            return
+        if not self._up_to_date(recipe.name, digest):
+            self._build(recipe, digest, before)
+        for tag in recipe.also_tagged:
+            subprocess.run(  # noqa: S603 - argv built here
+                [_cli(), "tag", recipe.name, tag], capture_output=True, check=True, timeout=60
+            )
+
+    def _build(self, recipe: _Recipe, digest: str, before: Callable[[], None] | None) -> None:
         if before is not None:
             before()
         cli, env = _build_cli()
@@ -341,6 +349,17 @@ class _Builder:
             shutil.rmtree(sources, ignore_errors=True)
         count = len(list(target.glob("*.whl")))
         self.say(f"images: {count} wheels for {len(dists)} distributions built in {seconds:.1f} s")
+
+
+def release_image(repo_root: Path) -> str:
+    """``aion:<the aion distribution's version>``: the second tag of ``aion:dev``.
+
+    deploy/k8s/kustomization.yaml deploys that name, so the manifests use the same image.
+    """
+    import tomllib  # noqa: PLC0415 - only the aion image's extra tag needs it
+
+    project = tomllib.loads((repo_root / "libs/aion_client/pyproject.toml").read_text())
+    return f"aion:{project['project']['version']}"
 
 
 def _size(name: str) -> int:
@@ -430,6 +449,8 @@ def build_images(
                 "deploy/wheelhouse",
             ),
             args={"PYTHON_IMAGE": python, "WHEELHOUSE": str(_WHEELHOUSE)},
+            # The name and tag deploy/k8s/kustomization.yaml deploys: the same image.
+            also_tagged=(release_image(root),),
         ),
         before=builder.wheelhouse,
     )

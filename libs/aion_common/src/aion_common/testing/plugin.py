@@ -1,7 +1,8 @@
 """aion's pytest plugin (entry point ``aion``): a real broker and real databases for tests.
 
 Broker, in order: ``AION_TEST_KAFKA`` (an existing broker); a testcontainers Kafka when
-testcontainers is installed and a Docker engine answers; else the Java-run Apache Kafka from
+``AION_TEST_KAFKA_IMAGE`` names its (Confluent) image and a Docker engine answers; else the
+Java-run Apache Kafka from
 :mod:`aion_common.testing.broker`, started once per session in a temporary data dir (kept, and
 named in the summary, when a Kafka test failed). PostgreSQL: ``AION_TEST_DATABASE_URL`` or the
 cluster ``make postgres`` provisioned; missing, its tests skip, or fail when ``CI`` is set.
