@@ -107,8 +107,16 @@ def start_daemon(log_path: Path, *, say: Say) -> int:
 
 
 def stop_daemon(pid: int, *, say: Say) -> None:
-    """SIGTERM ``pid`` (a dockerd this module started), SIGKILL it after 30 s."""
+    """SIGTERM ``pid`` (a dockerd this module started), SIGKILL it after 30 s.
+
+    A PID whose process is not ``dockerd`` (a stale PID file whose number was reused) is left
+    alone.
+    """
     started = time.monotonic()
+    comm = Path(f"/proc/{pid}/comm")
+    if comm.exists() and comm.read_text().strip() != "dockerd":
+        say(f"docker: pid {pid} is no longer a dockerd ({comm.read_text().strip()}); left alone")
+        return
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
