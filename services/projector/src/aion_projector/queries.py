@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, and_, or_, select
+from sqlalchemy import Table, and_, collate, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aion_common.domain import InvalidInput
@@ -44,6 +45,7 @@ __all__ = [
     "describe",
     "history",
     "list_workflows",
+    "prefix_bound",
     "refusal",
     "refusals",
     "registry",
@@ -62,6 +64,8 @@ class WorkflowFilter:
     parent_workflow_id: str | None = None
     started_from: datetime | None = None
     started_before: datetime | None = None
+    id_prefix: str | None = None
+    """Ids starting with this; the list is then ordered by id."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,10 +87,12 @@ class WorkflowSummary:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowPage:
-    """One page of a list, and the cursor of the next (None on the last page)."""
+    """One page of a list, and the cursors of the next (older) and previous (newer) pages;
+    None where there is no such page."""
 
     items: tuple[WorkflowSummary, ...]
     next_cursor: str | None
+    prev_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,34 +203,52 @@ _CHILD, _REG, _HELD, _OFF = _t(ChildLinkRow), _t(RegistryRow), _t(HeldEventRow),
 _REFUSED = _t(RefusalRow)
 
 
-def _encode_cursor(summary: WorkflowSummary) -> str:
-    raw = orjson.dumps([summary.started_at.isoformat(), summary.workflow_id])
+_ID_ORDER = "i"
+
+
+def _encode_cursor(summary: WorkflowSummary, *, by_id: bool) -> str:
+    key = [_ID_ORDER, summary.workflow_id] if by_id else [summary.started_at.isoformat()]
+    raw = orjson.dumps(key if by_id else [*key, summary.workflow_id])
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_cursor(cursor: str, *, by_id: bool) -> tuple[datetime | None, str]:
+    """``(started_at, workflow_id)``; ``started_at`` is None for an id-ordered list's cursor."""
     try:
-        started, workflow_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        return datetime.fromisoformat(started), str(workflow_id)
+        key = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        if by_id and len(key) == 2 and key[0] == _ID_ORDER:  # noqa: PLR2004 - [kind, id]
+            return None, str(key[1])
+        if not by_id and len(key) == 2 and key[0] != _ID_ORDER:  # noqa: PLR2004 - [time, id]
+            return datetime.fromisoformat(key[0]), str(key[1])
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as err:
         raise InvalidInput(f"cursor {cursor[:40]!r} is not one this API issued") from err
+    raise InvalidInput(f"cursor {cursor[:40]!r} is not one this API issued for this list")
 
 
 def _summary(row: Any) -> WorkflowSummary:
     return WorkflowSummary(**{c.name: row[c.name] for c in _W.columns})
 
 
-async def list_workflows(
-    session: AsyncSession,
-    where: WorkflowFilter | None = None,
-    *,
-    limit: int = 100,
-    after_cursor: str | None = None,
-) -> WorkflowPage:
-    """A page of workflows matching ``where``, newest started first."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be 1 to {MAX_PAGE}, got {limit}")
-    where = where or WorkflowFilter()
+def prefix_bound(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (code point order),
+    or None when there is none (a prefix of U+10FFFF characters only)."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < sys.maxunicode:
+            return "".join(chars) + chr(last + 1)
+    return None
+
+
+def _id_column(session: AsyncSession) -> Any:
+    """``workflow_id`` compared in code point order: SQLite's BINARY collation already is;
+    PostgreSQL's may be a locale's, so it compares ``COLLATE "C"`` (indexed, migration 0003)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return collate(_W.c.workflow_id, "C")
+    return _W.c.workflow_id
+
+
+def _conditions(where: WorkflowFilter, id_column: Any) -> list[Any]:
     conditions: list[Any] = []
     if where.workflow_type is not None:
         conditions.append(_W.c.workflow_type == where.workflow_type)
@@ -236,24 +260,78 @@ async def list_workflows(
         conditions.append(_W.c.started_at >= where.started_from)
     if where.started_before is not None:
         conditions.append(_W.c.started_at < where.started_before)
-    if after_cursor is not None:
-        started, workflow_id = _decode_cursor(after_cursor)
-        conditions.append(
-            or_(
-                _W.c.started_at < started,
-                and_(_W.c.started_at == started, _W.c.workflow_id < workflow_id),
-            )
-        )
-    statement = (
-        select(_W)
-        .where(*conditions)
-        .order_by(_W.c.started_at.desc(), _W.c.workflow_id.desc())
-        .limit(limit + 1)
-    )
+    if where.id_prefix:
+        conditions.append(id_column >= where.id_prefix)
+        upper = prefix_bound(where.id_prefix)
+        if upper is not None:
+            conditions.append(id_column < upper)
+    return conditions
+
+
+async def list_workflows(
+    session: AsyncSession,
+    where: WorkflowFilter | None = None,
+    *,
+    limit: int = 100,
+    after_cursor: str | None = None,
+    before_cursor: str | None = None,
+) -> WorkflowPage:
+    """A page of workflows matching ``where``: newest started first, or by id when the filter
+    has an ``id_prefix`` (a range scan of the id index, not a walk of the time index).
+
+    Keyset pagination both ways: ``after_cursor`` (a page's ``next_cursor``) continues towards
+    older workflows, ``before_cursor`` (its ``prev_cursor``) goes back. Nothing is counted.
+    """
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be 1 to {MAX_PAGE}, got {limit}")
+    if after_cursor is not None and before_cursor is not None:
+        raise InvalidInput("give after_cursor or before_cursor, not both")
+    where = where or WorkflowFilter()
+    by_id = bool(where.id_prefix)
+    id_column = _id_column(session)
+    conditions = _conditions(where, id_column)
+    backwards = before_cursor is not None
+    cursor = before_cursor if backwards else after_cursor
+    if cursor is not None:
+        started, workflow_id = _decode_cursor(cursor, by_id=by_id)
+        conditions.append(_beyond(started, workflow_id, id_column, backwards=backwards))
+    # Newest first (by time), or ascending ids; walked the other way to go back a page.
+    if by_id:
+        order = [id_column.desc() if backwards else id_column.asc()]
+    elif backwards:
+        order = [_W.c.started_at.asc(), _W.c.workflow_id.asc()]
+    else:
+        order = [_W.c.started_at.desc(), _W.c.workflow_id.desc()]
+    statement = select(_W).where(*conditions).order_by(*order).limit(limit + 1)
     rows = [_summary(r) for r in (await session.execute(statement)).mappings()]
     more = len(rows) > limit
-    items = tuple(rows[:limit])
-    return WorkflowPage(items=items, next_cursor=_encode_cursor(items[-1]) if more else None)
+    items = rows[:limit]
+    if backwards:
+        items.reverse()
+    if not items:
+        return WorkflowPage(items=(), next_cursor=None, prev_cursor=None)
+    newer = more if backwards else cursor is not None
+    older = backwards or more
+    return WorkflowPage(
+        items=tuple(items),
+        next_cursor=_encode_cursor(items[-1], by_id=by_id) if older else None,
+        prev_cursor=_encode_cursor(items[0], by_id=by_id) if newer else None,
+    )
+
+
+def _beyond(started: datetime | None, workflow_id: str, id_column: Any, *, backwards: bool) -> Any:
+    """Rows after the cursor's row in the list's order (before it when ``backwards``)."""
+    if started is None:
+        return id_column < workflow_id if backwards else id_column > workflow_id
+    if backwards:
+        return or_(
+            _W.c.started_at > started,
+            and_(_W.c.started_at == started, _W.c.workflow_id > workflow_id),
+        )
+    return or_(
+        _W.c.started_at < started,
+        and_(_W.c.started_at == started, _W.c.workflow_id < workflow_id),
+    )
 
 
 async def describe(session: AsyncSession, workflow_id: str) -> WorkflowDescription | None:

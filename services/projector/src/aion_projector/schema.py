@@ -18,9 +18,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
+    "POSTGRESQL_ONLY_INDEXES",
     "Base",
     "ChildLinkRow",
     "ChildState",
+    "DeadLetterRow",
     "HeldEventRow",
     "HistoryRow",
     "OffsetRow",
@@ -34,6 +36,11 @@ __all__ = [
 
 ID = 255
 NAME = 128
+
+POSTGRESQL_ONLY_INDEXES = frozenset({"ix_workflows_id_c"})
+"""Indexes the migrations create on PostgreSQL alone, which no model here can declare:
+``workflows (workflow_id COLLATE "C")`` for id-prefix search in code point order (SQLite's
+own collation already is; see migration 0003)."""
 
 
 class RunStatus(enum.StrEnum):
@@ -173,6 +180,7 @@ class RegistryRow(Base):
     __table_args__ = (
         Index("ix_registry_partition", "partition", "workflow_id", "run_id"),
         Index("ix_registry_owner", "owner", "workflow_id", "run_id"),
+        Index("ix_registry_status_type", "status", "workflow_type", "package_version"),
     )
 
     workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
@@ -220,6 +228,9 @@ class RefusalRow(Base):
     """
 
     __tablename__ = "command_refusals"
+    __table_args__ = (
+        Index("ix_command_refusals_refused", "refused_at", "workflow_id", "command_id"),
+    )
 
     workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     command_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
@@ -229,3 +240,30 @@ class RefusalRow(Base):
     refused_at: Mapped[datetime] = mapped_column(UtcDateTime())
     partition: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeadLetterRow(Base):
+    """A record some consumer refused, as read from the dead-letter topic, with why.
+
+    Keyed by the dead letter's own coordinates (topic, partition, offset), so a re-delivered
+    record changes nothing. The ``source_*`` columns, the reason and the error class come from
+    the ``aion.dlq.*`` headers; a record without valid ones (a foreign producer's) is kept with
+    them null and ``reason`` saying so. ``preview`` is the start of the value, undecoded bytes
+    shown as escapes: the value itself may be what failed to decode.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_at", "dead_lettered_at", "partition", "offset"),)
+
+    topic: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    dead_lettered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    workflow_id: Mapped[str | None] = mapped_column(String(ID))
+    source_topic: Mapped[str | None] = mapped_column(String(ID))
+    source_partition: Mapped[int | None] = mapped_column(Integer)
+    source_offset: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(String(NAME))
+    reason: Mapped[str] = mapped_column(Text)
+    value_size: Mapped[int] = mapped_column(Integer)
+    preview: Mapped[str] = mapped_column(Text)

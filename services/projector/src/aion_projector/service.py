@@ -32,7 +32,10 @@ Per fetch (up to ``max_records`` records, one SQL transaction):
   happened; any other error propagates and the process restarts.
 
 Refusals (``CommandRefused`` on the replies topic) are consumed by the same consumer and
-stored in the same transactions, offsets included, in ``command_refusals``.
+stored in the same transactions, offsets included, in ``command_refusals``; so are the records
+of the dead-letter topic, in ``dead_letters`` (see :mod:`aion_projector.dead_letters`: any
+record there gives a row, and one that still cannot be stored is skipped with an error logged,
+never dead-lettered again, which would loop).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from aion_common.kafka import (
 from aion_common.settings import Settings
 from aion_projector.changes import ApplyStats
 from aion_projector.database import connect, migrate, reset, session_factory
+from aion_projector.dead_letters import record_dead_letters
 from aion_projector.projection import Delivery, Projection, RefusalDelivery, record_refusals
 from aion_projector.queries import stored_offsets
 from aion_projector.schema import OffsetRow
@@ -87,7 +91,8 @@ _MAX_TRANSIENT_FAILURES = 10
 _TRANSIENT_MESSAGES = ("database is locked", "database is busy")
 _REASON_MAX = 2000
 
-_Decoded = tuple[Record, EventBatch | CommandRefused]
+_Decoded = tuple[Record, EventBatch | CommandRefused | None]
+"""A record and its value decoded; None for a dead letter, which is stored undecoded."""
 
 
 @dataclass(slots=True)
@@ -104,12 +109,17 @@ class ProjectorStatus:
     retries: int = 0
     """Transient database errors backed off from."""
     records: int = 0
+    """Records consumed from the events and replies topics (dead letters are counted apart)."""
     kafka_commits: int = 0
     """Offset commits sent to Kafka (for lag tooling; at most one a second, and one on stop)."""
     next_offsets: dict[int, int] = field(default_factory=dict)
     """Per assigned events partition: the next offset the views need (as stored in SQL)."""
     reply_offsets: dict[int, int] = field(default_factory=dict)
     """Per assigned replies partition: the next offset (as stored in SQL)."""
+    dead_letter_offsets: dict[int, int] = field(default_factory=dict)
+    """Per assigned dead-letter partition: the next offset (as stored in SQL)."""
+    dead_letters_stored: int = 0
+    """Dead-letter records consumed into the ``dead_letters`` view (re-deliveries included)."""
     lag: dict[int, int] = field(default_factory=dict)
     """Per assigned events partition: records between the stored offset and the log's end."""
 
@@ -250,7 +260,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             auto_offset_reset="earliest",
             max_poll_records=self._max_records,
         )
-        self._consumer.subscribe([self._topics.events, self._topics.replies], listener=self)
+        self._consumer.subscribe(self._consumed_topics(), listener=self)
         try:
             await self._consumer.start()
         except KafkaError as err:
@@ -258,11 +268,14 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         _log.info(
             "projector started",
             extra={
-                "topics": [self._topics.events, self._topics.replies],
+                "topics": self._consumed_topics(),
                 "group": self._group_id,
                 "rebuild": self._rebuild,
             },
         )
+
+    def _consumed_topics(self) -> list[str]:
+        return [self._topics.events, self._topics.replies, self._topics.dead_letter]
 
     async def run(self) -> None:
         """Project until :meth:`stop`; raise on an error a restart must handle."""
@@ -381,6 +394,8 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         """The status map holding ``tp``'s stored offset (events or replies)."""
         if tp.topic == self._topics.replies:
             return self._status.reply_offsets
+        if tp.topic == self._topics.dead_letter:
+            return self._status.dead_letter_offsets
         return self._status.next_offsets
 
     async def _apply(
@@ -409,6 +424,8 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
 
     def _decode(self, record: Record) -> _Decoded:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        if record.topic == self._topics.dead_letter:
+            return record, None
         if record.topic == self._topics.replies:
             return record, self._codec.decode_refusal(record.value, **where)
         return record, self._codec.decode_batch(record.value, **where)
@@ -416,13 +433,17 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
     async def _apply_decoded(self, session: AsyncSession, decoded: list[_Decoded]) -> ApplyStats:
         deliveries: list[Delivery] = []
         refusals: list[RefusalDelivery] = []
+        dead: list[Record] = []
         for record, value in decoded:
-            if isinstance(value, CommandRefused):
+            if value is None:
+                dead.append(record)
+            elif isinstance(value, CommandRefused):
                 refusals.append((record.partition, record.offset, value))
             else:
                 deliveries.append((record.partition, record.offset, value))
         stats = await self._projection.apply(session, deliveries)
         stats.refusals = await record_refusals(session, refusals)
+        await record_dead_letters(session, dead)
         return stats
 
     async def _apply_singly(
@@ -443,7 +464,17 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             except (InvariantViolation, sa_exc.SQLAlchemyError) as err:
                 if not is_poison(err):
                     raise
-                await self._dead_letter(record, _reason(err), err, poison=True)
+                if value is None:  # a dead letter: dead-lettering it again would loop
+                    _log.error(
+                        "dead letter not stored in the view: skipped",
+                        extra={
+                            "partition": record.partition,
+                            "offset": record.offset,
+                            "reason": _reason(err),
+                        },
+                    )
+                else:
+                    await self._dead_letter(record, _reason(err), err, poison=True)
                 async with self.sessions() as session, session.begin():
                     await _store_offsets(session, {tp: record.offset + 1})
                 continue
@@ -485,7 +516,9 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         status.duplicates += stats.duplicates
         status.held += stats.held
         status.refusals += stats.refusals
-        status.records += len(records)
+        dead = sum(r.topic == self._topics.dead_letter for r in records)
+        status.records += len(records) - dead
+        status.dead_letters_stored += dead
         for tp, offset in positions.items():
             self._stored_of(tp)[tp.partition] = offset
         if stats.held:

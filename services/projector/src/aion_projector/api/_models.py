@@ -80,10 +80,12 @@ class SummaryOut(_Out):
 
 
 class WorkflowList(_Out):
-    """A page of workflows; pass ``next_cursor`` as ``cursor`` for the next page."""
+    """A page of workflows; pass ``next_cursor`` as ``cursor`` for the next page, or
+    ``prev_cursor`` as ``before`` for the previous one."""
 
     items: list[SummaryOut]
     next_cursor: str | None
+    prev_cursor: str | None = None
 
 
 class RunOut(_Out):

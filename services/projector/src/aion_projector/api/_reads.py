@@ -41,7 +41,9 @@ from aion_projector.queries import (
 )
 from aion_projector.schema import RunStatus
 
-__all__ = ["MAX_LIST", "MAX_WAIT", "router"]
+__all__ = ["CURSOR_PATTERN", "MAX_LIST", "MAX_WAIT", "router"]
+
+CURSOR_PATTERN = "^[A-Za-z0-9_=-]+$"
 
 MAX_LIST = 500
 MAX_HISTORY = 1000
@@ -74,20 +76,33 @@ async def list_route(
     parent: Annotated[str | None, Query(max_length=255)] = None,
     started_from: datetime | None = None,
     started_before: datetime | None = None,
+    id_prefix: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024, pattern="^[A-Za-z0-9_=-]+$")] = None,
+    cursor: Annotated[str | None, Query(max_length=1024, pattern=CURSOR_PATTERN)] = None,
+    before: Annotated[str | None, Query(max_length=1024, pattern=CURSOR_PATTERN)] = None,
 ) -> WorkflowList:
-    """Keyset pagination: pass the answer's ``next_cursor`` as ``cursor`` for the next page."""
+    """Keyset pagination: pass the answer's ``next_cursor`` as ``cursor`` for the next page
+    (older workflows), or its ``prev_cursor`` as ``before`` to go back. With ``id_prefix`` the
+    list holds the ids starting with it, in id order."""
+    if id_prefix is not None:
+        validate_id(id_prefix, what="id prefix")
     where = WorkflowFilter(
         workflow_type=workflow_type,
         status=None if status is None else status.value,
         parent_workflow_id=parent,
         started_from=_utc(started_from),
         started_before=_utc(started_before),
+        id_prefix=id_prefix,
     )
     async with st.sessions() as session:
-        page = await list_workflows(session, where, limit=limit, after_cursor=cursor)
-    return WorkflowList(items=[SummaryOut.of(s) for s in page.items], next_cursor=page.next_cursor)
+        page = await list_workflows(
+            session, where, limit=limit, after_cursor=cursor, before_cursor=before
+        )
+    return WorkflowList(
+        items=[SummaryOut.of(s) for s in page.items],
+        next_cursor=page.next_cursor,
+        prev_cursor=page.prev_cursor,
+    )
 
 
 async def _describe(st: ApiState, workflow_id: str) -> WorkflowDescription | None:
