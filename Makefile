@@ -12,7 +12,7 @@ DOCKERD_TEST_PID := .aion/docker/dockerd-test.pid
 # Ryuk (testcontainers' reaper) cannot be pulled without a registry; the fixtures clean up.
 export TESTCONTAINERS_RYUK_DISABLED ?= true
 
-.PHONY: install dev demo test lint types imports pytest bench kafka-jars postgres clean \
+.PHONY: install dev demo test lint types imports pytest bench kafka-jars postgres browser clean \
 	images compose-up compose-down docker-up docker-down
 
 install: $(STAMP)
@@ -28,6 +28,17 @@ kafka-jars: install
 
 postgres: install
 	$(PY) -m aion_common.testing.postgres provision
+
+# The web UI's browser tests drive Debian's Chromium through Playwright (never `playwright
+# install`: its own browser downloads cannot be fetched here). Installed with apt (as root)
+# when missing; fonts-dejavu-core because Chromium aborts on a machine without any font.
+CHROMIUM := /usr/lib/chromium/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  test "$$(id -u)" = 0 || { echo "no Chromium: apt-get install chromium fonts-dejavu-core (as root)"; exit 1; }; \
+	  echo "browser: installing Debian's chromium (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; }
 
 # The whole stack (embedded Kafka, SQLite, engine, watcher, projector, API), supervised, until Ctrl-C.
 # `make dev ARGS="--workflows my_pkg.workflows"` passes options on to `aion dev`.
@@ -50,7 +61,7 @@ imports: install
 
 # pytest's own exit code is kept (5 = no tests collected fails the build); the PostgreSQL cluster
 # that `make postgres` started is stopped either way.
-pytest: install kafka-jars postgres
+pytest: install kafka-jars postgres browser
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; $(PY) -m aion_common.testing.postgres stop; exit $$rc
 
 # CI runs exactly this. The container tests need a Docker engine: one that answers is used;

@@ -13,6 +13,7 @@ import re
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.e2e.dev.harness import (
     DevProcess,
@@ -135,6 +136,11 @@ async def test_ctrl_c_leaves_nothing_and_a_restart_keeps_every_workflow(tmp_path
         api_url = await first.wait_up()
         done = await run_order(api_url, "before-the-restart")
         assert done.status == "COMPLETED", done
+        assert f"web UI {api_url}/ " in first.stdout  # the banner says where the UI is
+        async with httpx.AsyncClient() as http:
+            page = await http.get(f"{api_url}/workflows/before-the-restart")
+        assert page.status_code == 200
+        assert "COMPLETED" in page.text
         pids = first.children()
         assert set(pids) == {"kafka", *SERVICES}
         first.signal(signal.SIGINT)

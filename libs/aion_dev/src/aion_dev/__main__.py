@@ -137,6 +137,7 @@ def _banner(stack: Stack) -> str:
     return "\n".join(
         [
             f"aion dev is up: API {stack.api_url} (OpenAPI at {stack.api_url}/docs)",
+            f"  web UI {stack.api_url}/  (workflows, registry, dead letters)",
             f"  kafka {stack.settings.bootstrap_servers}, database {stack.settings.database_url}",
             f"  workflows from: {workflows}; logs in {stack.logs}",
             "",

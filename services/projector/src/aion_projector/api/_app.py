@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hmac
 import time
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aion_common.settings import Settings
 from aion_projector.api import _reads, _writes
+from aion_projector.api._cluster import ClusterView
 from aion_projector.api._models import Health
 from aion_projector.api._paths import SegmentedPaths
 from aion_projector.api._problems import (
@@ -30,8 +34,10 @@ from aion_projector.api._problems import (
     install_problem_handlers,
     problem_response,
 )
+from aion_projector.api._session import SESSION_COOKIE, is_ui_path, is_ui_public, session_value
 from aion_projector.api._sink import CommandSink
 from aion_projector.api._state import ApiState
+from aion_projector.api.ui import install_ui
 
 __all__ = ["OPEN_PATHS", "create_app"]
 
@@ -67,11 +73,13 @@ def create_app(
     command_sink: CommandSink,
     api_token: str | None = None,
     poll_interval: float = 0.1,
+    cluster_view: ClusterView | None = None,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
     ``api_token`` turns on bearer auth for everything but :data:`OPEN_PATHS`. The caller owns
-    the lifecycle of the sessions' engine and of the sink (see :func:`run_api`).
+    the lifecycle of the sessions' engine, of the sink and of ``cluster_view`` (which the web
+    UI's registry page reads; see :func:`run_api`). The web UI is served at ``/``.
     """
     app = FastAPI(
         title="aion",
@@ -83,10 +91,13 @@ def create_app(
         sessions=session_factory,
         sink=command_sink,
         poll_interval=poll_interval,
+        cluster=cluster_view,
+        ui_session=None if api_token is None else session_value(api_token),
     )
     install_problem_handlers(app)
     app.include_router(_reads.router)
     app.include_router(_writes.router)
+    install_ui(app)
     metrics = _Metrics()
     _add_health_and_metrics(app, session_factory, metrics)
     _add_middleware(app, settings, metrics, api_token)
@@ -118,8 +129,11 @@ def _add_health_and_metrics(
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: _Metrics, token: str | None) -> None:
     expected = None if token is None else f"Bearer {token}".encode()
+    session = None if token is None else session_value(token).encode()
     max_body = settings.payload_limit_bytes * 2 + _BODY_OVERHEAD
-    app.add_middleware(_Guard, metrics=metrics, expected=expected, max_body=max_body)
+    app.add_middleware(
+        _Guard, metrics=metrics, expected=expected, session=session, max_body=max_body
+    )
     app.add_middleware(SegmentedPaths)  # outermost: every route sees ids with '/' intact
 
 
@@ -131,11 +145,18 @@ class _Guard:
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: _Metrics, expected: bytes | None, max_body: int
+        self,
+        app: ASGIApp,
+        *,
+        metrics: _Metrics,
+        expected: bytes | None,
+        session: bytes | None,
+        max_body: int,
     ) -> None:
         self._app = app
         self._metrics = metrics
         self._expected = expected
+        self._session = session
         self._max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,11 +185,31 @@ class _Guard:
             self._metrics.requests.labels(method, template, str(status)).inc()
             self._metrics.latency.labels(method, template).observe(time.perf_counter() - started)
 
+    def _signed_in(self, path: str, headers: Headers) -> bool:
+        """A UI page asked for with the sign-in cookie (see ``_session``)."""
+        if self._session is None or not is_ui_path(path):
+            return False
+        cookie = SimpleCookie()
+        try:
+            cookie.load(headers.get("cookie", ""))
+        except CookieError:
+            return False
+        morsel = cookie.get(SESSION_COOKIE)
+        return morsel is not None and hmac.compare_digest(morsel.value.encode(), self._session)
+
     def _refusal(self, scope: Scope) -> Response | None:
         headers = Headers(scope=scope)
-        if self._expected is not None and scope["path"] not in OPEN_PATHS:
+        path = scope["path"]
+        if self._expected is not None and path not in OPEN_PATHS and not is_ui_public(path):
             given = headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, self._expected):
+            if not hmac.compare_digest(given, self._expected) and not self._signed_in(
+                path, headers
+            ):
+                if is_ui_path(path) and "text/html" in headers.get("accept", ""):
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    target = f"{path}?{query}" if query else path
+                    login = f"/login?{urlencode({'next': target})}"
+                    return RedirectResponse(login, status_code=303)
                 return problem_response(
                     401,
                     "unauthorized",

@@ -8,6 +8,7 @@ import uvicorn
 
 from aion_common.settings import Settings
 from aion_projector.api._app import create_app
+from aion_projector.api._cluster import KafkaClusterView
 from aion_projector.api._sink import KafkaCommandSink
 from aion_projector.database import connect, migrate, session_factory
 
@@ -25,14 +26,23 @@ async def run_api(
     token = api_token if api_token is not None else os.environ.get("AION_API_TOKEN") or None
     engine = connect(settings.database_url)
     sink = KafkaCommandSink(settings)
+    cluster = KafkaClusterView(settings)
     try:
         await migrate(engine)
         await sink.start()
+        await cluster.start()
         app = create_app(
-            settings, session_factory=session_factory(engine), command_sink=sink, api_token=token
+            settings,
+            session_factory=session_factory(engine),
+            command_sink=sink,
+            api_token=token,
+            cluster_view=cluster,
         )
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
         await uvicorn.Server(config).serve()
     finally:
-        await sink.stop()
-        await engine.dispose()
+        try:
+            await cluster.stop()
+        finally:
+            await sink.stop()
+            await engine.dispose()

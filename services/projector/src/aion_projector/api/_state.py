@@ -8,6 +8,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aion_common.settings import Settings
+from aion_projector.api._cluster import ClusterView
 from aion_projector.api._sink import CommandSink
 
 __all__ = ["ApiState", "state"]
@@ -21,6 +22,12 @@ class ApiState:
     sessions: async_sessionmaker[AsyncSession]
     sink: CommandSink
     poll_interval: float
+    cluster: ClusterView | None = None
+    """Where the registry page reads engine ownership and offsets (None: not shown)."""
+    ui_poll_ms: int = 1000
+    """How often a workflow page asks for changes while the workflow runs."""
+    ui_session: str | None = None
+    """The sign-in cookie's value when a token is required (None: no sign-in)."""
 
 
 async def state(request: Request) -> ApiState:

@@ -34,7 +34,7 @@ from aion_projector.api._models import Accepted, ReasonRequest, SignalRequest, S
 from aion_projector.api._paths import SEGMENT, WORKFLOW, url_segment
 from aion_projector.api._state import ApiState, state
 
-__all__ = ["router"]
+__all__ = ["command_id_for", "router"]
 
 router = APIRouter(prefix="/v1", tags=["commands"])
 State = Annotated[ApiState, Depends(state)]
@@ -47,7 +47,9 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _command_id(kind: str, workflow_id: str, request_id: str | None) -> str:
+def command_id_for(kind: str, workflow_id: str, request_id: str | None) -> str:
+    """The id of a ``kind`` command to ``workflow_id``: derived from ``request_id`` (so a retry
+    is the same command), random without one. The web UI's actions use it too."""
     if request_id is None:
         return str(uuid.uuid4())
     validate_id(request_id, what="request id")
@@ -103,7 +105,7 @@ async def signal_route(
     validate_name(name, what="signal name")
     body = body or SignalRequest()
     command = SignalWorkflow(
-        command_id=_command_id(f"api-signal:{name}", workflow_id, body.request_id),
+        command_id=command_id_for(f"api-signal:{name}", workflow_id, body.request_id),
         issued_at=datetime.now(UTC),
         workflow_id=workflow_id,
         name=name,
@@ -125,7 +127,7 @@ async def cancel_route(
     validate_id(workflow_id)
     body = body or ReasonRequest()
     command = CancelWorkflow(
-        command_id=_command_id("api-cancel", workflow_id, body.request_id),
+        command_id=command_id_for("api-cancel", workflow_id, body.request_id),
         issued_at=datetime.now(UTC),
         workflow_id=workflow_id,
         reason=body.reason,
@@ -146,7 +148,7 @@ async def terminate_route(
     validate_id(workflow_id)
     body = body or ReasonRequest()
     command = TerminateWorkflow(
-        command_id=_command_id("api-terminate", workflow_id, body.request_id),
+        command_id=command_id_for("api-terminate", workflow_id, body.request_id),
         issued_at=datetime.now(UTC),
         workflow_id=workflow_id,
         reason=body.reason,
