@@ -26,6 +26,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 from examples.fanout import expected_result
 
@@ -140,6 +141,11 @@ async def _check_supervisor(client: AionClient, workflow_id: str) -> None:
 async def _scenario(stack: ComposeStack) -> None:
     fanouts = [f"fan-{i}" for i in range(8)]
     supervisors = [f"sup-{i}" for i in range(4)]
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        page = await http.get("/")
+        # The web UI's templates and static files are package data: the image ships them.
+        assert page.status_code == 200, page.text[:500]
+        assert "text/html" in page.headers["content-type"]
     async with AionClient(stack.api_url, timeout=30) as client:
         await _start_fanouts(client, fanouts[:3])
         for supervisor in supervisors:
