@@ -57,6 +57,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from aion.workflow import WorkflowContext
 from aion_common.codecs import Codec, encode_key
 from aion_common.domain import (
     Command,
@@ -77,7 +78,6 @@ from aion_common.testing import percentile
 from aion_engine.core import EngineCore
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.service import EngineService
-from aion_engine.workflow import WorkflowContext
 
 REGISTRY = WorkflowRegistry()
 

@@ -7,7 +7,7 @@ bench.fanout_workflows``); the children return at once, so the figures measure a
 
 from __future__ import annotations
 
-from aion_engine import workflow
+from aion import workflow
 
 __all__ = ["child", "fanout_parent", "single_parent"]
 

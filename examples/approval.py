@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aion_engine import workflow
+from aion import workflow
 
 __all__ = ["approval"]
 

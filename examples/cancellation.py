@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aion_engine import workflow
+from aion import workflow
 
 __all__ = ["job", "supervisor"]
 

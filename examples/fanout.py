@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aion_engine import workflow
+from aion import workflow
 
 __all__ = ["DEFAULT_FAIL_EVERY", "DEFAULT_ITEMS", "expected_result", "fanout", "item"]
 

@@ -144,8 +144,8 @@ def test_the_engines_workflow_modules_load() -> None:
     modules = {p.env["AION_WORKFLOWS"] for p in compose_processes().values() if p.kind == "engine"}
     assert modules == {"examples"}
     script = (
-        "from aion_engine.registry import default_registry, load_modules; "
-        "import sys; types = load_modules(sys.argv[1].split(','), default_registry); "
+        "from aion_engine.registry import WorkflowRegistry, load_modules; "
+        "import sys; types = load_modules(sys.argv[1].split(','), WorkflowRegistry()); "
         "print(len(types))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

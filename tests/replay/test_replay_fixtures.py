@@ -15,6 +15,19 @@ import pytest
 
 from aion_common.codecs import Codec
 from aion_common.domain import (
+    ActivityAttemptFailed,
+    ActivityAttemptScheduled,
+    ActivityCancelled,
+    ActivityCancelRequested,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityHeartbeatRecorded,
+    ActivityOptions,
+    ActivityScheduled,
+    ActivityStarted,
+    ActivityTask,
+    ActivityTimedOut,
+    CancelActivityTask,
     Cancelled,
     CancelRequested,
     CancelWorkflow,
@@ -22,22 +35,28 @@ from aion_common.domain import (
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
     CommandRefused,
+    CompleteActivity,
     Completed,
     ContinuedAsNew,
     EventBatch,
+    FailActivityAttempt,
     Failed,
     FireTimer,
     IdReusePolicy,
     ParentClosePolicy,
     ParentLink,
     Payload,
+    RecordActivityHeartbeat,
+    RecordActivityStarted,
     RecordChildTerminal,
     RefusalCode,
+    RetryOptions,
     SignalReceived,
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
     TimedOut,
+    TimeoutKind,
     TimerFired,
     TimerScheduled,
     WorkflowCancelled,
@@ -97,6 +116,54 @@ _EVENTS = (
 )
 
 
+ERR2 = WorkflowError(
+    message="CardDeclined: insufficient funds",
+    details=Payload.from_json({"code": 51}),
+    error_type="CardDeclined",
+    traceback='Traceback (most recent call last):\n  File "pay.py", line 9\nCardDeclined\n',
+)
+OPTIONS = ActivityOptions(
+    task_queue="payments",
+    start_to_close_ms=10_000,
+    schedule_to_close_ms=120_000,
+    schedule_to_start_ms=30_000,
+    heartbeat_timeout_ms=2_000,
+    retry=RetryOptions(
+        initial_interval_ms=500,
+        backoff_coefficient=1.5,
+        maximum_interval_ms=8_000,
+        maximum_attempts=5,
+        non_retryable_errors=("CardDeclined",),
+    ),
+)
+ACT: dict[str, Any] = {"activity_id": "act-1"}
+_ACTIVITY_EVENTS = (
+    _EVENTS[0],
+    ActivityScheduled(**ENV, **ACT, seq=2, activity_type="charge", input=DOC, options=OPTIONS),
+    ActivityStarted(**ENV, **ACT, seq=3, attempt=1, worker="worker-1@host:42"),
+    ActivityHeartbeatRecorded(**ENV, **ACT, seq=4, attempt=1, details=DOC),
+    ActivityAttemptFailed(
+        **ENV,
+        **ACT,
+        seq=5,
+        attempt=1,
+        error=ERR2,
+        next_attempt_at=datetime(2030, 1, 1, tzinfo=UTC),
+        timeout=TimeoutKind.HEARTBEAT,
+    ),
+    ActivityAttemptScheduled(**ENV, **ACT, seq=6, attempt=2),
+    ActivityCompleted(**ENV, **ACT, seq=7, attempt=2, result=DOC),
+    ActivityFailed(**ENV, **ACT, seq=8, attempt=5, error=ERR2, non_retryable=True),
+    ActivityTimedOut(
+        **ENV, **ACT, seq=9, attempt=3, timeout=TimeoutKind.SCHEDULE_TO_CLOSE, last_error=ERR2
+    ),
+    ActivityCancelRequested(**ENV, **ACT, seq=10, reason="customer asked", by_workflow_code=False),
+    ActivityCancelled(**ENV, **ACT, seq=11, attempt=1, reason="customer asked"),
+    WorkflowFailed(**ENV, seq=12, error=ERR2),
+)
+ACMD: dict[str, Any] = {**CENV, "run_id": RUN, "activity_id": "act-1"}
+
+
 def _record(name: str, outcome: object) -> RecordChildTerminal:
     return RecordChildTerminal(
         **CENV,
@@ -149,6 +216,64 @@ EXPECTED: dict[str, dict[str, tuple[str, object]]] = {
             ),
         ),
     },
+    "v2": {
+        "EventBatch": (
+            "batch",
+            EventBatch(workflow_id=WF, command_id=CMD, writer="engine-7", events=_ACTIVITY_EVENTS),
+        ),
+        "RecordChildTerminal": ("command", _record("bill", Failed(error=ERR2))),
+        "RecordActivityStarted": (
+            "command",
+            RecordActivityStarted(**ACMD, attempt=2, worker="worker-1@host:42"),
+        ),
+        "RecordActivityHeartbeat": (
+            "command",
+            RecordActivityHeartbeat(**ACMD, attempt=2, details=DOC),
+        ),
+        "CompleteActivity": ("command", CompleteActivity(**ACMD, attempt=2, result=DOC)),
+        "FailActivityAttempt": (
+            "command",
+            FailActivityAttempt(**ACMD, attempt=2, error=ERR2, non_retryable=True),
+        ),
+        "CommandRefused": (
+            "refusal",
+            CommandRefused(
+                command_id=CMD,
+                workflow_id=WF,
+                command_type="CompleteActivity",
+                code=RefusalCode.STALE_ACTIVITY_REPORT,
+                reason="attempt 1 of activity 'act-1' is not the current attempt",
+                refused_at=AT,
+            ),
+        ),
+        "ActivityTask": (
+            "task",
+            ActivityTask(
+                workflow_id=WF,
+                run_id=RUN,
+                workflow_type="Order",
+                activity_id="act-1",
+                activity_type="charge",
+                attempt=2,
+                input=DOC,
+                options=OPTIONS,
+                scheduled_at=AT,
+                attempt_scheduled_at=datetime(2030, 1, 1, tzinfo=UTC),
+                heartbeat_details=DOC,
+            ),
+        ),
+        "CancelActivityTask": (
+            "task",
+            CancelActivityTask(
+                workflow_id=WF,
+                run_id=RUN,
+                activity_id="act-1",
+                target_attempt=2,
+                reason="customer asked",
+                issued_at=AT,
+            ),
+        ),
+    },
 }
 
 
@@ -186,7 +311,9 @@ def test_every_fixture_file_is_expected() -> None:
     assert on_disk == {(release, name) for release, name, _, _ in CASES}
 
 
-def test_every_release_covers_every_kafka_value_type() -> None:
+def test_every_release_covers_every_kafka_value_type_it_changed(codec: Codec) -> None:
+    """A release has a fixture for each Kafka value type whose schema it introduced or
+    changed (an unchanged schema keeps its fingerprint: its older fixture covers it)."""
     top_level = {
         "EventBatch",
         "StartWorkflow",
@@ -196,9 +323,21 @@ def test_every_release_covers_every_kafka_value_type() -> None:
         "RecordChildTerminal",
         "FireTimer",
         "CommandRefused",
+        "RecordActivityStarted",
+        "RecordActivityHeartbeat",
+        "CompleteActivity",
+        "FailActivityAttempt",
+        "ActivityTask",
+        "CancelActivityTask",
+    }
+    introduced = {
+        (info.version, info.full_name.rsplit(".", 1)[-1])
+        for info in codec.registry.fingerprints().values()
     }
     for release, fixtures in EXPECTED.items():
-        assert top_level <= set(fixtures), release
+        new_here = {name for version, name in introduced if version == release} & top_level
+        assert new_here <= {name.split("-")[0] for name in fixtures}, release
+    assert {name for _, name in introduced} >= top_level
 
 
 def test_fixtures_name_the_release_they_were_written_with(codec: Codec) -> None:
@@ -210,22 +349,27 @@ def test_fixtures_name_the_release_they_were_written_with(codec: Codec) -> None:
 
 
 def test_old_fixtures_resolve_against_a_newer_release(tmp_path: Path) -> None:
-    """A v2 whose schemas differ (int attempt promoted to long) still reads v1 records."""
+    """A next release whose schemas differ (int attempt promoted to long) still reads every
+    released record."""
     from aion_common.codecs import SchemaRegistry, locate_schemas_dir
 
     source = locate_schemas_dir()
-    for release in ("v1", "v2"):
-        (tmp_path / release).mkdir()
-        for avsc in (source / "v1").glob("*.avsc"):
-            text = avsc.read_text(encoding="utf-8")
-            if release == "v2":
-                text = text.replace(
-                    '"name": "attempt", "type": "int"', '"name": "attempt", "type": "long"'
-                )
-            (tmp_path / release / avsc.name).write_text(text, encoding="utf-8")
+    releases = sorted((p for p in source.iterdir() if p.is_dir()), key=lambda p: int(p.name[1:]))
+    newest = releases[-1]
+    following = f"v{int(newest.name[1:]) + 1}"
+    for release in releases:
+        (tmp_path / release.name).mkdir()
+        for avsc in release.glob("*.avsc"):
+            (tmp_path / release.name / avsc.name).write_bytes(avsc.read_bytes())
+    (tmp_path / following).mkdir()
+    for avsc in newest.glob("*.avsc"):
+        text = avsc.read_text(encoding="utf-8").replace(
+            '"name": "attempt", "type": "int"', '"name": "attempt", "type": "long"'
+        )
+        (tmp_path / following / avsc.name).write_text(text, encoding="utf-8")
     registry = SchemaRegistry.load(tmp_path)
     batch = registry.current("aion.v1.EventBatch")
-    assert batch.version == "v2"
+    assert batch.version == following
     assert (
         batch.fingerprint != SchemaRegistry.load(source).current("aion.v1.EventBatch").fingerprint
     )

@@ -14,6 +14,19 @@ from aion_common import codecs
 from aion_common.codecs import MARKER, Codec, SchemaRegistry, decode_key, encode_key
 from aion_common.domain import (
     EVENT_TYPES,
+    ActivityAttemptFailed,
+    ActivityAttemptScheduled,
+    ActivityCancelled,
+    ActivityCancelRequested,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityHeartbeatRecorded,
+    ActivityOptions,
+    ActivityScheduled,
+    ActivityStarted,
+    ActivityTask,
+    ActivityTimedOut,
+    CancelActivityTask,
     Cancelled,
     CancelRequested,
     CancelWorkflow,
@@ -22,10 +35,13 @@ from aion_common.domain import (
     ChildWorkflowScheduled,
     CodecError,
     CommandRefused,
+    CompleteActivity,
     Completed,
     ContinuedAsNew,
+    DecodeError,
     Event,
     EventBatch,
+    FailActivityAttempt,
     Failed,
     FireTimer,
     IdReusePolicy,
@@ -34,14 +50,18 @@ from aion_common.domain import (
     ParentLink,
     Payload,
     PayloadTooLarge,
+    RecordActivityHeartbeat,
+    RecordActivityStarted,
     RecordChildTerminal,
     RefusalCode,
+    RetryOptions,
     SignalReceived,
     SignalWorkflow,
     StartWorkflow,
     TerminalOutcome,
     TerminateWorkflow,
     TimedOut,
+    TimeoutKind,
     TimerFired,
     TimerScheduled,
     WorkflowCancelled,
@@ -58,6 +78,25 @@ WF, RUN, CMD = "order-42", "run-1", "cmd-1"
 ENV: dict[str, Any] = {"workflow_id": WF, "run_id": RUN, "recorded_at": AT, "command_id": CMD}
 CENV: dict[str, Any] = {"command_id": CMD, "issued_at": AT, "workflow_id": WF}
 DOC = Payload.from_json({"items": [1, 2.5, "ü"], "ok": True, "none": None})
+ERR = WorkflowError(
+    message="ValueError: card declined", error_type="ValueError", traceback="Traceback …\n"
+)
+OPTIONS = ActivityOptions(start_to_close_ms=10_000)
+FULL_OPTIONS = ActivityOptions(
+    task_queue="payments.eu-1",
+    start_to_close_ms=10_000,
+    schedule_to_close_ms=60_000,
+    schedule_to_start_ms=5_000,
+    heartbeat_timeout_ms=2_000,
+    retry=RetryOptions(
+        initial_interval_ms=250,
+        backoff_coefficient=1.5,
+        maximum_interval_ms=4_000,
+        maximum_attempts=7,
+        non_retryable_errors=("ValueError", "CardDeclined"),
+    ),
+)
+ACT: dict[str, Any] = {"activity_id": "act-1"}
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +156,32 @@ def one_of_each_event() -> list[Event]:
         TimerScheduled(**ENV, seq=1, timer_id="t1", fire_at=AT + timedelta(days=1)),
         TimerFired(**ENV, seq=1, timer_id="t1"),
         CancelRequested(**ENV, seq=1, reason="because"),
+        ActivityScheduled(**ENV, **ACT, seq=1, activity_type="charge", input=DOC, options=OPTIONS),
+        ActivityScheduled(
+            **ENV, **ACT, seq=1, activity_type="charge", input=DOC, options=FULL_OPTIONS
+        ),
+        ActivityStarted(**ENV, **ACT, seq=1, attempt=2, worker="w-1@host:42"),
+        ActivityHeartbeatRecorded(**ENV, **ACT, seq=1, attempt=1),
+        ActivityHeartbeatRecorded(**ENV, **ACT, seq=1, attempt=1, details=DOC),
+        ActivityAttemptFailed(**ENV, **ACT, seq=1, attempt=1, error=ERR, next_attempt_at=AT),
+        ActivityAttemptFailed(
+            **ENV,
+            **ACT,
+            seq=1,
+            attempt=3,
+            error=ERR,
+            next_attempt_at=AT,
+            timeout=TimeoutKind.HEARTBEAT,
+        ),
+        ActivityAttemptScheduled(**ENV, **ACT, seq=1, attempt=2),
+        ActivityCompleted(**ENV, **ACT, seq=1, attempt=1, result=DOC),
+        ActivityFailed(**ENV, **ACT, seq=1, attempt=4, error=ERR, non_retryable=True),
+        ActivityTimedOut(**ENV, **ACT, seq=1, attempt=1, timeout=TimeoutKind.SCHEDULE_TO_START),
+        ActivityTimedOut(
+            **ENV, **ACT, seq=1, attempt=2, timeout=TimeoutKind.START_TO_CLOSE, last_error=ERR
+        ),
+        ActivityCancelRequested(**ENV, **ACT, seq=1, reason="stop", by_workflow_code=True),
+        ActivityCancelled(**ENV, **ACT, seq=1, attempt=1, reason="stop"),
     ]
     assert {type(e) for e in events} == set(EVENT_TYPES)
     return events
@@ -201,7 +266,60 @@ COMMANDS = [
         for outcome in OUTCOMES
     ),
     FireTimer(**CENV, run_id=RUN, timer_id="t"),
+    RecordActivityStarted(**CENV, **ACT, run_id=RUN, attempt=1, worker="w-1"),
+    RecordActivityHeartbeat(**CENV, **ACT, run_id=RUN, attempt=1),
+    RecordActivityHeartbeat(**CENV, **ACT, run_id=RUN, attempt=1, details=DOC),
+    CompleteActivity(**CENV, **ACT, run_id=RUN, attempt=2, result=DOC),
+    FailActivityAttempt(**CENV, **ACT, run_id=RUN, attempt=1, error=ERR),
+    FailActivityAttempt(
+        **CENV, **ACT, run_id=RUN, attempt=1, error=ERR, non_retryable=True, cancelled=True
+    ),
 ]
+
+TASKS = [
+    ActivityTask(
+        workflow_id=WF,
+        run_id=RUN,
+        workflow_type="Order",
+        activity_id="act-1",
+        activity_type="charge",
+        attempt=1,
+        input=DOC,
+        options=OPTIONS,
+        scheduled_at=AT,
+        attempt_scheduled_at=AT,
+    ),
+    ActivityTask(
+        workflow_id=WF,
+        run_id=RUN,
+        workflow_type="Order",
+        activity_id="act-1",
+        activity_type="charge",
+        attempt=3,
+        input=DOC,
+        options=FULL_OPTIONS,
+        scheduled_at=AT,
+        attempt_scheduled_at=AT + timedelta(seconds=3),
+        heartbeat_details=DOC,
+    ),
+    CancelActivityTask(
+        workflow_id=WF, run_id=RUN, activity_id="act-1", target_attempt=0, reason="r", issued_at=AT
+    ),
+]
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: type(t).__name__)
+def test_every_task_record_round_trips(codec: Codec, task: ActivityTask) -> None:
+    data = codec.encode_task(task)
+    assert data == codec.encode_task(task, trusted=True)
+    assert codec.decode_task(data) == task
+
+
+def test_a_task_topic_refuses_a_command_and_the_command_topic_a_task(codec: Codec) -> None:
+    with pytest.raises(DecodeError, match="expected a task record"):
+        codec.decode_task(codec.encode_command(COMMANDS[0]))
+    with pytest.raises(DecodeError, match="expected a command"):
+        codec.decode_command(codec.encode_task(TASKS[0]))
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: type(c).__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aion_engine import workflow
+from aion import workflow
 
 
 def expected_result(spec: dict[str, Any]) -> int:

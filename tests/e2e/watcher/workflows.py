@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aion_engine import workflow
+from aion import workflow
 
 TIMEOUT_S = 0.5
 HOP_SLEEP_S = 0.2

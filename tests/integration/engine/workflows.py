@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aion.workflow import ChildWorkflowFailed, WorkflowContext
 from aion_common.domain import ParentClosePolicy
 from aion_engine.registry import WorkflowRegistry
-from aion_engine.workflow import ChildWorkflowFailed, WorkflowContext
 
 REGISTRY = WorkflowRegistry()
 

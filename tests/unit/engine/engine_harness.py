@@ -24,6 +24,7 @@ from aion_common.domain import (
     RecordChildTerminal,
     SignalWorkflow,
     StartWorkflow,
+    TaskRecord,
     TerminateWorkflow,
     WorkflowContinuedAsNew,
     WorkflowStarted,
@@ -31,7 +32,7 @@ from aion_common.domain import (
     record_child_terminal_id,
 )
 from aion_engine import Decision, EngineCore, TimerRequest
-from aion_engine.workflow import WorkflowRegistry
+from aion_engine.registry import WorkflowRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -54,6 +55,7 @@ class World:
     decisions: list[tuple[Command, Decision]] = field(default_factory=list)
     refusals: list[CommandRefused] = field(default_factory=list)
     timers: dict[str, TimerRequest] = field(default_factory=dict)
+    tasks: list[tuple[str, TaskRecord]] = field(default_factory=list)
     held: list[Command] = field(default_factory=list)
     hold_types: tuple[type, ...] = ()
     _queue: deque[Command] = field(default_factory=deque)
@@ -168,8 +170,11 @@ class World:
                 self._watch(decision.batch.events)
         if decision.refusal is not None:
             self.refusals.append(decision.refusal)
+        for command_id in decision.disarm:
+            self.timers.pop(command_id, None)
         for request in decision.timers:
             self.timers[request.command.command_id] = request
+        self.tasks.extend(decision.tasks)
         for outgoing in decision.outgoing:
             if isinstance(outgoing, self.hold_types):
                 self.held.append(outgoing)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aion_engine.workflow import (
+from aion.workflow import (
     ChildWorkflowFailed,
     ParentClosePolicy,
     SignalTimeout,
     WorkflowContext,
-    WorkflowRegistry,
 )
+from aion_engine.registry import WorkflowRegistry
 
 
 def make_registry() -> WorkflowRegistry:

@@ -8,9 +8,10 @@ import pytest
 from engine_harness import World
 from engine_workflows import make_registry
 
+from aion.workflow import WorkflowContext
 from aion_common.domain import NonDeterminism, WorkflowCompleted, WorkflowFailed
-from aion_engine import EngineCore, replay_history, workflow
-from aion_engine.workflow import WorkflowContext, WorkflowRegistry
+from aion_engine import EngineCore, replay_history
+from aion_engine.registry import WorkflowRegistry, load_modules
 
 
 def _scenario(world: World) -> None:
@@ -152,20 +153,7 @@ def test_replay_accepts_terminals_the_engine_forced() -> None:
     replay_history(world.history("t"), make_registry())
 
 
-def test_public_sdk_names_are_pinned() -> None:
-    assert sorted(workflow.__all__) == [
-        "ChildHandle",
-        "ChildWorkflowFailed",
-        "ParentClosePolicy",
-        "SignalTimeout",
-        "WorkflowContext",
-        "WorkflowFn",
-        "WorkflowInfo",
-        "WorkflowRegistry",
-        "default_registry",
-        "defn",
-        "load_modules",
-    ]
+def test_the_engines_public_names_are_pinned() -> None:
     import aion_engine
 
     assert sorted(aion_engine.__all__) == [
@@ -174,7 +162,6 @@ def test_public_sdk_names_are_pinned() -> None:
         "EngineCore",
         "TimerRequest",
         "WorkflowRegistry",
-        "default_registry",
         "load_modules",
         "replay_history",
     ]
@@ -197,7 +184,7 @@ def test_registry_refuses_sync_functions_and_conflicting_types() -> None:
     async def b(ctx: WorkflowContext, _: Any) -> None:
         return None
 
-    with pytest.raises(Exception, match="already registered"):
+    with pytest.raises(Exception, match="defined twice"):
         registry.register("a", b)
     registry.register("a", a)  # re-registering the same function is fine
     assert registry.types() == ("a",)
@@ -205,13 +192,13 @@ def test_registry_refuses_sync_functions_and_conflicting_types() -> None:
 
 def test_load_modules_imports_user_modules(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "user_flows_for_engine_test.py").write_text(
-        "from aion_engine import workflow\n"
+        "from aion import workflow\n"
         "@workflow.defn('user-flow-for-engine-test')\n"
         "async def run(ctx, value):\n"
         "    return value\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    loaded = workflow.load_modules(["user_flows_for_engine_test"])
-    assert "user-flow-for-engine-test" in loaded
+    loaded = load_modules(["user_flows_for_engine_test"], WorkflowRegistry())
+    assert loaded == ("user-flow-for-engine-test",)
     with pytest.raises(Exception, match="cannot import workflow module"):
-        workflow.load_modules(["no_such_module_for_engine_test"])
+        load_modules(["no_such_module_for_engine_test"], WorkflowRegistry())

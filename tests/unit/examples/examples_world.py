@@ -18,7 +18,7 @@ sys.path.insert(0, str(_HERE.parents[1] / "engine"))  # the engine's test harnes
 if str(_HERE.parents[3]) not in sys.path:
     sys.path.insert(0, str(_HERE.parents[3]))  # the repository root, home of `examples`
 
-import examples  # noqa: E402, F401 - registers every example type in the default registry
+import examples  # noqa: E402
 from engine_harness import T0, World  # noqa: E402
 
 from aion_common.domain import (  # noqa: E402
@@ -29,14 +29,16 @@ from aion_common.domain import (  # noqa: E402
     WorkflowStarted,
     WorkflowTimedOut,
 )
-from aion_engine import default_registry  # noqa: E402
+from aion_engine import WorkflowRegistry, load_modules  # noqa: E402
 
 __all__ = ["T0", "At", "World", "children", "new_world", "outcome", "run"]
 
 
 def new_world(max_resident: int = 10_000) -> World:
     """A world whose engine has every example loaded."""
-    return World(default_registry, max_resident=max_resident)
+    registry = WorkflowRegistry()
+    load_modules([examples.__name__], registry)
+    return World(registry, max_resident=max_resident)
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,38 @@
-"""aion's Python client (:class:`AionClient`) and the ``aion`` command line (:mod:`aion.cli`).
+"""aion: the SDK workflow and activity code is written against (:mod:`aion.workflow`,
+:mod:`aion.activity`), the client (:class:`AionClient`), the ``aion`` command line
+(:mod:`aion.cli`) and the test kit (:mod:`aion.testing`).
 
-:class:`KafkaCommands` (:mod:`aion.kafka`) sends commands straight to Kafka; it is imported on
-first use, so the CLI and HTTP-only users do not load the Kafka client.
+Names are imported on first use: ``from aion import workflow`` (what the engine and workers
+load) pulls in neither the HTTP client nor Kafka, and :class:`KafkaCommands` loads aiokafka
+only when used.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from aion.client import (
-    Accepted,
-    AionApiError,
-    AionClient,
-    AionClientError,
-    AionCommandRefused,
-    AionInvalidRequest,
-    AionUnavailable,
-    Child,
-    HistoryEvent,
-    HistoryPage,
-    Refusal,
-    Run,
-    WorkflowDescription,
-    WorkflowPage,
-    WorkflowResult,
-    WorkflowSummary,
-    WorkflowTree,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aion.client import (
+        Accepted,
+        AionApiError,
+        AionClient,
+        AionClientError,
+        AionCommandRefused,
+        AionInvalidRequest,
+        AionUnavailable,
+        Child,
+        HistoryEvent,
+        HistoryPage,
+        Refusal,
+        Run,
+        WorkflowDescription,
+        WorkflowPage,
+        WorkflowResult,
+        WorkflowSummary,
+        WorkflowTree,
+    )
+    from aion.kafka import KafkaCommands
 
 __all__ = [
     "Accepted",
@@ -47,10 +55,14 @@ __all__ = [
     "WorkflowTree",
 ]
 
+_LAZY = {name: "aion.client" for name in __all__ if name != "KafkaCommands"}
+_LAZY["KafkaCommands"] = "aion.kafka"
+
 
 def __getattr__(name: str) -> Any:
-    if name == "KafkaCommands":
-        from aion.kafka import KafkaCommands  # noqa: PLC0415  # lazily: it loads aiokafka
-
-        return KafkaCommands
-    raise AttributeError(f"module 'aion' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -11,6 +11,7 @@ __all__ = [
     "Child",
     "HistoryEvent",
     "HistoryPage",
+    "PendingActivity",
     "Refusal",
     "Run",
     "WorkflowDescription",
@@ -118,14 +119,48 @@ class Child:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PendingActivity:
+    """An open activity of the current run: its attempt, last failure, next retry, heartbeat."""
+
+    activity_id: str
+    activity_type: str
+    task_queue: str
+    state: str
+    attempt: int
+    scheduled_at: datetime
+    started_at: datetime | None
+    worker: str | None
+    last_heartbeat_at: datetime | None
+    heartbeat_details: Any
+    last_error_type: str | None
+    last_error_message: str | None
+    next_attempt_at: datetime | None
+    timeout: str | None
+    cancel_requested: bool
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PendingActivity:
+        """From the API's JSON."""
+        return cls(
+            **{k: d[k] for k in cls.__dataclass_fields__ if not k.endswith("_at")},
+            scheduled_at=datetime.fromisoformat(d["scheduled_at"]),
+            started_at=_time(d["started_at"]),
+            last_heartbeat_at=_time(d["last_heartbeat_at"]),
+            next_attempt_at=_time(d["next_attempt_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowDescription:
-    """A workflow, its current run, the run chain oldest first, and its children."""
+    """A workflow, its current run, the run chain oldest first, its children, and the current
+    run's open activities."""
 
     workflow: WorkflowSummary
     current_run: Run
     runs: tuple[Run, ...]
     children: tuple[Child, ...]
     held_events: int
+    pending_activities: tuple[PendingActivity, ...] = ()
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WorkflowDescription:
@@ -136,6 +171,9 @@ class WorkflowDescription:
             runs=tuple(Run.from_json(r) for r in d["runs"]),
             children=tuple(Child.from_json(c) for c in d["children"]),
             held_events=d["held_events"],
+            pending_activities=tuple(
+                PendingActivity.from_json(a) for a in d.get("pending_activities", ())
+            ),
         )
 
 

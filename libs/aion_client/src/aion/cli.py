@@ -164,6 +164,30 @@ async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -
             outcome = c.error_message if c.state == "FAILED" else json.dumps(c.result)
             children.add_row(c.child_workflow_id, c.child_workflow_type, c.state, outcome)
         out.console.print(children)
+    if found.pending_activities:
+        pending = _table(
+            "activity",
+            "state",
+            "attempt",
+            "last failure",
+            "next retry",
+            "heartbeat",
+            title="pending activities",
+        )
+        for a in found.pending_activities:
+            state = a.state + (" (cancel requested)" if a.cancel_requested else "")
+            heartbeat = _when(a.last_heartbeat_at)
+            if a.heartbeat_details is not None:
+                heartbeat += f" {json.dumps(a.heartbeat_details)}"
+            pending.add_row(
+                f"{a.activity_type} {a.activity_id[:8]}",
+                state,
+                str(a.attempt),
+                a.last_error_message or "",
+                _when(a.next_attempt_at),
+                heartbeat,
+            )
+        out.console.print(pending)
     return EXIT_OK
 
 

@@ -56,6 +56,20 @@ def _parser() -> argparse.ArgumentParser:
         "--workflows", action="append", default=[], metavar="MODULE", help="repeatable"
     )
     parser.add_argument(
+        "--activities",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="modules the worker imports for activities, besides the workflow modules (repeatable)",
+    )
+    parser.add_argument(
+        "--task-queue",
+        action="append",
+        default=[],
+        metavar="QUEUE",
+        help="run a worker for this task queue too (repeatable; 'default' always runs)",
+    )
+    parser.add_argument(
         "--port",
         type=int,
         default=0,
@@ -101,6 +115,8 @@ def build_config(args: argparse.Namespace) -> StackConfig:
         kafka_bootstrap=args.kafka,
         database_url=args.database,
         workflows=tuple(workflows),
+        activities=tuple(args.activities),
+        task_queues=tuple(dict.fromkeys(("default", *args.task_queue))),
         pythonpath=tuple(pythonpath),
         api_port=args.port,
         preferred_api_port=PREFERRED_API_PORT,

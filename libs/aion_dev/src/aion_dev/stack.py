@@ -5,7 +5,8 @@
             await aion.start("example.order", {...})
 
 Children are the real service commands — ``python -m aion_engine``, ``python -m aion_watcher``,
-``python -m aion_projector``, ``python -m aion_projector.api`` — configured through ``AION_*``
+``python -m aion_projector``, ``python -m aion_projector.api``, one ``python -m aion_worker``
+per task queue (``worker`` for the ``default`` queue) — configured through ``AION_*``
 variables, plus the embedded Apache Kafka (``aion_common.testing.broker``) unless a bootstrap
 is given. Everything lives under ``home``: ``kafka/`` (the broker's data, kept across runs, so
 a stop and a start keep every workflow), ``aion.db`` (SQLite views), ``logs/<name>.log``.
@@ -58,6 +59,11 @@ class StackConfig:
     """None: SQLite (aiosqlite) at ``home/aion.db``."""
     workflows: tuple[str, ...] = ()
     """Modules the engines import to register workflows (``examples``, ``my_pkg.workflows``)."""
+    activities: tuple[str, ...] = ()
+    """Modules the workers import for activities; they also import ``workflows``, so
+    activities defined beside the workflows that call them are found."""
+    task_queues: tuple[str, ...] = ("default",)
+    """One worker per task queue."""
     api_host: str = "127.0.0.1"
     api_port: int = 0
     """0: the port used last time with this home if free, else ``preferred_api_port`` if free,
@@ -112,6 +118,14 @@ class Stack:
         """A new client of this stack's API (close it, or use it as ``async with``)."""
         token = self.config.env.get("AION_API_TOKEN", os.environ.get("AION_API_TOKEN"))
         return AionClient(self.api_url, token=token or None, timeout=timeout)
+
+    @property
+    def worker_names(self) -> dict[str, str]:
+        """Worker process name → its task queue (``worker`` serves ``default``)."""
+        return {
+            "worker" if queue == "default" else f"worker-{queue}": queue
+            for queue in dict.fromkeys(self.config.task_queues)
+        }
 
     @property
     def engine_names(self) -> list[str]:
@@ -210,7 +224,17 @@ class Stack:
             for name in self.engine_names
         ]
         watcher = self._child("watcher", [python, "-m", "aion_watcher"])
-        for process in (*engines, watcher):
+        modules = dict.fromkeys((*self.config.activities, *self.config.workflows))
+        activities = [arg for module in modules for arg in ("--activities", module)]
+        workers = [
+            self._child(
+                name,
+                [python, "-m", "aion_worker", "--task-queue", queue, *activities],
+                instance=name,
+            )
+            for name, queue in self.worker_names.items()
+        ]
+        for process in (*engines, watcher, *workers):
             await process.start()
         # The API migrates the views on start; the projector follows once it answers, so two
         # processes never race to create the same SQLite tables.

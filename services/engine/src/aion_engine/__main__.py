@@ -29,7 +29,7 @@ from aion_common.runtime.logging import configure_logging
 from aion_common.settings import Settings, SettingsError
 from aion_engine._debug import install_task_dump
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
-from aion_engine.registry import default_registry, load_modules
+from aion_engine.registry import WorkflowRegistry, load_modules
 from aion_engine.service import EngineService
 
 _log = logging.getLogger("aion.engine")
@@ -91,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         endpoint = HealthEndpoint.from_env(ENDPOINT_ENV_PREFIX)
         membership = membership_from_env(os.environ, settings)
-        types = load_modules(modules, default_registry)
+        registry = WorkflowRegistry()
+        types = load_modules(modules, registry)
     except (SettingsError, AionError) as err:
         _log.error("engine refused to start: %s", err)  # the message is the report
         return 2
     _log.info("workflow types loaded", extra={"modules": modules, "workflow_types": list(types)})
     service = EngineService(
         settings,
-        default_registry,
+        registry,
         max_resident=args.max_resident,
         static_membership=membership.static,
         session_timeout_ms=membership.session_timeout_ms,

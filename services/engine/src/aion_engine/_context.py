@@ -1,4 +1,5 @@
-"""The workflow context: workflow code's only door to children, time, signals, randomness and ids.
+"""The workflow context: workflow code's only door to children, activities, time, signals,
+randomness and ids (the engine's implementation of :class:`aion.workflow.WorkflowContext`).
 
 Every awaitable the context hands out is an :class:`Op`: awaiting it yields the op itself to
 the executor, which records a decision or blocks the coroutine until the history supplies the
@@ -9,52 +10,41 @@ same history always drives the code through the same decisions.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, NoReturn, TypeVar
 
-from aion_common.domain import ParentClosePolicy, ParentLink, derive_id
+from aion import workflow
+from aion.activity import definition as activity_definition
+from aion.workflow import RetryPolicy, WorkflowInfo
+from aion_common.domain import (
+    DEFAULT_TASK_QUEUE,
+    ActivityOptions,
+    InvalidInput,
+    ParentClosePolicy,
+    derive_id,
+    validate_name,
+)
 
 __all__ = [
+    "ActivityHandle",
+    "ActivityResultOp",
+    "CancelActivityOp",
     "ChildHandle",
     "ChildResultOp",
-    "ChildWorkflowFailed",
     "ContinueAsNewRequested",
     "Op",
     "Raise",
-    "SignalTimeout",
     "SleepOp",
+    "StartActivityOp",
     "StartChildOp",
     "WaitSignalOp",
     "WorkflowContext",
-    "WorkflowInfo",
     "duration_ms",
 ]
 
 T = TypeVar("T")
-
-
-class ChildWorkflowFailed(Exception):
-    """A child ended other than completed; ``message`` is the recorded error.
-
-    Cancelled children carry ``cancelled:<reason>``, timed-out ones ``timed_out:<timeout>``,
-    and a child whose start was refused ``start_refused:<code>:<reason>``.
-    """
-
-    def __init__(self, child_workflow_id: str, message: str) -> None:
-        super().__init__(message)
-        self.child_workflow_id = child_workflow_id
-        self.message = message
-
-
-class SignalTimeout(TimeoutError):
-    """``wait_signal(name, timeout=…)`` saw no signal ``name`` before the timeout."""
-
-    def __init__(self, name: str, timeout_ms: int) -> None:
-        super().__init__(f"no signal {name!r} within {timeout_ms} ms")
-        self.name = name
-        self.timeout_ms = timeout_ms
 
 
 class ContinueAsNewRequested(BaseException):
@@ -83,19 +73,6 @@ class Op(Generic[T]):
         if isinstance(reply, Raise):
             raise reply.error
         return reply  # type: ignore[no-any-return]  # the executor answers each op with its T
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkflowInfo:
-    """Who this run is: ids, type, parent link and attempt."""
-
-    workflow_id: str
-    run_id: str
-    first_run_id: str
-    previous_run_id: str | None
-    workflow_type: str
-    parent: ParentLink | None
-    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +119,95 @@ class WaitSignalOp(Op[Any]):
     timeout_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class ActivityHandle:
+    """A scheduled activity; ``await handle.result()`` gives its JSON result."""
+
+    activity_id: str
+    activity_type: str
+
+    def result(self) -> ActivityResultOp:
+        """Await the result; raises :class:`aion.workflow.ActivityError` if there is none."""
+        return ActivityResultOp(self.activity_id)
+
+    def cancel(self, reason: str = "cancelled by the workflow") -> CancelActivityOp:
+        """Request the activity's cancellation (a decision; answered at once)."""
+        return CancelActivityOp(self.activity_id, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class StartActivityOp(Op[ActivityHandle]):
+    """Schedule an activity (a decision; answered at once with its handle, or raising the
+    problem with its arguments)."""
+
+    activity_type: str
+    args: tuple[Any, ...]
+    options: ActivityOptions | InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityResultOp(Op[Any]):
+    """Block until the activity is resolved in this run."""
+
+    activity_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelActivityOp(Op[None]):
+    """Request cancellation of an activity of this run."""
+
+    activity_id: str
+    reason: str
+
+
+def _optional_ms(value: float | timedelta | None, what: str) -> int | None:
+    if value is None:
+        return None
+    ms = duration_ms(value)
+    if ms < 1:
+        raise InvalidInput(f"{what} must be a positive duration, got {value!r}")
+    return ms
+
+
+def activity_options(
+    *,
+    start_to_close: float | timedelta | None,
+    schedule_to_close: float | timedelta | None,
+    schedule_to_start: float | timedelta | None,
+    heartbeat_timeout: float | timedelta | None,
+    retry: RetryPolicy | None,
+    task_queue: str | None,
+) -> ActivityOptions:
+    """The domain options of an activity call; raises InvalidInput with the problem."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InvalidInput(f"retry must be an aion.workflow.RetryPolicy, got {retry!r}")
+    try:
+        retry_options = (RetryPolicy() if retry is None else retry).to_options()
+    except ValueError as err:
+        raise InvalidInput(str(err)) from err
+    return ActivityOptions(
+        task_queue=DEFAULT_TASK_QUEUE if task_queue is None else task_queue,
+        start_to_close_ms=_optional_ms(start_to_close, "start_to_close"),
+        schedule_to_close_ms=_optional_ms(schedule_to_close, "schedule_to_close"),
+        schedule_to_start_ms=_optional_ms(schedule_to_start, "schedule_to_start"),
+        heartbeat_timeout_ms=_optional_ms(heartbeat_timeout, "heartbeat_timeout"),
+        retry=retry_options,
+    )
+
+
+def activity_name(activity: str | Callable[..., Any]) -> str:
+    """The registered name of ``activity`` (an ``@activity.defn`` function, or a name)."""
+    if isinstance(activity, str):
+        return validate_name(activity, what="activity type")
+    found = activity_definition(activity)
+    if found is None:
+        raise InvalidInput(
+            f"{activity!r} is not an activity: decorate it with @activity.defn "
+            "(from aion import activity), or pass the activity's name"
+        )
+    return found.name
+
+
 def duration_ms(value: float | timedelta) -> int:
     """Milliseconds in a duration given as seconds or a timedelta."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
@@ -151,12 +217,20 @@ def duration_ms(value: float | timedelta) -> int:
 class WorkflowContext:
     """What workflow code receives as ``ctx``: every effect goes through it."""
 
-    __slots__ = ("_child_counter", "_info", "_now", "_random_counter", "_uuid_counter")
+    __slots__ = (
+        "_activity_counter",
+        "_child_counter",
+        "_info",
+        "_now",
+        "_random_counter",
+        "_uuid_counter",
+    )
 
     def __init__(self, info: WorkflowInfo, now: datetime) -> None:
         self._info = info
         self._now = now
         self._child_counter = 0
+        self._activity_counter = 0
         self._random_counter = 0
         self._uuid_counter = 0
 
@@ -243,8 +317,72 @@ class WorkflowContext:
         """
         return [await each for each in awaitables]
 
+    def start_activity(
+        self,
+        activity: str | Callable[..., Any],
+        *args: Any,
+        start_to_close: float | timedelta | None = None,
+        schedule_to_close: float | timedelta | None = None,
+        schedule_to_start: float | timedelta | None = None,
+        heartbeat_timeout: float | timedelta | None = None,
+        retry: RetryPolicy | None = None,
+        task_queue: str | None = None,
+    ) -> StartActivityOp:
+        """Schedule an activity; ``await`` it for an :class:`ActivityHandle`.
+
+        Problems with the arguments (a function that is not an activity, no timeout, a bad
+        retry policy or queue) are raised where the op is awaited.
+        """
+        options: ActivityOptions | InvalidInput
+        try:
+            name = activity_name(activity)
+            options = activity_options(
+                start_to_close=start_to_close,
+                schedule_to_close=schedule_to_close,
+                schedule_to_start=schedule_to_start,
+                heartbeat_timeout=heartbeat_timeout,
+                retry=retry,
+                task_queue=task_queue,
+            )
+        except InvalidInput as err:
+            name, options = "?", err
+        return StartActivityOp(name, args, options)
+
+    async def execute_activity(
+        self,
+        activity: str | Callable[..., Any],
+        *args: Any,
+        start_to_close: float | timedelta | None = None,
+        schedule_to_close: float | timedelta | None = None,
+        schedule_to_start: float | timedelta | None = None,
+        heartbeat_timeout: float | timedelta | None = None,
+        retry: RetryPolicy | None = None,
+        task_queue: str | None = None,
+    ) -> Any:
+        """Schedule an activity and await its result (raises ``ActivityError``)."""
+        handle = await self.start_activity(
+            activity,
+            *args,
+            start_to_close=start_to_close,
+            schedule_to_close=schedule_to_close,
+            schedule_to_start=schedule_to_start,
+            heartbeat_timeout=heartbeat_timeout,
+            retry=retry,
+            task_queue=task_queue,
+        )
+        return await handle.result()
+
+    def _next_activity_id(self) -> str:
+        self._activity_counter += 1
+        return self._derive("activity", self._activity_counter)
+
     def _set_now(self, now: datetime) -> None:
         self._now = now
 
     def _derive(self, kind: str, counter: int) -> str:
         return derive_id(kind, self._info.workflow_id, self._info.run_id, str(counter))
+
+
+def _conforms(ctx: WorkflowContext) -> workflow.WorkflowContext:
+    """Static check (mypy): this context implements the SDK's protocol."""
+    return ctx

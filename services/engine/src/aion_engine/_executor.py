@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from aion.workflow import ActivityError, SignalTimeout, WorkflowInfo
+from aion.workflow import ChildWorkflowFailed as ChildFailedError
 from aion_common.domain import (
+    ActivityCancelled,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityOptions,
+    ActivityTimedOut,
     Cancelled,
     CancelRequested,
     ChildWorkflowCompleted,
@@ -39,17 +47,21 @@ from aion_common.domain import (
     validate_name,
 )
 from aion_engine import _context as sdk
+from aion_engine import _sandbox
 from aion_engine.registry import WorkflowFn
 
 __all__ = [
     "ContinueAsNewDecision",
     "Executor",
     "Finish",
+    "RequestCancelActivity",
+    "ScheduleActivity",
     "ScheduleChild",
     "ScheduleTimer",
     "WorkflowDecision",
     "awaited_foreign_message",
     "execution_timeout_timer_id",
+    "failure_of",
 ]
 
 
@@ -73,6 +85,24 @@ class ScheduleTimer:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleActivity:
+    """The code scheduled an activity."""
+
+    activity_id: str
+    activity_type: str
+    input: Payload
+    options: ActivityOptions
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancelActivity:
+    """The code asked for one of its activities to be cancelled."""
+
+    activity_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """The code returned, raised, or let a cancellation propagate."""
 
@@ -87,7 +117,14 @@ class ContinueAsNewDecision:
     workflow_type: str | None
 
 
-WorkflowDecision = ScheduleChild | ScheduleTimer | Finish | ContinueAsNewDecision
+WorkflowDecision = (
+    ScheduleChild
+    | ScheduleTimer
+    | ScheduleActivity
+    | RequestCancelActivity
+    | Finish
+    | ContinueAsNewDecision
+)
 
 _BLOCKED = object()
 _ENDED = object()
@@ -115,15 +152,74 @@ def _close_coroutine(coro: Coroutine[Any, Any, Any] | None) -> None:
         coro.close()
 
 
-def _failure_message(err: Exception) -> str:
+_HERE = __file__.rsplit("/", 1)[0] + "/"
+# The frames of a failure that are the engine driving the code, not the code itself.
+_ENGINE_FILES = frozenset(
+    _HERE + name for name in ("_executor.py", "_context.py", "_sandbox.py", "_replay.py")
+)
+
+
+def failure_of(err: BaseException, *, message: str | None = None) -> WorkflowError:
+    """The recorded form of an exception workflow code raised: ``"<Type>: <text>"``, its type
+    and its traceback without the engine's own frames (so it shows the user's file and line)."""
     text = str(err)
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    name = type(err).__name__
+    frames = [
+        frame
+        for frame in traceback.extract_tb(err.__traceback__)
+        if frame.filename not in _ENGINE_FILES
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines.extend(traceback.format_exception_only(err))
+    return WorkflowError(
+        message=message or (f"{name}: {text}" if text else name),
+        error_type=name,
+        traceback="".join(lines),
+    )
+
+
+def _activity_error(activity_type: str, event: Event) -> ActivityError:
+    match event:
+        case ActivityFailed(activity_id=aid, attempt=attempt, error=error, non_retryable=nr):
+            return ActivityError(
+                activity_id=aid,
+                activity_type=activity_type,
+                attempt=attempt,
+                cause_type=error.error_type,
+                cause_message=error.message,
+                traceback=error.traceback,
+                non_retryable=nr,
+            )
+        case ActivityTimedOut(activity_id=aid, attempt=attempt, timeout=kind, last_error=last):
+            return ActivityError(
+                activity_id=aid,
+                activity_type=activity_type,
+                attempt=attempt,
+                cause_type="" if last is None else last.error_type,
+                cause_message="" if last is None else last.message,
+                traceback="" if last is None else last.traceback,
+                timeout=kind.value,
+            )
+        case ActivityCancelled(activity_id=aid, attempt=attempt, reason=reason):
+            return ActivityError(
+                activity_id=aid,
+                activity_type=activity_type,
+                attempt=attempt,
+                cause_type="CancelledError",
+                cause_message=reason,
+                cancelled=True,
+            )
+        case _:
+            raise InvalidInput(f"{type(event).__name__} does not end an activity")
 
 
 class Executor:
     """One run's coroutine plus what it has seen: child results, fired timers, signals."""
 
     __slots__ = (
+        "_activities",
+        "_activity_cancels",
+        "_activity_results",
         "_cancel_reason",
         "_child_results",
         "_coro",
@@ -144,7 +240,7 @@ class Executor:
         self.started = started
         self._fn = fn
         self.ctx = sdk.WorkflowContext(
-            sdk.WorkflowInfo(
+            WorkflowInfo(
                 workflow_id=started.workflow_id,
                 run_id=started.run_id,
                 first_run_id=started.first_run_id,
@@ -165,6 +261,9 @@ class Executor:
         self._signals: dict[str, deque[Payload]] = {}
         self._timer_counter = 0
         self._cancel_reason: str | None = None
+        self._activities: dict[str, str] = {}  # id -> type, every activity scheduled
+        self._activity_results: dict[str, Payload | ActivityError] = {}
+        self._activity_cancels: set[str] = set()
         self.finished = False
 
     # -- driving -------------------------------------------------------------------------
@@ -192,7 +291,9 @@ class Executor:
             case ChildWorkflowFailed(child_workflow_id=child, error=error):
                 self._child_results[child] = error
                 if self._waiting == sdk.ChildResultOp(child):
-                    self._resume(sdk.Raise(sdk.ChildWorkflowFailed(child, error.message)))
+                    self._resume(sdk.Raise(ChildFailedError(child, error.message)))
+            case ActivityCompleted() | ActivityFailed() | ActivityTimedOut() | ActivityCancelled():
+                self._activity_resolved(event)
             case SignalReceived(name=name, payload=payload):
                 self._signals.setdefault(name, deque()).append(payload)
                 waiting = self._waiting
@@ -210,6 +311,22 @@ class Executor:
                     f"{type(event).__name__} is not an input event for workflow code"
                 )
 
+    def _activity_resolved(
+        self, event: ActivityCompleted | ActivityFailed | ActivityTimedOut | ActivityCancelled
+    ) -> None:
+        aid = event.activity_id
+        outcome: Payload | ActivityError
+        if isinstance(event, ActivityCompleted):
+            outcome = event.result
+        else:
+            outcome = _activity_error(self._activities.get(aid, "?"), event)
+        self._activity_results[aid] = outcome
+        if self._waiting == sdk.ActivityResultOp(aid):
+            if isinstance(outcome, ActivityError):
+                self._resume(sdk.Raise(outcome))
+            else:
+                self._resume(outcome.to_json())
+
     def take_decision(self) -> WorkflowDecision | None:
         """The oldest decision not yet taken, or None."""
         return self._decisions.popleft() if self._decisions else None
@@ -224,6 +341,8 @@ class Executor:
         match self._waiting:
             case sdk.ChildResultOp(child_id=child):
                 return f"waiting for child {child!r}"
+            case sdk.ActivityResultOp(activity_id=aid):
+                return f"waiting for activity {self._activities.get(aid, '?')!r} ({aid})"
             case sdk.SleepOp():
                 return f"sleeping on timer {self._waiting_timer!r}"
             case sdk.WaitSignalOp(name=name):
@@ -248,7 +367,7 @@ class Executor:
         if isinstance(waiting, sdk.SleepOp):
             self._resume(None)
         elif isinstance(waiting, sdk.WaitSignalOp) and waiting.timeout_ms is not None:
-            self._resume(sdk.Raise(sdk.SignalTimeout(waiting.name, waiting.timeout_ms)))
+            self._resume(sdk.Raise(SignalTimeout(waiting.name, waiting.timeout_ms)))
 
     def _resume(self, value: object, throw: BaseException | None = None) -> None:
         coro = self._coro
@@ -270,23 +389,38 @@ class Executor:
     def _step(
         self, coro: Coroutine[Any, Any, Any], reply: object, throw: BaseException | None
     ) -> object:
-        """Advance the code to its next await; :data:`_ENDED` once it returned or raised."""
-        try:
-            return coro.throw(throw) if throw is not None else coro.send(reply)
-        except StopIteration as stop:
-            self._complete(stop.value)
-        except sdk.ContinueAsNewRequested as request:
-            self._continue_as_new(request)
-        except asyncio.CancelledError as err:
-            reason = self._cancel_reason or str(err) or "cancelled by workflow code"
+        """Advance the code to its next await; :data:`_ENDED` once it returned or raised.
+
+        The code runs inside the sandbox: a refused call fails the run even if caught."""
+        with _sandbox.guard() as guard:
+            try:
+                op = coro.throw(throw) if throw is not None else coro.send(reply)
+            except BaseException as ended:  # noqa: BLE001 - sorted out below, outside the guard
+                outcome: BaseException | None = ended
+            else:
+                outcome = None
+        if guard.violation is not None:
+            error = guard.violation
+            self._finish(Failed(error=failure_of(error)))
+            return _ENDED
+        if outcome is None:
+            return op
+        if isinstance(outcome, StopIteration):
+            self._complete(outcome.value)
+        elif isinstance(outcome, sdk.ContinueAsNewRequested):
+            self._continue_as_new(outcome)
+        elif isinstance(outcome, asyncio.CancelledError):
+            reason = self._cancel_reason or str(outcome) or "cancelled by workflow code"
             self._finish(Cancelled(reason=reason))
-        except Exception as err:  # noqa: BLE001 - any error the code raises is its outcome
-            self._fail_from(err)
+        elif isinstance(outcome, Exception):  # any error the code raises is its outcome
+            self._fail_from(outcome)
+        else:
+            raise outcome  # KeyboardInterrupt, SystemExit: not the workflow's business
         return _ENDED
 
     # -- answering ops -------------------------------------------------------------------
 
-    def _answer(self, op: sdk.Op[Any]) -> object:
+    def _answer(self, op: sdk.Op[Any]) -> object:  # noqa: PLR0911 - one answer per op type
         match op:
             case sdk.StartChildOp():
                 return self._start_child(op)
@@ -296,6 +430,12 @@ class Executor:
                 return self._sleep(ms)
             case sdk.WaitSignalOp(name=name, timeout_ms=timeout):
                 return self._wait_signal(name, timeout)
+            case sdk.StartActivityOp():
+                return self._start_activity(op)
+            case sdk.ActivityResultOp(activity_id=aid):
+                return self._activity_result(aid)
+            case sdk.CancelActivityOp(activity_id=aid, reason=reason):
+                return self._cancel_activity(aid, reason)
             case _:
                 return sdk.Raise(InvalidInput(f"unsupported workflow operation {op!r}"))
 
@@ -306,8 +446,39 @@ class Executor:
         if outcome is None:
             return _BLOCKED
         if isinstance(outcome, WorkflowError):
-            return sdk.Raise(sdk.ChildWorkflowFailed(child, outcome.message))
+            return sdk.Raise(ChildFailedError(child, outcome.message))
         return outcome.to_json()
+
+    def _start_activity(self, op: sdk.StartActivityOp) -> object:
+        if isinstance(op.options, InvalidInput):
+            return sdk.Raise(op.options)
+        try:
+            payload = Payload.from_json(list(op.args))
+        except InvalidInput as err:
+            return sdk.Raise(InvalidInput(f"arguments of activity {op.activity_type!r}: {err}"))
+        activity_id = self.ctx._next_activity_id()
+        self._activities[activity_id] = op.activity_type
+        self._decisions.append(ScheduleActivity(activity_id, op.activity_type, payload, op.options))
+        return sdk.ActivityHandle(activity_id, op.activity_type)
+
+    def _activity_result(self, activity_id: str) -> object:
+        if activity_id not in self._activities:
+            return sdk.Raise(InvalidInput(f"{activity_id!r} is not an activity of this run"))
+        outcome = self._activity_results.get(activity_id)
+        if outcome is None:
+            return _BLOCKED
+        if isinstance(outcome, ActivityError):
+            return sdk.Raise(outcome)
+        return outcome.to_json()
+
+    def _cancel_activity(self, activity_id: str, reason: str) -> object:
+        if activity_id not in self._activities:
+            return sdk.Raise(InvalidInput(f"{activity_id!r} is not an activity of this run"))
+        if activity_id in self._activity_results or activity_id in self._activity_cancels:
+            return None  # already ended, or its cancellation already requested
+        self._activity_cancels.add(activity_id)
+        self._decisions.append(RequestCancelActivity(activity_id, str(reason)))
+        return None
 
     def _sleep(self, ms: int) -> object:
         if ms <= 0:
@@ -338,7 +509,7 @@ class Executor:
             return buffered.popleft().to_json()
         if timeout_ms is not None:
             if timeout_ms <= 0:
-                return sdk.Raise(sdk.SignalTimeout(name, timeout_ms))
+                return sdk.Raise(SignalTimeout(name, timeout_ms))
             self._waiting_timer = self._schedule_timer(timeout_ms)
         return _BLOCKED
 
@@ -375,9 +546,9 @@ class Executor:
         if isinstance(err, RuntimeError) and _NO_LOOP in str(err):
             # Outside an event loop, asyncio primitives fail before yielding anything.
             message = awaited_foreign_message("an asyncio awaitable (it needs an event loop)")
+            self._finish(Failed(error=failure_of(err, message=message)))
         else:
-            message = _failure_message(err)
-        self._finish(Failed(error=WorkflowError(message=message)))
+            self._finish(Failed(error=failure_of(err)))
 
     def _finish(self, outcome: Completed | Failed | Cancelled) -> None:
         self._decisions.append(Finish(outcome))

@@ -13,9 +13,16 @@ from collections.abc import Sequence
 from typing import assert_never
 
 from aion_common.domain import (
-    Cancelled as CancelledOutcome,
-)
-from aion_common.domain import (
+    ActivityAttemptFailed,
+    ActivityAttemptScheduled,
+    ActivityCancelled,
+    ActivityCancelRequested,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityHeartbeatRecorded,
+    ActivityScheduled,
+    ActivityStarted,
+    ActivityTimedOut,
     CancelRequested,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
@@ -34,12 +41,17 @@ from aion_common.domain import (
     WorkflowTimedOut,
 )
 from aion_common.domain import (
+    Cancelled as CancelledOutcome,
+)
+from aion_common.domain import (
     Completed as CompletedOutcome,
 )
 from aion_engine._executor import (
     ContinueAsNewDecision,
     Executor,
     Finish,
+    RequestCancelActivity,
+    ScheduleActivity,
     ScheduleChild,
     ScheduleTimer,
     WorkflowDecision,
@@ -55,6 +67,18 @@ _INPUTS = (
     TimerFired,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityTimedOut,
+    ActivityCancelled,
+)
+# What the engine records about an activity on its own (worker reports, retries, the run's
+# cancellation reaching it): neither a decision of the code nor an input to it.
+_ENGINE_ONLY = (
+    ActivityStarted,
+    ActivityHeartbeatRecorded,
+    ActivityAttemptFailed,
+    ActivityAttemptScheduled,
 )
 _TERMINALS = (
     WorkflowCompleted,
@@ -65,7 +89,7 @@ _TERMINALS = (
 )
 
 
-def describe_event(event: Event) -> str:
+def describe_event(event: Event) -> str:  # noqa: PLR0911 - one form per event type
     """A short, stable description of an event for non-determinism messages."""
     match event:
         case ChildWorkflowScheduled(child_workflow_id=child, child_workflow_type=wtype):
@@ -74,6 +98,16 @@ def describe_event(event: Event) -> str:
             return f"{type(event).__name__}({timer_id})"
         case SignalReceived(name=name):
             return f"SignalReceived({name})"
+        case ActivityScheduled(activity_id=aid, activity_type=atype):
+            return f"ActivityScheduled({aid}, type={atype})"
+        case (
+            ActivityCancelRequested(activity_id=aid)
+            | ActivityCompleted(activity_id=aid)
+            | ActivityFailed(activity_id=aid)
+            | ActivityTimedOut(activity_id=aid)
+            | ActivityCancelled(activity_id=aid)
+        ):
+            return f"{type(event).__name__}({aid})"
         case (
             ChildWorkflowCompleted(child_workflow_id=child)
             | ChildWorkflowFailed(child_workflow_id=child)
@@ -90,6 +124,10 @@ def describe_decision(decision: WorkflowDecision) -> str:
             return f"ChildWorkflowScheduled({child}, type={wtype})"
         case ScheduleTimer(timer_id=timer_id):
             return f"TimerScheduled({timer_id})"
+        case ScheduleActivity(activity_id=aid, activity_type=atype):
+            return f"ActivityScheduled({aid}, type={atype})"
+        case RequestCancelActivity(activity_id=aid):
+            return f"ActivityCancelRequested({aid})"
         case Finish(outcome=outcome):
             return _terminal_name(outcome)
         case ContinueAsNewDecision():
@@ -106,7 +144,7 @@ def _terminal_name(outcome: object) -> str:
     return "WorkflowFailed"
 
 
-def _matches(decision: WorkflowDecision, event: Event) -> bool:
+def _matches(decision: WorkflowDecision, event: Event) -> bool:  # noqa: PLR0911 - per decision
     match decision, event:
         case ScheduleChild(), ChildWorkflowScheduled():
             return (decision.child_id, decision.workflow_type) == (
@@ -115,6 +153,13 @@ def _matches(decision: WorkflowDecision, event: Event) -> bool:
             )
         case ScheduleTimer(), TimerScheduled():
             return decision.timer_id == event.timer_id
+        case ScheduleActivity(), ActivityScheduled():
+            return (decision.activity_id, decision.activity_type) == (
+                event.activity_id,
+                event.activity_type,
+            )
+        case RequestCancelActivity(), ActivityCancelRequested():
+            return decision.activity_id == event.activity_id
         case ContinueAsNewDecision(), WorkflowContinuedAsNew():
             return decision.workflow_type == event.workflow_type
         case Finish(), _:
@@ -137,8 +182,12 @@ def replay_run(fn: WorkflowFn, segment: Sequence[Event]) -> Executor:
     for event in segment[1:]:
         if isinstance(event, TimerScheduled) and event.timer_id == timeout_timer:
             continue
-        if isinstance(event, ChildWorkflowScheduled | TimerScheduled):
+        if isinstance(event, ChildWorkflowScheduled | TimerScheduled | ActivityScheduled) or (
+            isinstance(event, ActivityCancelRequested) and event.by_workflow_code
+        ):
             _expect(executor, event)
+        elif isinstance(event, (*_ENGINE_ONLY, ActivityCancelRequested)):
+            continue
         elif isinstance(event, _TERMINALS):
             if executor.has_decisions:
                 _expect(executor, event)

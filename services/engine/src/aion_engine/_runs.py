@@ -27,9 +27,12 @@ from aion_common.domain import (
     WorkflowStarted,
     derive_id,
 )
+from aion_engine import activities
 from aion_engine._executor import (
     ContinueAsNewDecision,
     Finish,
+    RequestCancelActivity,
+    ScheduleActivity,
     ScheduleChild,
     ScheduleTimer,
     WorkflowDecision,
@@ -152,6 +155,10 @@ def record_decision(
             _schedule_child(work, run, decision)
         case ScheduleTimer(timer_id=timer_id, fire_at=fire_at):
             work.schedule_timer(TimerScheduled(**env, timer_id=timer_id, fire_at=fire_at))
+        case ScheduleActivity():
+            activities.schedule(work, run, decision)
+        case RequestCancelActivity():
+            raise AssertionError("the engine's drain records activity cancellations itself")
         case Finish(outcome=Completed(result=result)):
             work.append(WorkflowCompleted(**env, result=result))
             return RunClosed

@@ -32,6 +32,7 @@ from aion_common.domain import (
     check_next_seq,
     outcome_of,
 )
+from aion_engine._activity_state import ACTIVITY_EVENTS, ActivityState, index_activity_event
 
 __all__ = ["RECENT_COMMAND_IDS", "RunState", "WorkflowState"]
 
@@ -51,6 +52,12 @@ class RunState:
     timers: dict[str, TimerScheduled] = field(default_factory=dict)
     cancel_requested: bool = False
     terminal: Event | None = None
+    activities: dict[str, ActivityState] = field(default_factory=dict)
+    """Open activities (kept after the run closes, for their cancel notices)."""
+    activity_timers: dict[str, str] = field(default_factory=dict)
+    """Timer id -> activity id, for every activity clock running now."""
+    closed_activities: set[str] = field(default_factory=set)
+    """Ids of this run's activities that ended (to tell a late report from a bad one)."""
 
     @property
     def run_id(self) -> str:
@@ -139,6 +146,9 @@ class WorkflowState:
 
     @staticmethod
     def _index(run: RunState, event: Event) -> None:
+        if isinstance(event, ACTIVITY_EVENTS):
+            index_activity_event(run.activities, run.activity_timers, run.closed_activities, event)
+            return
         match event:
             case ChildWorkflowScheduled(child_workflow_id=child):
                 run.open_children[child] = event
@@ -157,6 +167,8 @@ class WorkflowState:
                 if outcome_of(event) is not None:
                     run.terminal = event
                     run.timers.clear()
+                    run.activity_timers.clear()
+                    run.closed_activities.clear()
                     # The closed run keeps only what later questions need; open children
                     # stay until the close policy has been applied by the closing command.
                     run.events = [run.started, event]

@@ -15,17 +15,22 @@ from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from aion_common.domain import (
+    ActivityReport,
     AlreadyRecorded,
     CancelRequested,
     CancelWorkflow,
     Command,
     CommandRefused,
+    CompleteActivity,
     Event,
     EventBatch,
+    FailActivityAttempt,
     Failed,
     FireTimer,
     NonDeterminism,
     ParentTerminal,
+    RecordActivityHeartbeat,
+    RecordActivityStarted,
     RecordChildTerminal,
     Recorded,
     RecordRefused,
@@ -42,8 +47,8 @@ from aion_common.domain import (
     WorkflowTimedOut,
     decide_child_terminal_record,
 )
-from aion_engine import _runs
-from aion_engine._executor import Executor, execution_timeout_timer_id
+from aion_engine import _runs, activities
+from aion_engine._executor import Executor, RequestCancelActivity, execution_timeout_timer_id
 from aion_engine._replay import replay_run
 from aion_engine._state import RunState, WorkflowState
 from aion_engine._work import Work, fire_timer_command
@@ -106,6 +111,7 @@ class EngineCore:
                 TimerRequest(fire_at=timer.fire_at, command=fire_timer_command(timer))
                 for timer in run.timers.values()
             )
+            requests.extend(activities.pending_timers(run))
         return requests
 
     def clear(self) -> None:
@@ -164,6 +170,13 @@ class EngineCore:
                 return self._record_child(command, state, now)
             case FireTimer():
                 return self._fire_timer(command, state, now)
+            case (
+                RecordActivityStarted()
+                | RecordActivityHeartbeat()
+                | CompleteActivity()
+                | FailActivityAttempt()
+            ):
+                return self._activity_report(command, state, now)
             case _:
                 assert_never(command)
 
@@ -199,7 +212,13 @@ class EngineCore:
             return stale
         if target.run is not None and target.run.cancel_requested:
             return _NOOP  # already asked: the code is handling (or ignoring) the first request
-        return self._feed(cmd, target, now, lambda env: CancelRequested(**env, reason=cmd.reason))
+        return self._feed(
+            cmd,
+            target,
+            now,
+            lambda env: CancelRequested(**env, reason=cmd.reason),
+            cancel_activities=f"workflow cancelled: {cmd.reason}",
+        )
 
     def _terminate(
         self, cmd: TerminateWorkflow, state: WorkflowState | None, now: datetime
@@ -247,6 +266,10 @@ class EngineCore:
             return _NOOP  # the run closed (or never existed): the timer is stale
         timer = run.timers.get(cmd.timer_id)
         if timer is None:
+            if activities.is_activity_timer(run, cmd.timer_id):
+                return self._with_executor(
+                    cmd, state, now, lambda work, run: activities.fire(work, run, cmd.timer_id)
+                )
             return _NOOP  # already fired, or not a timer of this run
         if cmd.timer_id != execution_timeout_timer_id(state.workflow_id, run.run_id):
             return self._feed(cmd, state, now, lambda env: TimerFired(**env, timer_id=cmd.timer_id))
@@ -257,6 +280,27 @@ class EngineCore:
         self._close_run(work, run)
         return self._finish(work, None)
 
+    def _activity_report(
+        self, cmd: ActivityReport, state: WorkflowState | None, now: datetime
+    ) -> Decision:
+        verdict = activities.report_refusal(cmd, state)
+        if verdict == activities.ALREADY_STARTED:
+            return _NOOP
+        if isinstance(verdict, tuple):
+            code, reason = verdict
+            return Decision(refusal=_refusal(cmd, code, reason, now))
+        assert state is not None  # report_refusal admits reports of existing workflows only
+        if isinstance(cmd, RecordActivityStarted | RecordActivityHeartbeat):
+            # never resolves the activity: the workflow's code need not be touched
+            run = state.open_run
+            assert run is not None
+            work = Work(state, cmd.command_id, now)
+            activities.report(work, run, cmd)
+            return work.decision(self._writer)
+        return self._with_executor(
+            cmd, state, now, lambda work, run: activities.report(work, run, cmd)
+        )
+
     # -- running workflow code -----------------------------------------------------------
 
     def _feed(
@@ -265,8 +309,30 @@ class EngineCore:
         state: WorkflowState,
         now: datetime,
         make_event: Callable[[dict[str, Any]], Event],
+        *,
+        cancel_activities: str | None = None,
     ) -> Decision:
-        """Append the command's input event and let the run's code react to it."""
+        """Append the command's input event and let the run's code react to it; with
+        ``cancel_activities``, then request cancellation of the run's open activities."""
+
+        def append(work: Work, run: RunState) -> Event:
+            event = make_event(work.envelope(run.run_id))
+            work.append(event)
+            return event
+
+        return self._with_executor(cmd, state, now, append, cancel_activities=cancel_activities)
+
+    def _with_executor(
+        self,
+        cmd: Command,
+        state: WorkflowState,
+        now: datetime,
+        act: Callable[[Work, RunState], Event | None],
+        *,
+        cancel_activities: str | None = None,
+    ) -> Decision:
+        """Let ``act`` append the command's events; the event it returns (already appended)
+        is delivered to the run's code, which then runs until it blocks."""
         run = state.open_run
         assert run is not None
         executor = self._executor_for(state, run)
@@ -277,15 +343,25 @@ class EngineCore:
             )
             return Decision(refusal=_refusal(cmd, RefusalCode.UNKNOWN_WORKFLOW_TYPE, reason, now))
         work = Work(state, cmd.command_id, now)
-        event = make_event(work.envelope(run.run_id))
-        work.append(event)
+        event = act(work, run)
+        if event is None:
+            return self._finish(work, executor if isinstance(executor, Executor) else None)
         if isinstance(executor, NonDeterminism):
-            error = WorkflowError(message=str(executor))
+            error = WorkflowError(message=str(executor), error_type="NonDeterminism")
             work.append(WorkflowFailed(**work.envelope(run.run_id), error=error))
             self._close_run(work, run)
             return self._finish(work, None)
+        live = self._deliver(work, executor, event)
+        if cancel_activities is not None and live is not None and run.is_open:
+            for activity_id in activities.propagate_cancel(work, run, cancel_activities):
+                resolution = activities.resolve_cancelled(work, run, activity_id)
+                if resolution is not None and live is not None:
+                    live = self._deliver(work, live, resolution)
+        return self._finish(work, live)
+
+    def _deliver(self, work: Work, executor: Executor, event: Event) -> Executor | None:
         executor.deliver(event)
-        return self._finish(work, self._drain(work, executor))
+        return self._drain(work, executor)
 
     def _executor_for(
         self, state: WorkflowState, run: RunState
@@ -317,10 +393,31 @@ class EngineCore:
         return self._drain(work, executor)
 
     def _drain(self, work: Work, executor: Executor) -> Executor | None:
-        """Turn the code's decisions into events; returns the live executor, if any."""
+        """Turn the code's decisions into events; returns the live executor, if any.
+
+        An activity the code cancels before any attempt started ends cancelled at once, but
+        only after every decision already queued is recorded: a replay delivers that ending
+        (an input) after those decisions too.
+        """
         run = work.state.open_run
         assert run is not None
-        while (decision := executor.take_decision()) is not None:
+        cancelled: list[str] = []
+        while True:
+            decision = executor.take_decision()
+            if decision is None:
+                if not cancelled or executor.finished:
+                    break
+                resolution = activities.resolve_cancelled(work, run, cancelled.pop(0))
+                if resolution is not None:
+                    executor.deliver(resolution)
+                continue
+            if isinstance(decision, RequestCancelActivity):
+                now = activities.request_cancel(
+                    work, run, decision.activity_id, decision.reason, by_workflow_code=True
+                )
+                if now is not None:
+                    cancelled.append(now)
+                continue
             outcome = _runs.record_decision(work, run, decision, self._registry)
             if outcome is _runs.RunClosed:
                 self._close_run(work, run)
@@ -336,6 +433,7 @@ class EngineCore:
         if executor is not None:
             executor.close()
         work.outgoing.extend(_runs.close_policy_commands(work, run))
+        activities.close_notices(work, run)
 
     def _finish(self, work: Work, executor: Executor | None) -> Decision:
         if executor is not None and not executor.finished:

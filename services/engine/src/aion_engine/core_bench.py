@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from aion.workflow import WorkflowContext
 from aion_common.domain import (
     Command,
     EventBatch,
@@ -25,7 +26,6 @@ from aion_common.domain import (
 )
 from aion_engine.core import EngineCore
 from aion_engine.registry import WorkflowRegistry
-from aion_engine.workflow import WorkflowContext
 
 __all__ = ["main"]
 

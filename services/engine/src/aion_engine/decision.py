@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from aion_common.domain import Command, CommandRefused, EventBatch, FireTimer
+from aion_common.domain import Command, CommandRefused, EventBatch, FireTimer, TaskRecord
 
 __all__ = ["Decision", "TimerRequest"]
 
@@ -30,6 +30,10 @@ class Decision:
     - ``timers``: timers the batch scheduled; fire each by sending its ``FireTimer``.
     - ``dead_letter_reason``: set when the command must never be applied (an invariant
       violation, e.g. a ContinuedAsNew reported as a child terminal); dead-letter the record.
+    - ``tasks``: activity tasks and cancel notices, each with the task queue whose topic
+      (``<prefix>.tasks.<queue>``) it goes to.
+    - ``disarm``: command ids of timers that are no longer needed (an activity ended before
+      its clock ran out); firing them would be a no-op, so the service may forget them.
     """
 
     batch: EventBatch | None = None
@@ -37,6 +41,8 @@ class Decision:
     refusal: CommandRefused | None = None
     timers: tuple[TimerRequest, ...] = ()
     dead_letter_reason: str | None = None
+    tasks: tuple[tuple[str, TaskRecord], ...] = ()
+    disarm: tuple[str, ...] = ()
 
     @property
     def is_noop(self) -> bool:
@@ -47,4 +53,6 @@ class Decision:
             and self.refusal is None
             and not self.timers
             and self.dead_letter_reason is None
+            and not self.tasks
+            and not self.disarm
         )

@@ -1,18 +1,26 @@
-"""Workflow registration: type name → ``async def run(ctx, input)``."""
+"""Which workflow types one engine runs: type name → ``async def run(ctx, input)``.
+
+Workflow code marks its functions with ``@aion.workflow.defn``; :func:`load_modules` imports
+the user's modules and registers every decorated function it finds in them (and in their
+submodules that are imported), so nothing depends on import-time side effects in a global.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Coroutine, Iterable
+from types import ModuleType
 from typing import Any, TypeVar
 
+from aion import workflow
 from aion_common.domain import InvalidInput, validate_name
-from aion_engine._context import WorkflowContext
+from aion_engine import _sandbox
 
-__all__ = ["WorkflowFn", "WorkflowRegistry", "default_registry", "defn", "load_modules"]
+__all__ = ["WorkflowFn", "WorkflowRegistry", "load_modules"]
 
-WorkflowFn = Callable[[WorkflowContext, Any], Coroutine[Any, Any, Any]]
+WorkflowFn = Callable[..., Coroutine[Any, Any, Any]]
 F = TypeVar("F", bound=WorkflowFn)
 
 
@@ -31,17 +39,29 @@ class WorkflowRegistry:
             raise InvalidInput(f"workflow {workflow_type!r} must be an `async def run(ctx, input)`")
         existing = self._workflows.get(workflow_type)
         if existing is not None and existing is not fn:
-            raise InvalidInput(f"workflow type {workflow_type!r} is already registered")
+            raise InvalidInput(
+                f"workflow type {workflow_type!r} is defined twice: by "
+                f"{_where(existing)} and by {_where(fn)}"
+            )
         self._workflows[workflow_type] = fn
 
     def defn(self, workflow_type: str) -> Callable[[F], F]:
-        """Decorator: ``@registry.defn("order")`` registers the decorated ``async def``."""
+        """Decorator: ``@registry.defn("order")`` defines the function as
+        ``@workflow.defn("order")`` does and registers it here."""
 
         def decorate(fn: F) -> F:
+            workflow.defn(workflow_type)(fn)
             self.register(workflow_type, fn)
             return fn
 
         return decorate
+
+    def add_module(self, module: ModuleType) -> None:
+        """Register every ``@workflow.defn`` function ``module`` holds."""
+        for value in list(vars(module).values()):
+            found = workflow.definition(value)
+            if found is not None:
+                self.register(found.name, found.fn)
 
     def get(self, workflow_type: str) -> WorkflowFn | None:
         """The function registered as ``workflow_type``, or None."""
@@ -52,22 +72,23 @@ class WorkflowRegistry:
         return tuple(sorted(self._workflows))
 
 
-default_registry = WorkflowRegistry()
-"""The registry ``@workflow.defn`` fills and the engine loads by default."""
+def _where(fn: WorkflowFn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
 
 
-def defn(workflow_type: str) -> Callable[[F], F]:
-    """Decorator: register an ``async def run(ctx, input)`` as ``workflow_type``."""
-    return default_registry.defn(workflow_type)
+def load_modules(modules: Iterable[str], registry: WorkflowRegistry) -> tuple[str, ...]:
+    """Import the user's workflow modules, register their workflows, return the loaded types.
 
-
-def load_modules(
-    modules: Iterable[str], registry: WorkflowRegistry = default_registry
-) -> tuple[str, ...]:
-    """Import the user's workflow modules (which register themselves) and return loaded types."""
+    The sandbox is installed first, so workflow modules see the guarded ``time.sleep``.
+    """
+    _sandbox.install()
     for name in modules:
         try:
             importlib.import_module(name)
         except ImportError as err:
             raise InvalidInput(f"cannot import workflow module {name!r}: {err}") from err
+        prefix = name + "."
+        for loaded_name, module in list(sys.modules.items()):
+            if module is not None and (loaded_name == name or loaded_name.startswith(prefix)):
+                registry.add_module(module)
     return registry.types()

@@ -62,7 +62,7 @@ from aiokafka.structs import ConsumerRecord
 
 from aion_common.codecs import Codec, decode_key, encode_key
 from aion_common.domain import Command, DecodeError, FireTimer, InfrastructureError
-from aion_common.kafka.admin import ensure_topics
+from aion_common.kafka.admin import ensure_task_topic, ensure_topics
 from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.dead_letter import dead_letter_headers
 from aion_common.kafka.options import client_options, max_record_bytes
@@ -115,6 +115,7 @@ class _Out:
     value: bytes
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    queue: str = ""  # set on a task queue's record: its topic may need creating first
 
 
 class _ProducerBroken(Exception):
@@ -202,6 +203,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._stopping = asyncio.Event()
         self._stopped = False
         self._failure: BaseException | None = None
+        self._task_topics: set[str] = set()  # task queues' topics known to exist
 
     @property
     def transactional(self) -> bool:
@@ -590,6 +592,20 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         outputs: list[_Out] = []
         for record in records:
             outputs.extend(self._decide(owned, record))
+        new_queues = {o.queue for o in outputs if o.queue and o.topic not in self._task_topics}
+        if new_queues:
+            try:
+                await self._ensure_task_topics(new_queues)
+            except (KafkaError, InfrastructureError, TimeoutError) as err:
+                _log.warning(
+                    "creating a task queue's topic failed; acquiring the partition again",
+                    extra={
+                        "partition": owned.partition,
+                        "queues": sorted(new_queues),
+                        "error": repr(err),
+                    },
+                )
+                return "failed"
         last = records[-1]
         owned.next_offset = last.offset + 1
         tp = TopicPartition(last.topic, last.partition)
@@ -612,6 +628,16 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         finally:
             owned.emitting = False
         return None
+
+    async def _ensure_task_topics(self, queues: set[str]) -> None:
+        """Create the topics of task queues used for the first time (once per process)."""
+        for queue in sorted(queues):
+            topic = self._topics.tasks(queue)
+            await asyncio.wait_for(
+                ensure_task_topic(self._settings, self._topics, queue), _STEP_TIMEOUT_S
+            )
+            self._task_topics.add(topic)
+            _log.info("task queue ready", extra={"queue": queue, "topic": topic})
 
     def _decide(self, owned: _Owned, record: ConsumerRecord) -> list[_Out]:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
@@ -672,6 +698,15 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                     partition=owned.partition,
                 )
             )
+        out.extend(
+            _Out(
+                self._topics.tasks(queue),
+                encode_key(task.workflow_id),
+                self._codec.encode_task(task, trusted=True),
+                queue=queue,
+            )
+            for queue, task in decision.tasks
+        )
         reason = decision.dead_letter_reason
         if reason is not None:
             _log.error(
@@ -680,6 +715,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             )
             out.append(self._dead_letter(record, reason, None))
         if owned.timers is not None:
+            for command_id in decision.disarm:
+                owned.timers.disarm(command_id)
             for request in decision.timers:
                 owned.timers.arm(request.fire_at, request.command)
         return out
@@ -724,13 +761,18 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
     ) -> None:
         producer = owned.producer
         assert producer is not None
-        # Outgoing commands first, then events, then refusals and dead letters, each acknowledged
+        # Outgoing commands and tasks first, then events, then refusals and dead letters, each
+        # acknowledged
         # before the next: a crash between them leaves only duplicates that command-id
         # deduplication absorbs, never an event whose outgoing commands were lost.
         stages = (
-            [o for o in outputs if o.topic == self._topics.commands],
+            [o for o in outputs if o.topic == self._topics.commands or o.queue],
             [o for o in outputs if o.topic == self._topics.events],
-            [o for o in outputs if o.topic not in (self._topics.commands, self._topics.events)],
+            [
+                o
+                for o in outputs
+                if o.topic not in (self._topics.commands, self._topics.events) and not o.queue
+            ],
         )
         for stage in stages:
             if not stage:

@@ -57,10 +57,15 @@ class TimerScheduler:
         heapq.heappush(self._heap, (fire_at, command.command_id, command))
         self._wake.set()
 
+    def disarm(self, command_id: str) -> None:
+        """Forget the timer sent as ``command_id`` (it is left in the heap and skipped when
+        its time comes)."""
+        self._armed.discard(command_id)
+
     @property
     def pending(self) -> int:
         """How many timers wait to fire."""
-        return len(self._heap)
+        return len(self._armed)
 
     async def _loop(self) -> None:
         while True:
@@ -75,6 +80,8 @@ class TimerScheduler:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 continue
             _, command_id, command = heapq.heappop(self._heap)
+            if command_id not in self._armed:
+                continue  # disarmed
             try:
                 await self._send(command)
             except InfrastructureError:

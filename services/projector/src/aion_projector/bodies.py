@@ -2,8 +2,9 @@
 
 A body holds an event's own fields, not its envelope (workflow id, run id, seq, time and
 command id have columns of their own). Payloads are embedded as the JSON they already are
-(``orjson.Fragment``: no parse, no re-encode), errors as ``{"message", "details"}``, parent links
-as objects, enums by value and times as RFC 3339. :func:`decode_event` rebuilds the event, which
+(``orjson.Fragment``: no parse, no re-encode), errors as ``{"message", "details", "error_type",
+"traceback"}``, parent links and activity options as objects, enums by value and times as
+RFC 3339. :func:`decode_event` rebuilds the event, which
 is how a held event is applied once its gap fills.
 """
 
@@ -20,10 +21,13 @@ import orjson
 
 from aion_common.domain import (
     EVENT_TYPES,
+    ActivityOptions,
     Event,
     ParentClosePolicy,
     ParentLink,
     Payload,
+    RetryOptions,
+    TimeoutKind,
     WorkflowError,
 )
 
@@ -43,7 +47,12 @@ def _plain(value: object) -> object:
         return orjson.Fragment(value.data)
     if isinstance(value, WorkflowError):
         details = None if value.details is None else orjson.Fragment(value.details.data)
-        return {"message": value.message, "details": details}
+        return {
+            "message": value.message,
+            "details": details,
+            "error_type": value.error_type,
+            "traceback": value.traceback,
+        }
     if isinstance(value, ParentLink):
         return {
             "workflow_id": value.workflow_id,
@@ -75,8 +84,17 @@ def _payload(value: object) -> Payload:
 def _error(value: Any) -> WorkflowError:
     details = value.get("details")
     return WorkflowError(
-        message=str(value["message"]), details=None if details is None else _payload(details)
+        message=str(value["message"]),
+        details=None if details is None else _payload(details),
+        error_type=str(value.get("error_type", "")),
+        traceback=str(value.get("traceback", "")),
     )
+
+
+def _activity_options(value: Any) -> ActivityOptions:
+    retry = dict(value["retry"])
+    retry["non_retryable_errors"] = tuple(retry.get("non_retryable_errors", ()))
+    return ActivityOptions(**{**value, "retry": RetryOptions(**retry)})
 
 
 def _parent(value: Any) -> ParentLink:
@@ -92,6 +110,8 @@ _REVIVERS: dict[Any, Callable[[Any], object]] = {
     WorkflowError: _error,
     ParentLink: _parent,
     ParentClosePolicy: ParentClosePolicy,
+    ActivityOptions: _activity_options,
+    TimeoutKind: TimeoutKind,
     datetime: datetime.fromisoformat,
 }
 

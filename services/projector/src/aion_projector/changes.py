@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aion_common.domain import (
+    ActivityScheduled,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
@@ -44,6 +45,12 @@ from aion_common.domain import (
     WorkflowFailed,
     WorkflowStarted,
     WorkflowTimedOut,
+)
+from aion_projector.activity_view import (
+    ACTIVITY_EVENTS,
+    activity_key,
+    activity_update,
+    new_activity,
 )
 from aion_projector.bodies import decode_event, encode_body, payload_text
 from aion_projector.schema import ChildState, RunStatus
@@ -91,6 +98,8 @@ class ViewChanges:
     registry_updates: dict[Key, Row] = field(default_factory=dict)
     new_children: dict[ChildKey, Row] = field(default_factory=dict)
     child_updates: dict[ChildKey, Row] = field(default_factory=dict)
+    new_activities: dict[ChildKey, Row] = field(default_factory=dict)
+    activity_updates: dict[ChildKey, Row] = field(default_factory=dict)
     new_held: dict[tuple[str, int], Row] = field(default_factory=dict)
     released_held: list[tuple[str, int]] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)
@@ -194,6 +203,8 @@ class ViewChanges:
                 self._child_closed(event, ChildState.COMPLETED, result=payload_text(result))
             case ChildWorkflowFailed(error=error):
                 self._child_closed(event, ChildState.FAILED, error=error)
+            case _ if isinstance(event, ACTIVITY_EVENTS):
+                self._activity(event)
             case _:
                 pass
         summary = self.summaries[event.workflow_id]
@@ -201,6 +212,13 @@ class ViewChanges:
         summary["updated_at"] = event.recorded_at
         self.dirty_summaries.add(event.workflow_id)
         self._touch_registry(event, where, summary["status"])
+
+    def _activity(self, event: Event) -> None:
+        key = activity_key(event)
+        if isinstance(event, ActivityScheduled):
+            self.new_activities[key] = new_activity(event)
+        else:
+            _fold(self.new_activities, self.activity_updates, key, activity_update(event))
 
     def _check_run(self, event: Event) -> None:
         summary = self.summaries[event.workflow_id]

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aion_common.domain import CommandRefused, EventBatch
 from aion_projector.changes import ApplyStats, Row, ViewChanges
 from aion_projector.schema import (
+    ActivityRow,
     ChildLinkRow,
     HeldEventRow,
     HistoryRow,
@@ -46,6 +47,7 @@ _REGISTRY: Table = RegistryRow.__table__  # type: ignore[assignment]
 _HELD: Table = HeldEventRow.__table__  # type: ignore[assignment]
 _OFFSETS: Table = OffsetRow.__table__  # type: ignore[assignment]
 _REFUSALS: Table = RefusalRow.__table__  # type: ignore[assignment]
+_ACTIVITIES: Table = ActivityRow.__table__  # type: ignore[assignment]
 
 
 class Projection:
@@ -89,6 +91,9 @@ class Projection:
         await _insert(session, _CHILDREN, changes.new_children.values())
         keys = ("parent_workflow_id", "parent_run_id", "child_workflow_id")
         await _update(session, _CHILDREN, keys, changes.child_updates)
+        await _insert(session, _ACTIVITIES, changes.new_activities.values())
+        keys = ("workflow_id", "run_id", "activity_id")
+        await _update_grouped(session, _ACTIVITIES, keys, changes.activity_updates)
         await _insert(
             session, _SUMMARIES, (changes.summaries[w] for w in sorted(changes.new_summaries))
         )
@@ -188,6 +193,18 @@ async def _update(
         for key, values in updates.items()
     ]
     await session.execute(statement, params)
+
+
+async def _update_grouped(
+    session: AsyncSession, table: Table, keys: tuple[str, ...], updates: dict[Any, Row]
+) -> None:
+    """:func:`_update` for rows that set different columns: one executemany per column set."""
+    groups: dict[tuple[str, ...], dict[Any, Row]] = {}
+    for key, values in updates.items():
+        if values:
+            groups.setdefault(tuple(sorted(values)), {})[key] = values
+    for group in groups.values():
+        await _update(session, table, keys, group)
 
 
 def _without(row: Row, column: str) -> Row:

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aion_common.domain import InvalidInput
 from aion_projector.schema import (
+    OPEN_ACTIVITY_STATES,
+    ActivityRow,
     ChildLinkRow,
     HeldEventRow,
     HistoryRow,
@@ -127,13 +129,36 @@ class ChildView:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityView:
+    """An open activity of the current run: its attempt, last failure, next retry, heartbeat."""
+
+    activity_id: str
+    activity_type: str
+    task_queue: str
+    state: str
+    attempt: int
+    scheduled_at: datetime
+    started_at: datetime | None
+    worker: str | None
+    last_heartbeat_at: datetime | None
+    heartbeat_details: str | None
+    last_error_type: str | None
+    last_error_message: str | None
+    next_attempt_at: datetime | None
+    timeout: str | None
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowDescription:
-    """Everything ``describe`` shows: summary, the run chain oldest first, children, held."""
+    """Everything ``describe`` shows: summary, the run chain oldest first, children, held
+    events, and the current run's open activities (the oldest :data:`PENDING_ACTIVITIES_SHOWN`)."""
 
     summary: WorkflowSummary
     runs: tuple[RunView, ...]
     children: tuple[ChildView, ...]
     held_events: int
+    pending_activities: tuple[ActivityView, ...] = ()
 
     @property
     def current_run(self) -> RunView:
@@ -200,6 +225,8 @@ def _t(model: Any) -> Table:
 
 _W, _RUNS, _HIST = _t(WorkflowRow), _t(WorkflowRunRow), _t(HistoryRow)
 _CHILD, _REG, _HELD, _OFF = _t(ChildLinkRow), _t(RegistryRow), _t(HeldEventRow), _t(OffsetRow)
+_ACT = _t(ActivityRow)
+PENDING_ACTIVITIES_SHOWN = 100
 _REFUSED = _t(RefusalRow)
 
 
@@ -349,13 +376,27 @@ async def describe(session: AsyncSession, workflow_id: str) -> WorkflowDescripti
         .order_by(_CHILD.c.scheduled_seq)
     )
     held = await session.execute(select(_HELD.c.seq).where(_HELD.c.workflow_id == workflow_id))
+    activities = await session.execute(
+        select(_ACT)
+        .where(
+            _ACT.c.workflow_id == workflow_id,
+            _ACT.c.run_id == found["current_run_id"],
+            _ACT.c.state.in_(OPEN_ACTIVITY_STATES),
+        )
+        .order_by(_ACT.c.scheduled_seq)
+        .limit(PENDING_ACTIVITIES_SHOWN)
+    )
     run_fields = RunView.__dataclass_fields__
     child_fields = ChildView.__dataclass_fields__
+    activity_fields = ActivityView.__dataclass_fields__
     return WorkflowDescription(
         summary=_summary(found),
         runs=tuple(RunView(**{k: r[k] for k in run_fields}) for r in runs.mappings()),
         children=tuple(ChildView(**{k: r[k] for k in child_fields}) for r in children.mappings()),
         held_events=len(held.all()),
+        pending_activities=tuple(
+            ActivityView(**{k: r[k] for k in activity_fields}) for r in activities.mappings()
+        ),
     )
 
 

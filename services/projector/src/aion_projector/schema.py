@@ -13,12 +13,15 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Dialect, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
+    "OPEN_ACTIVITY_STATES",
     "POSTGRESQL_ONLY_INDEXES",
+    "ActivityRow",
+    "ActivityState",
     "Base",
     "ChildLinkRow",
     "ChildState",
@@ -60,6 +63,25 @@ class ChildState(enum.StrEnum):
     SCHEDULED = "SCHEDULED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+
+
+class ActivityState(enum.StrEnum):
+    """Where an activity stands: open (scheduled, started, backing off) or how it ended."""
+
+    SCHEDULED = "SCHEDULED"
+    STARTED = "STARTED"
+    BACKING_OFF = "BACKING_OFF"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+
+
+OPEN_ACTIVITY_STATES = (
+    ActivityState.SCHEDULED.value,
+    ActivityState.STARTED.value,
+    ActivityState.BACKING_OFF.value,
+)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -267,3 +289,35 @@ class DeadLetterRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     value_size: Mapped[int] = mapped_column(Integer)
     preview: Mapped[str] = mapped_column(Text)
+
+
+class ActivityRow(Base):
+    """An activity a run scheduled: where its current attempt stands, or how it ended.
+
+    ``last_error_*`` is the latest failed attempt's error; ``next_attempt_at`` is set while it
+    backs off; ``heartbeat_details`` (JSON) are the latest an attempt reported.
+    """
+
+    __tablename__ = "activities"
+    __table_args__ = (Index("ix_activities_state", "state", "workflow_id"),)
+
+    workflow_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    activity_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    activity_type: Mapped[str] = mapped_column(String(NAME))
+    task_queue: Mapped[str] = mapped_column(String(NAME))
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    scheduled_seq: Mapped[int] = mapped_column(BigInteger)
+    scheduled_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    worker: Mapped[str | None] = mapped_column(String(NAME))
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    heartbeat_details: Mapped[str | None] = mapped_column(Text)
+    last_error_type: Mapped[str | None] = mapped_column(String(NAME))
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    timeout: Mapped[str | None] = mapped_column(String(32))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    result: Mapped[str | None] = mapped_column(Text)

@@ -17,6 +17,9 @@ Configuration (the command line wins over the ini file, which wins over the envi
 
 - ``--aion-workflows MODULE`` (repeatable) / ini ``aion_workflows`` (one per line) /
   ``AION_WORKFLOWS`` (comma-separated): the modules the engine imports.
+- ``--aion-activities MODULE`` / ini ``aion_activities`` / ``AION_ACTIVITIES``: modules the
+  stack's worker imports for activities (it imports the workflow modules too, so activities
+  defined beside the workflows need nothing here).
 - ``--aion-kafka HOST:PORT`` / ini ``aion_kafka_bootstrap`` / ``AION_KAFKA_BOOTSTRAP``: use
   this broker instead of starting one.
 - ``--aion-database URL`` / ini ``aion_database_url`` / ``AION_DATABASE_URL``: use this
@@ -32,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 import sys
 import threading
 import uuid
@@ -68,6 +73,7 @@ __all__ = [
     "assert_history",
     "history_types",
     "run_workflow",
+    "running_stack",
     "wait_for_workflow",
     "with_workflows",
 ]
@@ -106,6 +112,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="module the test stack's engine imports to register workflows (repeatable)",
     )
     group.addoption(
+        "--aion-activities",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module the test stack's worker imports for activities (repeatable; the workflow "
+        "modules are imported too)",
+    )
+    group.addoption(
         "--aion-kafka",
         default=None,
         metavar="HOST:PORT",
@@ -118,6 +132,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="use this database (SQLAlchemy URL) for the views instead of a temporary SQLite",
     )
     parser.addini("aion_workflows", "workflow modules for the aion test stack", type="linelist")
+    parser.addini(
+        "aion_activities", "activity modules for the aion test stack's worker", type="linelist"
+    )
     parser.addini("aion_kafka_bootstrap", "Kafka broker for the aion test stack", default="")
     parser.addini("aion_database_url", "database URL for the aion test stack", default="")
 
@@ -127,9 +144,10 @@ def _setting(config: pytest.Config, option: str, ini: str, env: str) -> str | No
     return str(value) if value else None
 
 
-def _workflows(config: pytest.Config) -> tuple[str, ...]:
-    modules = [*config.getoption("aion_workflows"), *config.getini("aion_workflows")]
-    modules += [m.strip() for m in os.environ.get("AION_WORKFLOWS", "").split(",")]
+def _modules(config: pytest.Config, kind: str) -> tuple[str, ...]:
+    """``aion_workflows``/``aion_activities``: command line, ini file, then environment."""
+    modules = [*config.getoption(f"aion_{kind}"), *config.getini(f"aion_{kind}")]
+    modules += [m.strip() for m in os.environ.get(f"AION_{kind.upper()}", "").split(",")]
     return tuple(dict.fromkeys(m for m in modules if m))
 
 
@@ -162,6 +180,19 @@ class AionStack:
     def logs(self) -> Path:
         """The directory holding each service's log."""
         return self.home / "logs"
+
+    def pids(self) -> dict[str, int]:
+        """The process id of each of the stack's processes now (``engine-1``, ``worker``…)."""
+        raw = json.loads((self.home / "aion-dev.pids").read_text(encoding="utf-8"))
+        return {str(name): int(pid) for name, pid in raw.get("children", raw).items()}
+
+    def kill(self, name: str) -> int:
+        """SIGKILL the stack's process ``name`` (the supervisor restarts it); returns its pid."""
+        pids = self.pids()
+        if name not in pids:
+            raise AionStackError(f"the stack has no process {name!r}; it has {sorted(pids)}")
+        os.kill(pids[name], signal.SIGKILL)
+        return pids[name]
 
     def client(self, *, timeout: float = 10.0) -> AionClient:
         """A new client of the stack's API (close it, or use it as ``async with``)."""
@@ -261,23 +292,32 @@ def aion_stack_config(
             config, "aion_kafka", "aion_kafka_bootstrap", "AION_KAFKA_BOOTSTRAP"
         ),
         database_url=_setting(config, "aion_database", "aion_database_url", "AION_DATABASE_URL"),
-        workflows=_workflows(config),
+        workflows=_modules(config, "workflows"),
+        activities=_modules(config, "activities"),
         topic_prefix=f"aiontest-{uuid.uuid4().hex[:10]}",
         partitions=3,
         pythonpath=_import_paths(config),
     )
 
 
-@pytest.fixture(scope="session")
-def aion_stack(aion_stack_config: StackConfig) -> Iterator[AionStack]:
-    """An isolated aion stack for the session (started on first use, stopped at the end)."""
+@contextlib.contextmanager
+def running_stack(config: StackConfig) -> Iterator[AionStack]:
+    """Run a stack of ``config`` (``aion_dev.StackConfig``) for the block, on a thread of its
+    own, whatever event loop the caller uses: for fixtures of other scopes than the session's."""
     _require_aion_dev()
-    runner = _StackThread(aion_stack_config)
+    runner = _StackThread(config)
     stack = runner.start()
     try:
         yield stack
     finally:
         runner.stop()
+
+
+@pytest.fixture(scope="session")
+def aion_stack(aion_stack_config: StackConfig) -> Iterator[AionStack]:
+    """An isolated aion stack for the session (started on first use, stopped at the end)."""
+    with running_stack(aion_stack_config) as stack:
+        yield stack
 
 
 def _client_fixture() -> Any:

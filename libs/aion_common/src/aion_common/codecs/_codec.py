@@ -24,6 +24,7 @@ from aion_common.domain.errors import CodecError, DecodeError, InvalidInput, Pay
 from aion_common.domain.events import EventBatch
 from aion_common.domain.ids import validate_id
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
+from aion_common.domain.tasks import ActivityTask, CancelActivityTask, TaskRecord
 
 __all__ = ["MARKER", "Codec", "decode_key", "encode_key"]
 
@@ -32,7 +33,8 @@ _HEADER = len(MARKER) + 8
 _BATCH = f"{NAMESPACE}.EventBatch"
 _REFUSAL = f"{NAMESPACE}.CommandRefused"
 _COMMANDS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in COMMAND_TYPES)
-_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, *_COMMANDS})
+_TASKS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in (ActivityTask, CancelActivityTask))
+_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, *_COMMANDS, *_TASKS})
 
 # What fastavro raises on bytes that do not match the writer schema, found by fuzzing:
 # short reads (EOFError, IndexError), bad varints/lengths/indexes, bad UTF-8, out-of-range
@@ -174,6 +176,21 @@ class Codec:
         """Decode a replies-topic value; :class:`DecodeError` if it is not a refusal."""
         return cast("CommandRefused", self._decode(data, _REFUSAL_ONLY, topic, partition, offset))
 
+    def encode_task(self, task: TaskRecord, *, trusted: bool = False) -> bytes:
+        """One task-queue record value (``trusted`` as for :meth:`encode_batch`)."""
+        return self._encode(f"{NAMESPACE}.{type(task).__name__}", task, trusted)
+
+    def decode_task(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> TaskRecord:
+        """Decode a task-queue value; :class:`DecodeError` if it is not a task record."""
+        return cast("TaskRecord", self._decode(data, _TASKS, topic, partition, offset))
+
     def _encode(self, full_name: str, value: Any, trusted: bool = False) -> bytes:
         if trusted:
             return self._encode_direct(full_name, value)
@@ -270,7 +287,9 @@ _REFUSAL_ONLY = frozenset({_REFUSAL})
 
 
 def _describe(expected: frozenset[str]) -> str:
-    return next(iter(expected)) if len(expected) == 1 else "a command"
+    if len(expected) == 1:
+        return next(iter(expected))
+    return "a task record" if expected == _TASKS else "a command"
 
 
 def _body_error(full_name: str, err: BaseException) -> NoReturn:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from aion_common.domain import commands, events, outcomes
+from aion_common.domain import activities, commands, events, outcomes, tasks
 from aion_common.domain.errors import CodecError, InvalidInput, PayloadTooLarge
 from aion_common.domain.ids import validate_id, validate_name
 from aion_common.domain.payload import Payload, WorkflowError
@@ -36,6 +36,10 @@ RECORD_TYPES: Mapping[str, type] = {
         events.EventBatch,
         *commands.COMMAND_TYPES,
         commands.CommandRefused,
+        activities.ActivityOptions,
+        activities.RetryOptions,
+        tasks.ActivityTask,
+        tasks.CancelActivityTask,
         outcomes.ParentLink,
         outcomes.Completed,
         outcomes.Failed,
@@ -49,7 +53,12 @@ RECORD_TYPES: Mapping[str, type] = {
 
 ENUM_TYPES: Mapping[str, type[enum.Enum]] = {
     f"{NAMESPACE}.{cls.__name__}": cls
-    for cls in (outcomes.ParentClosePolicy, outcomes.IdReusePolicy, commands.RefusalCode)
+    for cls in (
+        outcomes.ParentClosePolicy,
+        outcomes.IdReusePolicy,
+        commands.RefusalCode,
+        activities.TimeoutKind,
+    )
 }
 
 Convert = Callable[[Any], Any]
@@ -94,8 +103,16 @@ _ID_FIELDS = (
     "parent_run_id",
     "child_run_id",
     "writer",
+    "activity_id",
 )
-_NAME_FIELDS = ("workflow_type", "child_workflow_type", "name", "command_type")
+_NAME_FIELDS = (
+    "workflow_type",
+    "child_workflow_type",
+    "name",
+    "command_type",
+    "activity_type",
+    "worker",
+)
 FIELD_CHECKS: Mapping[str, Check] = {
     **dict.fromkeys(_ID_FIELDS, _id),
     **dict.fromkeys(_NAME_FIELDS, _name),

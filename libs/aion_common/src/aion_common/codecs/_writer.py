@@ -7,13 +7,15 @@ are exactly fastavro's (``tests/unit/test_codec_trusted.py`` checks every type b
 
 Field values are not checked here (that is what "trusted" means): the caller guarantees the
 domain invariants. Only the shapes aion's schemas use are supported — string, bytes (only as
-``aion.v1.Payload``), int, long, timestamp-micros, enums, records, arrays, ``["null", T]`` and
+``aion.v1.Payload``), boolean, int, long, double,
+timestamp-micros, enums, records, arrays, ``["null", T]`` and
 unions of records — and anything else fails at compile time, not on the wire.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -76,6 +78,7 @@ class _Generator:
             "CodecError": CodecError,
             "PayloadTooLarge": PayloadTooLarge,
             "LIMIT": payload_limit,
+            "DOUBLE": struct.Struct("<d").pack,
         }
         self._counter = 0
         self._unions: list[str] = []
@@ -118,7 +121,7 @@ class _Generator:
             lines.extend(self._value(f"v.{field['name']}", field["type"], indent="    "))
         return "\n".join(lines)
 
-    def _value(self, expr: str, node: Any, indent: str) -> list[str]:  # noqa: PLR0911 - per type
+    def _value(self, expr: str, node: Any, indent: str) -> list[str]:  # noqa: PLR0911, PLR0912 - per type
         """Statements appending the encoding of ``expr`` (a domain value of type ``node``)."""
         if isinstance(node, list):
             return self._union(expr, node, indent)
@@ -147,6 +150,10 @@ class _Generator:
             ]
         if node in {"long", "int"}:
             return [f"{indent}out += L({expr})"]
+        if node == "boolean":
+            return [f"{indent}out += b'\\x01' if {expr} else b'\\x00'"]
+        if node == "double":
+            return [f"{indent}out += DOUBLE({expr})"]
         if node == self._payload:
             s = self._local("s")
             return [

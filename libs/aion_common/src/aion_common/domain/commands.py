@@ -12,15 +12,21 @@ from datetime import datetime
 
 from aion_common.domain.ids import record_child_terminal_id
 from aion_common.domain.outcomes import IdReusePolicy, ParentLink, TerminalOutcome
-from aion_common.domain.payload import Payload
+from aion_common.domain.payload import Payload, WorkflowError
 
 __all__ = [
+    "ACTIVITY_REPORT_TYPES",
     "COMMAND_TYPES",
+    "ActivityReport",
     "CancelWorkflow",
     "Command",
     "CommandBase",
     "CommandRefused",
+    "CompleteActivity",
+    "FailActivityAttempt",
     "FireTimer",
+    "RecordActivityHeartbeat",
+    "RecordActivityStarted",
     "RecordChildTerminal",
     "RefusalCode",
     "SignalWorkflow",
@@ -115,6 +121,64 @@ class FireTimer(CommandBase):
     timer_id: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordActivityStarted(CommandBase):
+    """A worker began attempt ``attempt`` of activity ``activity_id`` of run ``run_id``.
+
+    Workers send it when the attempt outlives a moment or a schedule-to-start clock runs; a
+    completion or heartbeat without it implies it.
+    """
+
+    run_id: str
+    activity_id: str
+    attempt: int
+    worker: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordActivityHeartbeat(CommandBase):
+    """The running attempt is alive; ``details`` (optional) is what a later attempt sees."""
+
+    run_id: str
+    activity_id: str
+    attempt: int
+    details: Payload | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteActivity(CommandBase):
+    """Attempt ``attempt`` returned ``result``."""
+
+    run_id: str
+    activity_id: str
+    attempt: int
+    result: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailActivityAttempt(CommandBase):
+    """Attempt ``attempt`` raised ``error`` (or confirmed its cancellation: ``cancelled``);
+    ``non_retryable`` ends the activity without another attempt."""
+
+    run_id: str
+    activity_id: str
+    attempt: int
+    error: WorkflowError
+    non_retryable: bool = False
+    cancelled: bool = False
+
+
+ActivityReport = (
+    RecordActivityStarted | RecordActivityHeartbeat | CompleteActivity | FailActivityAttempt
+)
+
+ACTIVITY_REPORT_TYPES: tuple[type[CommandBase], ...] = (
+    RecordActivityStarted,
+    RecordActivityHeartbeat,
+    CompleteActivity,
+    FailActivityAttempt,
+)
+
 Command = (
     StartWorkflow
     | SignalWorkflow
@@ -122,6 +186,10 @@ Command = (
     | TerminateWorkflow
     | RecordChildTerminal
     | FireTimer
+    | RecordActivityStarted
+    | RecordActivityHeartbeat
+    | CompleteActivity
+    | FailActivityAttempt
 )
 
 COMMAND_TYPES: tuple[type[CommandBase], ...] = (
@@ -131,6 +199,7 @@ COMMAND_TYPES: tuple[type[CommandBase], ...] = (
     TerminateWorkflow,
     RecordChildTerminal,
     FireTimer,
+    *ACTIVITY_REPORT_TYPES,
 )
 
 
@@ -144,6 +213,8 @@ class RefusalCode(enum.Enum):
     UNKNOWN_WORKFLOW_TYPE = "UNKNOWN_WORKFLOW_TYPE"
     INVALID_COMMAND = "INVALID_COMMAND"
     INVARIANT_VIOLATION = "INVARIANT_VIOLATION"
+    UNKNOWN_ACTIVITY = "UNKNOWN_ACTIVITY"
+    STALE_ACTIVITY_REPORT = "STALE_ACTIVITY_REPORT"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,13 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from aion_common.domain.activities import ActivityOptions, TimeoutKind
 from aion_common.domain.errors import InvalidInput
 from aion_common.domain.outcomes import ParentClosePolicy, ParentLink
 from aion_common.domain.payload import Payload, WorkflowError
 
 __all__ = [
+    "ACTIVITY_RESOLUTION_TYPES",
     "EVENT_TYPES",
     "TERMINAL_EVENT_TYPES",
+    "ActivityAttemptFailed",
+    "ActivityAttemptScheduled",
+    "ActivityCancelRequested",
+    "ActivityCancelled",
+    "ActivityCompleted",
+    "ActivityFailed",
+    "ActivityHeartbeatRecorded",
+    "ActivityScheduled",
+    "ActivityStarted",
+    "ActivityTimedOut",
     "CancelRequested",
     "ChildWorkflowCompleted",
     "ChildWorkflowFailed",
@@ -156,6 +168,106 @@ class CancelRequested(EventBase):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityScheduled(EventBase):
+    """The run scheduled an activity; its first attempt's task went to the queue's topic in
+    the same transaction. ``activity_id`` is derived from the run and the step, and is the
+    idempotency key every attempt sees."""
+
+    activity_id: str
+    activity_type: str
+    input: Payload
+    options: ActivityOptions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityStarted(EventBase):
+    """A worker (``worker``) began attempt ``attempt``; its start-to-close clock runs from here."""
+
+    activity_id: str
+    attempt: int
+    worker: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityHeartbeatRecorded(EventBase):
+    """The running attempt heartbeated; ``details`` is what the next attempt sees."""
+
+    activity_id: str
+    attempt: int
+    details: Payload | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityAttemptFailed(EventBase):
+    """An attempt failed (raised, or timed out: ``timeout``) and will be retried at
+    ``next_attempt_at`` (a durable timer)."""
+
+    activity_id: str
+    attempt: int
+    error: WorkflowError
+    next_attempt_at: datetime
+    timeout: TimeoutKind | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityAttemptScheduled(EventBase):
+    """The retry timer fired: attempt ``attempt``'s task went to the queue's topic."""
+
+    activity_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityCompleted(EventBase):
+    """Attempt ``attempt`` returned ``result``: the activity is done."""
+
+    activity_id: str
+    attempt: int
+    result: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityFailed(EventBase):
+    """The activity failed for good: a non-retryable error, or no attempts or time left."""
+
+    activity_id: str
+    attempt: int
+    error: WorkflowError
+    non_retryable: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityTimedOut(EventBase):
+    """A timeout ended the activity (schedule-to-close, schedule-to-start, or an attempt's
+    timeout with no retry left); ``last_error`` is the last attempt's failure, if any."""
+
+    activity_id: str
+    attempt: int
+    timeout: TimeoutKind
+    last_error: WorkflowError | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityCancelRequested(EventBase):
+    """Cancellation of the activity was requested: by the workflow's code
+    (``by_workflow_code``), or because the run itself was asked to cancel. A cancel notice
+    went to the queue's topic in the same transaction."""
+
+    activity_id: str
+    reason: str
+    by_workflow_code: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivityCancelled(EventBase):
+    """The activity ended cancelled (its worker confirmed, or it was not running)."""
+
+    activity_id: str
+    attempt: int
+    reason: str
+
+
 Event = (
     WorkflowStarted
     | WorkflowCompleted
@@ -170,6 +282,16 @@ Event = (
     | TimerScheduled
     | TimerFired
     | CancelRequested
+    | ActivityScheduled
+    | ActivityStarted
+    | ActivityHeartbeatRecorded
+    | ActivityAttemptFailed
+    | ActivityAttemptScheduled
+    | ActivityCompleted
+    | ActivityFailed
+    | ActivityTimedOut
+    | ActivityCancelRequested
+    | ActivityCancelled
 )
 
 EVENT_TYPES: tuple[type[EventBase], ...] = (
@@ -186,7 +308,25 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     TimerScheduled,
     TimerFired,
     CancelRequested,
+    ActivityScheduled,
+    ActivityStarted,
+    ActivityHeartbeatRecorded,
+    ActivityAttemptFailed,
+    ActivityAttemptScheduled,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityTimedOut,
+    ActivityCancelRequested,
+    ActivityCancelled,
 )
+
+ACTIVITY_RESOLUTION_TYPES: tuple[type[EventBase], ...] = (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityTimedOut,
+    ActivityCancelled,
+)
+"""The events that end an activity (what its handle's ``result()`` waits for)."""
 
 TERMINAL_EVENT_TYPES: tuple[type[EventBase], ...] = (
     WorkflowCompleted,

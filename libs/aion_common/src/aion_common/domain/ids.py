@@ -16,6 +16,7 @@ from aion_common.domain.errors import InvalidInput
 __all__ = [
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
+    "activity_outcome_id",
     "derive_id",
     "record_child_terminal_id",
     "validate_id",
@@ -82,3 +83,9 @@ def derive_id(kind: str, *parts: str) -> str:
 def record_child_terminal_id(parent_workflow_id: str, parent_run_id: str, child_id: str) -> str:
     """The watcher's ``RecordChildTerminal`` command id for (parent, parent run, child)."""
     return derive_id("record-child-terminal", parent_workflow_id, parent_run_id, child_id)
+
+
+def activity_outcome_id(activity_id: str, attempt: int, kind: str) -> str:
+    """The command id of a worker's report on one attempt (``started``, ``completed``,
+    ``failed``): the same however often it is sent, so a duplicate is a no-op."""
+    return derive_id("activity-outcome", activity_id, str(attempt), kind)

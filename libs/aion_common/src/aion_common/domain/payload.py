@@ -56,7 +56,14 @@ class Payload:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowError:
-    """Why a workflow or child failed: a message, and optional structured details."""
+    """Why a workflow, child or activity failed.
+
+    ``message`` is what a person reads (for raised exceptions ``"<Type>: <text>"``);
+    ``error_type`` the exception's class name when one was raised (``""`` otherwise) and
+    ``traceback`` its formatted traceback, so the failure can be debugged where it is shown.
+    """
 
     message: str
     details: Payload | None = None
+    error_type: str = ""
+    traceback: str = ""

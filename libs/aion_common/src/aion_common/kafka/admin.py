@@ -25,7 +25,7 @@ from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 
-__all__ = ["TopicMismatch", "ensure_topics", "topic_configs"]
+__all__ = ["TopicMismatch", "ensure_task_topic", "ensure_topics", "topic_configs"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,14 +69,35 @@ def topic_configs(topics: Topics, settings: Settings) -> dict[str, dict[str, str
     }
 
 
-async def ensure_topics(settings: Settings, topics: Topics | Iterable[str]) -> dict[str, int]:
+def task_topic_config(settings: Settings) -> dict[str, str]:
+    """A task queue's topic: tasks may wait for a worker a long time, as commands may."""
+    return {
+        "cleanup.policy": "delete",
+        "max.message.bytes": str(max_record_bytes(settings)),
+        "retention.ms": str(30 * _DAY_MS),
+    }
+
+
+async def ensure_task_topic(settings: Settings, topics: Topics, queue: str) -> None:
+    """Create task queue ``queue``'s topic if missing (with the shared partition count)."""
+    name = topics.tasks(queue)
+    await ensure_topics(settings, [name], configs={name: task_topic_config(settings)})
+
+
+async def ensure_topics(
+    settings: Settings,
+    topics: Topics | Iterable[str],
+    *,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, int]:
     """Create missing aion topics, verify every partition count; return ``{topic: count}``.
 
     Raises :class:`TopicMismatch` (not retriable) when counts disagree, and
     :class:`InfrastructureError` when the broker cannot be reached or refuses to create a topic
     that does not exist.
     """
-    configs = topic_configs(topics, settings) if isinstance(topics, Topics) else {}
+    if configs is None:
+        configs = topic_configs(topics, settings) if isinstance(topics, Topics) else {}
     names = list(topics.all() if isinstance(topics, Topics) else topics)
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="aion-admin")
     try:

@@ -42,8 +42,14 @@ class Topics:
         """Records a consumer could not process, with why (see ``kafka.dead_letter``)."""
         return f"{self.prefix}.dead-letter"
 
+    def tasks(self, queue: str) -> str:
+        """Activity tasks (and cancel notices) of task queue ``queue``: engine writes, the
+        ``aion worker`` group of that queue reads. Created on first use."""
+        return f"{self.prefix}.tasks.{queue}"
+
     def all(self) -> tuple[str, ...]:
-        """Every aion topic, in a fixed order."""
+        """Every aion topic a service needs at start, in a fixed order (task queues' topics
+        are created when first used)."""
         return (self.commands, self.events, self.replies, self.dead_letter)
 
 

@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from aion_projector.queries import (
+    ActivityView,
     ChildView,
     HistoryEntry,
     Refusal,
@@ -21,6 +22,7 @@ from aion_projector.queries import (
 
 __all__ = [
     "Accepted",
+    "ActivityOut",
     "ChildOut",
     "Description",
     "Health",
@@ -148,14 +150,44 @@ class ChildOut(_Out):
         )
 
 
+class ActivityOut(_Out):
+    """An open activity: its attempt, last failure, next retry and last heartbeat."""
+
+    activity_id: str
+    activity_type: str
+    task_queue: str
+    state: str = Field(description="SCHEDULED, STARTED or BACKING_OFF.")
+    attempt: int
+    scheduled_at: datetime
+    started_at: datetime | None
+    worker: str | None
+    last_heartbeat_at: datetime | None
+    heartbeat_details: JsonValue = None
+    last_error_type: str | None
+    last_error_message: str | None
+    next_attempt_at: datetime | None
+    timeout: str | None = Field(description="The clock that failed the last attempt, if any.")
+    cancel_requested: bool
+
+    @classmethod
+    def of(cls, a: ActivityView) -> ActivityOut:
+        """From the query view."""
+        fields = {name: getattr(a, name) for name in cls.model_fields}
+        return cls(**{**fields, "heartbeat_details": json_value(a.heartbeat_details)})
+
+
 class Description(_Out):
-    """``describe``: the summary, its current run, the run chain oldest first, children."""
+    """``describe``: the summary, its current run, the run chain oldest first, children, and
+    the current run's open activities."""
 
     workflow: SummaryOut
     current_run: RunOut
     runs: list[RunOut]
     children: list[ChildOut]
     held_events: int = Field(description="Events received ahead of a gap, not yet applied.")
+    pending_activities: list[ActivityOut] = Field(
+        default_factory=list, description="The current run's open activities, oldest first."
+    )
 
     @classmethod
     def of(cls, d: WorkflowDescription) -> Description:
@@ -166,6 +198,7 @@ class Description(_Out):
             runs=[RunOut.of(r) for r in d.runs],
             children=[ChildOut.of(c) for c in d.children],
             held_events=d.held_events,
+            pending_activities=[ActivityOut.of(a) for a in d.pending_activities],
         )
 
 

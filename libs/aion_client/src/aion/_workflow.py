@@ -1,0 +1,200 @@
+"""Workflow definitions and the context protocol workflow code is written against.
+
+The engine implements :class:`WorkflowContext`; this module holds no engine internals, so
+workflow code, the engine and the worker can all import it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, Protocol, TypeVar, overload
+
+from aion._retry import RetryPolicy
+from aion_common.domain import InvalidInput, ParentClosePolicy, ParentLink, validate_name
+
+__all__ = [
+    "ActivityHandle",
+    "ChildHandle",
+    "WorkflowContext",
+    "WorkflowDefinition",
+    "WorkflowInfo",
+    "definition",
+    "defn",
+]
+
+T = TypeVar("T")
+WorkflowFn = Callable[..., Coroutine[Any, Any, Any]]
+F = TypeVar("F", bound=WorkflowFn)
+_ATTRIBUTE = "__aion_workflow__"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowInfo:
+    """Who this run is: ids, type, parent link and attempt."""
+
+    workflow_id: str
+    run_id: str
+    first_run_id: str
+    previous_run_id: str | None
+    workflow_type: str
+    parent: ParentLink | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDefinition:
+    """A workflow type: its name and its ``async def run(ctx, input)``."""
+
+    name: str
+    fn: WorkflowFn
+
+
+class ChildHandle(Protocol):
+    """A started child workflow."""
+
+    @property
+    def workflow_id(self) -> str:
+        """The child's workflow id."""
+
+    def result(self) -> Awaitable[Any]:
+        """Await the child's result; raises :class:`ChildWorkflowFailed` unless it completed."""
+
+
+class ActivityHandle(Protocol):
+    """A scheduled activity."""
+
+    @property
+    def activity_id(self) -> str:
+        """The activity's id: also the idempotency key each of its attempts sees."""
+
+    @property
+    def activity_type(self) -> str:
+        """The activity's registered name."""
+
+    def result(self) -> Awaitable[Any]:
+        """Await the activity's result; raises :class:`ActivityError` if it ends without one."""
+
+    def cancel(self, reason: str = "cancelled by the workflow") -> Awaitable[None]:
+        """Request the activity's cancellation (its ``result()`` then raises ``ActivityError``
+        with ``cancelled=True`` once its worker confirms, or at once if it was not running)."""
+
+
+class WorkflowContext(Protocol):
+    """What workflow code receives as ``ctx``: every effect and every source of time,
+    randomness and ids goes through it, so a replay takes the same decisions."""
+
+    @property
+    def info(self) -> WorkflowInfo:
+        """This run's ids, type, parent link and attempt."""
+
+    def now(self) -> datetime:
+        """Workflow time: when the event being processed was recorded (never the wall clock)."""
+
+    def random(self) -> float:
+        """A deterministic float in [0, 1): the same on every replay."""
+
+    def uuid4(self) -> uuid.UUID:
+        """A deterministic UUID unique to this run and call: the same on every replay."""
+
+    def start_child(
+        self,
+        workflow_type: str,
+        input: object = None,  # noqa: A002 - the SDK's public keyword
+        *,
+        id: str | None = None,  # noqa: A002 - the SDK's public keyword
+        parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+        execution_timeout: float | timedelta | None = None,
+    ) -> Awaitable[ChildHandle]:
+        """Schedule a child workflow; ``await`` it for a :class:`ChildHandle`."""
+
+    async def execute_child(
+        self,
+        workflow_type: str,
+        input: object = None,  # noqa: A002 - the SDK's public keyword
+        *,
+        id: str | None = None,  # noqa: A002 - the SDK's public keyword
+        parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE,
+        execution_timeout: float | timedelta | None = None,
+    ) -> Any:
+        """Start a child and await its result (raises :class:`ChildWorkflowFailed`)."""
+
+    def sleep(self, duration: float | timedelta) -> Awaitable[None]:
+        """A durable sleep of ``duration`` (seconds or timedelta) that survives restarts."""
+
+    def wait_signal(self, name: str, timeout: float | timedelta | None = None) -> Awaitable[Any]:
+        """The payload of the oldest unconsumed signal ``name``, waiting for one if none;
+        with a ``timeout``, raises :class:`SignalTimeout` when it passes first."""
+
+    def continue_as_new(self, input: object, workflow_type: str | None = None) -> NoReturn:  # noqa: A002
+        """Close this run and start a new run of the same workflow id with ``input``."""
+
+    async def gather(self, *awaitables: Awaitable[T]) -> list[T]:
+        """Await each in turn and return their results in order."""
+
+    def start_activity(
+        self,
+        activity: str | Callable[..., Any],
+        *args: Any,
+        start_to_close: float | timedelta | None = None,
+        schedule_to_close: float | timedelta | None = None,
+        schedule_to_start: float | timedelta | None = None,
+        heartbeat_timeout: float | timedelta | None = None,
+        retry: RetryPolicy | None = None,
+        task_queue: str | None = None,
+    ) -> Awaitable[ActivityHandle]:
+        """Schedule an activity (an ``@activity.defn`` function or its name) with ``args``;
+        ``await`` it for an :class:`ActivityHandle`. At least one of ``start_to_close`` and
+        ``schedule_to_close`` is required."""
+
+    async def execute_activity(
+        self,
+        activity: str | Callable[..., Any],
+        *args: Any,
+        start_to_close: float | timedelta | None = None,
+        schedule_to_close: float | timedelta | None = None,
+        schedule_to_start: float | timedelta | None = None,
+        heartbeat_timeout: float | timedelta | None = None,
+        retry: RetryPolicy | None = None,
+        task_queue: str | None = None,
+    ) -> Any:
+        """Schedule an activity and await its result (raises :class:`ActivityError`)."""
+
+
+@overload
+def defn(fn: F, /) -> F: ...
+@overload
+def defn(name: str | None = None, /) -> Callable[[F], F]: ...
+@overload
+def defn(*, name: str) -> Callable[[F], F]: ...
+def defn(name_or_fn: str | F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark an ``async def run(ctx, input)`` as a workflow type.
+
+    ``@workflow.defn("order")`` (or ``name="order"``) names it; bare ``@workflow.defn`` uses
+    the function's name. The engine finds decorated functions in the modules it loads.
+    """
+    if callable(name_or_fn):
+        return _define(name_or_fn, name or name_or_fn.__name__)
+    chosen = name if name is not None else name_or_fn
+
+    def decorate(fn: F) -> F:
+        return _define(fn, chosen if chosen is not None else fn.__name__)
+
+    return decorate
+
+
+def _define(fn: F, name: str) -> F:
+    validate_name(name, what="workflow type")
+    if not inspect.iscoroutinefunction(fn):
+        raise InvalidInput(f"workflow {name!r} must be an `async def run(ctx, input)`, got {fn!r}")
+    setattr(fn, _ATTRIBUTE, WorkflowDefinition(name=name, fn=fn))
+    return fn
+
+
+def definition(obj: object) -> WorkflowDefinition | None:
+    """The workflow definition ``@workflow.defn`` attached to ``obj``, if any."""
+    found = getattr(obj, _ATTRIBUTE, None)
+    return found if isinstance(found, WorkflowDefinition) else None

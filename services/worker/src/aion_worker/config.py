@@ -1,0 +1,95 @@
+"""The worker's own knobs: command-line options over ``AION_WORKER_*`` environment variables.
+
+- ``task_queue`` (``--task-queue``, ``AION_TASK_QUEUE``, default ``default``): the queue whose
+  topic ``<prefix>.tasks.<queue>`` this worker's group consumes.
+- ``max_concurrent`` (``--max-concurrent``, ``AION_WORKER_MAX_CONCURRENT``, default 100):
+  attempts running at once (async ones on the loop, sync ones in ``threads`` threads,
+  ``AION_WORKER_THREADS``, default ``min(32, max_concurrent)``).
+- ``shutdown_grace`` (``AION_WORKER_SHUTDOWN_GRACE_MS``, default 10 s): on SIGTERM, running
+  attempts get this long to finish; the rest are abandoned (not reported, not committed: the
+  next owner of their partition runs them again).
+- ``static_membership``/``session_timeout`` (``AION_WORKER_STATIC_MEMBERSHIP``,
+  ``AION_WORKER_SESSION_TIMEOUT_MS``): as the engine's (decision 22).
+- ``port``/``host`` (``AION_WORKER_PORT``, ``AION_WORKER_HOST``): health and metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aion_common.domain import DEFAULT_TASK_QUEUE, InvalidInput, validate_task_queue
+from aion_common.settings import SettingsError
+
+__all__ = ["WorkerConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """How one worker runs (see the module docstring for each field's variable)."""
+
+    task_queue: str = DEFAULT_TASK_QUEUE
+    max_concurrent: int = 100
+    threads: int | None = None
+    shutdown_grace: float = 10.0
+    static_membership: bool | None = None
+    session_timeout: float = 10.0
+    port: int = 0
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        try:
+            validate_task_queue(self.task_queue)
+        except InvalidInput as err:
+            raise SettingsError(str(err)) from err
+        if self.max_concurrent < 1 or (self.threads is not None and self.threads < 1):
+            raise SettingsError("worker max_concurrent and threads must be at least 1")
+        if self.shutdown_grace < 0 or self.session_timeout < 1:
+            raise SettingsError("worker shutdown grace >= 0 and session timeout >= 1 s")
+        if not 0 <= self.port <= 65535:  # noqa: PLR2004 - the port range
+            raise SettingsError(f"AION_WORKER_PORT={self.port}: expected 0..65535")
+
+    @property
+    def thread_count(self) -> int:
+        """Threads for sync activities."""
+        return self.threads if self.threads is not None else min(32, self.max_concurrent)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> WorkerConfig:
+        """Read the ``AION_WORKER_*`` variables; ``overrides`` (command-line options) win."""
+        source = os.environ if env is None else env
+        d = cls()
+        values: dict[str, object] = {
+            "task_queue": source.get("AION_TASK_QUEUE", d.task_queue),
+            "max_concurrent": _int(source, "AION_WORKER_MAX_CONCURRENT", d.max_concurrent),
+            "threads": _int(source, "AION_WORKER_THREADS", None),
+            "shutdown_grace": _int(source, "AION_WORKER_SHUTDOWN_GRACE_MS", 10_000) / 1000,
+            "static_membership": _membership(source.get("AION_WORKER_STATIC_MEMBERSHIP", "auto")),
+            "session_timeout": _int(source, "AION_WORKER_SESSION_TIMEOUT_MS", 10_000) / 1000,
+            "port": _int(source, "AION_WORKER_PORT", 0),
+            "host": source.get("AION_WORKER_HOST", d.host),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]  # checked by __post_init__
+
+
+def _int(source: Mapping[str, str], name: str, default: int | None) -> int:
+    raw = source.get(name)
+    if raw is None or not raw.strip():
+        return default  # type: ignore[return-value]  # None only for optional knobs
+    try:
+        return int(raw.strip())
+    except ValueError as err:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from err
+
+
+def _membership(raw: str) -> bool | None:
+    value = raw.strip().lower()
+    if value in {"on", "true", "1"}:
+        return True
+    if value in {"off", "false", "0"}:
+        return False
+    if value == "auto":
+        return None
+    raise SettingsError(f"AION_WORKER_STATIC_MEMBERSHIP={raw!r}: expected on, off or auto")
