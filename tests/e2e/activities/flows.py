@@ -156,4 +156,4 @@ async def five(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> list[Any]
 @workflow.defn("e2e.opens_a_file")
 async def opens_a_file(ctx: workflow.WorkflowContext, path: str) -> str:
     """Workflow code that does I/O itself: refused."""
-    return Path(path).read_text(encoding="utf-8")  # noqa: ASYNC240 - the point of the test
+    return Path(path).read_text(encoding="utf-8")

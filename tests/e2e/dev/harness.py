@@ -140,7 +140,8 @@ async def retrying(call: Callable[[], Awaitable[T]], timeout: float = 120) -> T:
 
 
 async def run_order(api_url: str, workflow_id: str, timeout: float = 180) -> WorkflowResult:
-    """Start ``examples.order`` (first payment attempt fails: a retry and three children)."""
+    """Start ``examples.order`` (its first charge attempt fails: a retry, then three activities
+    complete)."""
     spec: dict[str, Any] = {"order_id": workflow_id, "amount": 4200, "fail_payment_attempts": 1}
     async with AionClient(api_url, timeout=30) as client:
         await retrying(

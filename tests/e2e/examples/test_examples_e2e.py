@@ -4,6 +4,7 @@ through the ``aion.testing`` plugin's fixtures and helpers as a user's suite wou
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from examples.demo import DemoCase, Step, cases
@@ -57,31 +58,23 @@ async def test_order_retries_payment_then_ships(aion_client: AionClient) -> None
 
     assert result["status"] == "shipped"
     assert result["payment_attempts"] == 2
+    assert Path(result["invoice"]).is_file()
     await assert_history(
         aion_client,
         workflow_id,
         [
             "WorkflowStarted",
-            "ChildWorkflowScheduled",
-            "ChildWorkflowFailed",
-            "TimerScheduled",
-            "TimerFired",
-            "ChildWorkflowScheduled",
-            "ChildWorkflowCompleted",
-            "ChildWorkflowScheduled",
-            "ChildWorkflowCompleted",
+            "ActivityScheduled",
+            "ActivityAttemptFailed",
+            "ActivityAttemptScheduled",
+            "ActivityCompleted",
+            "ActivityScheduled",
+            "ActivityCompleted",
+            "ActivityScheduled",
+            "ActivityCompleted",
             "WorkflowCompleted",
         ],
-    )
-    run = await wait_for_workflow(aion_client, workflow_id)
-    states = {c.child_workflow_id: c.state for c in run.children}
-    assert states == {
-        f"{workflow_id}:payment-1": "FAILED",
-        f"{workflow_id}:payment-2": "COMPLETED",
-        f"{workflow_id}:shipping": "COMPLETED",
-    }
-    await assert_history(
-        aion_client, f"{workflow_id}:payment-1", ["WorkflowStarted", "WorkflowFailed"]
+        exact=False,  # a slow charge may also record ActivityStarted
     )
 
 
@@ -89,7 +82,7 @@ async def test_declined_order_fails_and_run_workflow_says_why(aion_client: AionC
     spec = {"order_id": "E-2", "amount": 1, "fail_payment_attempts": 5, "max_payment_attempts": 2}
     with pytest.raises(WorkflowNotCompleted, match="ended FAILED: PaymentDeclined") as raised:
         await run_workflow(aion_client, "examples.order", spec, id="e2e-order-declined")
-    assert "ChildWorkflowFailed" in str(raised.value)
+    assert "ActivityFailed" in str(raised.value)
 
 
 async def test_fanout_records_fifty_children_with_mixed_outcomes(aion_client: AionClient) -> None:
@@ -188,7 +181,7 @@ async def assert_history_eventually(client: AionClient, workflow_id: str, kind: 
 async def test_assert_history_reports_the_first_difference(aion_client: AionClient) -> None:
     workflow_id = "e2e-history-mismatch"
     await run_workflow(
-        aion_client, "examples.order.shipping", {"order_id": "x", "receipt": "r"}, id=workflow_id
+        aion_client, "examples.fanout.item", {"index": 1, "fail": False}, id=workflow_id
     )
 
     with pytest.raises(AssertionError, match="differs at event 2: expected 'WorkflowFailed'"):

@@ -120,7 +120,7 @@ def make_registry() -> WorkflowRegistry:
 
     @registry.defn("bad.open")
     async def bad_open(ctx: WorkflowContext, path: str) -> Any:
-        return Path(path).read_text(encoding="utf-8")  # noqa: ASYNC240 - refused, the point
+        return Path(path).read_text(encoding="utf-8")
 
     @registry.defn("bad.sleep")
     async def bad_sleep(ctx: WorkflowContext, _: Any) -> Any:
@@ -133,7 +133,7 @@ def make_registry() -> WorkflowRegistry:
     @registry.defn("bad.caught")
     async def bad_caught(ctx: WorkflowContext, path: str) -> Any:
         try:
-            Path(path).write_text("x", encoding="utf-8")  # noqa: ASYNC240 - refused, the point
+            Path(path).write_text("x", encoding="utf-8")
         except Exception:  # noqa: BLE001 - the workflow tries to hide the violation
             return "hidden"
         return "written"

@@ -7,7 +7,11 @@ timers the workflows set are applied in time order until nothing is left to do.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +24,10 @@ if str(_HERE.parents[3]) not in sys.path:
 
 import examples  # noqa: E402
 from engine_harness import T0, World  # noqa: E402
+from examples.order import OUTBOX_ENV  # noqa: E402
 
 from aion_common.domain import (  # noqa: E402
+    ActivityTask,
     Event,
     WorkflowCancelled,
     WorkflowCompleted,
@@ -30,6 +36,14 @@ from aion_common.domain import (  # noqa: E402
     WorkflowTimedOut,
 )
 from aion_engine import WorkflowRegistry, load_modules  # noqa: E402
+from aion_worker.attempt import Attempt  # noqa: E402
+from aion_worker.registry import ActivityRegistry  # noqa: E402
+from aion_worker.registry import load_modules as load_activities  # noqa: E402
+
+_ACTIVITIES = ActivityRegistry()
+load_activities([examples.__name__], _ACTIVITIES)
+# the order example writes invoices: into a directory of this test session's own
+os.environ.setdefault(OUTBOX_ENV, tempfile.mkdtemp(prefix="aion-outbox-"))
 
 __all__ = ["T0", "At", "World", "children", "new_world", "outcome", "run"]
 
@@ -52,14 +66,42 @@ class At:
     reason: str | None = None
 
 
+def run_activities(world: World, done: set[int]) -> None:
+    """Play ``aion worker``: run every activity task not run yet (the real functions, against
+    the example shop), and report each outcome to the core at the world's time."""
+    with ThreadPoolExecutor(4) as threads:
+        while pending := [
+            (i, t)
+            for i, (_, t) in enumerate(world.tasks)
+            if i not in done and isinstance(t, ActivityTask)
+        ]:
+            for index, task in pending:
+                done.add(index)
+                attempt = Attempt(
+                    task,
+                    _ACTIVITIES.get(task.activity_type),
+                    known=_ACTIVITIES.names(),
+                    worker="examples-world",
+                    threads=threads,
+                    payload_limit=1 << 20,
+                    on_heartbeat=lambda _details: None,
+                )
+                outcome = asyncio.run(attempt.run())
+                if not outcome.abandoned:
+                    world.send(outcome.report(task))
+
+
 def run(
     world: World, workflow_id: str, workflow_type: str, value: Any, steps: tuple[Any, ...] = ()
 ) -> None:
-    """Start the workflow, then apply steps and fire timers in time order until quiescent."""
+    """Start the workflow, then run its activities, apply steps and fire timers in time order
+    until quiescent."""
     world.start(workflow_id, workflow_type, value)
     pending = sorted(steps, key=lambda s: s.after_s)
     fired: set[str] = set()
+    ran: set[int] = set()
     while True:
+        run_activities(world, ran)
         timers = sorted(
             (r for key, r in world.timers.items() if key not in fired),
             key=lambda r: (r.fire_at, r.command.command_id),

@@ -8,6 +8,8 @@ step is a replay from history, and must give the same histories.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,47 +22,46 @@ def _kinds(world: World, workflow_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize("max_resident", [0, 10_000])
-def test_order_retries_a_failed_payment_with_a_new_child_then_ships(max_resident: int) -> None:
+def test_order_charges_through_a_flaky_provider_then_ships_and_files_the_invoice(
+    max_resident: int,
+) -> None:
     world = new_world(max_resident)
-    run(
-        world, "o1", "examples.order", {"order_id": "A-1", "amount": 50, "fail_payment_attempts": 1}
-    )
+    wid = f"o1-{max_resident}"  # the shop remembers idempotency keys across tests
+    run(world, wid, "examples.order", {"order_id": "A-1", "amount": 50, "fail_payment_attempts": 1})
 
-    status, result = outcome(world, "o1")
+    status, result = outcome(world, wid)
     assert status == "completed"
     assert result["status"] == "shipped"
     assert result["payment_attempts"] == 2
-    assert result["payment_failures"] == [
-        "ConnectionError: payment provider unavailable (attempt 1)"
-    ]
+    assert result["receipt"].startswith("RCPT-")
     assert result["tracking"].startswith("TRK-")
-    assert children(world, "o1") == ["o1:payment-1", "o1:payment-2", "o1:shipping"]
-    assert outcome(world, "o1:payment-1")[0] == "failed"
-    assert outcome(world, "o1:payment-2") == (
-        "completed",
-        {"receipt": result["receipt"], "amount": 50},
-    )
-    assert _kinds(world, "o1") == [
+    invoice = json.loads(Path(result["invoice"]).read_text(encoding="utf-8"))
+    assert invoice["receipt"] == result["receipt"]
+    assert invoice["tracking"] == result["tracking"]
+    assert children(world, wid) == []
+    assert _kinds(world, wid) == [
         "WorkflowStarted",
-        "ChildWorkflowScheduled",
-        "ChildWorkflowFailed",
-        "TimerScheduled",  # the back-off before the retry
-        "TimerFired",
-        "ChildWorkflowScheduled",
-        "ChildWorkflowCompleted",
-        "ChildWorkflowScheduled",
-        "ChildWorkflowCompleted",
+        "ActivityScheduled",  # charge: the provider answers 503 the first time
+        "ActivityAttemptFailed",
+        "ActivityAttemptScheduled",  # the retry, after the policy's back-off
+        "ActivityCompleted",
+        "ActivityScheduled",  # ship
+        "ActivityCompleted",
+        "ActivityScheduled",  # write_invoice
+        "ActivityCompleted",
         "WorkflowCompleted",
     ]
+    failed = world.history(wid)[2]
+    assert failed.error.error_type == "ConnectionError"  # type: ignore[union-attr]
+    assert "payment provider answered 503" in failed.error.message  # type: ignore[union-attr]
 
 
 def test_order_replayed_from_history_records_the_same_events() -> None:
-    spec = {"order_id": "A-1", "amount": 50, "fail_payment_attempts": 1}
     resident, replayed = new_world(10_000), new_world(0)
-    run(resident, "o1", "examples.order", spec)
-    run(replayed, "o1", "examples.order", spec)
-    for workflow_id in ("o1", "o1:payment-1", "o1:payment-2", "o1:shipping"):
-        assert replayed.history(workflow_id) == resident.history(workflow_id)
+    run(resident, "o1", "examples.order", {"order_id": "R-1", "amount": 50})
+    run(replayed, "o1", "examples.order", {"order_id": "R-2", "amount": 50})
+    assert _kinds(replayed, "o1") == _kinds(resident, "o1")
+    assert outcome(replayed, "o1")[0] == "completed"
 
 
 def test_order_fails_with_payment_declined_when_every_attempt_fails() -> None:
@@ -70,10 +71,19 @@ def test_order_fails_with_payment_declined_when_every_attempt_fails() -> None:
 
     status, message = outcome(world, "o2")
     assert status == "failed"
-    assert message.startswith("PaymentDeclined: order A-2: payment declined 2 times")
-    assert children(world, "o2") == ["o2:payment-1", "o2:payment-2"]
-    assert "ChildWorkflowScheduled" in _kinds(world, "o2")
-    assert _kinds(world, "o2").count("ChildWorkflowFailed") == 2
+    assert message.startswith("PaymentDeclined: order A-2: payment failed after 2 attempt(s)")
+    assert _kinds(world, "o2").count("ActivityAttemptFailed") == 1
+    assert "ActivityFailed" in _kinds(world, "o2")
+
+
+def test_a_declined_amount_is_not_retried() -> None:
+    world = new_world()
+    run(world, "o3", "examples.order", {"order_id": "A-3", "amount": 0})
+
+    status, message = outcome(world, "o3")
+    assert status == "failed"
+    assert "after 1 attempt(s)" in message
+    assert "declined" in message
 
 
 @pytest.mark.parametrize("max_resident", [0, 10_000])

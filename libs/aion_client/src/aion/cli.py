@@ -303,15 +303,31 @@ def _dev(_client: AionClient, _args: argparse.Namespace, out: Output) -> Awaitab
     return unreachable()
 
 
-def _exec_dev(rest: Sequence[str], out: Output) -> int:
-    """Replace this process with the supervisor, so Ctrl-C and SIGTERM reach it directly."""
-    if importlib.util.find_spec("aion_dev") is None:
+def _worker(_client: AionClient, _args: argparse.Namespace, out: Output) -> Awaitable[int]:
+    async def unreachable() -> int:  # `main` execs `aion worker` before any client exists
+        out.error("`aion worker` must run from `aion.cli.main`")
+        return EXIT_USAGE
+
+    return unreachable()
+
+
+_EXEC = {
+    "dev": ("aion_dev", "aion-dev", "libs/aion_dev"),
+    "worker": ("aion_worker", "aion-worker", "services/worker"),
+}
+
+
+def _exec(command: str, rest: Sequence[str], out: Output) -> int:
+    """Replace this process with ``aion dev``'s supervisor or a worker, so Ctrl-C and SIGTERM
+    reach it directly."""
+    module, distribution, path = _EXEC[command]
+    if importlib.util.find_spec(module) is None:
         out.error(
-            "`aion dev` needs the aion-dev package (libs/aion_dev): "
-            "run `make install` in an aion checkout, or `pip install ./libs/aion_dev`"
+            f"`aion {command}` needs the {distribution} package ({path}): "
+            f"run `make install` in an aion checkout, or `pip install ./{path}`"
         )
         return EXIT_USAGE
-    argv = [sys.executable, "-m", "aion_dev", *rest]
+    argv = [sys.executable, "-m", module, *rest]
     os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter and module, no shell
 
 
@@ -386,6 +402,11 @@ def _commands(sub: Any) -> None:
     p.add_argument("--wait", action="store_true", help="wait until it closes")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
     p.set_defaults(handler=_result)
+    _add_process_commands(sub)
+
+
+def _add_process_commands(sub: Any) -> None:
+    """``aion dev`` and ``aion worker``: run as processes of their own (``main`` execs them)."""
     p = sub.add_parser(
         "dev",
         help="run the whole stack locally (Kafka, engine, watcher, projector, API); "
@@ -394,6 +415,14 @@ def _commands(sub: Any) -> None:
     )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of `aion dev`")
     p.set_defaults(handler=_dev)
+    p = sub.add_parser(
+        "worker",
+        help="run activities: `aion worker --activities MODULE [--task-queue Q] "
+        "[--max-concurrent N]`; `aion worker --help` for more",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of `aion worker`")
+    p.set_defaults(handler=_worker)
 
 
 async def _run(args: argparse.Namespace, out: Output) -> int:
@@ -436,8 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     out = Output(as_json=args.json)
-    if args.handler is _dev:  # everything after `dev` belongs to the supervisor's own parser
-        return _exec_dev([*unknown, *args.rest], out)
+    if args.handler in (_dev, _worker):  # the rest belongs to that command's own parser
+        return _exec("dev" if args.handler is _dev else "worker", [*unknown, *args.rest], out)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

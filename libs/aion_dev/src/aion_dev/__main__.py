@@ -22,6 +22,7 @@ from typing import Any, TextIO, TypeVar
 
 from aion_common.runtime.logging import JsonFormatter, configure_logging
 from aion_common.settings import SettingsError
+from aion_common.testing import free_port
 from aion_dev.pidfile import HomeBusy
 from aion_dev.stack import Stack, StackConfig, StackError
 
@@ -32,6 +33,8 @@ T = TypeVar("T")
 EXAMPLES = "examples"
 FALLBACK_EXAMPLES = "aion_engine.examples"
 DEMO_CASES = "examples.demo"
+SHOP = "examples.shop"
+SHOP_URL_ENV = "AION_EXAMPLES_SHOP_URL"
 # What the banner suggests starting, by the example module loaded.
 _TRY = {
     EXAMPLES: 'examples.order --id order-1 --input \'{"order_id": "A-1", "amount": 4200}\'',
@@ -105,10 +108,16 @@ def build_config(args: argparse.Namespace) -> StackConfig:
     """The stack the command line asks for."""
     pythonpath: list[str] = []
     workflows: list[str] = []
+    companions: list[tuple[str, tuple[str, ...]]] = []
+    env: dict[str, str] = {}
     if not args.no_examples:
         module, root = examples_location()
         workflows.append(module)
         pythonpath += [root] if root else []
+        if module == EXAMPLES:  # the examples' activities call the shop: run it beside them
+            port = free_port()
+            companions.append(("shop", ("-m", SHOP, "--port", str(port))))
+            env[SHOP_URL_ENV] = f"http://127.0.0.1:{port}"
     workflows += [m for m in args.workflows if m not in workflows]
     return StackConfig(
         home=args.home,
@@ -117,6 +126,8 @@ def build_config(args: argparse.Namespace) -> StackConfig:
         workflows=tuple(workflows),
         activities=tuple(args.activities),
         task_queues=tuple(dict.fromkeys(("default", *args.task_queue))),
+        companions=tuple(companions),
+        env=env,
         pythonpath=tuple(pythonpath),
         api_port=args.port,
         preferred_api_port=PREFERRED_API_PORT,

@@ -79,6 +79,7 @@ class CaseOutcome:
     state: str = "pending"
     status: str = ""
     children: int = 0
+    activities: int = 0
     problem: str | None = None
     seconds: float = 0.0
 
@@ -97,6 +98,7 @@ class Summary:
     failed_as_expected: int
     children: int
     children_expected: int
+    activities: int
     wall_s: float
     mismatches: tuple[CaseOutcome, ...]
 
@@ -113,6 +115,7 @@ class Summary:
             f"  completed:          {self.completed}",
             f"  failed as expected: {self.failed_as_expected}",
             f"  children recorded:  {self.children} (expected {self.children_expected})",
+            f"  activities done:    {self.activities}",
             f"  wall time:          {self.wall_s:.1f} s",
             verdict,
             *(f"  MISMATCH {o.case.name}: {o.problem}" for o in self.mismatches),
@@ -162,6 +165,7 @@ async def run_cases(client: AionClient, cases: Sequence[DemoCaseLike], out: Cons
         failed_as_expected=sum(o.ok and o.case.expect_status != "completed" for o in outcomes),
         children=sum(o.children for o in outcomes),
         children_expected=sum(o.case.expect_children for o in outcomes),
+        activities=sum(o.activities for o in outcomes),
         wall_s=time.monotonic() - began,
         mismatches=tuple(o for o in outcomes if not o.ok),
     )
@@ -181,7 +185,7 @@ async def _run_case(client: AionClient, outcome: CaseOutcome, out: Console) -> N
         detail = f": {outcome.problem}" if outcome.problem else ""
         out.print(
             f"[{mark}] {case.name} ({outcome.status or 'no status'}, {outcome.children} children, "
-            f"{outcome.seconds:.1f} s){detail}",
+            f"{outcome.activities} activities, {outcome.seconds:.1f} s){detail}",
             markup=False,
             soft_wrap=True,
         )
@@ -209,12 +213,17 @@ async def _drive(client: AionClient, outcome: CaseOutcome) -> str | None:
     outcome.status = result.status.lower()
     described = await _retrying(lambda: client.describe(case.workflow_id), deadline)
     outcome.children = len(described.children)
+    history = await _retrying(lambda: client.history(case.workflow_id, limit=1000), deadline)
+    outcome.activities = sum(e.event_type == "ActivityCompleted" for e in history.events)
+    expect_activities = getattr(case, "expect_activities", None)
     if result.status.lower() != case.expect_status.lower():
         return f"ended {outcome.status} ({result.error_message}), expected {case.expect_status}"
     value = result.result if outcome.status == "completed" else result.error_message
     problem = case.check(value)
     if problem is None and outcome.children != case.expect_children:
         problem = f"recorded {outcome.children} children, expected {case.expect_children}"
+    if problem is None and expect_activities not in (None, outcome.activities):
+        problem = f"completed {outcome.activities} activities, expected {expect_activities}"
     if problem is None and step_problems:
         problem = "; ".join(str(p) for p in step_problems)
     return problem

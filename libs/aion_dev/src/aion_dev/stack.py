@@ -64,6 +64,9 @@ class StackConfig:
     activities defined beside the workflows that call them are found."""
     task_queues: tuple[str, ...] = ("default",)
     """One worker per task queue."""
+    companions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Other supervised processes, ``(name, python arguments)``, started before the workers:
+    the services the examples' activities call (``("shop", ("-m", "examples.shop", …))``)."""
     api_host: str = "127.0.0.1"
     api_port: int = 0
     """0: the port used last time with this home if free, else ``preferred_api_port`` if free,
@@ -234,7 +237,10 @@ class Stack:
             )
             for name, queue in self.worker_names.items()
         ]
-        for process in (*engines, watcher, *workers):
+        companions = [
+            self._child(name, [python, *arguments]) for name, arguments in self.config.companions
+        ]
+        for process in (*companions, *engines, watcher, *workers):
             await process.start()
         # The API migrates the views on start; the projector follows once it answers, so two
         # processes never race to create the same SQLite tables.

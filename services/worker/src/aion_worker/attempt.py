@@ -23,7 +23,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aion import activity
-from aion_common.domain import ActivityTask, InvalidInput, Payload, WorkflowError
+from aion_common.domain import (
+    ActivityTask,
+    CompleteActivity,
+    FailActivityAttempt,
+    InvalidInput,
+    Payload,
+    WorkflowError,
+    activity_outcome_id,
+)
 
 __all__ = ["Attempt", "Outcome"]
 
@@ -39,6 +47,31 @@ class Outcome:
     non_retryable: bool = False
     cancelled: bool = False
     abandoned: bool = False
+
+    def report(self, task: ActivityTask) -> CompleteActivity | FailActivityAttempt:
+        """The command telling the engine how attempt ``task.attempt`` ended (its id is
+        derived from the activity, the attempt and the kind: a re-sent report is one)."""
+        ids: dict[str, Any] = {
+            "issued_at": datetime.now(UTC),
+            "workflow_id": task.workflow_id,
+            "run_id": task.run_id,
+            "activity_id": task.activity_id,
+            "attempt": task.attempt,
+        }
+        if self.result is not None:
+            return CompleteActivity(
+                command_id=activity_outcome_id(task.activity_id, task.attempt, "completed"),
+                result=self.result,
+                **ids,
+            )
+        assert self.error is not None  # an outcome that is not abandoned has one or the other
+        return FailActivityAttempt(
+            command_id=activity_outcome_id(task.activity_id, task.attempt, "failed"),
+            error=self.error,
+            non_retryable=self.non_retryable,
+            cancelled=self.cancelled,
+            **ids,
+        )
 
 
 def _failure(err: BaseException, *, error_type: str | None = None) -> WorkflowError:

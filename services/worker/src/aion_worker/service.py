@@ -26,7 +26,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -43,16 +42,10 @@ from aion_common.domain import (
     ActivityTask,
     CancelActivityTask,
     Command,
-    CompleteActivity,
     DecodeError,
-    FailActivityAttempt,
     InfrastructureError,
-    InvalidInput,
-    Payload,
-    RecordActivityHeartbeat,
     RecordActivityStarted,
     activity_outcome_id,
-    derive_id,
 )
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
 from aion_common.kafka.consumer import ManualCommitConsumer, Record
@@ -63,6 +56,7 @@ from aion_common.runtime.health import HealthServer
 from aion_common.settings import Settings
 from aion_worker.attempt import Attempt, Outcome
 from aion_worker.config import WorkerConfig
+from aion_worker.heartbeats import Heartbeats
 from aion_worker.metrics import WorkerMetrics
 from aion_worker.registry import ActivityRegistry
 from aion_worker.watermarks import Watermarks
@@ -76,14 +70,13 @@ _LAZY_START_S = 0.1  # an attempt still running this long reports that it starte
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _START_BACKOFF_MAX_S = 10.0
-_DEFAULT_HEARTBEAT_INTERVAL_S = 30.0
 
 
 @dataclass(slots=True)
 class _Running:
     record: Record
     attempt: Attempt
-    heartbeats: _Heartbeats
+    heartbeats: Heartbeats
     started_sent: bool = False
     lazy_start: asyncio.TimerHandle | None = None
 
@@ -93,79 +86,6 @@ class _Waiting:
     record: Record
     task: ActivityTask
     dropped: bool = False
-
-
-class _Heartbeats:
-    """Throttles one attempt's heartbeats: the first goes at once, later ones at most every
-    ``interval`` (0.8 x its heartbeat timeout, at most 30 s), always with the newest details."""
-
-    def __init__(self, service: WorkerService, task: ActivityTask) -> None:
-        self._service = service
-        self._task = task
-        timeout_ms = task.options.heartbeat_timeout_ms
-        self._interval = (
-            _DEFAULT_HEARTBEAT_INTERVAL_S
-            if timeout_ms is None
-            else min(_DEFAULT_HEARTBEAT_INTERVAL_S, 0.8 * timeout_ms / 1000)
-        )
-        self._loop = asyncio.get_running_loop()
-        self._nonce = uuid.uuid4().hex  # this execution's heartbeats are its own commands
-        self._count = 0
-        self._last_sent = float("-inf")
-        self._details: Payload | None = None
-        self._dirty = False
-        self._handle: asyncio.TimerHandle | None = None
-        self.sent = 0
-
-    def __call__(self, details: Any) -> None:
-        """``activity.heartbeat(details)``, from the loop or a thread."""
-        payload = None
-        if details is not None:
-            try:
-                payload = Payload.from_json(details, limit=self._service.payload_limit)
-            except InvalidInput as err:
-                raise InvalidInput(f"activity.heartbeat() details rejected: {err}") from err
-        self._loop.call_soon_threadsafe(self._record, payload)
-
-    def _record(self, details: Payload | None) -> None:
-        if details is not None:
-            self._details = details
-        self._dirty = True
-        if self._handle is None:
-            delay = max(0.0, self._last_sent + self._interval - self._loop.time())
-            self._handle = self._loop.call_later(delay, self._flush)
-
-    def _flush(self) -> None:
-        self._handle = None
-        if not self._dirty:
-            return
-        self._dirty = False
-        self._last_sent = self._loop.time()
-        self._count += 1
-        self.sent += 1
-        task = self._task
-        command = RecordActivityHeartbeat(
-            command_id=derive_id(
-                "activity-heartbeat",
-                task.activity_id,
-                str(task.attempt),
-                self._nonce,
-                str(self._count),
-            ),
-            issued_at=datetime.now(UTC),
-            workflow_id=task.workflow_id,
-            run_id=task.run_id,
-            activity_id=task.activity_id,
-            attempt=task.attempt,
-            details=self._details,
-        )
-        self._service.spawn(self._service.send_command(command), name="worker.heartbeat")
-
-    def close(self) -> None:
-        """The attempt ended: nothing more is sent."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -493,7 +413,7 @@ class WorkerService:
             self._paused = False
 
     def _launch(self, record: Record, task: ActivityTask) -> None:
-        heartbeats = _Heartbeats(self, task)
+        heartbeats = Heartbeats(task, self.send_command, self.spawn, limit=self.payload_limit)
         attempt = Attempt(
             task,
             self.registry.get(task.activity_type),
@@ -573,32 +493,13 @@ class WorkerService:
             _log.warning("attempt abandoned past its deadline", extra=log)
             self._marks.done(record.partition, record.offset)
             return
-        ids: dict[str, Any] = {
-            "issued_at": datetime.now(UTC),
-            "workflow_id": task.workflow_id,
-            "run_id": task.run_id,
-            "activity_id": task.activity_id,
-            "attempt": task.attempt,
-        }
-        command: Command
         if outcome.result is not None:
             self.metrics.completed.inc()
-            command = CompleteActivity(
-                command_id=activity_outcome_id(task.activity_id, task.attempt, "completed"),
-                result=outcome.result,
-                **ids,
-            )
         else:
             assert outcome.error is not None
             (self.metrics.cancelled if outcome.cancelled else self.metrics.failed).inc()
             _log.info("attempt failed", extra={**log, "error": outcome.error.message})
-            command = FailActivityAttempt(
-                command_id=activity_outcome_id(task.activity_id, task.attempt, "failed"),
-                error=outcome.error,
-                non_retryable=outcome.non_retryable,
-                cancelled=outcome.cancelled,
-                **ids,
-            )
+        command = outcome.report(task)
         self.metrics.latency.observe(seconds)
         if await self.send_command(command):
             self._marks.done(record.partition, record.offset)
