@@ -32,6 +32,7 @@ from aion_common.testing.broker import KafkaBroker
 WARM_UP = [
     [sys.executable, "-m", "bench.engine", "--parents", "5000", "--rebuild-events", "10000"],
     [sys.executable, "-m", "bench.fanout", "--parents", "50", "--singles", "50"],
+    [sys.executable, "-m", "bench.activities", "--workflows", "50", "--singles", "30"],
     [sys.executable, "-m", "aion_watcher.bench", "--seconds", "5", "--terminals", "5000"],
 ]
 
@@ -41,6 +42,7 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("kafka-txn", [sys.executable, "-m", "bench.kafka_txn"]),
         ("engine", [sys.executable, "-m", "bench.engine"]),
         ("fanout", [sys.executable, "-m", "bench.fanout"]),
+        ("activities", [sys.executable, "-m", "bench.activities"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         *(
             (

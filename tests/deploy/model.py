@@ -23,6 +23,7 @@ from aion_projector.api import OPEN_PATHS
 from aion_projector.health import ENDPOINT_ENV_PREFIX as PROJECTOR_PREFIX
 from aion_projector.health import ready_lag_from_env
 from aion_watcher.config import WatcherConfig
+from aion_worker.config import WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -61,9 +62,12 @@ def _recorded() -> dict[str, set[str]]:
     projector = _Recorder()
     HealthEndpoint.from_env(PROJECTOR_PREFIX, projector)
     ready_lag_from_env(projector)
+    worker = _Recorder()
+    WorkerConfig.from_env(worker)
     return {
         "common": common.names,
         "watcher": watcher.names,
+        "worker": worker.names,
         "engine": engine.names,
         "projector": projector.names,
     }
@@ -113,6 +117,13 @@ def env_read_by() -> dict[str, frozenset[str]]:
             | _literals(_sources(projector_src, skip=("api/", "bench")))
         ),
         "api": frozenset(common | _literals(_sources(projector_src / "api"))),
+        # a worker also reads what the activity modules it loads read (the examples' here)
+        "worker": frozenset(
+            common
+            | recorded["worker"]
+            | _literals(_sources(ROOT / "services/worker/src"))
+            | _literals(_sources(ROOT / "examples"))
+        ),
     }
 
 
@@ -130,7 +141,7 @@ def console_scripts() -> dict[str, str]:
 class Process:
     """What one container runs: its kind and the port its probes should use."""
 
-    kind: str  # engine | watcher | projector | api
+    kind: str  # engine | watcher | projector | api | worker
     argv: tuple[str, ...]
     env: Mapping[str, str]
 
@@ -139,9 +150,11 @@ class Process:
         """The port the process serves health on, as its own configuration says."""
         if self.kind == "api":
             return int(_flag(self.argv, "--port", "8080"))
-        var = {"engine": "AION_ENGINE_PORT", "watcher": "AION_WATCHER_PORT"}.get(
-            self.kind, "AION_PROJECTOR_PORT"
-        )
+        var = {
+            "engine": "AION_ENGINE_PORT",
+            "watcher": "AION_WATCHER_PORT",
+            "worker": "AION_WORKER_PORT",
+        }.get(self.kind, "AION_PROJECTOR_PORT")
         return int(self.env.get(var, "0"))
 
     @property
@@ -165,7 +178,12 @@ def _flag(argv: tuple[str, ...], name: str, default: str) -> str:
 def process_kind(argv: list[str] | tuple[str, ...]) -> str:
     """engine / watcher / projector / api from a container command; ValueError otherwise."""
     args = tuple(argv)
-    kinds = {"aion-engine": "engine", "aion-watcher": "watcher", "aion-projector": "projector"}
+    kinds = {
+        "aion-engine": "engine",
+        "aion-watcher": "watcher",
+        "aion-projector": "projector",
+        "aion-worker": "worker",
+    }
     if args and args[0] in kinds:
         return kinds[args[0]]
     if args[:3] == ("python", "-m", "aion_projector.api"):

@@ -100,7 +100,7 @@ def test_one_deployment_per_service_with_two_engines() -> None:
     for deployment in _docs("Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         kinds[_process(container).kind] = deployment["spec"]["replicas"]
-    assert kinds == {"engine": 2, "watcher": 1, "projector": 1, "api": 2}
+    assert kinds == {"engine": 2, "watcher": 1, "projector": 1, "api": 2, "worker": 2}
 
 
 def test_every_aion_variable_is_one_the_service_reads() -> None:

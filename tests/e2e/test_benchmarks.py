@@ -40,6 +40,19 @@ CASES = {
             "single_parent_appended_p99_ms",
         },
     ),
+    "activities": (
+        [
+            "-m", "bench.activities", "--partitions", "3", "--workflows", "4",
+            "--activities", "3", "--singles", "5",
+        ],
+        {
+            "activities_per_s",
+            "activity_round_trip_p50_ms",
+            "single_activity_workflow_p50_ms",
+            "ratio_activities_to_child_workflows_per_s",
+            "ratio_activity_round_trip_to_single_child_parent_p50",
+        },
+    ),
     "watcher": (
         [
             "-m", "aion_watcher.bench", "--partitions", "3", "--rate", "20", "--seconds", "2",

@@ -17,6 +17,17 @@ from aion_common.codecs import Codec, decode_key, encode_key
 from aion_common.domain import (
     COMMAND_TYPES,
     EVENT_TYPES,
+    ActivityAttemptFailed,
+    ActivityAttemptScheduled,
+    ActivityCancelled,
+    ActivityCancelRequested,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityHeartbeatRecorded,
+    ActivityOptions,
+    ActivityScheduled,
+    ActivityStarted,
+    ActivityTimedOut,
     Cancelled,
     CancelRequested,
     CancelWorkflow,
@@ -25,24 +36,30 @@ from aion_common.domain import (
     ChildWorkflowScheduled,
     Command,
     CommandRefused,
+    CompleteActivity,
     Completed,
     ContinuedAsNew,
     Event,
     EventBatch,
+    FailActivityAttempt,
     Failed,
     FireTimer,
     IdReusePolicy,
     ParentClosePolicy,
     ParentLink,
     Payload,
+    RecordActivityHeartbeat,
+    RecordActivityStarted,
     RecordChildTerminal,
     RefusalCode,
+    RetryOptions,
     SignalReceived,
     SignalWorkflow,
     StartWorkflow,
     TerminalOutcome,
     TerminateWorkflow,
     TimedOut,
+    TimeoutKind,
     TimerFired,
     TimerScheduled,
     WorkflowCancelled,
@@ -68,7 +85,7 @@ ERROR = WorkflowError(message="card declined", details=Payload.from_json({"code"
 
 
 def _events() -> list[Event]:
-    """One sample of every event type, optional fields set, seq 1…13."""
+    """One sample of every event type, optional fields set, seq 1…23."""
     e: dict[str, Any] = {
         "workflow_id": WORKFLOW,
         "run_id": RUN,
@@ -101,6 +118,30 @@ def _events() -> list[Event]:
             **e, seq=13, input=INPUT, workflow_type="CheckoutV2", next_run_id=NEXT_RUN
         ),
     ]  # fmt: skip
+    activity: dict[str, Any] = {**e, "activity_id": "act-1"}
+    samples += [
+        ActivityScheduled(
+            **activity, seq=14, activity_type="charge", input=INPUT,
+            options=ActivityOptions(
+                task_queue="payments", start_to_close_ms=10_000, heartbeat_timeout_ms=1_000,
+                retry=RetryOptions(maximum_attempts=5, non_retryable_errors=("Declined",)),
+            ),
+        ),
+        ActivityStarted(**activity, seq=15, attempt=1, worker="worker-1"),
+        ActivityHeartbeatRecorded(**activity, seq=16, attempt=1, details=INPUT),
+        ActivityAttemptFailed(
+            **activity, seq=17, attempt=1, error=ERROR, next_attempt_at=later,
+            timeout=TimeoutKind.HEARTBEAT,
+        ),
+        ActivityAttemptScheduled(**activity, seq=18, attempt=2),
+        ActivityCompleted(**activity, seq=19, attempt=2, result=INPUT),
+        ActivityFailed(**activity, seq=20, attempt=2, error=ERROR, non_retryable=True),
+        ActivityTimedOut(
+            **activity, seq=21, attempt=2, timeout=TimeoutKind.START_TO_CLOSE, last_error=ERROR
+        ),
+        ActivityCancelRequested(**activity, seq=22, reason="stop", by_workflow_code=True),
+        ActivityCancelled(**activity, seq=23, attempt=2, reason="stop"),
+    ]  # fmt: skip
     return samples
 
 
@@ -130,6 +171,19 @@ def _commands() -> list[Command]:
                 child_workflow_id="child-1", child_run_id=NEXT_RUN, outcome=outcome,
             )
             for i, outcome in enumerate(outcomes)
+        ),
+        RecordActivityStarted(
+            **c, command_id="cmd-a1", run_id=RUN, activity_id="act-1", attempt=1, worker="w-1"
+        ),
+        RecordActivityHeartbeat(
+            **c, command_id="cmd-a2", run_id=RUN, activity_id="act-1", attempt=1, details=INPUT
+        ),
+        CompleteActivity(
+            **c, command_id="cmd-a3", run_id=RUN, activity_id="act-1", attempt=1, result=INPUT
+        ),
+        FailActivityAttempt(
+            **c, command_id="cmd-a4", run_id=RUN, activity_id="act-1", attempt=1, error=ERROR,
+            non_retryable=True,
         ),
     ]  # fmt: skip
     return samples

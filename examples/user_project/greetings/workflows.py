@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aion_engine import workflow
+from aion import workflow
 
 __all__ = ["greet", "greet_all", "sign_off"]
 
