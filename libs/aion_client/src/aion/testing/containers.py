@@ -3,19 +3,21 @@
 Built on testcontainers-python (``pip install 'aion[containers]'``) and its conventions:
 :class:`KafkaContainer` and :class:`AionServiceContainer` are ``DockerContainer`` subclasses
 with wait strategies; :class:`AionStack` starts a Kafka container and the aion services (the
-engine, the watcher, the projector and the HTTP API) on a Docker network of its own, waits
-until each is ready, and hands back the API URL, an :class:`aion.AionClient` and the Kafka
-bootstrap address. Use it in a ``with`` block or through the ``aion_container_stack`` pytest
-fixture (``pytest_plugins = ["aion.testing.containers"]`` in your ``conftest.py``)::
+engine, the watcher, the projector, an activity worker and the HTTP API) on a Docker network
+of its own, waits until each is ready, and hands back the API URL, an
+:class:`aion.AionClient` and the Kafka bootstrap address. Use it in a ``with`` block or
+through the ``aion_container_stack`` pytest fixture (``pytest_plugins =
+["aion.testing.containers"]`` in your ``conftest.py``)::
 
     with AionStack(workflows=["greetings"], source=Path("src")) as stack:
         async with stack.client() as client:
             await client.start("greet", "ada", id="g-1")
 
-Your workflow modules reach the engine by a read-only bind mount of ``source`` (put on the
-engine's ``PYTHONPATH``). The images default to those ``make images`` builds in an aion
-checkout (``aion:dev`` and ``aion-kafka:<version>``); name your own with ``image=`` and
-``kafka_image=``. An image the Docker engine lacks is refused at once, by name (never pulled).
+Your workflow and activity modules reach the engines and workers by a read-only bind mount
+of ``source`` (put on their ``PYTHONPATH``). The images default to those ``make images``
+builds in an aion checkout (``aion:dev`` and ``aion-kafka:<version>``); name your own with
+``image=`` and ``kafka_image=``. An image the Docker engine lacks is refused at once, by
+name (never pulled).
 
 Networking: every published port is bound to 127.0.0.1 of the Docker host and reached there
 (``TESTCONTAINERS_HOST_OVERRIDE`` is honoured when set); containers reach each other by
@@ -66,11 +68,12 @@ _LOOPBACK = "127.0.0.1"
 _INTERNAL_PORT = 19092
 _EXTERNAL_PORT = 9092
 _ADVERTISED_FILE = "/tmp/aion-advertised.env"  # noqa: S108 - inside the container
-_HEALTH_PORTS = {"engine": 8082, "watcher": 8081, "projector": 8083, "api": 8080}
+_HEALTH_PORTS = {"engine": 8082, "watcher": 8081, "projector": 8083, "worker": 8084, "api": 8080}
 _COMMANDS = {
     "engine": ["aion-engine"],
     "watcher": ["aion-watcher"],
     "projector": ["aion-projector"],
+    "worker": ["aion-worker"],
     "api": ["python", "-m", "aion_projector.api", "--host", "0.0.0.0", "--port", "8080"],  # noqa: S104 - inside the container
 }
 _DATA_DIR = "/opt/aion/data"
@@ -152,7 +155,7 @@ class KafkaContainer(DockerContainer):
 
 
 class AionServiceContainer(DockerContainer):
-    """One aion service from the aion image: ``kind`` is engine, watcher, projector or api.
+    """One aion service from the aion image: engine, watcher, projector, worker or api.
 
     Its health port is published on 127.0.0.1; :meth:`start` returns once its readiness path
     answers 200 (the engine owns a rebuilt partition, the projector has caught up, …).
@@ -195,26 +198,33 @@ class AionServiceContainer(DockerContainer):
 class AionStack:
     """Kafka and the aion services as containers; see the module docstring.
 
-    ``workflows``: modules the engines import (``AION_WORKFLOWS``); ``source``: a host
-    directory mounted read-only and put on the engines' ``PYTHONPATH`` (your project's
-    workflows; None uses only what the image ships, such as ``examples``). ``engines``:
-    instances in the consumer group. The views are SQLite on a volume the projector and the
-    API share. ``env``: more ``AION_*`` settings for every service.
+    ``workflows``: modules the engines import (``AION_WORKFLOWS``); ``activities``: more
+    modules the workers import (``AION_ACTIVITIES``; they import the workflow modules too, so
+    activities defined beside the workflows need nothing here, as with ``aion dev``);
+    ``source``: a host directory mounted read-only and put on the engines' and workers'
+    ``PYTHONPATH`` (your project; None uses only what the image ships, such as ``examples``).
+    ``engines``, ``workers``: instances in each consumer group. The views are SQLite on a
+    volume the projector and the API share. ``env``: more ``AION_*`` settings for every
+    service.
     """
 
     def __init__(
         self,
         *,
         workflows: Sequence[str] = ("examples",),
+        activities: Sequence[str] = (),
         source: str | os.PathLike[str] | None = None,
         image: str = DEFAULT_IMAGE,
         kafka_image: str = DEFAULT_KAFKA_IMAGE,
         engines: int = 1,
+        workers: int = 1,
         partitions: int = 3,
         topic_prefix: str = "aion",
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.workflows = tuple(workflows)
+        self.activities = tuple(dict.fromkeys((*workflows, *activities)))
+        self.workers = workers
         self.source = Path(source).resolve() if source is not None else None
         self.image = image
         self.kafka_image = kafka_image
@@ -258,7 +268,7 @@ class AionStack:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start Kafka, then the engines, watcher and projector, then the API; wait for each."""
+        """Start Kafka, the engines, workers, watcher and projector, then the API; wait for each."""
         started = time.monotonic()
         _check_images(self.image, self.kafka_image)
         _check_reaper()
@@ -269,6 +279,8 @@ class AionStack:
             env = self._env()
             for index in range(1, self.engines + 1):
                 self._add("engine", f"engine-{index}", env)
+            for index in range(1, self.workers + 1):
+                self._add("worker", f"worker-{index}", env)
             self._add("watcher", "watcher", env)
             self._add("projector", "projector", env)
             for name, container in self.services.items():
@@ -331,14 +343,16 @@ class AionStack:
         own = {**env, "AION_INSTANCE_ID": name}
         if kind == "engine":
             own["AION_WORKFLOWS"] = ",".join(self.workflows)
-            if self.source is not None:
-                own["PYTHONPATH"] = f"{_SOURCE_DIR}:/opt/aion/app"
+        if kind == "worker":
+            own["AION_ACTIVITIES"] = ",".join(self.activities)
+        if kind in {"engine", "worker"} and self.source is not None:
+            own["PYTHONPATH"] = f"{_SOURCE_DIR}:/opt/aion/app"
         container = AionServiceContainer(
             self.image, kind, network=self.network, env=own, alias=name
         ).with_name(f"{self.name}-{name}")
         if kind in {"projector", "api"}:
             container.with_volume_mapping(self._volume, _DATA_DIR, mode="rw")
-        if kind == "engine" and self.source is not None:
+        if kind in {"engine", "worker"} and self.source is not None:
             container.with_volume_mapping(str(self.source), _SOURCE_DIR, mode="ro")
         self.services[name] = container
         return container
@@ -421,8 +435,9 @@ def _check_reaper() -> None:
 def aion_container_stack(request: pytest.FixtureRequest) -> Iterator[AionStack]:
     """An :class:`AionStack` for the session, with the ``aion_workflows`` ini modules.
 
-    The workflows come from ``--aion-workflows`` / the ``aion_workflows`` ini key (as for the
-    ``aion_stack`` fixture); the project's rootdir is mounted as the engines' source. Skips
+    The modules come from ``--aion-workflows``/``--aion-activities`` and the
+    ``aion_workflows``/``aion_activities`` ini keys (as for the ``aion_stack`` fixture); the
+    project's rootdir is mounted as the engines' source. Skips
     when no Docker engine answers (fails when ``CI`` is set). Override this fixture to
     configure more (images, engines, a different source).
     """
@@ -431,11 +446,19 @@ def aion_container_stack(request: pytest.FixtureRequest) -> Iterator[AionStack]:
         if os.environ.get("CI"):
             pytest.fail(f"{reason} (CI is set: nothing may be skipped)", pytrace=False)
         pytest.skip(reason)
-    config = request.config
-    workflows = list(config.getoption("aion_workflows", default=None) or [])
-    # ValueError: the aion-testing plugin (which declares the ini key) is turned off.
-    with contextlib.suppress(ValueError):
-        workflows += config.getini("aion_workflows")
-    stack = AionStack(workflows=workflows or ["examples"], source=config.rootpath)
+    workflows = _modules(request.config, "workflows")
+    activities = _modules(request.config, "activities")
+    stack = AionStack(
+        workflows=workflows or ["examples"], activities=activities, source=request.config.rootpath
+    )
     with stack:
         yield stack
+
+
+def _modules(config: pytest.Config, kind: str) -> list[str]:
+    """``--aion-<kind>`` then the ``aion_<kind>`` ini key (declared by the aion-testing plugin)."""
+    modules = list(config.getoption(f"aion_{kind}", default=None) or [])
+    # ValueError: the aion-testing plugin (which declares the ini key) is turned off.
+    with contextlib.suppress(ValueError):
+        modules += config.getini(f"aion_{kind}")
+    return modules
