@@ -4,7 +4,8 @@ workflow right afterwards — nothing lost, nothing doubled.
 The stack is the compose file (with deploy/compose.local.yml where the public Kafka and
 PostgreSQL images are absent) on the images of ``make images``, as its own compose project
 with the API on a free 127.0.0.1 port. Work goes in through the API only: fan-outs with
-children (some of which fail) and supervisors whose children each wait for a signal.
+children (some of which fail), supervisors whose children each wait for a signal, and orders
+whose activities (one retried against a flaky provider) the compose file's worker runs.
 
 Two faults, while children are in flight and signals are pending:
 
@@ -87,6 +88,12 @@ async def _start_fanouts(client: AionClient, ids: list[str]) -> None:
         await client.start("examples.fanout", {"items": ITEMS}, id=workflow_id)
 
 
+async def _start_orders(client: AionClient, ids: list[str]) -> None:
+    for workflow_id in ids:
+        spec = {"order_id": workflow_id, "amount": 4200, "fail_payment_attempts": 1}
+        await client.start("examples.order", spec, id=workflow_id)
+
+
 async def _jobs_waiting(client: AionClient, supervisors: list[str]) -> bool:
     for supervisor in supervisors:
         for job in range(JOBS):
@@ -138,9 +145,19 @@ async def _check_supervisor(client: AionClient, workflow_id: str) -> None:
         assert _check_history(child)["SignalReceived"] == 1, child.event_types
 
 
+async def _check_order(client: AionClient, workflow_id: str) -> None:
+    run = await wait_for_workflow(client, workflow_id, timeout=TIMEOUT)
+    assert run.status == "COMPLETED", (workflow_id, run.status, run.error)
+    assert run.result["status"] == "shipped", run.result
+    assert run.result["payment_attempts"] >= 2, "the provider's first answer was a 503"
+    types = _check_history(run)
+    assert types["ActivityCompleted"] == 3, (workflow_id, run.event_types)  # charge, ship, invoice
+
+
 async def _scenario(stack: ComposeStack) -> None:
     fanouts = [f"fan-{i}" for i in range(8)]
     supervisors = [f"sup-{i}" for i in range(4)]
+    orders = [f"order-{i}" for i in range(4)]
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         page = await http.get("/")
         # The web UI's templates and static files are package data: the image ships them.
@@ -155,6 +172,7 @@ async def _scenario(stack: ComposeStack) -> None:
 
         # Fault 1: more children in flight, then `docker kill` engine-1; signals while it is down.
         await _start_fanouts(client, fanouts[3:6])
+        await _start_orders(client, orders[:2])
         await asyncio.to_thread(stack.kill, "engine-1")
         await _signal(client, supervisors[:2])
         await asyncio.to_thread(stack.compose, "up", "-d", "--no-build", "--no-deps", "engine-1")
@@ -162,6 +180,7 @@ async def _scenario(stack: ComposeStack) -> None:
 
         # Fault 2: engine-2 crashes mid-run; the restart policy brings it back.
         await _start_fanouts(client, fanouts[6:])
+        await _start_orders(client, orders[2:])
         await asyncio.to_thread(_crash, stack, "engine-2")
         await _signal(client, supervisors[2:])
 
@@ -175,6 +194,8 @@ async def _scenario(stack: ComposeStack) -> None:
             await _check_fanout(client, workflow_id)
         for workflow_id in supervisors:
             await _check_supervisor(client, workflow_id)
+        for workflow_id in orders:
+            await _check_order(client, workflow_id)
 
 
 def test_engines_killed_mid_run_lose_and_double_nothing(compose_stack: ComposeStack) -> None:

@@ -1,10 +1,17 @@
-"""Greet people in parallel (one child workflow each) and wait for a human's sign-off."""
+"""Greet people in parallel (one child workflow each, each composing its greeting in an
+activity) and wait for a human's sign-off."""
 
 from __future__ import annotations
 
-from aion import workflow
+from aion import activity, workflow
 
-__all__ = ["greet", "greet_all", "sign_off"]
+__all__ = ["compose_greeting", "greet", "greet_all", "sign_off"]
+
+
+@activity.defn
+async def compose_greeting(name: str) -> str:
+    """Where a real project's I/O would go (a template service, say); run by a worker."""
+    return f"hello, {name}"
 
 
 @workflow.defn("greet")
@@ -13,7 +20,8 @@ async def greet(ctx: workflow.WorkflowContext, name: str) -> str:
     if not name:
         raise ValueError("nobody to greet")
     await ctx.sleep(0.1)  # a durable timer
-    return f"hello, {name}"
+    greeting: str = await ctx.execute_activity(compose_greeting, name, start_to_close=10)
+    return greeting
 
 
 @workflow.defn("greet-all")

@@ -21,6 +21,15 @@ async def test_greet_all_fans_out_to_children(aion_container_stack: AionStack) -
             ["WorkflowStarted", "ChildWorkflowScheduled", "WorkflowCompleted"],
             exact=False,
         )
+        parent = await wait_for_workflow(client, "hello-1")
+        ada = next(c for c in parent.children if c.result == "hello, ada")
+        # The child's greeting came from the compose_greeting activity, run by the worker.
+        await assert_history(
+            client,
+            ada.child_workflow_id,
+            ["WorkflowStarted", "ActivityScheduled", "ActivityCompleted", "WorkflowCompleted"],
+            exact=False,
+        )
 
 
 async def test_sign_off_waits_for_its_signal(aion_container_stack: AionStack) -> None:
