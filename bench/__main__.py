@@ -68,6 +68,11 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
                 ("postgresql", "postgresql"),
             )
         ),
+        # the web UI's list page at 1,000 and 100,000 workflows (issue 16)
+        *(
+            (f"ui-list-{backend}", [sys.executable, "-m", "bench.ui_list", "--database", backend])
+            for backend in ("sqlite", "postgresql")
+        ),
     ]
 
 

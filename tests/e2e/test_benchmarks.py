@@ -73,6 +73,20 @@ CASES = {
         ],
         {"events_per_s", "lag_seconds_p95", "kafka_to_sql_events_per_s"},
     ),
+    "ui_list": (
+        [
+            "-m", "bench.ui_list", "--database", "sqlite", "--small", "20", "--large", "100",
+            "--samples", "5",
+        ],
+        {
+            "fill_s",
+            "p95_ratio_unfiltered_first",
+            "p95_ratio_unfiltered_deep",
+            "p95_ratio_status_deep",
+            "p95_ratio_id_prefix_deep",
+            "p95_ratio_time_range_first",
+        },
+    ),
 }  # fmt: skip
 
 

@@ -154,19 +154,12 @@ async def recent_refusals(
             when = datetime.fromisoformat(str(at))
         except ValueError as err:
             raise InvalidInput(f"cursor {after_cursor[:40]!r} is not one this API issued") from err
+        conditions.append(_REFUSED.c.refused_at <= when)  # the index range starts here
         conditions.append(
             or_(
                 _REFUSED.c.refused_at < when,
-                and_(
-                    _REFUSED.c.refused_at == when,
-                    or_(
-                        _REFUSED.c.workflow_id < workflow_id,
-                        and_(
-                            _REFUSED.c.workflow_id == workflow_id,
-                            _REFUSED.c.command_id < command_id,
-                        ),
-                    ),
-                ),
+                _REFUSED.c.workflow_id < workflow_id,
+                and_(_REFUSED.c.workflow_id == workflow_id, _REFUSED.c.command_id < command_id),
             )
         )
     statement = (
@@ -203,16 +196,12 @@ async def dead_letters(
             partition, offset = int(partition), int(offset)
         except (ValueError, TypeError) as err:
             raise InvalidInput(f"cursor {after_cursor[:40]!r} is not one this API issued") from err
+        conditions.append(_DLQ.c.dead_lettered_at <= when)  # the index range starts here
         conditions.append(
             or_(
                 _DLQ.c.dead_lettered_at < when,
-                and_(
-                    _DLQ.c.dead_lettered_at == when,
-                    or_(
-                        _DLQ.c.partition < partition,
-                        and_(_DLQ.c.partition == partition, _DLQ.c.offset < offset),
-                    ),
-                ),
+                _DLQ.c.partition < partition,
+                and_(_DLQ.c.partition == partition, _DLQ.c.offset < offset),
             )
         )
     statement = (

@@ -350,14 +350,17 @@ def _beyond(started: datetime | None, workflow_id: str, id_column: Any, *, backw
     """Rows after the cursor's row in the list's order (before it when ``backwards``)."""
     if started is None:
         return id_column < workflow_id if backwards else id_column > workflow_id
+    # The bare bound on started_at comes first so that the index range starts at the cursor:
+    # measured on SQLite, the OR alone was walked from the index's end (a page 90,000 rows
+    # deep took 4x the first's).
     if backwards:
-        return or_(
-            _W.c.started_at > started,
-            and_(_W.c.started_at == started, _W.c.workflow_id > workflow_id),
+        return and_(
+            _W.c.started_at >= started,
+            or_(_W.c.started_at > started, _W.c.workflow_id > workflow_id),
         )
-    return or_(
-        _W.c.started_at < started,
-        and_(_W.c.started_at == started, _W.c.workflow_id < workflow_id),
+    return and_(
+        _W.c.started_at <= started,
+        or_(_W.c.started_at < started, _W.c.workflow_id < workflow_id),
     )
 
 
