@@ -4,9 +4,11 @@ page, the registry and dead-letter pages, and the live fragment."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.integration.api.dataset import T0
 
 from aion_projector import session_factory
 from aion_projector.dead_letters import record_dead_letters
@@ -144,8 +146,15 @@ async def test_pages_load_nothing_from_elsewhere(ui: Ui, path: str) -> None:
 
 @pytest.mark.parametrize(
     "where",
-    [WorkflowFilter(), WorkflowFilter(status="RUNNING"), WorkflowFilter(id_prefix="filler-")],
-    ids=["all", "running", "prefix"],
+    [
+        WorkflowFilter(),
+        WorkflowFilter(status="RUNNING"),
+        WorkflowFilter(id_prefix="filler-"),
+        WorkflowFilter(
+            started_from=T0 + timedelta(seconds=3), started_before=T0 + timedelta(seconds=19)
+        ),
+    ],
+    ids=["all", "running", "prefix", "time-range"],
 )
 async def test_keyset_pages_walk_forward_and_back(
     ui_engine: AsyncEngine, where: WorkflowFilter

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -316,12 +317,16 @@ async def list_workflows(
     where = where or WorkflowFilter()
     by_id = bool(where.id_prefix)
     id_column = _id_column(session)
-    conditions = _conditions(where, id_column)
     backwards = before_cursor is not None
     cursor = before_cursor if backwards else after_cursor
+    beyond = None
     if cursor is not None:
         started, workflow_id = _decode_cursor(cursor, by_id=by_id)
-        conditions.append(_beyond(started, workflow_id, id_column, backwards=backwards))
+        beyond = _beyond(started, workflow_id, id_column, backwards=backwards)
+        where = _within_cursor(where, started, backwards=backwards)
+    conditions = _conditions(where, id_column)
+    if beyond is not None:
+        conditions.append(beyond)
     # Newest first (by time), or ascending ids; walked the other way to go back a page.
     if by_id:
         order = [id_column.desc() if backwards else id_column.asc()]
@@ -344,6 +349,21 @@ async def list_workflows(
         next_cursor=_encode_cursor(items[-1], by_id=by_id) if older else None,
         prev_cursor=_encode_cursor(items[0], by_id=by_id) if newer else None,
     )
+
+
+def _within_cursor(
+    where: WorkflowFilter, started: datetime | None, *, backwards: bool
+) -> WorkflowFilter:
+    """Drop the time bound the cursor's own bound makes redundant: given both, SQLite ranged
+    the index on the filter's bound and walked from there to the cursor (a time-range page
+    90,000 rows deep took twice the first)."""
+    if started is None:
+        return where
+    if backwards and where.started_from is not None and started >= where.started_from:
+        return dataclasses.replace(where, started_from=None)
+    if not backwards and where.started_before is not None and started < where.started_before:
+        return dataclasses.replace(where, started_before=None)
+    return where
 
 
 def _beyond(started: datetime | None, workflow_id: str, id_column: Any, *, backwards: bool) -> Any:
