@@ -45,6 +45,7 @@ from aion_common.domain import (
     Failed,
     FireTimer,
     IdReusePolicy,
+    MoveWorkflow,
     ParentClosePolicy,
     ParentLink,
     Payload,
@@ -62,11 +63,13 @@ from aion_common.domain import (
     TimeoutKind,
     TimerFired,
     TimerScheduled,
+    WorkflowBlocked,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowError,
     WorkflowFailed,
+    WorkflowMoved,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -141,6 +144,8 @@ def _events() -> list[Event]:
         ),
         ActivityCancelRequested(**activity, seq=22, reason="stop", by_workflow_code=True),
         ActivityCancelled(**activity, seq=23, attempt=2, reason="stop"),
+        WorkflowBlocked(**e, seq=24, reason="replay diverged at seq 3", error=ERROR),
+        WorkflowMoved(**e, seq=25, package_version="b" * 64, previous_version="a" * 64),
     ]  # fmt: skip
     return samples
 
@@ -185,6 +190,7 @@ def _commands() -> list[Command]:
             **c, command_id="cmd-a4", run_id=RUN, activity_id="act-1", attempt=1, error=ERROR,
             non_retryable=True,
         ),
+        MoveWorkflow(**c, command_id="cmd-move", run_id=RUN, package_version="c" * 64),
     ]  # fmt: skip
     return samples
 

@@ -43,6 +43,8 @@ from aion_common.domain import (
     Failed,
     FireTimer,
     IdReusePolicy,
+    MoveWorkflow,
+    PackageRecord,
     ParentClosePolicy,
     ParentLink,
     Payload,
@@ -51,6 +53,7 @@ from aion_common.domain import (
     RecordChildTerminal,
     RefusalCode,
     RetryOptions,
+    RouteRecord,
     SignalReceived,
     SignalWorkflow,
     StartWorkflow,
@@ -59,11 +62,13 @@ from aion_common.domain import (
     TimeoutKind,
     TimerFired,
     TimerScheduled,
+    WorkflowBlocked,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowError,
     WorkflowFailed,
+    WorkflowMoved,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -274,6 +279,54 @@ EXPECTED: dict[str, dict[str, tuple[str, object]]] = {
             ),
         ),
     },
+    "v3": {
+        "EventBatch": (
+            "batch",
+            EventBatch(
+                workflow_id=WF,
+                command_id=CMD,
+                writer="engine-7",
+                events=(
+                    _EVENTS[0],
+                    WorkflowBlocked(**ENV, seq=2, reason="replay diverged at seq 2", error=ERR2),
+                    WorkflowMoved(
+                        **ENV, seq=3, package_version="b" * 64, previous_version="a" * 64
+                    ),
+                ),
+            ),
+        ),
+        "StartWorkflow": (
+            "command",
+            StartWorkflow(**CENV, workflow_type="Order", input=DOC, package_version="c" * 64),
+        ),
+        "MoveWorkflow": ("command", MoveWorkflow(**CENV, run_id=RUN, package_version="d" * 64)),
+        "CommandRefused": (
+            "refusal",
+            CommandRefused(
+                command_id=CMD,
+                workflow_id=WF,
+                command_type="MoveWorkflow",
+                code=RefusalCode.MOVE_REFUSED,
+                reason="the run's history does not replay on version dddd…",
+                refused_at=AT,
+            ),
+        ),
+        "PackageRecord": (
+            "package",
+            PackageRecord(
+                workflow_type="Order",
+                version="e" * 64,
+                workflow_types=("Order", "Ship"),
+                top_level=("shop",),
+                archive=b"PK\x05\x06" + bytes(18),
+                uploaded_at=AT,
+            ),
+        ),
+        "RouteRecord": (
+            "route",
+            RouteRecord(workflow_type="Order", version="e" * 64, routed_at=AT),
+        ),
+    },
 }
 
 
@@ -329,6 +382,9 @@ def test_every_release_covers_every_kafka_value_type_it_changed(codec: Codec) ->
         "FailActivityAttempt",
         "ActivityTask",
         "CancelActivityTask",
+        "MoveWorkflow",
+        "PackageRecord",
+        "RouteRecord",
     }
     introduced = {
         (info.version, info.full_name.rsplit(".", 1)[-1])

@@ -46,6 +46,8 @@ from aion_common.domain import (
     FireTimer,
     IdReusePolicy,
     InvalidInput,
+    MoveWorkflow,
+    PackageRecord,
     ParentClosePolicy,
     ParentLink,
     Payload,
@@ -55,6 +57,7 @@ from aion_common.domain import (
     RecordChildTerminal,
     RefusalCode,
     RetryOptions,
+    RouteRecord,
     SignalReceived,
     SignalWorkflow,
     StartWorkflow,
@@ -64,11 +67,13 @@ from aion_common.domain import (
     TimeoutKind,
     TimerFired,
     TimerScheduled,
+    WorkflowBlocked,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowError,
     WorkflowFailed,
+    WorkflowMoved,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -121,6 +126,7 @@ def one_of_each_event() -> list[Event]:
             package_version="1.2.3",
             execution_timeout_ms=30_000,
             attempt=3,
+            pinned=True,
         ),
         WorkflowCompleted(**ENV, seq=1, result=DOC),
         WorkflowFailed(**ENV, seq=1, error=WorkflowError(message="boom")),
@@ -182,6 +188,8 @@ def one_of_each_event() -> list[Event]:
         ),
         ActivityCancelRequested(**ENV, **ACT, seq=1, reason="stop", by_workflow_code=True),
         ActivityCancelled(**ENV, **ACT, seq=1, attempt=1, reason="stop"),
+        WorkflowBlocked(**ENV, seq=1, reason="replay diverged", error=ERR),
+        WorkflowMoved(**ENV, seq=1, package_version="b" * 64, previous_version="a" * 64),
     ]
     assert {type(e) for e in events} == set(EVENT_TYPES)
     return events
@@ -267,6 +275,8 @@ COMMANDS = [
     ),
     FireTimer(**CENV, run_id=RUN, timer_id="t"),
     RecordActivityStarted(**CENV, **ACT, run_id=RUN, attempt=1, worker="w-1"),
+    MoveWorkflow(**CENV, run_id=RUN, package_version="c" * 64),
+    StartWorkflow(**CENV, workflow_type="Order", input=DOC, package_version="d" * 64),
     RecordActivityHeartbeat(**CENV, **ACT, run_id=RUN, attempt=1),
     RecordActivityHeartbeat(**CENV, **ACT, run_id=RUN, attempt=1, details=DOC),
     CompleteActivity(**CENV, **ACT, run_id=RUN, attempt=2, result=DOC),
@@ -313,6 +323,24 @@ def test_every_task_record_round_trips(codec: Codec, task: ActivityTask) -> None
     data = codec.encode_task(task)
     assert data == codec.encode_task(task, trusted=True)
     assert codec.decode_task(data) == task
+
+
+def test_package_and_route_records_round_trip(codec: Codec) -> None:
+    package = PackageRecord(
+        workflow_type="greet",
+        version="e" * 64,
+        workflow_types=("greet", "greet-all"),
+        top_level=("greetings",),
+        archive=b"PK\x03\x04 any bytes",
+        uploaded_at=AT,
+    )
+    assert codec.decode_package(codec.encode_package(package)) == package
+    route = RouteRecord(workflow_type="greet", version="e" * 64, routed_at=AT)
+    assert codec.decode_route(codec.encode_route(route)) == route
+    with pytest.raises(DecodeError, match=r"expected aion\.v1\.RouteRecord"):
+        codec.decode_route(codec.encode_package(package))
+    with pytest.raises(InvalidInput, match="64 lowercase hex"):
+        RouteRecord(workflow_type="greet", version="v1", routed_at=AT)
 
 
 def test_a_task_topic_refuses_a_command_and_the_command_topic_a_task(codec: Codec) -> None:

@@ -519,13 +519,13 @@ def test_activity_calls_without_a_timeout_or_not_an_activity_fail_clearly(world:
         ("bad.urllib", "urllib request to 'http://127.0.0.1:9/'"),
     ],
 )
-def test_io_in_workflow_code_fails_the_run_naming_the_call(
+def test_io_in_workflow_code_blocks_the_run_naming_the_call(
     world: World, workflow_type: str, named: str
 ) -> None:
     world.start("w", workflow_type, "/etc/hostname")
-    failed = world.history("w")[-1]
-    assert type(failed).__name__ == "WorkflowFailed"
-    error = failed.error  # type: ignore[union-attr]
+    blocked = world.history("w")[-1]
+    assert type(blocked).__name__ == "WorkflowBlocked"  # not failed: a fixed version resumes it
+    error = blocked.error  # type: ignore[union-attr]
     assert error.error_type == "SandboxViolation"
     assert named in error.message
     assert "activity" in error.message
@@ -533,9 +533,10 @@ def test_io_in_workflow_code_fails_the_run_naming_the_call(
     assert world.result("ok") == 1, "the engine keeps serving other workflows; print is fine"
 
 
-def test_a_caught_violation_still_fails_the_run(world: World, tmp_path: Path) -> None:
+def test_a_caught_violation_still_stops_the_run(world: World, tmp_path: Path) -> None:
     target = tmp_path / "written.txt"
     world.start("w", "bad.caught", str(target))
+    assert type(world.history("w")[-1]).__name__ == "WorkflowBlocked"
     assert world.history("w")[-1].error.error_type == "SandboxViolation"  # type: ignore[union-attr]
     assert not target.exists()
 

@@ -9,7 +9,7 @@ from engine_harness import World
 from engine_workflows import make_registry
 
 from aion.workflow import WorkflowContext
-from aion_common.domain import NonDeterminism, WorkflowCompleted, WorkflowFailed
+from aion_common.domain import NonDeterminism, WorkflowBlocked, WorkflowCompleted
 from aion_engine import EngineCore, replay_history
 from aion_engine.registry import WorkflowRegistry, load_modules
 
@@ -106,12 +106,12 @@ def _v2() -> WorkflowRegistry:
     return registry
 
 
-def test_non_determinism_after_a_code_change_fails_only_that_workflow() -> None:
+def test_non_determinism_after_a_code_change_blocks_only_that_workflow() -> None:
     before = World(_v1())
     before.start("o", "order")
     before_batches = list(before.batches)
 
-    after = World(_v2())  # a redeploy: the same history, new code
+    after = World(_v2())  # a redeploy in place: the same history, new code
     for batch in before_batches:
         after.core.apply_batch(batch)
     after.histories = {k: list(v) for k, v in before.histories.items()}
@@ -120,12 +120,15 @@ def test_non_determinism_after_a_code_change_fails_only_that_workflow() -> None:
     after.signal("pay-1", "settle")  # pay completes; the watcher records it in "o"
 
     last = after.history("o")[-1]
-    assert isinstance(last, WorkflowFailed)
+    assert isinstance(last, WorkflowBlocked), "blocked, not failed: a fix can resume it"
     message = last.error.message
     assert message.startswith("non-determinism in workflow 'o' at seq 2: ")
     assert "expected ChildWorkflowScheduled(pay-1, type=pay) at seq 2" in message
     assert "code scheduled TimerScheduled(" in message
-    assert after.kinds("o")[-2:] == ["ChildWorkflowCompleted", "WorkflowFailed"]
+    assert after.kinds("o")[-2:] == ["ChildWorkflowCompleted", "WorkflowBlocked"]
+
+    after.signal("o", "late")  # inputs keep being recorded while it waits
+    assert after.kinds("o")[-1] == "SignalReceived"
 
     after.signal("bystander", "go", "fine")
     assert after.result("bystander") == "fine"

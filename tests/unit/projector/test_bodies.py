@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_codec import one_of_each_event
 
+from aion_common.codecs.event_json import decode_event, encode_body
 from aion_common.domain import Event
-from aion_projector.bodies import decode_event, encode_body
 
 
 @pytest.mark.parametrize("event", one_of_each_event(), ids=lambda e: type(e).__name__)

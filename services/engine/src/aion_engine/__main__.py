@@ -11,6 +11,12 @@ default, ``aion-1``). A static member joins as ``<prefix>.engine.<AION_INSTANCE_
 instance restarted under the same id takes its partitions back at once; the id must then be
 unique per running instance. ``AION_ENGINE_SESSION_TIMEOUT_MS`` (default 10000) is how long a
 vanished instance keeps its partitions.
+
+Versions (decision 36): the modules named by ``--workflows`` are this engine's own code, known
+as the version their files hash to (what ``aion deploy`` of their directory uploads); every
+other version comes from the ``<prefix>.packages`` topic and is unpacked under
+``AION_PACKAGE_DIR`` (default: a fresh temporary directory removed on exit — packages always
+come back from the topic, never from a previous process's disk).
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 from aion_common.domain import AionError
+from aion_common.packages import PackageError, package_of_modules, user_modules
 from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
 from aion_common.settings import Settings, SettingsError
@@ -31,6 +41,7 @@ from aion_engine._debug import install_task_dump
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
 from aion_engine.registry import WorkflowRegistry, load_modules
 from aion_engine.service import EngineService
+from aion_engine.versions import Versions
 
 _log = logging.getLogger("aion.engine")
 
@@ -81,6 +92,18 @@ def membership_from_env(environ: Mapping[str, str], settings: Settings) -> Membe
     return Membership(static=static, session_timeout_ms=int(timeout))
 
 
+def _local_version(modules: list[str]) -> str:
+    """The version the ``--workflows`` modules' files hash to ("" when they cannot be
+    versioned: runs then start on this engine's code, unversioned, as before versions)."""
+    if not user_modules(modules):
+        return ""
+    try:
+        return package_of_modules(modules).version
+    except PackageError as err:
+        _log.warning("the workflow modules are not versioned: %s", err)
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aion-engine`` console script."""
     args = _parse(argv)
@@ -93,16 +116,24 @@ def main(argv: list[str] | None = None) -> int:
         membership = membership_from_env(os.environ, settings)
         registry = WorkflowRegistry()
         types = load_modules(modules, registry)
+        local_version = _local_version(modules)
     except (SettingsError, AionError) as err:
         _log.error("engine refused to start: %s", err)  # the message is the report
         return 2
-    _log.info("workflow types loaded", extra={"modules": modules, "workflow_types": list(types)})
+    _log.info(
+        "workflow types loaded",
+        extra={"modules": modules, "workflow_types": list(types), "version": local_version},
+    )
+    configured = os.environ.get("AION_PACKAGE_DIR", "").strip()
+    package_dir = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="aion-pkg-"))
+    versions = Versions(registry, local_version=local_version, package_dir=package_dir)
     service = EngineService(
         settings,
         registry,
         max_resident=args.max_resident,
         static_membership=membership.static,
         session_timeout_ms=membership.session_timeout_ms,
+        versions=versions,
     )
 
     async def serve_with_task_dump() -> int:
@@ -114,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except AionError as err:
         _log.error("engine stopped: %s", err)
         return 1
+    finally:
+        if not configured:
+            shutil.rmtree(package_dir, ignore_errors=True)
     return code
 
 

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import linecache
+import os
+import re
 import traceback
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aion.workflow as workflow_module
 from aion.workflow import ActivityError, SignalTimeout, WorkflowInfo
 from aion.workflow import ChildWorkflowFailed as ChildFailedError
 from aion_common.domain import (
@@ -159,6 +164,35 @@ _ENGINE_FILES = frozenset(
 )
 
 
+def code_location(coro: Coroutine[Any, Any, Any] | None, fn: WorkflowFn) -> str:
+    """``file:line: source`` of the innermost frame of the workflow's own code that ``coro``
+    is suspended in (the SDK's frames skipped); the function's first line once it ended."""
+    frame = None
+    awaited: Any = coro
+    while awaited is not None and getattr(awaited, "cr_frame", None) is not None:
+        if not _is_sdk(awaited.cr_frame.f_code.co_filename):
+            frame = awaited.cr_frame
+        awaited = getattr(awaited, "cr_await", None)
+    if frame is not None:
+        filename, line = frame.f_code.co_filename, frame.f_lineno
+    else:
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return ""
+        filename, line = code.co_filename, code.co_firstlineno
+    text = linecache.getline(filename, line).strip()
+    shown = _UNPACKED.sub("", filename)  # a package's file by its path in the package
+    return f"{shown}:{line}: {text}" if text else f"{shown}:{line}"
+
+
+_UNPACKED = re.compile(r"^.*[/\\][0-9a-f]{64}[/\\]")
+_SDK_FILES = (str(Path(workflow_module.__file__).parent) + os.sep, sdk.__file__)
+
+
+def _is_sdk(filename: str) -> bool:
+    return filename.startswith(_SDK_FILES)
+
+
 def failure_of(err: BaseException, *, message: str | None = None) -> WorkflowError:
     """The recorded form of an exception workflow code raised: ``"<Type>: <text>"``, its type
     and its traceback without the engine's own frames (so it shows the user's file and line)."""
@@ -228,15 +262,18 @@ class Executor:
         "_fn",
         "_scheduled_children",
         "_signals",
+        "_sources",
         "_timer_counter",
         "_waiting",
         "_waiting_timer",
         "ctx",
+        "decisions_taken",
         "finished",
+        "last_source",
         "started",
     )
 
-    def __init__(self, fn: WorkflowFn, started: WorkflowStarted) -> None:
+    def __init__(self, fn: WorkflowFn, started: WorkflowStarted, *, trace: bool = False) -> None:
         self.started = started
         self._fn = fn
         self.ctx = sdk.WorkflowContext(
@@ -264,7 +301,12 @@ class Executor:
         self._activities: dict[str, str] = {}  # id -> type, every activity scheduled
         self._activity_results: dict[str, Payload | ActivityError] = {}
         self._activity_cancels: set[str] = set()
+        self.decisions_taken = 0
         self.finished = False
+        # With ``trace`` (replay checks), where in the code each decision was made.
+        self._sources: deque[str] | None = deque() if trace else None
+        self.last_source = ""
+        """Where the code made the decision taken last (traced executors only)."""
 
     # -- driving -------------------------------------------------------------------------
 
@@ -329,7 +371,27 @@ class Executor:
 
     def take_decision(self) -> WorkflowDecision | None:
         """The oldest decision not yet taken, or None."""
-        return self._decisions.popleft() if self._decisions else None
+        if not self._decisions:
+            return None
+        self.decisions_taken += 1
+        if self._sources:
+            self.last_source = self._sources.popleft()
+        return self._decisions.popleft()
+
+    @property
+    def traced(self) -> bool:
+        """Whether decisions record where the code made them."""
+        return self._sources is not None
+
+    def where(self) -> str:
+        """Where the code is now (suspended, or its first line once ended); see
+        :func:`code_location`."""
+        return code_location(self._coro, self._fn)
+
+    def _decide(self, decision: WorkflowDecision) -> None:
+        self._decisions.append(decision)
+        if self._sources is not None:
+            self._sources.append(code_location(self._coro, self._fn))
 
     @property
     def has_decisions(self) -> bool:
@@ -458,7 +520,7 @@ class Executor:
             return sdk.Raise(InvalidInput(f"arguments of activity {op.activity_type!r}: {err}"))
         activity_id = self.ctx._next_activity_id()
         self._activities[activity_id] = op.activity_type
-        self._decisions.append(ScheduleActivity(activity_id, op.activity_type, payload, op.options))
+        self._decide(ScheduleActivity(activity_id, op.activity_type, payload, op.options))
         return sdk.ActivityHandle(activity_id, op.activity_type)
 
     def _activity_result(self, activity_id: str) -> object:
@@ -477,7 +539,7 @@ class Executor:
         if activity_id in self._activity_results or activity_id in self._activity_cancels:
             return None  # already ended, or its cancellation already requested
         self._activity_cancels.add(activity_id)
-        self._decisions.append(RequestCancelActivity(activity_id, str(reason)))
+        self._decide(RequestCancelActivity(activity_id, str(reason)))
         return None
 
     def _sleep(self, ms: int) -> object:
@@ -496,7 +558,7 @@ class Executor:
         if op.child_id in self._scheduled_children:
             return sdk.Raise(InvalidInput(f"child {op.child_id!r} was already started by this run"))
         self._scheduled_children.add(op.child_id)
-        self._decisions.append(
+        self._decide(
             ScheduleChild(
                 op.child_id, op.workflow_type, payload, op.close_policy, op.execution_timeout_ms
             )
@@ -518,7 +580,7 @@ class Executor:
         info = self.ctx.info
         timer_id = derive_id("timer", info.workflow_id, info.run_id, str(self._timer_counter))
         fire_at = self.ctx.now() + timedelta(milliseconds=ms)
-        self._decisions.append(ScheduleTimer(timer_id, fire_at))
+        self._decide(ScheduleTimer(timer_id, fire_at))
         return timer_id
 
     # -- outcomes ------------------------------------------------------------------------
@@ -539,7 +601,7 @@ class Executor:
         except InvalidInput as err:
             self._finish(Failed(error=WorkflowError(message=f"continue-as-new rejected: {err}")))
             return
-        self._decisions.append(ContinueAsNewDecision(payload, request.workflow_type))
+        self._decide(ContinueAsNewDecision(payload, request.workflow_type))
         self._mark_finished()
 
     def _fail_from(self, err: Exception) -> None:
@@ -551,7 +613,7 @@ class Executor:
             self._finish(Failed(error=failure_of(err)))
 
     def _finish(self, outcome: Completed | Failed | Cancelled) -> None:
-        self._decisions.append(Finish(outcome))
+        self._decide(Finish(outcome))
         self._mark_finished()
 
     def _mark_finished(self) -> None:

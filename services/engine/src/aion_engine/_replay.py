@@ -33,10 +33,12 @@ from aion_common.domain import (
     SignalReceived,
     TimerFired,
     TimerScheduled,
+    WorkflowBlocked,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowFailed,
+    WorkflowMoved,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -79,6 +81,8 @@ _ENGINE_ONLY = (
     ActivityHeartbeatRecorded,
     ActivityAttemptFailed,
     ActivityAttemptScheduled,
+    WorkflowBlocked,
+    WorkflowMoved,
 )
 _TERMINALS = (
     WorkflowCompleted,
@@ -168,15 +172,21 @@ def _matches(decision: WorkflowDecision, event: Event) -> bool:  # noqa: PLR0911
             return False
 
 
-def replay_run(fn: WorkflowFn, segment: Sequence[Event]) -> Executor:
+def replay_run(
+    fn: WorkflowFn, segment: Sequence[Event], *, pending_ok: bool = False, trace: bool = False
+) -> Executor:
     """Rebuild the executor of the run ``segment`` opens; raises :class:`NonDeterminism`.
 
-    The returned executor is finished when the segment holds the run's terminal.
+    The returned executor is finished when the segment holds the run's terminal. With
+    ``pending_ok``, decisions the code makes past the end of the history are left queued on
+    it (moving a blocked run to new code: it goes on from where the old code stopped) instead
+    of being a divergence. With ``trace``, a divergence names the line of the code that made
+    (or did not make) the decision (``aion replay``; it costs a frame walk per decision).
     """
     started = segment[0]
     if not isinstance(started, WorkflowStarted):
         raise InvalidInput("a run segment starts with WorkflowStarted")
-    executor = Executor(fn, started)
+    executor = Executor(fn, started, trace=trace)
     executor.start()
     timeout_timer = execution_timeout_timer_id(started.workflow_id, started.run_id)
     for event in segment[1:]:
@@ -200,7 +210,8 @@ def replay_run(fn: WorkflowFn, segment: Sequence[Event]) -> Executor:
             raise NonDeterminism(
                 started.workflow_id, event.seq, f"{describe_event(event)} inside a run"
             )
-    _no_extra_decision(executor, None, segment[-1].seq + 1)
+    if not pending_ok:
+        _no_extra_decision(executor, None, segment[-1].seq + 1)
     return executor
 
 
@@ -211,15 +222,17 @@ def _expect(executor: Executor, event: Event) -> None:
             f"expected {describe_event(event)} at seq {event.seq}, "
             f"code made no decision ({executor.describe_wait()})"
         )
+        source = executor.where() if executor.traced else ""
     elif not _matches(decision, event):
         detail = (
             f"expected {describe_event(event)} at seq {event.seq}, "
             f"code scheduled {describe_decision(decision)}"
         )
+        source = executor.last_source
     else:
         return
     executor.close()
-    raise NonDeterminism(event.workflow_id, event.seq, detail)
+    raise _divergence(event.workflow_id, event.seq, detail, source)
 
 
 def _no_extra_decision(executor: Executor, event: Event | None, seq: int) -> None:
@@ -228,5 +241,12 @@ def _no_extra_decision(executor: Executor, event: Event | None, seq: int) -> Non
         return
     where = f"history holds {describe_event(event)}" if event is not None else "history ends"
     detail = f"code made {describe_decision(decision)} but at seq {seq} {where}"
+    source = executor.last_source
     executor.close()
-    raise NonDeterminism(executor.started.workflow_id, seq, detail)
+    raise _divergence(executor.started.workflow_id, seq, detail, source)
+
+
+def _divergence(workflow_id: str, seq: int, detail: str, source: str) -> NonDeterminism:
+    error = NonDeterminism(workflow_id, seq, f"{detail} (code at {source})" if source else detail)
+    error.source = source
+    return error

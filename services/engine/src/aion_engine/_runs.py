@@ -39,7 +39,7 @@ from aion_engine._executor import (
 )
 from aion_engine._state import RunState, WorkflowState
 from aion_engine._work import Work
-from aion_engine.registry import WorkflowRegistry
+from aion_engine.versions import Versions
 
 __all__ = [
     "MAX_CONTINUES_PER_COMMAND",
@@ -79,9 +79,9 @@ class NextRun:
     started: WorkflowStarted
 
 
-def loaded_types(registry: WorkflowRegistry) -> str:
-    """The loaded type names for refusal messages."""
-    return ", ".join(registry.types()) or "(none)"
+def loaded_types(versions: Versions) -> str:
+    """The type names new runs may start as, for refusal messages."""
+    return ", ".join(versions.types()) or "(none)"
 
 
 def format_timeout(ms: int) -> str:
@@ -95,7 +95,7 @@ def format_timeout(ms: int) -> str:
 
 
 def start_refusal(
-    cmd: StartWorkflow, state: WorkflowState | None, registry: WorkflowRegistry
+    cmd: StartWorkflow, state: WorkflowState | None, versions: Versions
 ) -> tuple[RefusalCode, str] | None:
     """Why ``cmd`` may not start a run, or None if it may."""
     run = None if state is None else state.run
@@ -116,13 +116,19 @@ def start_refusal(
                 f"workflow id {cmd.workflow_id!r} was used by run {run.run_id!r} "
                 f"({closed_as}) and the id reuse policy is {policy.value}",
             )
-    if registry.get(cmd.workflow_type) is None:
+    if versions.version_for_start(cmd.workflow_type, cmd.package_version) is not None:
+        return None
+    if cmd.package_version:
         return (
-            RefusalCode.UNKNOWN_WORKFLOW_TYPE,
-            f"workflow type {cmd.workflow_type!r} is not loaded by this engine; "
-            f"loaded types: {loaded_types(registry)}",
+            RefusalCode.UNKNOWN_PACKAGE,
+            f"package version {cmd.package_version!r} is not deployed or does not define "
+            f"workflow type {cmd.workflow_type!r}; deploy it first (aion deploy)",
         )
-    return None
+    return (
+        RefusalCode.UNKNOWN_WORKFLOW_TYPE,
+        f"workflow type {cmd.workflow_type!r} is not loaded by this engine; "
+        f"loaded types: {loaded_types(versions)}",
+    )
 
 
 def first_run_id(cmd: StartWorkflow) -> str:
@@ -133,7 +139,7 @@ def first_run_id(cmd: StartWorkflow) -> str:
 def first_started_event(
     work: Work, run_id: str, cmd: StartWorkflow, package_version: str
 ) -> WorkflowStarted:
-    """The ``WorkflowStarted`` opening a new chain for ``cmd``."""
+    """The ``WorkflowStarted`` opening a new chain for ``cmd`` on ``package_version``."""
     return WorkflowStarted(
         **work.envelope(run_id),
         workflow_type=cmd.workflow_type,
@@ -142,11 +148,12 @@ def first_started_event(
         parent=cmd.parent,
         package_version=package_version,
         execution_timeout_ms=cmd.execution_timeout_ms,
+        pinned=bool(cmd.package_version),
     )
 
 
 def record_decision(
-    work: Work, run: RunState, decision: WorkflowDecision, registry: WorkflowRegistry
+    work: Work, run: RunState, decision: WorkflowDecision, versions: Versions
 ) -> _RunClosedType | NextRun | None:
     """Append the events (and outgoing commands, timers) one decision of the code makes."""
     env = work.envelope(run.run_id)
@@ -169,7 +176,7 @@ def record_decision(
             work.append(WorkflowCancelled(**env, reason=reason))
             return RunClosed
         case ContinueAsNewDecision():
-            return _continue_as_new(work, run, decision, registry)
+            return _continue_as_new(work, run, decision, versions)
         case _:
             assert_never(decision)  # type: ignore[arg-type]  # Finish's union is matched above
     return None
@@ -205,14 +212,18 @@ def _schedule_child(work: Work, run: RunState, decision: ScheduleChild) -> None:
 
 
 def _continue_as_new(
-    work: Work, run: RunState, decision: ContinueAsNewDecision, registry: WorkflowRegistry
+    work: Work, run: RunState, decision: ContinueAsNewDecision, versions: Versions
 ) -> _RunClosedType | NextRun:
     workflow_type = decision.workflow_type or run.started.workflow_type
+    # A pinned chain stays on its version; else the next run moves to the type's route (as
+    # Temporal's continue-as-new does), falling back to the engine's own modules.
+    pinned = run.started.pinned and versions.offers(run.version, workflow_type)
+    version = run.version if pinned else versions.version_for_start(workflow_type, "")
     problem = None
-    if registry.get(workflow_type) is None:
+    if version is None:
         problem = (
             f"continue-as-new to workflow type {workflow_type!r}, which this engine has not "
-            f"loaded; loaded types: {loaded_types(registry)}"
+            f"loaded; loaded types: {loaded_types(versions)}"
         )
     elif work.continues >= MAX_CONTINUES_PER_COMMAND:
         problem = (
@@ -243,8 +254,9 @@ def _continue_as_new(
             first_run_id=previous.first_run_id,
             previous_run_id=previous.run_id,
             parent=previous.parent,
-            package_version=previous.package_version,
+            package_version=version or "",
             execution_timeout_ms=previous.execution_timeout_ms,
+            pinned=pinned,
         )
     )
 

@@ -28,6 +28,8 @@ from aion_common.domain import (
     InvariantViolation,
     TimerFired,
     TimerScheduled,
+    WorkflowBlocked,
+    WorkflowMoved,
     WorkflowStarted,
     check_next_seq,
     outcome_of,
@@ -58,6 +60,15 @@ class RunState:
     """Timer id -> activity id, for every activity clock running now."""
     closed_activities: set[str] = field(default_factory=set)
     """Ids of this run's activities that ended (to tell a late report from a bad one)."""
+    blocked: str | None = None
+    """Why the run's code cannot go on (``WorkflowBlocked``), until a move clears it."""
+    moved_to: str | None = None
+    """The version a ``WorkflowMoved`` put the run on (else the one it started on)."""
+
+    @property
+    def version(self) -> str:
+        """The package version the run's code is of now."""
+        return self.moved_to if self.moved_to is not None else self.started.package_version
 
     @property
     def run_id(self) -> str:
@@ -163,6 +174,11 @@ class WorkflowState:
                 run.timers.pop(timer_id, None)
             case CancelRequested():
                 run.cancel_requested = True
+            case WorkflowBlocked(reason=reason):
+                run.blocked = reason
+            case WorkflowMoved(package_version=version):
+                run.blocked = None
+                run.moved_to = version
             case _:
                 if outcome_of(event) is not None:
                     run.terminal = event

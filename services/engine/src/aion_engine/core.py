@@ -27,6 +27,7 @@ from aion_common.domain import (
     FailActivityAttempt,
     Failed,
     FireTimer,
+    MoveWorkflow,
     NonDeterminism,
     ParentTerminal,
     RecordActivityHeartbeat,
@@ -47,13 +48,19 @@ from aion_common.domain import (
     WorkflowTimedOut,
     decide_child_terminal_record,
 )
-from aion_engine import _runs, activities
-from aion_engine._executor import Executor, RequestCancelActivity, execution_timeout_timer_id
+from aion_engine import _runs, activities, blocking
+from aion_engine._executor import (
+    Executor,
+    Finish,
+    RequestCancelActivity,
+    execution_timeout_timer_id,
+)
 from aion_engine._replay import replay_run
 from aion_engine._state import RunState, WorkflowState
 from aion_engine._work import Work, fire_timer_command
 from aion_engine.decision import Decision, TimerRequest
 from aion_engine.registry import WorkflowRegistry
+from aion_engine.versions import Missing, Versions
 
 __all__ = ["DEFAULT_MAX_RESIDENT", "EngineCore"]
 
@@ -71,13 +78,18 @@ class EngineCore:
         writer: str = "engine",
         max_resident: int = DEFAULT_MAX_RESIDENT,
         package_version: str = "",
+        versions: Versions | None = None,
     ) -> None:
+        """``registry`` holds the engine's own workflow modules (their version:
+        ``package_version``); ``versions`` (shared by the cores of one process) adds the
+        package versions and routes the service reads from Kafka."""
         if max_resident < 0:
             raise ValueError("max_resident must be >= 0")
-        self._registry = registry
+        self._versions = (
+            versions if versions is not None else Versions(registry, local_version=package_version)
+        )
         self._writer = writer
         self._max_resident = max_resident
-        self._package_version = package_version
         self._workflows: dict[str, WorkflowState] = {}
         self._resident: OrderedDict[str, Executor] = OrderedDict()
 
@@ -177,11 +189,13 @@ class EngineCore:
                 | FailActivityAttempt()
             ):
                 return self._activity_report(command, state, now)
+            case MoveWorkflow():
+                return self._move(command, state, now)
             case _:
                 assert_never(command)
 
     def _start(self, cmd: StartWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
-        refused = _runs.start_refusal(cmd, state, self._registry)
+        refused = _runs.start_refusal(cmd, state, self._versions)
         if refused is not None:
             code, reason = refused
             return Decision(
@@ -192,7 +206,9 @@ class EngineCore:
             state = self._workflows[cmd.workflow_id] = WorkflowState(cmd.workflow_id)
         work = Work(state, cmd.command_id, now)
         run_id = _runs.first_run_id(cmd)
-        started = _runs.first_started_event(work, run_id, cmd, self._package_version)
+        version = self._versions.version_for_start(cmd.workflow_type, cmd.package_version)
+        assert version is not None  # start_refusal checked it
+        started = _runs.first_started_event(work, run_id, cmd, version)
         return self._finish(work, self._open_run(work, started))
 
     def _signal(self, cmd: SignalWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
@@ -301,6 +317,74 @@ class EngineCore:
             cmd, state, now, lambda work, run: activities.report(work, run, cmd)
         )
 
+    def _move(self, cmd: MoveWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
+        target = _open_target(cmd, state, now)
+        if isinstance(target, Decision):
+            return target
+        run = target.open_run
+        assert run is not None
+        workflow_type, version = run.started.workflow_type, cmd.package_version
+        refused: tuple[RefusalCode, str] | None = None
+        if run.run_id != cmd.run_id:
+            refused = (RefusalCode.WORKFLOW_CLOSED, f"run {cmd.run_id!r} is not the open run")
+        elif not self._versions.offers(version, workflow_type):
+            refused = (
+                RefusalCode.UNKNOWN_PACKAGE,
+                f"package version {version[:12]} is not deployed or does not define "
+                f"workflow type {workflow_type!r}",
+            )
+        if refused is not None:
+            return Decision(refusal=_refusal(cmd, *refused, now))
+        if run.blocked is None and version == run.version:
+            return _NOOP  # already going on on that version
+        fn = self._versions.workflow(workflow_type, version)
+        executor: Executor | str
+        if isinstance(fn, Missing):
+            executor = fn.reason
+        else:
+            try:
+                executor = replay_run(fn, run.events, pending_ok=True)
+            except NonDeterminism as err:
+                executor = f"its history does not replay there: {err.detail}"
+        if isinstance(executor, str):
+            stays = "blocked" if run.blocked else f"on {run.version[:12]}"
+            reason = (
+                f"run {run.run_id!r} cannot move to package version {version[:12]}: "
+                f"{executor}; it stays {stays}"
+            )
+            return Decision(refusal=_refusal(cmd, RefusalCode.MOVE_REFUSED, reason, now))
+        self._evict(target.workflow_id)
+        work = Work(target, cmd.command_id, now)
+        blocking.moved(work, run, version)
+        return self._finish(work, self._drain(work, executor))
+
+    def moves(self, workflow_type: str, version: str, *, now: datetime) -> list[MoveWorkflow]:
+        """Moves for the blocked runs a new route of ``workflow_type`` to ``version`` (or the
+        arrival of that version's package) may let go on: the service sends them as commands
+        (the move itself checks the replay)."""
+        moves = []
+        for state in self._workflows.values():
+            run = state.open_run
+            if run is None or run.blocked is None or run.started.workflow_type != workflow_type:
+                continue
+            if run.started.pinned and run.version != version:
+                continue  # a pinned run waits for its own version's package
+            moves.append(
+                MoveWorkflow(
+                    command_id=blocking.move_command_id(state.workflow_id, run.run_id, version),
+                    issued_at=now,
+                    workflow_id=state.workflow_id,
+                    run_id=run.run_id,
+                    package_version=version,
+                )
+            )
+        return moves
+
+    @property
+    def versions(self) -> Versions:
+        """The versions and routes this core starts and runs workflows on."""
+        return self._versions
+
     # -- running workflow code -----------------------------------------------------------
 
     def _feed(
@@ -336,20 +420,15 @@ class EngineCore:
         run = state.open_run
         assert run is not None
         executor = self._executor_for(state, run)
-        if executor is None:
-            reason = (
-                f"workflow type {run.started.workflow_type!r} of run {run.run_id!r} is not "
-                f"loaded by this engine; loaded types: {_runs.loaded_types(self._registry)}"
-            )
-            return Decision(refusal=_refusal(cmd, RefusalCode.UNKNOWN_WORKFLOW_TYPE, reason, now))
         work = Work(state, cmd.command_id, now)
         event = act(work, run)
         if event is None:
             return self._finish(work, executor if isinstance(executor, Executor) else None)
-        if isinstance(executor, NonDeterminism):
-            error = WorkflowError(message=str(executor), error_type="NonDeterminism")
-            work.append(WorkflowFailed(**work.envelope(run.run_id), error=error))
-            self._close_run(work, run)
+        if not isinstance(executor, Executor):
+            # the code cannot run (it is blocked, or blocks now): the input is recorded and
+            # waits for a version that replays the run
+            if executor is not None:
+                blocking.block(work, run, executor)
             return self._finish(work, None)
         live = self._deliver(work, executor, event)
         if cancel_activities is not None and live is not None and run.is_open:
@@ -365,13 +444,17 @@ class EngineCore:
 
     def _executor_for(
         self, state: WorkflowState, run: RunState
-    ) -> Executor | NonDeterminism | None:
+    ) -> Executor | NonDeterminism | Missing | None:
+        """The run's live code (resident, or replayed from its history); the problem when
+        its code cannot run; None when the run is blocked already."""
         executor = self._resident.pop(state.workflow_id, None)
         if executor is not None:
             return executor
-        fn = self._registry.get(run.started.workflow_type)
-        if fn is None:
+        if run.blocked is not None:
             return None
+        fn = self._versions.workflow(run.started.workflow_type, run.version)
+        if isinstance(fn, Missing):
+            return fn
         try:
             return replay_run(fn, run.events)
         except NonDeterminism as err:
@@ -386,8 +469,12 @@ class EngineCore:
             work.schedule_timer(
                 TimerScheduled(**work.envelope(started.run_id), timer_id=timer_id, fire_at=fire_at)
             )
-        fn = self._registry.get(started.workflow_type)
-        assert fn is not None  # start_refusal and continue-as-new both checked the type
+        fn = self._versions.workflow(started.workflow_type, started.package_version)
+        if isinstance(fn, Missing):
+            run = work.state.open_run
+            assert run is not None
+            blocking.block(work, run, fn)
+            return None
         executor = Executor(fn, started)
         executor.start()
         return self._drain(work, executor)
@@ -418,7 +505,16 @@ class EngineCore:
                 if now is not None:
                     cancelled.append(now)
                 continue
-            outcome = _runs.record_decision(work, run, decision, self._registry)
+            if (
+                isinstance(decision, Finish)
+                and isinstance(decision.outcome, Failed)
+                and blocking.blocks_run(
+                    decision.outcome.error, first_decision=executor.decisions_taken == 1
+                )
+            ):
+                blocking.block(work, run, decision.outcome.error)
+                return None
+            outcome = _runs.record_decision(work, run, decision, self._versions)
             if outcome is _runs.RunClosed:
                 self._close_run(work, run)
                 return None

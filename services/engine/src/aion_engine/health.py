@@ -5,7 +5,8 @@
   (a partition appears in :attr:`EngineService.owned_partitions` only after its rebuild), so an
   instance mid-rebalance, or a surplus one beyond the partition count, is live but not ready;
 - ``/metrics``: ``aion_engine_up``, ``aion_engine_owned_partitions``,
-  ``aion_engine_transactional``.
+  ``aion_engine_transactional``, ``aion_engine_versions_loaded``;
+- the report lists ``versions_loaded``: the package versions whose code the engine has.
 
 Only the service's public attributes are read (:class:`EngineView`), never its internals.
 """
@@ -40,6 +41,11 @@ class EngineView(Service, Protocol):
         """Whether batches go out in Kafka transactions."""
         ...
 
+    @property
+    def versions_loaded(self) -> tuple[str, ...]:
+        """The package versions this process has the code of."""
+        ...
+
 
 def engine_report(
     monitored: MonitoredService, engine: EngineView, instance: str
@@ -52,6 +58,7 @@ def engine_report(
         instance=instance,
         partitions=partitions,
         transactional=engine.transactional,
+        versions_loaded=list(engine.versions_loaded),
     )
     return body
 
@@ -74,7 +81,11 @@ class _EngineCollector:
             "aion_engine_transactional", "1 when batches are emitted in Kafka transactions"
         )
         tx.add_metric([], 1.0 if self._engine.transactional else 0.0)
-        return [up, owned, tx]
+        versions = GaugeMetricFamily(
+            "aion_engine_versions_loaded", "Package versions whose code this engine has loaded"
+        )
+        versions.add_metric([], float(len(self._engine.versions_loaded)))
+        return [up, owned, tx, versions]
 
 
 def engine_registry(monitored: MonitoredService, engine: EngineView) -> CollectorRegistry:

@@ -61,8 +61,9 @@ from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 from aion_common.codecs import Codec, decode_key, encode_key
-from aion_common.domain import Command, DecodeError, FireTimer, InfrastructureError
+from aion_common.domain import Command, DecodeError, FireTimer, InfrastructureError, MoveWorkflow
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
+from aion_common.kafka.catalog import CatalogReader
 from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.dead_letter import dead_letter_headers
 from aion_common.kafka.options import client_options, max_record_bytes
@@ -74,6 +75,7 @@ from aion_engine.core import EngineCore
 from aion_engine.decision import Decision
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.timers_service import TimerScheduler
+from aion_engine.versions import Versions
 
 __all__ = ["EngineService"]
 
@@ -94,6 +96,7 @@ _STEP_TIMEOUT_S = 30.0  # one acquisition step (producer start, committed offset
 _REVOKE_WAIT_S = 10.0  # a revocation waits this long for a batch in flight, then cancels it
 _CLOSE_TIMEOUT_S = 5.0  # a producer's stop (it flushes first: during an outage, for ever)
 _TIMER_SEND_TIMEOUT_S = 30.0
+_CATALOG_WAIT_S = 30.0  # at start: read the packages and routes before taking commands
 _BACKOFF_FIRST_S = 0.2
 _BACKOFF_MAX_S = 5.0
 
@@ -179,9 +182,12 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         tune_gc: bool = True,
         static_membership: bool = False,
         session_timeout_ms: int = _SESSION_TIMEOUT_MS,
+        versions: Versions | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
+        self._versions = versions if versions is not None else Versions(registry)
+        self._versions.listeners.append(self._version_changed)
         self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
         self._topics = Topics(settings.topic_prefix)
         self._group = f"{settings.topic_prefix}.engine"
@@ -204,11 +210,18 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._stopped = False
         self._failure: BaseException | None = None
         self._task_topics: set[str] = set()  # task queues' topics known to exist
+        self._catalog: CatalogReader | None = None
+        self._moves: set[asyncio.Task[None]] = set()
 
     @property
     def transactional(self) -> bool:
         """Whether batches are emitted in Kafka transactions (else at-least-once)."""
         return self._transactional
+
+    @property
+    def versions_loaded(self) -> tuple[str, ...]:
+        """The package versions whose code this process has (its own, and those loaded)."""
+        return self._versions.loaded()
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -229,6 +242,13 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             if self._freezer not in gc.callbacks:
                 gc.callbacks.append(self._freezer)
         await ensure_topics(self._settings, self._topics)
+        self._catalog = CatalogReader(self._settings, self._versions, codec=self._codec)
+        await self._catalog.start()
+        if not await self._catalog.caught_up(_CATALOG_WAIT_S):
+            _log.warning(
+                "the version catalog is not read yet; runs needing its packages wait blocked",
+                extra={"waited_s": _CATALOG_WAIT_S},
+            )
         self._transactional = await self._choose_mode()
         await self._offsets.start()
         self._timer_producer = self._new_timer_producer()
@@ -260,6 +280,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 "group_instance_id": self._group_instance_id,
                 "session_timeout_ms": self._session_timeout_ms,
                 "workflow_types": sorted(self._registry.types()),
+                "local_version": self._versions.local_version,
             },
         )
 
@@ -321,10 +342,41 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await asyncio.gather(*(self._release(p) for p in list(self._owned)))
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._catalog is not None:
+            await self._catalog.stop()
+        for task in list(self._moves):
+            task.cancel()
         if self._timer_producer is not None:
             await self._timer_producer.stop()
         await self._offsets.close()
         _log.info("engine stopped", extra={"instance": self._settings.instance_id})
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def _version_changed(self, workflow_type: str, version: str) -> None:
+        """A route took effect or a package arrived: blocked runs of the type may go on now.
+        Each gets a ``MoveWorkflow`` (deterministic id; the move itself checks the replay)."""
+        now = datetime.now(UTC)
+        moves = [
+            move
+            for owned in self._owned.values()
+            if owned.ready and owned.core is not None
+            for move in owned.core.moves(workflow_type, version, now=now)
+        ]
+        if moves:
+            task = asyncio.create_task(self._send_moves(moves), name="engine-moves")
+            self._moves.add(task)
+            task.add_done_callback(self._moves.discard)
+
+    async def _send_moves(self, moves: list[MoveWorkflow]) -> None:
+        for move in moves:
+            try:
+                await self._send_timer(move)
+            except InfrastructureError:
+                _log.warning(
+                    "a move of a blocked run was not sent; the next route or package retries it",
+                    extra={"workflow_id": move.workflow_id},
+                )
 
     # -- rebalance -------------------------------------------------------------------------
 
@@ -387,7 +439,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
 
     def _new_core(self, partition: int) -> EngineCore:
         return EngineCore(
-            self._registry, writer=self._settings.instance_id, max_resident=self._max_resident
+            self._registry,
+            writer=self._settings.instance_id,
+            max_resident=self._max_resident,
+            versions=self._versions,
         )
 
     def _new_producer(self, partition: int) -> AIOKafkaProducer:
@@ -431,7 +486,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             count += len(batch.events)
         return count
 
-    async def _send_timer(self, command: FireTimer) -> None:
+    async def _send_timer(self, command: FireTimer | MoveWorkflow) -> None:
         producer = self._timer_producer
         assert producer is not None
         try:

@@ -25,6 +25,7 @@ from aion_common.domain.events import EventBatch
 from aion_common.domain.ids import validate_id
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
 from aion_common.domain.tasks import ActivityTask, CancelActivityTask, TaskRecord
+from aion_common.domain.versions import PackageRecord, RouteRecord
 
 __all__ = ["MARKER", "Codec", "decode_key", "encode_key"]
 
@@ -34,7 +35,9 @@ _BATCH = f"{NAMESPACE}.EventBatch"
 _REFUSAL = f"{NAMESPACE}.CommandRefused"
 _COMMANDS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in COMMAND_TYPES)
 _TASKS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in (ActivityTask, CancelActivityTask))
-_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, *_COMMANDS, *_TASKS})
+_PACKAGE = f"{NAMESPACE}.PackageRecord"
+_ROUTE = f"{NAMESPACE}.RouteRecord"
+_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, *_COMMANDS, *_TASKS, _PACKAGE, _ROUTE})
 
 # What fastavro raises on bytes that do not match the writer schema, found by fuzzing:
 # short reads (EOFError, IndexError), bad varints/lengths/indexes, bad UTF-8, out-of-range
@@ -190,6 +193,39 @@ class Codec:
     ) -> TaskRecord:
         """Decode a task-queue value; :class:`DecodeError` if it is not a task record."""
         return cast("TaskRecord", self._decode(data, _TASKS, topic, partition, offset))
+
+    def encode_package(self, record: PackageRecord) -> bytes:
+        """One packages-topic record value."""
+        return self._encode(_PACKAGE, record)
+
+    def decode_package(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> PackageRecord:
+        """Decode a packages-topic value; :class:`DecodeError` if it is not one."""
+        found = self._decode(data, frozenset({_PACKAGE}), topic, partition, offset)
+        return cast("PackageRecord", found)
+
+    def encode_route(self, record: RouteRecord) -> bytes:
+        """One routes-topic record value."""
+        return self._encode(_ROUTE, record)
+
+    def decode_route(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> RouteRecord:
+        """Decode a routes-topic value; :class:`DecodeError` if it is not one."""
+        return cast(
+            "RouteRecord", self._decode(data, frozenset({_ROUTE}), topic, partition, offset)
+        )
 
     def _encode(self, full_name: str, value: Any, trusted: bool = False) -> bytes:
         if trusted:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from aion_common.domain import activities, commands, events, outcomes, tasks
+from aion_common.domain import activities, commands, events, outcomes, tasks, versions
 from aion_common.domain.errors import CodecError, InvalidInput, PayloadTooLarge
 from aion_common.domain.ids import validate_id, validate_name
 from aion_common.domain.payload import Payload, WorkflowError
@@ -40,6 +40,8 @@ RECORD_TYPES: Mapping[str, type] = {
         activities.RetryOptions,
         tasks.ActivityTask,
         tasks.CancelActivityTask,
+        versions.PackageRecord,
+        versions.RouteRecord,
         outcomes.ParentLink,
         outcomes.Completed,
         outcomes.Failed,

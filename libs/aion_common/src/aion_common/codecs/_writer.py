@@ -150,6 +150,9 @@ class _Generator:
             ]
         if node in {"long", "int"}:
             return [f"{indent}out += L({expr})"]
+        if node == "bytes":
+            b = self._local("b")
+            return [f"{indent}{b} = {expr}", f"{indent}out += L(len({b}))", f"{indent}out += {b}"]
         if node == "boolean":
             return [f"{indent}out += b'\\x01' if {expr} else b'\\x00'"]
         if node == "double":

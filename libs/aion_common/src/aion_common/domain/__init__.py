@@ -22,6 +22,7 @@ from aion_common.domain.commands import (
     CompleteActivity,
     FailActivityAttempt,
     FireTimer,
+    MoveWorkflow,
     RecordActivityHeartbeat,
     RecordActivityStarted,
     RecordChildTerminal,
@@ -66,10 +67,12 @@ from aion_common.domain.events import (
     SignalReceived,
     TimerFired,
     TimerScheduled,
+    WorkflowBlocked,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowFailed,
+    WorkflowMoved,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -112,6 +115,7 @@ from aion_common.domain.outcomes import (
 )
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT, Payload, WorkflowError
 from aion_common.domain.tasks import ActivityTask, CancelActivityTask, TaskRecord
+from aion_common.domain.versions import PackageRecord, RouteRecord, package_key, validate_version
 
 __all__ = [
     "ACTIVITY_REPORT_TYPES",
@@ -162,7 +166,9 @@ __all__ = [
     "InfrastructureError",
     "InvalidInput",
     "InvariantViolation",
+    "MoveWorkflow",
     "NonDeterminism",
+    "PackageRecord",
     "ParentClosePolicy",
     "ParentLink",
     "ParentTerminal",
@@ -176,6 +182,7 @@ __all__ = [
     "Recorded",
     "RefusalCode",
     "RetryOptions",
+    "RouteRecord",
     "SequenceError",
     "SignalReceived",
     "SignalWorkflow",
@@ -187,11 +194,13 @@ __all__ = [
     "TimeoutKind",
     "TimerFired",
     "TimerScheduled",
+    "WorkflowBlocked",
     "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowContinuedAsNew",
     "WorkflowError",
     "WorkflowFailed",
+    "WorkflowMoved",
     "WorkflowStarted",
     "WorkflowTimedOut",
     "activity_outcome_id",
@@ -205,6 +214,7 @@ __all__ = [
     "last_seq",
     "latest_run_id",
     "outcome_of",
+    "package_key",
     "record_child_terminal_id",
     "retry_delay_ms",
     "run_is_terminal",
@@ -213,4 +223,5 @@ __all__ = [
     "validate_id",
     "validate_name",
     "validate_task_queue",
+    "validate_version",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "CompleteActivity",
     "FailActivityAttempt",
     "FireTimer",
+    "MoveWorkflow",
     "RecordActivityHeartbeat",
     "RecordActivityStarted",
     "RecordChildTerminal",
@@ -53,6 +54,8 @@ class StartWorkflow(CommandBase):
     parent: ParentLink | None = None
     execution_timeout_ms: int | None = None
     id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
+    package_version: str = ""
+    """Pin the run to this package version; empty: the type's route (or the engine's own)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +171,15 @@ class FailActivityAttempt(CommandBase):
     cancelled: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoveWorkflow(CommandBase):
+    """Go on with run ``run_id`` on package version ``package_version``, if its code replays
+    the run's history (an operator's ``aion run move``, or a new route reaching a blocked run)."""
+
+    run_id: str
+    package_version: str
+
+
 ActivityReport = (
     RecordActivityStarted | RecordActivityHeartbeat | CompleteActivity | FailActivityAttempt
 )
@@ -190,6 +202,7 @@ Command = (
     | RecordActivityHeartbeat
     | CompleteActivity
     | FailActivityAttempt
+    | MoveWorkflow
 )
 
 COMMAND_TYPES: tuple[type[CommandBase], ...] = (
@@ -200,6 +213,7 @@ COMMAND_TYPES: tuple[type[CommandBase], ...] = (
     RecordChildTerminal,
     FireTimer,
     *ACTIVITY_REPORT_TYPES,
+    MoveWorkflow,
 )
 
 
@@ -215,6 +229,8 @@ class RefusalCode(enum.Enum):
     INVARIANT_VIOLATION = "INVARIANT_VIOLATION"
     UNKNOWN_ACTIVITY = "UNKNOWN_ACTIVITY"
     STALE_ACTIVITY_REPORT = "STALE_ACTIVITY_REPORT"
+    UNKNOWN_PACKAGE = "UNKNOWN_PACKAGE"
+    MOVE_REFUSED = "MOVE_REFUSED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

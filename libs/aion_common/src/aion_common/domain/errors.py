@@ -98,6 +98,8 @@ class NonDeterminism(AionError):
         self.workflow_id = workflow_id
         self.seq = seq
         self.detail = detail
+        self.source = ""
+        """``file:line: code`` of the decision that diverged, when the replay traced it."""
 
 
 class SequenceError(AionError):

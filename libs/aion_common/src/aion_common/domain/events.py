@@ -39,10 +39,12 @@ __all__ = [
     "SignalReceived",
     "TimerFired",
     "TimerScheduled",
+    "WorkflowBlocked",
     "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowContinuedAsNew",
     "WorkflowFailed",
+    "WorkflowMoved",
     "WorkflowStarted",
     "WorkflowTimedOut",
 ]
@@ -71,6 +73,8 @@ class WorkflowStarted(EventBase):
     package_version: str = ""
     execution_timeout_ms: int | None = None
     attempt: int = 1
+    pinned: bool = False
+    """The start named its version (a new route does not move the run)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,6 +272,25 @@ class ActivityCancelled(EventBase):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowBlocked(EventBase):
+    """The run's code cannot go on: its replay diverged from its history, its package failed
+    to load, or it broke before its first decision (``error``). The run stays open: inputs
+    still arrive and are recorded, and it resumes when moved to code that replays it."""
+
+    reason: str
+    error: WorkflowError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowMoved(EventBase):
+    """The run goes on on package version ``package_version`` (it was on
+    ``previous_version``), whose code replayed its history."""
+
+    package_version: str
+    previous_version: str
+
+
 Event = (
     WorkflowStarted
     | WorkflowCompleted
@@ -292,6 +315,8 @@ Event = (
     | ActivityTimedOut
     | ActivityCancelRequested
     | ActivityCancelled
+    | WorkflowBlocked
+    | WorkflowMoved
 )
 
 EVENT_TYPES: tuple[type[EventBase], ...] = (
@@ -318,6 +343,8 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     ActivityTimedOut,
     ActivityCancelRequested,
     ActivityCancelled,
+    WorkflowBlocked,
+    WorkflowMoved,
 )
 
 ACTIVITY_RESOLUTION_TYPES: tuple[type[EventBase], ...] = (

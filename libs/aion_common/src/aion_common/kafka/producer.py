@@ -48,9 +48,11 @@ class KeyedProducer:
         idempotent: bool = False,
         client_id: str | None = None,
         request_timeout_ms: int = 40_000,
+        max_request_bytes: int | None = None,
     ) -> None:
         self._settings = settings
         self._request_timeout_ms = request_timeout_ms
+        self._max_request_bytes = max_request_bytes or max_record_bytes(settings)
         self._transactional_id = transactional_id
         self._idempotent = idempotent or transactional_id is not None
         self._client_id = client_id or f"aion-{settings.instance_id}"
@@ -71,7 +73,7 @@ class KeyedProducer:
             acks="all",
             enable_idempotence=self._idempotent,
             transactional_id=self._transactional_id,
-            max_request_size=max_record_bytes(self._settings),
+            max_request_size=self._max_request_bytes,
             request_timeout_ms=self._request_timeout_ms,
         )
         try:

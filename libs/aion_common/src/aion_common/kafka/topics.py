@@ -42,6 +42,16 @@ class Topics:
         """Records a consumer could not process, with why (see ``kafka.dead_letter``)."""
         return f"{self.prefix}.dead-letter"
 
+    @property
+    def packages(self) -> str:
+        """Workflow packages (compacted; key ``<type>@<version>``), written by ``aion deploy``."""
+        return f"{self.prefix}.packages"
+
+    @property
+    def routes(self) -> str:
+        """Routes: workflow type -> the version new runs start on (compacted)."""
+        return f"{self.prefix}.routes"
+
     def tasks(self, queue: str) -> str:
         """Activity tasks (and cancel notices) of task queue ``queue``: engine writes, the
         ``aion worker`` group of that queue reads. Created on first use."""

@@ -1,0 +1,92 @@
+"""The version catalog on a real broker: a deploy is read back whole, a route and a deletion
+reach every reader, a new reader catches up on what is there, and a package larger than
+Kafka's default record size goes through."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aion_common.codecs import Codec
+from aion_common.domain import PackageRecord, RouteRecord
+from aion_common.kafka.catalog import CatalogReader, CatalogWriter
+from aion_common.packages import Package
+from aion_common.settings import Settings
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Seen:
+    """A listener that keeps what it read."""
+
+    def __init__(self) -> None:
+        self.packages: dict[tuple[str, str], PackageRecord] = {}
+        self.routes: dict[str, str] = {}
+
+    def package_added(self, record: PackageRecord) -> None:
+        self.packages[(record.workflow_type, record.version)] = record
+
+    def package_removed(self, workflow_type: str, version: str) -> None:
+        self.packages.pop((workflow_type, version), None)
+
+    def route_set(self, record: RouteRecord) -> None:
+        self.routes[record.workflow_type] = record.version
+
+
+def _records(package: Package, types: tuple[str, ...]) -> list[PackageRecord]:
+    return [
+        PackageRecord(
+            workflow_type=t,
+            version=package.version,
+            workflow_types=types,
+            top_level=package.top_level,
+            archive=package.archive(),
+            uploaded_at=AT,
+        )
+        for t in types
+    ]
+
+
+async def _until(check: Callable[[], bool], timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_deploy_a_route_and_a_deletion_reach_readers_old_and_new(
+    aion_settings: Settings,
+) -> None:
+    codec = Codec()
+    writer = CatalogWriter(aion_settings, codec=codec)
+    first = Seen()
+    reader = CatalogReader(aion_settings, first, codec=codec)
+    await writer.start()
+    await reader.start()
+    try:
+        assert await reader.caught_up(20), "an empty catalog is caught up at once"
+        # 3 MiB of incompressible data: over Kafka's 1 MiB default record size
+        big = Package((("flows.py", b"x = 1\n"), ("blob.bin", os.urandom(3 * 1024 * 1024))))
+        await writer.deploy(_records(big, ("a", "b")))
+        await _until(lambda: len(first.packages) == 2)
+        assert first.packages[("a", big.version)].archive == big.archive()
+        await writer.route(RouteRecord(workflow_type="a", version=big.version, routed_at=AT))
+        await _until(lambda: first.routes.get("a") == big.version)
+        await writer.remove("b", big.version)
+        await _until(lambda: ("b", big.version) not in first.packages)
+
+        late = Seen()
+        newcomer = CatalogReader(aion_settings, late, codec=codec)
+        await newcomer.start()
+        try:
+            assert await newcomer.caught_up(20)
+            assert set(late.packages) == {("a", big.version)}
+            assert late.routes == {"a": big.version}
+        finally:
+            await newcomer.stop()
+    finally:
+        await reader.stop()
+        await writer.stop()
