@@ -84,12 +84,16 @@ class Run:
     result: Any
     error_message: str | None
     error_details: Any
+    error_type: str | None = None
+    error_traceback: str | None = None
+    """For a failed run, the exception's type and traceback; for a blocked one, why its code
+    cannot go on."""
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Run:
         """From the API's JSON."""
         return cls(
-            **{k: d[k] for k in cls.__dataclass_fields__ if not k.endswith("_at")},
+            **{k: d.get(k) for k in cls.__dataclass_fields__ if not k.endswith("_at")},  # type: ignore[arg-type]  # JSON of the API's RunOut
             started_at=datetime.fromisoformat(d["started_at"]),
             closed_at=_time(d["closed_at"]),
         )
@@ -282,4 +286,69 @@ class Refusal:
             code=d["code"],
             reason=d["reason"],
             refused_at=datetime.fromisoformat(d["refused_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PackageInfo:
+    """One package version: the workflow types it defines and what it holds."""
+
+    version: str
+    workflow_types: tuple[str, ...]
+    top_level: tuple[str, ...]
+    files: int
+    size_bytes: int
+    uploaded_at: datetime
+    created: bool = False
+    """Whether this upload stored it (False: the same files were uploaded before)."""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PackageInfo:
+        """From the API's JSON."""
+        return cls(
+            version=d["version"],
+            workflow_types=tuple(d["workflow_types"]),
+            top_level=tuple(d["top_level"]),
+            files=d["files"],
+            size_bytes=d["size_bytes"],
+            uploaded_at=datetime.fromisoformat(d["uploaded_at"]),
+            created=d.get("created", False),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PackageEntry:
+    """One workflow type of one uploaded version."""
+
+    workflow_type: str
+    version: str
+    size_bytes: int
+    uploaded_at: datetime
+    routed: bool
+    open_runs: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PackageEntry:
+        """From the API's JSON."""
+        return cls(
+            **{k: d[k] for k in cls.__dataclass_fields__ if k != "uploaded_at"},
+            uploaded_at=datetime.fromisoformat(d["uploaded_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """New runs of ``workflow_type`` start on ``version``."""
+
+    workflow_type: str
+    version: str
+    routed_at: datetime
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Route:
+        """From the API's JSON."""
+        return cls(
+            workflow_type=d["workflow_type"],
+            version=d["version"],
+            routed_at=datetime.fromisoformat(d["routed_at"]),
         )

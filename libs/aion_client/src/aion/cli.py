@@ -30,11 +30,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from aion._cli_versions import VersionUsageError, add_commands, fetch_history
 from aion.client import (
     AionApiError,
     AionClient,
     AionCommandRefused,
     AionUnavailable,
+    HistoryEvent,
+    HistoryPage,
+    Run,
     WorkflowResult,
     WorkflowTree,
 )
@@ -92,6 +96,12 @@ def _outcome_code(outcome: WorkflowResult) -> int:
 def _show_result(out: Output, outcome: WorkflowResult) -> int:
     if out.as_json:
         out.json(outcome)
+    elif outcome.status == "BLOCKED":
+        out.console.print(
+            f"{outcome.workflow_id} is [red]BLOCKED[/]: {outcome.error_message or ''}\n"
+            f"  see `aion describe {outcome.workflow_id}`; once fixed code is deployed, "
+            f"`aion run move {outcome.workflow_id} HASH` (or route the type to it)"
+        )
     elif not outcome.closed:
         out.console.print(f"{outcome.workflow_id} is still [yellow]{outcome.status}[/]")
     elif outcome.succeeded:
@@ -150,10 +160,12 @@ async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -
     w, run = found.workflow, found.current_run
     out.console.print(f"[bold]{w.workflow_id}[/] ({w.workflow_type}) [bold]{w.status}[/]")
     out.console.print(f"current run {run.run_id}, started {_when(run.started_at)}")
+    if run.package_version:
+        out.console.print(f"package version {run.package_version}")
     if run.status == "COMPLETED":
         out.console.print(f"result: {json.dumps(run.result)}")
     elif run.error_message is not None:
-        out.console.print(f"error: {run.error_message}")
+        _show_error(out, found.workflow.workflow_id, run)
     runs = _table("run", "status", "started", "closed", title="runs")
     for r in found.runs:
         runs.add_row(r.run_id, r.status, _when(r.started_at), _when(r.closed_at))
@@ -189,6 +201,22 @@ async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -
             )
         out.console.print(pending)
     return EXIT_OK
+
+
+def _show_error(out: Output, workflow_id: str, run: Run) -> None:
+    kind = f"{run.error_type}: " if run.error_type else ""
+    if run.status == "BLOCKED":
+        out.console.print(f"[bold red]blocked[/]: {run.error_message}", markup=True)
+        out.console.print(
+            "  the run is open and keeps its inputs; deploy code that replays it "
+            f"(aion replay {workflow_id} --against PATH), then route its type to it or "
+            f"`aion run move {workflow_id} HASH`; or terminate it",
+            markup=False,
+        )
+    else:
+        out.console.print(f"error: {kind}{run.error_message}", markup=False)
+    if run.error_traceback:
+        out.console.print(run.error_traceback.rstrip(), markup=False, highlight=False)
 
 
 async def _refusals(client: AionClient, args: argparse.Namespace, out: Output) -> int:
@@ -259,7 +287,18 @@ async def _list(client: AionClient, args: argparse.Namespace, out: Output) -> in
 
 
 async def _history(client: AionClient, args: argparse.Namespace, out: Output) -> int:
-    page = await client.history(args.id, from_seq=args.from_seq, limit=args.limit)
+    if args.all:  # every event, as one page: what `aion.testing.replay` reads from a file
+        whole = await fetch_history(client, args.id)
+        if out.as_json:
+            out.json(whole)
+            return EXIT_OK
+        page = HistoryPage(
+            workflow_id=args.id,
+            events=tuple(HistoryEvent.from_json(e) for e in whole["events"]),
+            next_from_seq=None,
+        )
+    else:
+        page = await client.history(args.id, from_seq=args.from_seq, limit=args.limit)
     if out.as_json:
         out.json(page)
         return EXIT_OK
@@ -388,6 +427,7 @@ def _commands(sub: Any) -> None:
     p.add_argument("id")
     p.add_argument("--from-seq", type=int, default=1)
     p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--all", action="store_true", help="every event (save one for a replay test)")
     p.set_defaults(handler=_history)
     p = sub.add_parser("tree", help="a workflow's child tree")
     p.add_argument("id")
@@ -402,6 +442,7 @@ def _commands(sub: Any) -> None:
     p.add_argument("--wait", action="store_true", help="wait until it closes")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
     p.set_defaults(handler=_result)
+    add_commands(sub)
     _add_process_commands(sub)
 
 
@@ -452,11 +493,26 @@ def _api_error(out: Output, err: AionApiError) -> int:
     return _api_error_code(err)
 
 
+_USAGE_PROBLEMS = frozenset(
+    {
+        "invalid-input",
+        "payload-too-large",
+        "unauthorized",
+        "package-too-large",
+        "invalid-package",
+        "invalid-route",
+        "invalid-move",
+    }
+)
+
+
 def _api_error_code(err: AionApiError) -> int:
     if err.kind == "unavailable":
         return EXIT_UNAVAILABLE
-    if err.kind in {"invalid-input", "payload-too-large", "unauthorized"}:
+    if err.kind in _USAGE_PROBLEMS:
         return EXIT_USAGE
+    if err.kind == "conflict":
+        return EXIT_REFUSED
     return EXIT_FAILED
 
 
@@ -471,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return asyncio.run(_run(args, out))
-    except UsageError as err:
+    except (UsageError, VersionUsageError) as err:
         out.error(str(err))
         return EXIT_USAGE
     except AionUnavailable as err:

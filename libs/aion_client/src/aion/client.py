@@ -39,7 +39,10 @@ from aion._results import (
     Child,
     HistoryEvent,
     HistoryPage,
+    PackageEntry,
+    PackageInfo,
     Refusal,
+    Route,
     Run,
     WorkflowDescription,
     WorkflowPage,
@@ -59,7 +62,10 @@ __all__ = [
     "Child",
     "HistoryEvent",
     "HistoryPage",
+    "PackageEntry",
+    "PackageInfo",
     "Refusal",
+    "Route",
     "Run",
     "WorkflowDescription",
     "WorkflowPage",
@@ -135,11 +141,19 @@ class AionClient:
         params: dict[str, Any] | None = None,
         json: Any = None,
         read_timeout: float | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = await self._http.request(
-                method, path, params=query, json=json, timeout=read_timeout or self._timeout
+                method,
+                path,
+                params=query,
+                json=json,
+                content=content,
+                headers=headers,
+                timeout=read_timeout or self._timeout,
             )
         except httpx.TransportError as err:
             raise AionUnavailable(
@@ -157,12 +171,16 @@ class AionClient:
         id: str | None = None,  # noqa: A002
         request_id: str | None = None,
         execution_timeout_ms: int | None = None,
+        package_version: str | None = None,
     ) -> Accepted:
-        """Start a workflow; the id is generated when not given (from ``request_id`` if set)."""
+        """Start a workflow; the id is generated when not given (from ``request_id`` if set).
+        ``package_version`` pins the run to that uploaded version (default: the type's
+        route)."""
         optional = {
             "id": id,
             "request_id": request_id,
             "execution_timeout_ms": execution_timeout_ms,
+            "package_version": package_version,
         }
         body: dict[str, Any] = {"type": workflow_type, "input": input}
         body |= {k: v for k, v in optional.items() if v is not None}
@@ -251,7 +269,8 @@ class AionClient:
     ) -> WorkflowResult:
         """The workflow's outcome, waiting up to ``wait`` seconds for it to close.
 
-        Returns with ``closed`` false if it is still running when the wait ends. Raises
+        Returns with ``closed`` false if it is still running when the wait ends, or at once
+        when it is blocked (status ``BLOCKED``, ``error_message`` the reason). Raises
         :class:`AionApiError` (``not-found``) if the views have not seen it by then. With
         ``command_id`` (say, the ``command_id`` :meth:`start` returned), raises
         :class:`AionCommandRefused` if the engine refused that command, and only returns a
@@ -267,9 +286,65 @@ class AionClient:
                 read_timeout=poll + self._timeout,
             )
             outcome = WorkflowResult.from_json(response.json())
-            if outcome.closed or time.monotonic() >= deadline:
+            if outcome.closed or outcome.status == "BLOCKED" or time.monotonic() >= deadline:
                 return outcome
             await asyncio.sleep(0)
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def deploy(self, archive: bytes, *, route: bool = False) -> PackageInfo:
+        """Upload a package (its zip, :meth:`aion_common.packages.Package.archive`); with
+        ``route``, new runs of every type it defines start on it."""
+        response = await self._call(
+            "POST",
+            "/v1/packages",
+            params={"route": "true" if route else None},
+            content=archive,
+            headers={"Content-Type": "application/zip"},
+            read_timeout=self._timeout + 30,
+        )
+        return PackageInfo.from_json(response.json())
+
+    async def packages(self) -> tuple[PackageEntry, ...]:
+        """Every uploaded (type, version), with whether it is routed and its open runs."""
+        body = (await self._call("GET", "/v1/packages")).json()
+        return tuple(PackageEntry.from_json(e) for e in body["items"])
+
+    async def package(self, version: str) -> PackageInfo:
+        """One uploaded version."""
+        return PackageInfo.from_json((await self._call("GET", f"/v1/packages/{version}")).json())
+
+    async def package_archive(self, version: str) -> bytes:
+        """The zip of one uploaded version."""
+        return (await self._call("GET", f"/v1/packages/{version}/archive")).content
+
+    async def delete_package(self, workflow_type: str, version: str) -> None:
+        """Delete one type of a version; refused (``conflict``) while open runs use it or it
+        is the type's route."""
+        await self._call("DELETE", f"/v1/packages/{_segment(workflow_type)}/{version}")
+
+    async def routes(self) -> tuple[Route, ...]:
+        """The version new runs of each type start on."""
+        body = (await self._call("GET", "/v1/routes")).json()
+        return tuple(Route.from_json(r) for r in body["items"])
+
+    async def route(self, workflow_type: str, version: str) -> Route:
+        """Start new runs of ``workflow_type`` on ``version`` (uploaded, defining the type)."""
+        path = f"/v1/routes/{_segment(workflow_type)}"
+        return Route.from_json((await self._call("PUT", path, json={"version": version})).json())
+
+    async def move(
+        self,
+        workflow_id: str,
+        version: str,
+        *,
+        run_id: str | None = None,
+        request_id: str | None = None,
+    ) -> Accepted:
+        """Move the workflow's current (or the given) open run to ``version``; the engine
+        moves it only if that code replays its history, and refuses the move otherwise."""
+        body = _compact({"version": version, "run_id": run_id, "request_id": request_id})
+        return _accepted(await self._call("POST", f"{_path(workflow_id)}/move", json=body))
 
 
 def _default_transport(base_url: str) -> httpx.AsyncBaseTransport | None:

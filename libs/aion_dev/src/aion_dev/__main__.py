@@ -25,6 +25,7 @@ from aion_common.settings import SettingsError
 from aion_common.testing import free_port
 from aion_dev.pidfile import HomeBusy
 from aion_dev.stack import Stack, StackConfig, StackError
+from aion_dev.versions import CodeDeployer
 
 __all__ = ["build_config", "main"]
 
@@ -153,7 +154,7 @@ def _say(text: str, stream: TextIO = sys.stdout) -> None:
     print(text, file=stream, flush=True)
 
 
-def _banner(stack: Stack) -> str:
+def _banner(stack: Stack, version: str | None = None) -> str:
     workflows = ", ".join(stack.config.workflows) or "none"
     example = _TRY.get(
         next((m for m in stack.config.workflows if m in _TRY), ""),
@@ -167,6 +168,14 @@ def _banner(stack: Stack) -> str:
             f"  web UI {stack.api_url}/  (workflows, registry, dead letters)",
             f"  kafka {stack.settings.bootstrap_servers}, database {stack.settings.database_url}",
             f"  workflows from: {workflows}; logs in {stack.logs}",
+            *(
+                [
+                    f"  workflow code: version {version[:12]} deployed and routed; an edit "
+                    "deploys a new version for new runs (open runs stay on theirs)"
+                ]
+                if version
+                else []
+            ),
             "",
             "Try, in another terminal:",
             *export,
@@ -194,19 +203,37 @@ async def _serve(stack: Stack, args: argparse.Namespace) -> int:
     try:
         if await _until(_start(stack), stop) is None:
             return EXIT_INTERRUPTED
-        if args.demo:
-            from aion_dev.demo import run_demo  # noqa: PLC0415 - rich is only needed here
-
-            status = await _until(run_demo(stack, args.demo_cases), stop)
-            return EXIT_INTERRUPTED if status is None else status
-        _say(_banner(stack))
-        await stop.wait()
-        _say("stopping aion dev ...")
-        return 0
+        deployer = CodeDeployer(
+            stack.config.workflows,
+            stack.config.pythonpath,
+            stack.client,
+            say=lambda text: _say(text, sys.stderr),
+        )
+        await deployer.deploy_once()
+        watching = asyncio.create_task(deployer.watch(), name="aion-dev-deploy")
+        try:
+            return await _run(stack, args, stop, deployer)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
     finally:
         await stack.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+async def _run(
+    stack: Stack, args: argparse.Namespace, stop: asyncio.Event, deployer: CodeDeployer
+) -> int:
+    if args.demo:
+        from aion_dev.demo import run_demo  # noqa: PLC0415 - rich is only needed here
+
+        status = await _until(run_demo(stack, args.demo_cases), stop)
+        return EXIT_INTERRUPTED if status is None else status
+    _say(_banner(stack, deployer.version))
+    await stop.wait()
+    _say("stopping aion dev ...")
+    return 0
 
 
 async def _start(stack: Stack) -> bool:

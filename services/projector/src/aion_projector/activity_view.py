@@ -7,6 +7,7 @@ the same row.
 
 from __future__ import annotations
 
+from aion_common.codecs.event_json import payload_text
 from aion_common.domain import (
     ActivityAttemptFailed,
     ActivityAttemptScheduled,
@@ -20,7 +21,6 @@ from aion_common.domain import (
     ActivityTimedOut,
     Event,
 )
-from aion_projector.bodies import payload_text
 from aion_projector.schema import ActivityState
 
 __all__ = ["ACTIVITY_EVENTS", "activity_key", "activity_update", "new_activity"]

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from aion_common.codecs.event_json import decode_event, encode_body, payload_text
 from aion_common.domain import (
     ActivityScheduled,
     ChildWorkflowCompleted,
@@ -38,11 +39,13 @@ from aion_common.domain import (
     ChildWorkflowScheduled,
     Event,
     InvariantViolation,
+    WorkflowBlocked,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowError,
     WorkflowFailed,
+    WorkflowMoved,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -52,7 +55,6 @@ from aion_projector.activity_view import (
     activity_update,
     new_activity,
 )
-from aion_projector.bodies import decode_event, encode_body, payload_text
 from aion_projector.schema import ChildState, RunStatus
 
 __all__ = ["ApplyStats", "Row", "ViewChanges"]
@@ -179,7 +181,7 @@ class ViewChanges:
 
     # -- applying one in-sequence event ---------------------------------------------------------
 
-    def _apply(self, event: Event, where: _Where) -> None:
+    def _apply(self, event: Event, where: _Where) -> None:  # noqa: PLR0912 - a case per event
         if event.workflow_id in self.summaries:
             self._check_run(event)
         self.stats.applied += 1
@@ -197,6 +199,10 @@ class ViewChanges:
                 self._closed(event, RunStatus.TIMED_OUT, error=WorkflowError(message=timeout))
             case WorkflowContinuedAsNew(next_run_id=next_run_id):
                 self._closed(event, RunStatus.CONTINUED_AS_NEW, next_run_id=next_run_id)
+            case WorkflowBlocked():
+                self._blocked(event)
+            case WorkflowMoved():
+                self._moved(event)
             case ChildWorkflowScheduled():
                 self._child_scheduled(event)
             case ChildWorkflowCompleted(result=result):
@@ -259,8 +265,7 @@ class ViewChanges:
             "closed_at": None,
             "input": payload_text(event.input),
             "result": None,
-            "error_message": None,
-            "error_details": None,
+            **_error_columns(None),
         }
         self.new_registry[key] = {
             "workflow_id": event.workflow_id,
@@ -303,8 +308,7 @@ class ViewChanges:
             "status": status.value,
             "closed_at": event.recorded_at,
             "result": result,
-            "error_message": None if error is None else error.message,
-            "error_details": None if error is None else payload_text(error.details),
+            **_error_columns(error),
             "next_run_id": next_run_id,
         }
         _fold(self.new_runs, self.run_updates, (event.workflow_id, event.run_id), values)
@@ -312,6 +316,33 @@ class ViewChanges:
         summary["status"] = status.value
         if status is not RunStatus.CONTINUED_AS_NEW:
             summary["closed_at"] = event.recorded_at
+
+    def _blocked(self, event: WorkflowBlocked) -> None:
+        """The run waits for code that can run it: open, with the reason as its error."""
+        values: Row = {
+            "status": RunStatus.BLOCKED.value,
+            **_error_columns(event.error),
+            "error_message": event.reason,
+        }
+        _fold(self.new_runs, self.run_updates, (event.workflow_id, event.run_id), values)
+        self.summaries[event.workflow_id]["status"] = RunStatus.BLOCKED.value
+
+    def _moved(self, event: WorkflowMoved) -> None:
+        """The run goes on on another version: running again, its block cleared."""
+        values: Row = {
+            "status": RunStatus.RUNNING.value,
+            "package_version": event.package_version,
+            **_error_columns(None),
+        }
+        key = (event.workflow_id, event.run_id)
+        _fold(self.new_runs, self.run_updates, key, values)
+        _fold(
+            self.new_registry,
+            self.registry_updates,
+            key,
+            {"package_version": event.package_version},
+        )
+        self.summaries[event.workflow_id]["status"] = RunStatus.RUNNING.value
 
     def _child_scheduled(self, event: ChildWorkflowScheduled) -> None:
         key = (event.workflow_id, event.run_id, event.child_workflow_id)
@@ -360,6 +391,19 @@ class ViewChanges:
             "updated_at": event.recorded_at,
         }
         _fold(self.new_registry, self.registry_updates, (event.workflow_id, event.run_id), values)
+
+
+def _error_columns(error: WorkflowError | None) -> Row:
+    if error is None:
+        return dict.fromkeys(
+            ("error_message", "error_details", "error_type", "error_traceback"), None
+        )
+    return {
+        "error_message": error.message,
+        "error_details": payload_text(error.details),
+        "error_type": error.error_type or None,
+        "error_traceback": error.traceback or None,
+    }
 
 
 def _fold(new: dict[K, Row], updates: dict[K, Row], key: K, values: Row) -> None:

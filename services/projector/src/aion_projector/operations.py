@@ -18,19 +18,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aion_common.domain import InvalidInput
 from aion_projector.queries import MAX_PAGE, HistoryEntry, Refusal
-from aion_projector.schema import DeadLetterRow, HistoryRow, RefusalRow, RegistryRow, RunStatus
+from aion_projector.schema import (
+    OPEN_STATUSES,
+    DeadLetterRow,
+    HistoryRow,
+    RefusalRow,
+    RegistryRow,
+)
 
 __all__ = [
     "DeadLetterEntry",
     "DeadLetterPage",
+    "EngineVersions",
     "PendingTimer",
     "RefusalPage",
     "VersionCount",
     "dead_letters",
     "open_run_versions",
+    "open_runs_on",
     "pending_timers",
     "recent_refusals",
     "run_history",
+    "versions_by_engine",
     "workflow_types",
 ]
 
@@ -113,7 +122,7 @@ async def open_run_versions(session: AsyncSession, *, limit: int = 500) -> list[
     count = func.count().label("open_runs")
     statement = (
         select(_REG.c.workflow_type, _REG.c.package_version, count)
-        .where(_REG.c.status == RunStatus.RUNNING.value)
+        .where(_REG.c.status.in_(OPEN_STATUSES))
         .group_by(_REG.c.workflow_type, _REG.c.package_version)
         .order_by(_REG.c.workflow_type, _REG.c.package_version)
         .limit(limit)
@@ -276,3 +285,47 @@ async def pending_timers(
         else:
             scheduled.pop(timer_id, None)
     return list(scheduled.values())
+
+
+async def open_runs_on(
+    session: AsyncSession, workflow_type: str, package_version: str, *, limit: int = 10
+) -> tuple[int, list[str]]:
+    """How many open runs of ``workflow_type`` are on ``package_version``, and the workflow
+    ids of up to ``limit`` of them (what a package deletion is refused with)."""
+    where = (
+        _REG.c.status.in_(OPEN_STATUSES),
+        _REG.c.workflow_type == workflow_type,
+        _REG.c.package_version == package_version,
+    )
+    total = await session.scalar(select(func.count()).select_from(_REG).where(*where))
+    ids = await session.scalars(
+        select(_REG.c.workflow_id).where(*where).order_by(_REG.c.workflow_id).limit(limit)
+    )
+    return int(total or 0), list(ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineVersions:
+    """The versions one engine instance runs open runs on (it has their code loaded)."""
+
+    owner: str
+    versions: tuple[VersionCount, ...]
+
+
+async def versions_by_engine(session: AsyncSession, *, limit: int = 500) -> list[EngineVersions]:
+    """Per engine instance (the writer of the run's last batch), the package versions of the
+    open runs it owns, by type."""
+    count = func.count().label("open_runs")
+    statement = (
+        select(_REG.c.owner, _REG.c.workflow_type, _REG.c.package_version, count)
+        .where(_REG.c.status.in_(OPEN_STATUSES))
+        .group_by(_REG.c.owner, _REG.c.workflow_type, _REG.c.package_version)
+        .order_by(_REG.c.owner, _REG.c.workflow_type, _REG.c.package_version)
+        .limit(limit)
+    )
+    grouped: dict[str, list[VersionCount]] = {}
+    for owner, workflow_type, version, runs in await session.execute(statement):
+        grouped.setdefault(owner, []).append(
+            VersionCount(workflow_type=workflow_type, package_version=version, open_runs=runs)
+        )
+    return [EngineVersions(owner=o, versions=tuple(v)) for o, v in grouped.items()]

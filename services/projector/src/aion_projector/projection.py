@@ -85,9 +85,11 @@ class Projection:
     async def _write(self, session: AsyncSession, changes: ViewChanges) -> None:
         await _insert(session, _HISTORY, changes.history)
         await _insert(session, _RUNS, changes.new_runs.values())
-        await _update(session, _RUNS, ("workflow_id", "run_id"), changes.run_updates)
+        await _update_grouped(session, _RUNS, ("workflow_id", "run_id"), changes.run_updates)
         await _insert(session, _REGISTRY, changes.new_registry.values())
-        await _update(session, _REGISTRY, ("workflow_id", "run_id"), changes.registry_updates)
+        await _update_grouped(
+            session, _REGISTRY, ("workflow_id", "run_id"), changes.registry_updates
+        )
         await _insert(session, _CHILDREN, changes.new_children.values())
         keys = ("parent_workflow_id", "parent_run_id", "child_workflow_id")
         await _update(session, _CHILDREN, keys, changes.child_updates)

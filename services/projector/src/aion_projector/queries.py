@@ -113,6 +113,8 @@ class RunView:
     result: str | None
     error_message: str | None
     error_details: str | None
+    error_type: str | None = None
+    error_traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,11 +50,21 @@ class RunStatus(enum.StrEnum):
     """Status of a run, and of a workflow (its current run's)."""
 
     RUNNING = "RUNNING"
+    BLOCKED = "BLOCKED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     TIMED_OUT = "TIMED_OUT"
     CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the run has not ended (running, or blocked waiting for a fix)."""
+        return self in (RunStatus.RUNNING, RunStatus.BLOCKED)
+
+
+OPEN_STATUSES = (RunStatus.RUNNING.value, RunStatus.BLOCKED.value)
+"""The statuses of runs that have not ended."""
 
 
 class ChildState(enum.StrEnum):
@@ -136,6 +146,8 @@ class WorkflowRunRow(Base):
     result: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     error_details: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(NAME))
+    error_traceback: Mapped[str | None] = mapped_column(Text)
 
 
 class WorkflowRow(Base):

@@ -397,9 +397,16 @@ async def wait_for_workflow(
 ) -> WorkflowRun:
     """Wait until the workflow closes; its status, result or error, history and children.
 
-    Raises :class:`WorkflowNotCompleted` if it is still open after ``timeout`` seconds.
+    Raises :class:`WorkflowNotCompleted` if it is still open after ``timeout`` seconds, or at
+    once if it is blocked (its code cannot go on: the message says why).
     """
     outcome = await _wait_visible(client, workflow_id, timeout)
+    if outcome.status == "BLOCKED":
+        raise WorkflowNotCompleted(
+            outcome,
+            f"workflow {workflow_id!r} is blocked: {outcome.error_message}; its code cannot go "
+            "on (aion describe shows the traceback)",
+        )
     if not outcome.closed:
         types = await history_types(client, workflow_id)
         raise WorkflowNotCompleted(

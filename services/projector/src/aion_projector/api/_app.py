@@ -23,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings
-from aion_projector.api import _reads, _writes
+from aion_projector.api import _reads, _versions, _writes
+from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._models import Health
 from aion_projector.api._paths import SegmentedPaths
@@ -44,6 +46,7 @@ __all__ = ["OPEN_PATHS", "create_app"]
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/redoc"})
 """Paths answered without a token even when bearer auth is on."""
 
+PACKAGES_PATH = "/v1/packages"
 _PROBLEM_STATUSES = ("400", "401", "404", "413", "422", "500", "503")
 # Headroom over the payload limit for the JSON around it and escaping.
 _BODY_OVERHEAD = 64 * 1024
@@ -74,6 +77,8 @@ def create_app(
     api_token: str | None = None,
     poll_interval: float = 0.1,
     cluster_view: ClusterView | None = None,
+    catalog: VersionCatalog | None = None,
+    package_limit: int = DEFAULT_PACKAGE_LIMIT,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
@@ -93,14 +98,17 @@ def create_app(
         poll_interval=poll_interval,
         cluster=cluster_view,
         ui_session=None if api_token is None else session_value(api_token),
+        catalog=catalog,
+        package_limit=package_limit,
     )
     install_problem_handlers(app)
     app.include_router(_reads.router)
     app.include_router(_writes.router)
+    app.include_router(_versions.router)
     install_ui(app)
     metrics = _Metrics()
     _add_health_and_metrics(app, session_factory, metrics)
-    _add_middleware(app, settings, metrics, api_token)
+    _add_middleware(app, settings, metrics, api_token, package_limit)
     _customise_openapi(app, bearer=api_token is not None)
     return app
 
@@ -127,12 +135,20 @@ def _add_health_and_metrics(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _add_middleware(app: FastAPI, settings: Settings, metrics: _Metrics, token: str | None) -> None:
+def _add_middleware(
+    app: FastAPI, settings: Settings, metrics: _Metrics, token: str | None, package_limit: int
+) -> None:
     expected = None if token is None else f"Bearer {token}".encode()
     session = None if token is None else session_value(token).encode()
     max_body = settings.payload_limit_bytes * 2 + _BODY_OVERHEAD
     app.add_middleware(
-        _Guard, metrics=metrics, expected=expected, session=session, max_body=max_body
+        _Guard,
+        metrics=metrics,
+        expected=expected,
+        session=session,
+        max_body=max_body,
+        # a package upload may be larger than a command's body; its route says by how much
+        package_body=max(max_body, package_limit + _BODY_OVERHEAD),
     )
     app.add_middleware(SegmentedPaths)  # outermost: every route sees ids with '/' intact
 
@@ -152,12 +168,14 @@ class _Guard:
         expected: bytes | None,
         session: bytes | None,
         max_body: int,
+        package_body: int,
     ) -> None:
         self._app = app
         self._metrics = metrics
         self._expected = expected
         self._session = session
         self._max_body = max_body
+        self._package_body = package_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -217,9 +235,10 @@ class _Guard:
                     headers={"WWW-Authenticate": 'Bearer realm="aion"'},
                 )
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._max_body:
+        cap = self._package_body if path == PACKAGES_PATH else self._max_body
+        if length is not None and length.isdigit() and int(length) > cap:
             return problem_response(
-                413, "payload-too-large", f"request body of {length} bytes exceeds {self._max_body}"
+                413, "payload-too-large", f"request body of {length} bytes exceeds {cap}"
             )
         return None
 

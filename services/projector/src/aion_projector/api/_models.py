@@ -104,6 +104,8 @@ class RunOut(_Out):
     result: JsonValue = None
     error_message: str | None
     error_details: JsonValue = None
+    error_type: str | None = None
+    error_traceback: str | None = None
 
     @classmethod
     def of(cls, r: RunView) -> RunOut:
@@ -120,6 +122,8 @@ class RunOut(_Out):
             result=json_value(r.result),
             error_message=r.error_message,
             error_details=json_value(r.error_details),
+            error_type=r.error_type,
+            error_traceback=r.error_traceback,
         )
 
 
@@ -340,6 +344,11 @@ class StartRequest(BaseModel):
     )
     request_id: str | None = _REQUEST_ID
     execution_timeout_ms: int | None = Field(default=None, ge=1, le=2**53)
+    package_version: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="Pin the run to this package version (default: the type's route).",
+    )
 
 
 class SignalRequest(BaseModel):

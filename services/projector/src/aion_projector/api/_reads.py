@@ -209,14 +209,15 @@ def _pending(workflow_id: str) -> ResultOut:
 
 def _result(workflow_id: str, found: WorkflowDescription) -> ResultOut:
     run = found.current_run
-    closed = found.summary.status != RunStatus.RUNNING
+    closed = not RunStatus(found.summary.status).is_open
+    blocked = found.summary.status == RunStatus.BLOCKED
     return ResultOut(
         workflow_id=workflow_id,
         run_id=run.run_id,
         status=found.summary.status,
         closed=closed,
         result=json_value(run.result) if closed else None,
-        error_message=run.error_message if closed else None,
+        error_message=run.error_message if closed or blocked else None,
         error_details=json_value(run.error_details) if closed else None,
     )
 
@@ -252,8 +253,10 @@ async def result_route(
 
     200: closed — ``status`` is COMPLETED, FAILED, CANCELLED or TIMED_OUT, with ``result`` or
     ``error_message``/``error_details``. 202: still running after the wait (``closed`` false,
-    ``Retry-After`` set): ask again. 404: the views have not seen the workflow by the end of
-    the wait (a workflow just started may take a moment to appear, so waiting covers that).
+    ``Retry-After`` set): ask again; answered at once, with ``error_message`` the reason, when
+    the run is BLOCKED (its code cannot go on until it is moved to code that can). 404: the
+    views have not seen the workflow by the end of the wait (a workflow just started may take
+    a moment to appear, so waiting covers that).
 
     With ``command_id``: 409 ``command-refused`` (the problem's ``refusal`` holds the code and
     reason) as soon as the engine's refusal of that command is in the views; 202 with status
@@ -266,8 +269,12 @@ async def result_route(
     interval = st.poll_interval
     while True:
         found, applied = await _outcome(st, workflow_id, command_id)
-        if found is not None and applied and found.summary.status != RunStatus.RUNNING:
-            return _result(workflow_id, found)
+        if found is not None and applied:
+            status = RunStatus(found.summary.status)
+            if not status.is_open:
+                return _result(workflow_id, found)
+            if status is RunStatus.BLOCKED:  # waiting on would wait for an operator
+                break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings
+from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._sink import CommandSink
 
@@ -28,6 +30,10 @@ class ApiState:
     """How often a workflow page asks for changes while the workflow runs."""
     ui_session: str | None = None
     """The sign-in cookie's value when a token is required (None: no sign-in)."""
+    catalog: VersionCatalog | None = None
+    """Packages and routes (None: the versions endpoints answer 503)."""
+    package_limit: int = DEFAULT_PACKAGE_LIMIT
+    """The largest package archive an upload may be (bytes)."""
 
 
 async def state(request: Request) -> ApiState:

@@ -82,6 +82,7 @@ async def start_route(st: State, body: StartRequest, response: Response) -> Acce
         workflow_type=workflow_type,
         input=Payload.from_json(body.input, limit=st.settings.payload_limit_bytes),
         execution_timeout_ms=body.execution_timeout_ms,
+        package_version=body.package_version or "",
     )
     return await _send(st, response, command)
 

@@ -18,6 +18,7 @@ from aion_projector.operations import (
     dead_letters,
     open_run_versions,
     recent_refusals,
+    versions_by_engine,
     workflow_types,
 )
 from aion_projector.queries import WorkflowFilter, list_workflows, stored_offsets
@@ -149,12 +150,16 @@ async def registry_page(st: State) -> HTMLResponse:
     events = st.settings.topic_prefix + ".events"
     async with st.sessions() as session:
         versions = await open_run_versions(session)
+        by_engine = await versions_by_engine(session)
         stored = await stored_offsets(session, events)
     views = {p: o for (_, p), o in stored.items()}
+    routes = {} if st.catalog is None else st.catalog.routes()
     return render(
         "registry.html",
         snapshot=snapshot,
         versions=versions,
+        by_engine=by_engine,
+        routes={t: r.version for t, r in routes.items()},
         views=views,
         partitions=range(st.settings.partitions),
         nav="registry",

@@ -57,7 +57,7 @@ class WorkflowPage:
     def live(self) -> bool:
         """Whether the page keeps asking for changes: the run shown is the open current one."""
         return (
-            self.description.summary.status == RunStatus.RUNNING
+            RunStatus(self.description.summary.status).is_open
             and self.run.run_id == self.description.summary.current_run_id
         )
 
@@ -81,7 +81,7 @@ async def _load(
         session, workflow_id, run.run_id, from_seq=from_seq, limit=HISTORY_PAGE + 1
     )
     more = events[HISTORY_PAGE].seq if len(events) > HISTORY_PAGE else None
-    open_run = run.status == RunStatus.RUNNING
+    open_run = RunStatus(run.status).is_open
     return WorkflowPage(
         description=found,
         run=run,
@@ -145,7 +145,7 @@ async def live_fragment(
         if seq == 0 and missing:
             # the not-found page asked: the workflow has appeared, so load its page
             return Response(status_code=200, headers={"HX-Refresh": "true"})
-        if found.summary.last_seq == seq and found.summary.status == RunStatus.RUNNING:
+        if found.summary.last_seq == seq and RunStatus(found.summary.status).is_open:
             return Response(status_code=204)
         page = await _load(session, workflow_id, None, 1)
     if page is None:

@@ -1,0 +1,411 @@
+"""The CLI's version commands: ``aion package build|rm``, ``aion deploy``, ``aion packages``,
+``aion route``, ``aion routes``, ``aion run move`` and ``aion replay``.
+
+Building a package and replaying histories happen here, in the user's environment: a build
+imports the package the way an engine will (in a namespace of its own), so an import error
+shows in the terminal before anything is uploaded; ``aion replay`` runs the engine's own
+replay (it needs the engine package installed beside the CLI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aion.client import AionClient
+
+if TYPE_CHECKING:
+    from aion.cli import Output
+    from aion_common.packages import Package
+    from aion_engine.replay_check import WorkflowReplay
+
+__all__ = ["VersionUsageError", "add_commands", "fetch_history"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 4
+_HISTORY_PAGE = 1000
+
+
+class VersionUsageError(Exception):
+    """A version command was given something it cannot use (the message says what)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A package built from a path, and the workflow types importing it registers."""
+
+    package: Package
+    declared: dict[str, str]
+    imported: tuple[str, ...]
+
+
+def build(path: str, include: list[str]) -> Built:
+    """Build the package of ``path`` and import it as an engine would."""
+    from aion_common.packages import (  # noqa: PLC0415 - the CLI starts fast without these
+        PackageError,
+        build_package,
+        declared_workflows,
+    )
+
+    try:
+        package = build_package(Path(path), include=include)
+        declared = declared_workflows(package)
+    except PackageError as err:
+        raise VersionUsageError(str(err)) from err
+    if not declared:
+        raise VersionUsageError(
+            f"{path} declares no workflow: decorate one with @workflow.defn (from aion import "
+            "workflow)"
+        )
+    return Built(package, declared, _import_types(package))
+
+
+_LOADED: dict[str, dict[str, Any]] = {}
+_UNPACKED: list[tempfile.TemporaryDirectory[str]] = []  # made on first use, removed at exit
+
+
+def _load(package: Package) -> dict[str, Any]:
+    """The workflows of ``package`` imported as an engine imports them (once per version: its
+    files stay unpacked while the CLI runs, so tracebacks and replays can show their lines)."""
+    from aion_common.packages import PackageError  # noqa: PLC0415
+    from aion_engine.replay_check import load_package  # noqa: PLC0415
+
+    found = _LOADED.get(package.version)
+    if found is None:
+        try:
+            if not _UNPACKED:
+                _UNPACKED.append(tempfile.TemporaryDirectory(prefix="aion-cli-"))
+            found = load_package(package, Path(_UNPACKED[0].name))
+        except PackageError as err:
+            raise VersionUsageError(f"the package does not import: {err}") from err
+        _LOADED[package.version] = found
+    return found
+
+
+def _import_types(package: Package) -> tuple[str, ...]:
+    """The types the package registers when imported (in a namespace of its own)."""
+    if importlib.util.find_spec("aion_engine") is None:
+        return ()  # the engine is not installed here: the static check must do
+    return tuple(sorted(_load(package)))
+
+
+def _show_built(out: Output, built: Built) -> None:
+    package = built.package
+    if out.as_json:
+        out.json(
+            {
+                "version": package.version,
+                "workflow_types": sorted(built.declared),
+                "files": [p for p, _ in package.files],
+                "size_bytes": len(package.archive()),
+            }
+        )
+        return
+    out.console.print(package.version, markup=False, highlight=False)
+    for name, where in sorted(built.declared.items()):
+        out.console.print(f"  workflow {name}  ({where})", markup=False, highlight=False)
+    out.console.print(
+        f"  {len(package.files)} files, {len(package.archive())} bytes compressed",
+        markup=False,
+        highlight=False,
+    )
+    missing = sorted(set(built.declared) - set(built.imported)) if built.imported else []
+    if missing:
+        out.errors.print(f"warning: importing it registers no {', '.join(missing)}", markup=False)
+
+
+async def _package_build(_client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    _show_built(out, build(args.path, args.include))
+    return EXIT_OK
+
+
+async def _deploy(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    built = build(args.path, args.include)
+    info = await client.deploy(built.package.archive(), route=args.route)
+    if out.as_json:
+        out.json(info)
+        return EXIT_OK
+    state = "uploaded" if info.created else "already uploaded"
+    out.console.print(f"{info.version} {state}", markup=False, highlight=False)
+    for name in info.workflow_types:
+        routed = " (routed: new runs start on it)" if args.route else ""
+        out.console.print(f"  workflow {name}{routed}", markup=False, highlight=False)
+    if not args.route:
+        first = info.workflow_types[0]
+        out.console.print(
+            f"route new runs to it with: aion route {first} {info.version}",
+            markup=False,
+            highlight=False,
+        )
+    return EXIT_OK
+
+
+async def _packages(client: AionClient, _args: argparse.Namespace, out: Output) -> int:
+    from aion.cli import _table, _when  # noqa: PLC0415 - cli imports this module
+
+    entries = await client.packages()
+    if out.as_json:
+        out.json(list(entries))
+        return EXIT_OK
+    table = _table("type", "version", "routed", "open runs", "uploaded", "size")
+    for e in entries:
+        table.add_row(
+            e.workflow_type,
+            e.version,
+            "yes" if e.routed else "",
+            str(e.open_runs),
+            _when(e.uploaded_at),
+            f"{e.size_bytes} B",
+        )
+    out.console.print(table)
+    return EXIT_OK
+
+
+async def _package_rm(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    await client.delete_package(args.type, args.version)
+    if out.as_json:
+        out.json({"deleted": True, "workflow_type": args.type, "version": args.version})
+    else:
+        out.console.print(f"deleted {args.type} {args.version}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+async def _route(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    route = await client.route(args.type, args.version)
+    if out.as_json:
+        out.json(route)
+    else:
+        out.console.print(
+            f"new runs of {route.workflow_type} start on {route.version}",
+            markup=False,
+            highlight=False,
+        )
+    return EXIT_OK
+
+
+async def _routes(client: AionClient, _args: argparse.Namespace, out: Output) -> int:
+    from aion.cli import _table, _when  # noqa: PLC0415
+
+    routes = await client.routes()
+    if out.as_json:
+        out.json(list(routes))
+        return EXIT_OK
+    table = _table("type", "version", "routed")
+    for r in routes:
+        table.add_row(r.workflow_type, r.version, _when(r.routed_at))
+    out.console.print(table)
+    return EXIT_OK
+
+
+async def _move(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    accepted = await client.move(args.id, args.version, run_id=args.run)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        found = await client.describe(args.id)
+        run = next(
+            (r for r in found.runs if r.run_id == (args.run or found.current_run.run_id)),
+            found.current_run,
+        )
+        refused = [r for r in await client.refusals(args.id) if r.command_id == accepted.command_id]
+        if refused:
+            out.errors.print(f"refused: {refused[0].code}: {refused[0].reason}", markup=False)
+            return EXIT_REFUSED
+        if run.package_version == args.version:
+            if out.as_json:
+                out.json({"moved": True, "workflow_id": args.id, "run_id": run.run_id})
+            else:
+                out.console.print(
+                    f"{args.id} run {run.run_id} is on {args.version} ({run.status})",
+                    markup=False,
+                    highlight=False,
+                )
+            return EXIT_OK
+        if time.monotonic() > deadline:
+            out.errors.print(
+                f"the move was sent (command {accepted.command_id}) but not applied within "
+                f"{args.timeout:.0f} s; check `aion describe {args.id}` and `aion refusals "
+                f"{args.id}`",
+                markup=False,
+            )
+            return EXIT_FAILED
+        await asyncio.sleep(0.2)
+
+
+async def fetch_history(client: AionClient, workflow_id: str) -> dict[str, Any]:
+    """Every event of a workflow, as the API's history JSON (one page holding all)."""
+    events: list[dict[str, Any]] = []
+    from_seq: int | None = 1
+    while from_seq is not None:
+        page = await client.history(workflow_id, from_seq=from_seq, limit=_HISTORY_PAGE)
+        events.extend(
+            {
+                "seq": e.seq,
+                "run_id": e.run_id,
+                "event_type": e.event_type,
+                "recorded_at": e.recorded_at.isoformat(),
+                "command_id": e.command_id,
+                "fields": e.fields,
+            }
+            for e in page.events
+        )
+        from_seq = page.next_from_seq
+    return {"workflow_id": workflow_id, "events": events, "next_from_seq": None}
+
+
+async def _code_for(
+    client: AionClient, against: str | None, workflow_type: str, run_version: str
+) -> tuple[str, dict[str, Any]]:
+    """(what it is, the workflows) of ``--against``: a path, a hash, or by default the
+    type's route (else the run's own version)."""
+    from aion_common.packages import Package  # noqa: PLC0415
+
+    if against is not None and not _is_hash(against):
+        built = build(against, [])
+        return f"{against} ({built.package.version[:12]})", _load(built.package)
+    version = against
+    if version is None:
+        routes = {r.workflow_type: r.version for r in await client.routes()}
+        version = routes.get(workflow_type) or run_version
+    if not version:
+        raise VersionUsageError(
+            f"no version to replay {workflow_type!r} against: its runs are on the engine's own "
+            "modules and it has no route; say --against PATH"
+        )
+    archive = await client.package_archive(version)
+    return version[:12], _load(Package.from_archive(archive, limit=len(archive)))
+
+
+def _is_hash(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)  # noqa: PLR2004
+
+
+async def _replay(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    try:
+        from aion_common.domain import WorkflowStarted  # noqa: PLC0415
+        from aion_engine.replay_check import (  # noqa: PLC0415
+            events_from_json,
+            replay_history,
+        )
+    except ImportError as err:
+        raise VersionUsageError(
+            "`aion replay` runs the engine's replay: install the engine package beside the "
+            "CLI (make install in an aion checkout, or pip install ./services/engine)"
+        ) from err
+    if (args.id is None) == (args.type is None):
+        raise VersionUsageError("give a WORKFLOW_ID, or --type TYPE [--sample N]")
+    if args.type is not None:
+        page = await client.list(workflow_type=args.type, limit=args.sample)
+        ids = [w.workflow_id for w in page.items]
+        if not ids:
+            raise VersionUsageError(f"no workflow of type {args.type!r} is in the views")
+    else:
+        ids = [args.id]
+    outcomes: list[WorkflowReplay] = []
+    code_cache: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for workflow_id in ids:
+        document = await fetch_history(client, workflow_id)
+        events = events_from_json(document)
+        started = next((e for e in events if isinstance(e, WorkflowStarted)), None)
+        if started is None:
+            raise VersionUsageError(f"workflow {workflow_id!r} has no started run in the views")
+        key = (started.workflow_type, started.package_version)
+        if key not in code_cache:
+            code_cache[key] = await _code_for(client, args.against, *key)
+        label, code = code_cache[key]
+        outcome = replay_history(events, code)
+        outcomes.append(outcome)
+        if not out.as_json:
+            _print_outcome(out, outcome, label)
+    if out.as_json:
+        out.json([_outcome_json(o) for o in outcomes])
+    elif len(outcomes) > 1:
+        bad = sum(not o.ok for o in outcomes)
+        out.console.print(
+            f"{len(outcomes) - bad} of {len(outcomes)} replay; {bad} diverge",
+            markup=False,
+            highlight=False,
+        )
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED
+
+
+def _print_outcome(out: Output, outcome: WorkflowReplay, label: str) -> None:
+    mark = "ok  " if outcome.ok else "FAIL"
+    for run in outcome.runs:
+        out.console.print(
+            f"{mark} {outcome.workflow_id} run {run.run_id} ({run.workflow_type}) against "
+            f"{label}: {run.describe()}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _outcome_json(outcome: WorkflowReplay) -> dict[str, Any]:
+    return {
+        "workflow_id": outcome.workflow_id,
+        "ok": outcome.ok,
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "workflow_type": r.workflow_type,
+                "events": r.events,
+                "ok": r.ok,
+                "seq": None if r.divergence is None else r.divergence.seq,
+                "detail": None if r.divergence is None else r.divergence.detail,
+                "source": None if r.divergence is None else r.divergence.source,
+                "problem": r.problem,
+            }
+            for r in outcome.runs
+        ],
+    }
+
+
+def add_commands(sub: Any) -> None:
+    """Add the version commands to the CLI's subcommands."""
+    p = sub.add_parser("package", help="build a package, or delete an uploaded version")
+    group = p.add_subparsers(dest="package_command", required=True, metavar="ACTION")
+    q = group.add_parser("build", help="print a package's version and workflow types")
+    q.add_argument("path", help="a module file, a package directory or a project directory")
+    q.add_argument("--include", action="append", default=[], metavar="GLOB", help="data files")
+    q.set_defaults(handler=_package_build)
+    q = group.add_parser("rm", help="delete one type of a version no open run uses")
+    q.add_argument("type")
+    q.add_argument("version")
+    q.set_defaults(handler=_package_rm)
+    p = sub.add_parser("deploy", help="upload a package (the same files: the same version)")
+    p.add_argument("path")
+    p.add_argument("--route", action="store_true", help="start new runs of its types on it")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB", help="data files")
+    p.set_defaults(handler=_deploy)
+    p = sub.add_parser("packages", help="uploaded package versions")
+    p.set_defaults(handler=_packages)
+    p = sub.add_parser("route", help="start new runs of TYPE on VERSION")
+    p.add_argument("type")
+    p.add_argument("version")
+    p.set_defaults(handler=_route)
+    p = sub.add_parser("routes", help="the version each type's new runs start on")
+    p.set_defaults(handler=_routes)
+    p = sub.add_parser("run", help="act on one run: `aion run move ID VERSION`")
+    group = p.add_subparsers(dest="run_command", required=True, metavar="ACTION")
+    q = group.add_parser("move", help="go on with a (blocked) run on VERSION if it replays")
+    q.add_argument("id")
+    q.add_argument("version")
+    q.add_argument("--run", help="the run (default: the current one)")
+    q.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the move")
+    q.set_defaults(handler=_move)
+    p = sub.add_parser(
+        "replay",
+        help="check that code replays recorded histories (exit 1 if any diverges)",
+    )
+    p.add_argument("id", nargs="?", help="a workflow id")
+    p.add_argument("--type", help="replay the latest runs of this type instead")
+    p.add_argument("--sample", type=int, default=20, help="how many with --type")
+    p.add_argument(
+        "--against",
+        help="PATH to build, or an uploaded VERSION (default: the type's route)",
+    )
+    p.set_defaults(handler=_replay)

@@ -1,0 +1,148 @@
+"""The API's view of the version catalog (packages and routes), and how it writes to it.
+
+:class:`KafkaCatalog` tails ``<prefix>.packages`` and ``<prefix>.routes`` like every engine
+does and writes through :class:`~aion_common.kafka.catalog.CatalogWriter`; a write returns
+once the API has read it back, so ``aion deploy`` then ``aion route`` (or ``aion packages``)
+see it at once. :class:`MemoryCatalog` is the same without Kafka, for tests of the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from aion_common.codecs import Codec
+from aion_common.domain import InfrastructureError, PackageRecord, RouteRecord
+from aion_common.kafka.catalog import CatalogReader, CatalogWriter
+from aion_common.settings import Settings
+
+__all__ = ["CatalogState", "KafkaCatalog", "MemoryCatalog", "VersionCatalog"]
+
+_READ_BACK_S = 15.0
+_CATCH_UP_S = 30.0
+
+
+class VersionCatalog(Protocol):
+    """What the versions routes read and write."""
+
+    def records(self) -> list[PackageRecord]:
+        """Every live package record (one per type and version)."""
+
+    def version(self, version: str) -> list[PackageRecord]:
+        """The records of one version (empty if unknown)."""
+
+    def routes(self) -> dict[str, RouteRecord]:
+        """The route per workflow type."""
+
+    async def deploy(self, records: Sequence[PackageRecord]) -> None:
+        """Write one version's records (atomically) and wait until they are read back."""
+
+    async def remove(self, workflow_type: str, version: str) -> None:
+        """Delete one type's record of a version; wait until read back."""
+
+    async def route(self, record: RouteRecord) -> None:
+        """Route new runs of a type; wait until read back."""
+
+
+class CatalogState:
+    """The catalog as read so far (a :class:`~aion_common.kafka.catalog.CatalogListener`)."""
+
+    def __init__(self) -> None:
+        self._packages: dict[tuple[str, str], PackageRecord] = {}
+        self._routes: dict[str, RouteRecord] = {}
+
+    def package_added(self, record: PackageRecord) -> None:
+        """A package record was read."""
+        self._packages[(record.workflow_type, record.version)] = record
+
+    def package_removed(self, workflow_type: str, version: str) -> None:
+        """A package record was deleted."""
+        self._packages.pop((workflow_type, version), None)
+
+    def route_set(self, record: RouteRecord) -> None:
+        """A route was read."""
+        self._routes[record.workflow_type] = record
+
+    def records(self) -> list[PackageRecord]:
+        """Every live record, by version then type."""
+        return [self._packages[k] for k in sorted(self._packages, key=lambda k: (k[1], k[0]))]
+
+    def version(self, version: str) -> list[PackageRecord]:
+        """The records of ``version``, by type."""
+        return sorted(
+            (r for (_, v), r in self._packages.items() if v == version),
+            key=lambda r: r.workflow_type,
+        )
+
+    def routes(self) -> dict[str, RouteRecord]:
+        """The route per type."""
+        return dict(self._routes)
+
+
+class MemoryCatalog(CatalogState):
+    """A catalog in memory: writes apply at once (tests)."""
+
+    async def deploy(self, records: Sequence[PackageRecord]) -> None:
+        """Add the records."""
+        for record in records:
+            self.package_added(record)
+
+    async def remove(self, workflow_type: str, version: str) -> None:
+        """Delete a record."""
+        self.package_removed(workflow_type, version)
+
+    async def route(self, record: RouteRecord) -> None:
+        """Set a route."""
+        self.route_set(record)
+
+
+class KafkaCatalog(CatalogState):
+    """The catalog on Kafka, tailed in the background; writes wait to be read back."""
+
+    def __init__(self, settings: Settings, *, codec: Codec | None = None) -> None:
+        super().__init__()
+        codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
+        self._reader = CatalogReader(settings, self, codec=codec)
+        self._writer = CatalogWriter(settings, codec=codec)
+
+    async def start(self) -> None:
+        """Connect the writer and start tailing; waits (bounded) for the catalog to be read."""
+        await self._writer.start()
+        await self._reader.start()
+        await self._reader.caught_up(_CATCH_UP_S)
+
+    async def stop(self) -> None:
+        """Stop tailing and disconnect; idempotent."""
+        await self._reader.stop()
+        await self._writer.stop()
+
+    async def deploy(self, records: Sequence[PackageRecord]) -> None:
+        """Write the records in one transaction; wait until read back."""
+        await self._writer.deploy(records)
+        keys = [(r.workflow_type, r.version) for r in records]
+        await _read_back(lambda: all(k in self._packages for k in keys), "the package")
+
+    async def remove(self, workflow_type: str, version: str) -> None:
+        """Tombstone a record; wait until read back."""
+        await self._writer.remove(workflow_type, version)
+        key = (workflow_type, version)
+        await _read_back(lambda: key not in self._packages, "the deletion")
+
+    async def route(self, record: RouteRecord) -> None:
+        """Write a route; wait until read back."""
+        await self._writer.route(record)
+        await _read_back(lambda: self._routes.get(record.workflow_type) == record, "the route")
+
+
+async def _read_back(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + _READ_BACK_S
+    while not done():
+        if time.monotonic() > deadline:
+            raise InfrastructureError(
+                f"{what} was written to Kafka but not read back within {_READ_BACK_S:.0f} s; "
+                "it takes effect once the catalog topics are readable",
+                retriable=True,
+            )
+        await asyncio.sleep(0.02)
