@@ -43,6 +43,7 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("engine", [sys.executable, "-m", "bench.engine"]),
         ("fanout", [sys.executable, "-m", "bench.fanout"]),
         ("activities", [sys.executable, "-m", "bench.activities"]),
+        ("versions", [sys.executable, "-m", "bench.versions"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         *(
             (

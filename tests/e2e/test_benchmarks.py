@@ -53,6 +53,19 @@ CASES = {
             "ratio_activity_round_trip_to_single_child_parent_p50",
         },
     ),
+    "versions": (
+        [
+            "-m", "bench.versions", "--partitions", "3", "--loads", "2", "--parents", "4",
+            "--children", "3", "--rounds", "1", "--replays", "20",
+        ],
+        {
+            "version_load_p50_ms",
+            "ratio_new_version_first_run_to_loaded_version_run_p50",
+            "ratio_two_versions_to_one_child_workflows_per_s",
+            "replay_check_runs_per_s",
+            "ratio_replay_check_to_engine_rebuild_s",
+        },
+    ),
     "watcher": (
         [
             "-m", "aion_watcher.bench", "--partitions", "3", "--rate", "20", "--seconds", "2",

@@ -115,7 +115,13 @@ def _show_result(out: Output, outcome: WorkflowResult) -> int:
 
 async def _start(client: AionClient, args: argparse.Namespace, out: Output) -> int:
     payload = _json_arg(args.input, "--input")
-    accepted = await client.start(args.type, payload, id=args.id, request_id=args.request_id)
+    accepted = await client.start(
+        args.type,
+        payload,
+        id=args.id,
+        request_id=args.request_id,
+        package_version=args.version,
+    )
     if not args.wait:
         if out.as_json:
             out.json(accepted)
@@ -392,15 +398,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _commands(sub: Any) -> None:
+def _add_start(sub: Any) -> None:
     p = sub.add_parser("start", help="start a workflow")
     p.add_argument("type")
     p.add_argument("--id")
     p.add_argument("--input", default="null", help="JSON input (default null)")
     p.add_argument("--request-id", help="idempotency key: a retry starts nothing new")
+    p.add_argument("--version", metavar="HASH", help="pin the run to this package version")
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
     p.set_defaults(handler=_start)
+
+
+def _commands(sub: Any) -> None:
+    _add_start(sub)
     p = sub.add_parser("signal", help="send a signal")
     p.add_argument("id")
     p.add_argument("name")
