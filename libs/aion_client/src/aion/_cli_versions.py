@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,9 +26,8 @@ from aion.client import AionClient
 if TYPE_CHECKING:
     from aion.cli import Output
     from aion_common.packages import Package
-    from aion_engine.replay_check import WorkflowReplay
 
-__all__ = ["VersionUsageError", "add_commands", "fetch_history"]
+__all__ = ["VersionUsageError", "add_commands", "fetch_history", "run_replay_check"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 4
 _HISTORY_PAGE = 1000
@@ -65,33 +67,26 @@ def build(path: str, include: list[str]) -> Built:
     return Built(package, declared, _import_types(package))
 
 
-_LOADED: dict[str, dict[str, Any]] = {}
-_UNPACKED: list[tempfile.TemporaryDirectory[str]] = []  # made on first use, removed at exit
+def _import_types(package: Package) -> tuple[str, ...]:
+    """The workflow types the package registers when imported as an engine imports it (in a
+    namespace of its own, from a scratch directory): an import error shows here, before any
+    upload."""
+    from aion import workflow  # noqa: PLC0415
+    from aion_common.packages import PackageError, PackageLoader  # noqa: PLC0415
 
-
-def _load(package: Package) -> dict[str, Any]:
-    """The workflows of ``package`` imported as an engine imports them (once per version: its
-    files stay unpacked while the CLI runs, so tracebacks and replays can show their lines)."""
-    from aion_common.packages import PackageError  # noqa: PLC0415
-    from aion_engine.replay_check import load_package  # noqa: PLC0415
-
-    found = _LOADED.get(package.version)
-    if found is None:
+    with tempfile.TemporaryDirectory(prefix="aion-build-") as where:
         try:
-            if not _UNPACKED:
-                _UNPACKED.append(tempfile.TemporaryDirectory(prefix="aion-cli-"))
-            found = load_package(package, Path(_UNPACKED[0].name))
+            modules = PackageLoader(Path(where)).load(package)
         except PackageError as err:
             raise VersionUsageError(f"the package does not import: {err}") from err
-        _LOADED[package.version] = found
-    return found
-
-
-def _import_types(package: Package) -> tuple[str, ...]:
-    """The types the package registers when imported (in a namespace of its own)."""
-    if importlib.util.find_spec("aion_engine") is None:
-        return ()  # the engine is not installed here: the static check must do
-    return tuple(sorted(_load(package)))
+    return tuple(
+        sorted(
+            found.name
+            for module in modules
+            for value in vars(module).values()
+            if (found := workflow.definition(value)) is not None
+        )
+    )
 
 
 def _show_built(out: Output, built: Built) -> None:
@@ -257,16 +252,13 @@ async def fetch_history(client: AionClient, workflow_id: str) -> dict[str, Any]:
     return {"workflow_id": workflow_id, "events": events, "next_from_seq": None}
 
 
-async def _code_for(
-    client: AionClient, against: str | None, workflow_type: str, run_version: str
-) -> tuple[str, dict[str, Any]]:
-    """(what it is, the workflows) of ``--against``: a path, a hash, or by default the
-    type's route (else the run's own version)."""
-    from aion_common.packages import Package  # noqa: PLC0415
-
+async def _code_args(
+    client: AionClient, against: str | None, workflow_type: str, run_version: str, scratch: Path
+) -> tuple[str, list[str]]:
+    """(what it is, the replay check's code arguments) for ``--against``: a path, a hash, or
+    by default the type's route (else the run's own version)."""
     if against is not None and not _is_hash(against):
-        built = build(against, [])
-        return f"{against} ({built.package.version[:12]})", _load(built.package)
+        return against, ["--path", against]
     version = against
     if version is None:
         routes = {r.workflow_type: r.version for r in await client.routes()}
@@ -276,26 +268,34 @@ async def _code_for(
             f"no version to replay {workflow_type!r} against: its runs are on the engine's own "
             "modules and it has no route; say --against PATH"
         )
-    archive = await client.package_archive(version)
-    return version[:12], _load(Package.from_archive(archive, limit=len(archive)))
+    archive = scratch / f"{version}.zip"
+    archive.write_bytes(await client.package_archive(version))
+    return version[:12], ["--package", str(archive)]
 
 
 def _is_hash(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)  # noqa: PLR2004
 
 
-async def _replay(client: AionClient, args: argparse.Namespace, out: Output) -> int:
-    try:
-        from aion_common.domain import WorkflowStarted  # noqa: PLC0415
-        from aion_engine.replay_check import (  # noqa: PLC0415
-            events_from_json,
-            replay_history,
-        )
-    except ImportError as err:
+def run_replay_check(histories: list[Path], code: list[str]) -> list[dict[str, Any]]:
+    """Run the engine's replay check (``python -m aion_engine.replay_check``) on saved
+    histories; its outcomes as JSON. The engine package must be installed beside the CLI."""
+    if importlib.util.find_spec("aion_engine") is None:
         raise VersionUsageError(
-            "`aion replay` runs the engine's replay: install the engine package beside the "
-            "CLI (make install in an aion checkout, or pip install ./services/engine)"
-        ) from err
+            "replay checks run the engine's replay: install the engine package beside the CLI "
+            "(make install in an aion checkout, or pip install ./services/engine)"
+        )
+    argv = [sys.executable, "-m", "aion_engine.replay_check", "--json", *code]
+    for history in histories:
+        argv += ["--history", str(history)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+    if done.returncode not in (0, 1):
+        raise VersionUsageError(done.stderr.strip().removeprefix("error: ") or "replay failed")
+    outcomes: list[dict[str, Any]] = json.loads(done.stdout)
+    return outcomes
+
+
+async def _replay(client: AionClient, args: argparse.Namespace, out: Output) -> int:
     if (args.id is None) == (args.type is None):
         raise VersionUsageError("give a WORKFLOW_ID, or --type TYPE [--sample N]")
     if args.type is not None:
@@ -305,63 +305,50 @@ async def _replay(client: AionClient, args: argparse.Namespace, out: Output) -> 
             raise VersionUsageError(f"no workflow of type {args.type!r} is in the views")
     else:
         ids = [args.id]
-    outcomes: list[WorkflowReplay] = []
-    code_cache: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
-    for workflow_id in ids:
-        document = await fetch_history(client, workflow_id)
-        events = events_from_json(document)
-        started = next((e for e in events if isinstance(e, WorkflowStarted)), None)
-        if started is None:
-            raise VersionUsageError(f"workflow {workflow_id!r} has no started run in the views")
-        key = (started.workflow_type, started.package_version)
-        if key not in code_cache:
-            code_cache[key] = await _code_for(client, args.against, *key)
-        label, code = code_cache[key]
-        outcome = replay_history(events, code)
-        outcomes.append(outcome)
-        if not out.as_json:
-            _print_outcome(out, outcome, label)
+    outcomes: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="aion-replay-") as where:
+        scratch = Path(where)
+        groups: dict[tuple[str, str], list[Path]] = {}
+        for index, workflow_id in enumerate(ids):
+            document = await fetch_history(client, workflow_id)
+            started = next(
+                (e for e in document["events"] if e["event_type"] == "WorkflowStarted"), None
+            )
+            if started is None:
+                raise VersionUsageError(f"workflow {workflow_id!r} has no started run in the views")
+            fields = started["fields"]
+            key = (fields["workflow_type"], fields.get("package_version", ""))
+            path = scratch / f"history-{index}.json"
+            path.write_text(json.dumps(document), encoding="utf-8")
+            groups.setdefault(key, []).append(path)
+        for (workflow_type, version), paths in groups.items():
+            label, code = await _code_args(client, args.against, workflow_type, version, scratch)
+            found = run_replay_check(paths, code)
+            outcomes += found
+            if not out.as_json:
+                _print_outcomes(out, found, label)
     if out.as_json:
-        out.json([_outcome_json(o) for o in outcomes])
+        out.json(outcomes)
     elif len(outcomes) > 1:
-        bad = sum(not o.ok for o in outcomes)
+        bad = sum(not o["ok"] for o in outcomes)
         out.console.print(
             f"{len(outcomes) - bad} of {len(outcomes)} replay; {bad} diverge",
             markup=False,
             highlight=False,
         )
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED
+    return EXIT_OK if all(o["ok"] for o in outcomes) else EXIT_FAILED
 
 
-def _print_outcome(out: Output, outcome: WorkflowReplay, label: str) -> None:
-    mark = "ok  " if outcome.ok else "FAIL"
-    for run in outcome.runs:
-        out.console.print(
-            f"{mark} {outcome.workflow_id} run {run.run_id} ({run.workflow_type}) against "
-            f"{label}: {run.describe()}",
-            markup=False,
-            highlight=False,
-        )
-
-
-def _outcome_json(outcome: WorkflowReplay) -> dict[str, Any]:
-    return {
-        "workflow_id": outcome.workflow_id,
-        "ok": outcome.ok,
-        "runs": [
-            {
-                "run_id": r.run_id,
-                "workflow_type": r.workflow_type,
-                "events": r.events,
-                "ok": r.ok,
-                "seq": None if r.divergence is None else r.divergence.seq,
-                "detail": None if r.divergence is None else r.divergence.detail,
-                "source": None if r.divergence is None else r.divergence.source,
-                "problem": r.problem,
-            }
-            for r in outcome.runs
-        ],
-    }
+def _print_outcomes(out: Output, outcomes: list[dict[str, Any]], label: str) -> None:
+    for outcome in outcomes:
+        for run in outcome["runs"]:
+            mark = "ok  " if run["ok"] else "FAIL"
+            out.console.print(
+                f"{mark} {outcome['workflow_id']} run {run['run_id']} ({run['workflow_type']}) "
+                f"against {label}: {run['describe']}",
+                markup=False,
+                highlight=False,
+            )
 
 
 def add_commands(sub: Any) -> None:

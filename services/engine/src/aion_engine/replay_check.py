@@ -10,6 +10,9 @@ code's extra decisions are what moving it would record, not a divergence.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,18 +32,20 @@ from aion_common.domain import (
     WorkflowMoved,
     WorkflowStarted,
 )
-from aion_common.packages import Package, PackageLoader
+from aion_common.packages import Package, PackageLoader, build_package
 from aion_engine import _sandbox
 from aion_engine._executor import Finish
 from aion_engine._replay import replay_run
 from aion_engine.blocking import blocks_run
-from aion_engine.registry import WorkflowFn, WorkflowRegistry
+from aion_engine.registry import WorkflowFn, WorkflowRegistry, load_modules
 
 __all__ = [
     "RunReplay",
     "WorkflowReplay",
     "events_from_json",
     "load_package",
+    "main",
+    "outcome_json",
     "replay_history",
 ]
 
@@ -197,3 +202,78 @@ def _blocked_at_end(segment: Sequence[Event]) -> bool:
         if isinstance(event, WorkflowBlocked):
             return True
     return False
+
+
+def outcome_json(outcome: WorkflowReplay) -> dict[str, Any]:
+    """An outcome as the JSON ``python -m aion_engine.replay_check --json`` prints."""
+    return {
+        "workflow_id": outcome.workflow_id,
+        "ok": outcome.ok,
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "workflow_type": r.workflow_type,
+                "events": r.events,
+                "ok": r.ok,
+                "seq": None if r.divergence is None else r.divergence.seq,
+                "detail": None if r.divergence is None else r.divergence.detail,
+                "source": None if r.divergence is None else r.divergence.source,
+                "problem": r.problem,
+                "describe": r.describe(),
+            }
+            for r in outcome.runs
+        ],
+    }
+
+
+def _code(args: argparse.Namespace, scratch: Path) -> dict[str, WorkflowFn]:
+    if args.package is not None:
+        data = Path(args.package).read_bytes()
+        return load_package(Package.from_archive(data, limit=len(data)), scratch)
+    if args.path is not None:
+        return load_package(build_package(Path(args.path)), scratch)
+    registry = WorkflowRegistry()
+    load_modules(args.workflows, registry)
+    return {t: fn for t in registry.types() if (fn := registry.get(t)) is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aion_engine.replay_check --history FILE… (--package ZIP | --path PATH |
+    --workflows MODULE…) [--json]``: replay saved histories against code; exit 0 when every
+    run replays, 1 when one does not, 2 when the input is unusable. ``aion replay`` and
+    ``aion.testing.replay`` run it (the ``aion`` distribution does not import the engine)."""
+    parser = argparse.ArgumentParser(prog="python -m aion_engine.replay_check")
+    parser.add_argument("--history", action="append", required=True, metavar="FILE")
+    code = parser.add_mutually_exclusive_group(required=True)
+    code.add_argument("--package", metavar="ZIP", help="a package archive")
+    code.add_argument("--path", help="a module file, package or project directory")
+    code.add_argument("--workflows", action="append", metavar="MODULE", help="importable")
+    parser.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    args = parser.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="aion-replay-") as scratch:
+            workflows = _code(args, Path(scratch))
+            outcomes = [
+                replay_history(
+                    events_from_json(json.loads(Path(f).read_text(encoding="utf-8"))), workflows
+                )
+                for f in args.history
+            ]
+    except (InvalidInput, OSError, ValueError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    if args.json:
+        sys.stdout.write(json.dumps([outcome_json(o) for o in outcomes]) + "\n")
+    else:
+        for outcome in outcomes:
+            for run in outcome.runs:
+                mark = "ok  " if run.ok else "FAIL"
+                sys.stdout.write(
+                    f"{mark} {outcome.workflow_id} run {run.run_id} ({run.workflow_type}): "
+                    f"{run.describe()}\n"
+                )
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
