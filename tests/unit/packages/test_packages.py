@@ -81,7 +81,7 @@ def test_a_broken_package_says_where_and_leaves_nothing(tmp_path: Path) -> None:
     (root / "bad.py").write_text("def oops(:\n")
     loader = PackageLoader(tmp_path / "cache")
     package = build_package(root / "bad.py")
-    with pytest.raises(PackageError, match=r"syntax error in bad.py, line 1"):
+    with pytest.raises(PackageError, match=r"bad.py:1: syntax error"):
         loader.load(package)
     (root / "fails.py").write_text("import no_such_module_anywhere\n")
     with pytest.raises(PackageError, match="importing fails failed: ModuleNotFoundError"):

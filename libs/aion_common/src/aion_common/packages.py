@@ -192,9 +192,7 @@ def declared_workflows(package: Package) -> dict[str, str]:
         try:
             tree = ast.parse(data, filename=path)
         except SyntaxError as err:
-            raise PackageError(
-                f"{path}:{err.lineno}: syntax error: {err.msg}; the package was not deployed"
-            ) from err
+            raise PackageError(f"{path}:{err.lineno}: syntax error: {err.msg}") from err
         except ValueError as err:  # null bytes
             raise PackageError(f"{path}: not Python source: {err}") from err
         for node in ast.walk(tree):
@@ -388,7 +386,8 @@ class PackageLoader:
         self._loaded: dict[str, list[ModuleType]] = {}
 
     def load(self, package: Package) -> list[ModuleType]:
-        """Import every module of ``package`` (once per version); returns them. Errors in the
+        """Import the modules of ``package`` that declare workflows — every module when none
+        does so visibly — (once per version); returns them. Errors in the
         package's code (a syntax error, a failing import) raise :class:`PackageError` with the
         file, line and cause, and leave nothing of that version behind."""
         version = package.version
@@ -432,8 +431,13 @@ class PackageLoader:
 
     @staticmethod
     def _import_all(package: Package, namespace: str) -> list[ModuleType]:
+        # the modules that declare workflows (and what they import), not every file: a
+        # project's tests or scripts need not import where the workflows run
+        declaring = {where.rpartition(":")[0] for where in declared_workflows(package).values()}
         names: list[str] = []
         for path, _ in sorted(package.files):
+            if declaring and path not in declaring:
+                continue
             pure = PurePosixPath(path)
             if pure.suffix != ".py" or not all(
                 p.isidentifier() for p in pure.with_suffix("").parts
