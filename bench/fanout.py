@@ -171,10 +171,16 @@ def _cpu_lines(used: dict[str, float], elapsed: float, shape: dict[str, Any]) ->
 
 
 async def _start_parent(
-    client: AionClient, watcher: Watcher, workflow_type: str, workflow_id: str, value: int
+    client: AionClient,
+    watcher: Watcher,
+    workflow_type: str,
+    workflow_id: str,
+    value: int,
+    *,
+    version: str | None = None,
 ) -> _Parent:
     parent = watcher.expect(workflow_id)
-    await client.start(workflow_type, value, id=workflow_id)
+    await client.start(workflow_type, value, id=workflow_id, package_version=version)
     return parent
 
 
@@ -193,15 +199,23 @@ async def _fanout(
     children: int,
     concurrency: int,
     report: bool,
+    versions: tuple[str, ...] = (),
 ) -> float:
-    """Run the fan-out; returns child workflows/s (end to end)."""
+    """Run the fan-out; returns child workflows/s (end to end). With ``versions``, the parents
+    are pinned to them in turn (``bench.versions``)."""
     run = uuid.uuid4().hex[:6]
     gate = asyncio.Semaphore(concurrency)
 
     async def start(index: int) -> _Parent:
         async with gate:
+            version = versions[index % len(versions)] if versions else None
             return await _start_parent(
-                client, watcher, "bench.fanout.parent", f"fan-{run}-{index}", children
+                client,
+                watcher,
+                "bench.fanout.parent",
+                f"fan-{run}-{index}",
+                children,
+                version=version,
             )
 
     cpu_before = _cpu(stack)

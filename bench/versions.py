@@ -41,7 +41,7 @@ from aion_engine._replay import replay_run
 from aion_engine.core import EngineCore
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.replay_check import load_package, replay_history
-from bench.fanout import Watcher, _check, _Parent
+from bench.fanout import Watcher, _check, _fanout, _Parent
 
 _FLOWS = '''"""bench.versions' workflows ({tag})."""
 
@@ -123,65 +123,30 @@ async def _loads(client: AionClient, watcher: Watcher, scratch: Path, count: int
     )
 
 
-async def _fan(
-    client: AionClient,
-    watcher: Watcher,
-    versions: list[str],
-    *,
-    parents: int,
-    children: int,
-    concurrency: int,
-) -> float:
-    """Child workflows/s of one fan-out whose parents are pinned round-robin to ``versions``."""
-    run = uuid.uuid4().hex[:6]
-    gate = asyncio.Semaphore(concurrency)
-
-    async def start(index: int) -> _Parent:
-        async with gate:
-            workflow_id = f"vfan-{run}-{index}"
-            parent = watcher.expect(workflow_id)
-            await client.start(
-                "bench.fanout.parent",
-                children,
-                id=workflow_id,
-                package_version=versions[index % len(versions)],
-            )
-            return parent
-
-    began = time.time()
-    started = await asyncio.gather(*(start(i) for i in range(parents)))
-    await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in started)), 600)
-    _check(started)
-    elapsed = max(p.received_wall for p in started) - began
-    for index in range(parents):  # settle: the views catch up before the next pass
-        await client.result(f"vfan-{run}-{index}", wait=60)
-    return parents * children / elapsed
-
-
 async def _two_versions(
-    client: AionClient, watcher: Watcher, scratch: Path, args: argparse.Namespace
+    stack: Stack, client: AionClient, watcher: Watcher, scratch: Path, args: argparse.Namespace
 ) -> None:
     one, two, children_route = (_package(scratch, tag) for tag in ("fan-a", "fan-b", "fan-c"))
     for package in (one, two, children_route):
         await client.deploy(package.archive())
     await client.route("bench.fanout.child", children_route.version)
     shape = {"parents": args.parents, "children": args.children}
-    await _fan(client, watcher, [one.version], parents=10, children=args.children,
-               concurrency=args.concurrency)  # fmt: skip  # warm-up, both versions loaded
-    await _fan(client, watcher, [two.version], parents=10, children=args.children,
-               concurrency=args.concurrency)  # fmt: skip
+    fan = {"children": args.children, "concurrency": args.concurrency}
+    for warm in (one.version, two.version):  # both versions loaded before anything is timed
+        await _fanout(stack, client, watcher, parents=10, report=False, versions=(warm,), **fan)
     single: list[float] = []
     double: list[float] = []
     for _ in range(args.rounds):
-        for versions, rates in (([one.version], single), ([one.version, two.version], double)):
+        for versions, rates in (((one.version,), single), ((one.version, two.version), double)):
             rates.append(
-                await _fan(
+                await _fanout(
+                    stack,
                     client,
                     watcher,
-                    versions,
                     parents=args.parents,
-                    children=args.children,
-                    concurrency=args.concurrency,
+                    report=False,
+                    versions=versions,
+                    **fan,
                 )
             )
     one_rate, two_rate = sum(single) / len(single), sum(double) / len(double)
@@ -268,7 +233,7 @@ async def _main(args: argparse.Namespace) -> None:
             try:
                 async with stack.client(timeout=60) as client:
                     await _loads(client, watcher, scratch, args.loads)
-                    await _two_versions(client, watcher, scratch, args)
+                    await _two_versions(stack, client, watcher, scratch, args)
             finally:
                 await watcher.stop()
 

@@ -14,25 +14,9 @@ from aion_common.domain import PackageRecord, RouteRecord
 from aion_common.kafka.catalog import CatalogReader, CatalogWriter
 from aion_common.packages import Package
 from aion_common.settings import Settings
+from aion_projector.api._catalog import CatalogState
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class Seen:
-    """A listener that keeps what it read."""
-
-    def __init__(self) -> None:
-        self.packages: dict[tuple[str, str], PackageRecord] = {}
-        self.routes: dict[str, str] = {}
-
-    def package_added(self, record: PackageRecord) -> None:
-        self.packages[(record.workflow_type, record.version)] = record
-
-    def package_removed(self, workflow_type: str, version: str) -> None:
-        self.packages.pop((workflow_type, version), None)
-
-    def route_set(self, record: RouteRecord) -> None:
-        self.routes[record.workflow_type] = record.version
 
 
 def _records(package: Package, types: tuple[str, ...]) -> list[PackageRecord]:
@@ -62,7 +46,7 @@ async def test_a_deploy_a_route_and_a_deletion_reach_readers_old_and_new(
 ) -> None:
     codec = Codec()
     writer = CatalogWriter(aion_settings, codec=codec)
-    first = Seen()
+    first = CatalogState()
     reader = CatalogReader(aion_settings, first, codec=codec)
     await writer.start()
     await reader.start()
@@ -71,20 +55,21 @@ async def test_a_deploy_a_route_and_a_deletion_reach_readers_old_and_new(
         # 3 MiB of incompressible data: over Kafka's 1 MiB default record size
         big = Package((("flows.py", b"x = 1\n"), ("blob.bin", os.urandom(3 * 1024 * 1024))))
         await writer.deploy(_records(big, ("a", "b")))
-        await _until(lambda: len(first.packages) == 2)
-        assert first.packages[("a", big.version)].archive == big.archive()
-        await writer.route(RouteRecord(workflow_type="a", version=big.version, routed_at=AT))
-        await _until(lambda: first.routes.get("a") == big.version)
+        await _until(lambda: len(first.records()) == 2)
+        assert first.version(big.version)[0].archive == big.archive()
+        route = RouteRecord(workflow_type="a", version=big.version, routed_at=AT)
+        await writer.route(route)
+        await _until(lambda: first.routes().get("a") == route)
         await writer.remove("b", big.version)
-        await _until(lambda: ("b", big.version) not in first.packages)
+        await _until(lambda: [r.workflow_type for r in first.version(big.version)] == ["a"])
 
-        late = Seen()
+        late = CatalogState()
         newcomer = CatalogReader(aion_settings, late, codec=codec)
         await newcomer.start()
         try:
             assert await newcomer.caught_up(20)
-            assert set(late.packages) == {("a", big.version)}
-            assert late.routes == {"a": big.version}
+            assert [(r.workflow_type, r.version) for r in late.records()] == [("a", big.version)]
+            assert late.routes() == {"a": route}
         finally:
             await newcomer.stop()
     finally:
