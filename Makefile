@@ -12,7 +12,7 @@ DOCKERD_TEST_PID := .aion/docker/dockerd-test.pid
 # Ryuk (testcontainers' reaper) cannot be pulled without a registry; the fixtures clean up.
 export TESTCONTAINERS_RYUK_DISABLED ?= true
 
-.PHONY: install dev demo test lint types imports pytest bench kafka-jars postgres browser clean \
+.PHONY: install dev demo test lint types imports pytest bench bench-peers kafka-jars postgres browser clean \
 	images compose-up compose-down docker-up docker-down
 
 install: $(STAMP)
@@ -97,6 +97,13 @@ docker-down: install
 # so the cluster is provisioned first and stopped afterwards.
 bench: install kafka-jars postgres
 	$(PY) -m bench; rc=$$?; $(PY) -m aion_common.testing.postgres stop; exit $$rc
+
+# aion beside DBOS and Restate on their own workloads (issue 23; not part of `make test`): installs
+# the peers under .aion/peers (pip, npm; PostgreSQL from the test harness), runs them and aion
+# interleaved for 3 cycles and prints aion's ratio to the best peer on every figure.
+# `make bench-peers ARGS="--cycles 5"` passes options on (`python -m bench.peers --help`).
+bench-peers: install kafka-jars
+	$(PY) -m bench.peers $(ARGS)
 
 clean:
 	rm -rf $(VENV) .aion .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aion import activity, workflow
 
-__all__ = ["fan", "noop", "single"]
+__all__ = ["fan", "noop", "single", "steps"]
 
 
 @activity.defn(name="bench.noop")
@@ -29,3 +29,13 @@ async def fan(ctx: workflow.WorkflowContext, count: int) -> int:
 async def single(ctx: workflow.WorkflowContext, value: int) -> int:
     """Run one activity and return its result."""
     return int(await ctx.execute_activity(noop, value, start_to_close=30))
+
+
+@workflow.defn("bench.steps.activities")
+async def steps(ctx: workflow.WorkflowContext, count: int) -> int:
+    """``count`` activities one after another (the peers' 10-step workflow), summing their
+    results as the peers' steppers do: ``count * (count - 1) // 2``."""
+    total = 0
+    for i in range(count):
+        total += int(await ctx.execute_activity(noop, i, start_to_close=30))
+    return total

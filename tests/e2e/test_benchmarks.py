@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.peers import table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,3 +128,32 @@ def test_benchmark_runs_and_prints_its_metrics(
     for metric in expected:
         assert isinstance(metrics[metric], int | float), (metric, metrics[metric])
         assert metrics[metric] >= 0, (metric, metrics[metric])
+
+
+@pytest.mark.slow
+def test_peers_aion_side_writes_the_peers_phases(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``make bench-peers``'s aion side, tiny: every phase the table reads, in the peers' shape."""
+    out = tmp_path / "aion-c1.jsonl"
+    argv = [
+        "-m", "bench.peers.aion_side", "--partitions", "3", "--latency-n", "3", "--steps-n", "2",
+        "--steps-k", "3", "--steps-tp", "2x3", "--tp", "3x2", "--engines-beside", "2",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "AION_BENCH_KAFKA": kafka_bootstrap}
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    phases = [json.loads(line)["phase"] for line in out.read_text().splitlines()]
+    assert phases == ["latency", "steps", "steps_tp:2x3", "tp:3x2", "latency:2 engines"]
+    (cycle,) = table.load(tmp_path)["aion"]
+    assert cycle["latency"]["client_e2e"]["p99_ms"] > 0
+    assert set(cycle["latency"]["hops"]) == {
+        "request_to_parent_appended", "parent_to_child_appended", "child_to_parent_appended",
+        "parent_appended_to_visible",
+    }  # fmt: skip
+    assert cycle["steps"]["per_step_ms"]["p50_ms"] > 0
+    assert cycle["steps_tp:2x3"]["steps_per_s"] > 0
+    assert cycle["tp:3x2"]["child_wf_per_s"] > 0
+    assert {"engine-1", "engine-2"} <= cycle["latency:2 engines"]["resources"].keys()

@@ -16,7 +16,7 @@ import importlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,17 @@ def _quiet(line: str) -> None:
 class PostgresCluster:
     """The cluster under ``root`` (default ``<repo>/.aion/pg``): data, socket dir, log, URL."""
 
-    def __init__(self, root: Path | None = None, *, say: Say = _quiet) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        say: Say = _quiet,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """``settings`` override the test defaults in ``postgresql.conf`` syntax (the peer
+        benchmark runs a cluster with PostgreSQL's own durability: ``fsync = on`` …)."""
         self.root = (root or find_repo_root() / ".aion/pg").resolve()
+        self._settings = {**_SETTINGS, **(settings or {})}
         self.data_dir = self.root / "data"
         self.socket_dir = self.root / "run"
         self.log_path = self.root / "postgres.log"
@@ -143,7 +152,7 @@ class PostgresCluster:
 
     def _write_settings(self, port: int) -> None:
         settings = {
-            **_SETTINGS,
+            **self._settings,
             "port": str(port),
             "unix_socket_directories": f"'{self.socket_dir}'",
         }
