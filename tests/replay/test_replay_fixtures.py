@@ -327,6 +327,17 @@ EXPECTED: dict[str, dict[str, tuple[str, object]]] = {
             RouteRecord(workflow_type="Order", version="e" * 64, routed_at=AT),
         ),
     },
+    "v4": {
+        "StartWorkflow": (
+            "command",
+            StartWorkflow(
+                **CENV,
+                workflow_type="OrderWorkflow",
+                input=DOC,
+                id_reuse_policy=IdReusePolicy.TERMINATE_IF_RUNNING,
+            ),
+        ),
+    },
 }
 
 

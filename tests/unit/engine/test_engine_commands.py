@@ -22,6 +22,7 @@ from aion_common.domain import (
     TimerScheduled,
     WorkflowCompleted,
     WorkflowFailed,
+    WorkflowStarted,
     WorkflowTimedOut,
     record_child_terminal_id,
 )
@@ -181,6 +182,7 @@ def test_refusals_name_the_reason() -> None:
         (IdReusePolicy.REJECT_DUPLICATE, "fail", False),
         (IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY, "complete", False),
         (IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY, "fail", True),
+        (IdReusePolicy.TERMINATE_IF_RUNNING, "complete", True),
     ],
 )
 def test_id_reuse_after_close_follows_the_policy(
@@ -290,3 +292,53 @@ def test_record_for_a_run_that_continued_as_new_is_parent_terminal() -> None:
     assert world.kinds("w")[-2:] == ["WorkflowStarted", "TimerScheduled"]
     done = Completed(result=payload(1))
     assert world.send(_record(world, done, run_id=first_run)).is_noop
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        IdReusePolicy.ALLOW_DUPLICATE,
+        IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        IdReusePolicy.REJECT_DUPLICATE,
+    ],
+)
+def test_a_running_id_is_refused_unless_terminate_if_running(policy: IdReusePolicy) -> None:
+    world = World(make_registry())
+    world.start("r", "waiter")
+    decision = world.start("r", "waiter", id_reuse_policy=policy)
+    assert decision.refusal is not None
+    assert decision.refusal.code is RefusalCode.ALREADY_RUNNING
+    assert "TERMINATE_IF_RUNNING" in decision.refusal.reason
+
+
+def test_terminate_if_running_replaces_the_run_in_one_step() -> None:
+    world = World(make_registry())
+    first = world.start("r", "waiter")
+    assert first.batch is not None
+    old_run = first.batch.events[0].run_id
+    decision = world.start(
+        "r",
+        "leaf",
+        {"mode": "complete", "i": 2},
+        id_reuse_policy=IdReusePolicy.TERMINATE_IF_RUNNING,
+    )
+    assert decision.batch is not None
+    events = decision.batch.events
+    assert isinstance(events[0], WorkflowFailed)
+    assert events[0].run_id == old_run
+    assert events[0].error.error_type == "Terminated"
+    assert events[0].error.message.startswith("terminated:replaced by a new start")
+    assert isinstance(events[1], WorkflowStarted)
+    assert events[1].run_id != old_run
+    assert world.result("r") == {"i": 2}
+
+
+def test_terminate_records_a_reason_and_its_type() -> None:
+    world = World(make_registry())
+    world.start("t", "waiter")
+    decision = world.terminate("t", reason="")
+    assert decision.batch is not None
+    failed = decision.batch.events[-1]
+    assert isinstance(failed, WorkflowFailed)
+    assert failed.error.message == "terminated:no reason given"
+    assert failed.error.error_type == "Terminated"

@@ -36,6 +36,7 @@ from aion_common.domain import AionError
 from aion_common.packages import PackageError, package_of_modules, user_modules
 from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
+from aion_common.runtime.user_modules import EXIT_USER_CODE
 from aion_common.settings import Settings, SettingsError
 from aion_engine._debug import install_task_dump
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
@@ -56,6 +57,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="import MODULE to register its workflows (repeatable)",
     )
     parser.add_argument("--max-resident", type=int, default=10_000, help="resident coroutines")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only load the workflow modules and settings, print the types and exit "
+        f"(0, or {EXIT_USER_CODE} with the reason on stderr)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("AION_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -118,8 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         types = load_modules(modules, registry)
         local_version = _local_version(modules)
     except (SettingsError, AionError) as err:
+        if args.check:
+            print(err, file=sys.stderr)  # noqa: T201 - for people: the text, no JSON
+            return EXIT_USER_CODE
         _log.error("engine refused to start: %s", err)  # the message is the report
-        return 2
+        return EXIT_USER_CODE
+    if args.check:
+        print(f"workflow types: {', '.join(types) or '(none)'}")  # noqa: T201 - its output
+        return 0
     _log.info(
         "workflow types loaded",
         extra={"modules": modules, "workflow_types": list(types), "version": local_version},

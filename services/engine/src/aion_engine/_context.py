@@ -20,6 +20,7 @@ from aion.activity import definition as activity_definition
 from aion.workflow import RetryPolicy, WorkflowInfo
 from aion_common.domain import (
     DEFAULT_TASK_QUEUE,
+    MAX_ID_LENGTH,
     ActivityOptions,
     InvalidInput,
     ParentClosePolicy,
@@ -223,12 +224,14 @@ class WorkflowContext:
         "_info",
         "_now",
         "_random_counter",
+        "_start_seq",
         "_uuid_counter",
     )
 
-    def __init__(self, info: WorkflowInfo, now: datetime) -> None:
+    def __init__(self, info: WorkflowInfo, now: datetime, *, start_seq: int = 1) -> None:
         self._info = info
         self._now = now
+        self._start_seq = start_seq  # the seq of this run's WorkflowStarted
         self._child_counter = 0
         self._activity_counter = 0
         self._random_counter = 0
@@ -265,11 +268,11 @@ class WorkflowContext:
     ) -> StartChildOp:
         """Schedule a child workflow; ``await`` it for a :class:`ChildHandle`.
 
-        The default child id is ``derive_id("child", workflow_id, run_id, n)`` for the n-th
-        child this run starts, so it is the same on every replay.
+        The default child id is ``<this workflow's id>/<type>/<n>`` for the n-th child this
+        run starts (``aion tree`` shows which child is which), the same on every replay.
         """
         self._child_counter += 1
-        child_id = id if id is not None else self._derive("child", self._child_counter)
+        child_id = id if id is not None else self._default_child_id(workflow_type)
         timeout = None if execution_timeout is None else duration_ms(execution_timeout)
         return StartChildOp(child_id, workflow_type, input, parent_close_policy, timeout)
 
@@ -378,6 +381,16 @@ class WorkflowContext:
 
     def _set_now(self, now: datetime) -> None:
         self._now = now
+
+    def _default_child_id(self, workflow_type: str) -> str:
+        """``<parent id>/<type>/<n>``; in a later run of the id (continue-as-new, or the id
+        started again) ``@<seq of that run's start>`` follows, so no two runs of one workflow
+        id ever make the same child id. An id that would pass the limit is derived instead."""
+        run = "" if self._start_seq == 1 else f"@{self._start_seq}"
+        readable = f"{self._info.workflow_id}/{workflow_type}/{self._child_counter}{run}"
+        if len(readable) <= MAX_ID_LENGTH:
+            return readable
+        return self._derive("child", self._child_counter)
 
     def _derive(self, kind: str, counter: int) -> str:
         return derive_id(kind, self._info.workflow_id, self._info.run_id, str(counter))

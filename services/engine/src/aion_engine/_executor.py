@@ -205,6 +205,10 @@ def failure_of(err: BaseException, *, message: str | None = None) -> WorkflowErr
     ]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     lines.extend(traceback.format_exception_only(err))
+    if isinstance(err, ActivityError) and err.traceback:
+        # as Python shows a chained exception: the activity's own traceback first
+        cause = err.traceback.rstrip("\n") + "\n"
+        lines = [cause, "\nThe activity's failure above ended the workflow:\n\n", *lines]
     return WorkflowError(
         message=message or (f"{name}: {text}" if text else name),
         error_type=name,
@@ -287,6 +291,7 @@ class Executor:
                 attempt=started.attempt,
             ),
             started.recorded_at,
+            start_seq=started.seq,
         )
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._decisions: deque[WorkflowDecision] = deque()

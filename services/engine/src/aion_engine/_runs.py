@@ -26,6 +26,7 @@ from aion_common.domain import (
     WorkflowFailed,
     WorkflowStarted,
     derive_id,
+    start_run_id,
 )
 from aion_engine import activities
 from aion_engine._executor import (
@@ -44,6 +45,7 @@ from aion_engine.versions import Versions
 __all__ = [
     "MAX_CONTINUES_PER_COMMAND",
     "PARENT_CLOSE_REASON_PREFIX",
+    "TERMINATED_ERROR_TYPE",
     "NextRun",
     "RunClosed",
     "close_policy_commands",
@@ -54,6 +56,7 @@ __all__ = [
     "loaded_types",
     "record_decision",
     "start_refusal",
+    "terminated_error",
 ]
 
 MAX_CONTINUES_PER_COMMAND: Final = 100
@@ -99,18 +102,20 @@ def start_refusal(
 ) -> tuple[RefusalCode, str] | None:
     """Why ``cmd`` may not start a run, or None if it may."""
     run = None if state is None else state.run
+    policy = cmd.id_reuse_policy
     if run is not None:
         if run.terminal is None:
-            return (
-                RefusalCode.ALREADY_RUNNING,
-                f"workflow {cmd.workflow_id!r} is already running (run {run.run_id!r})",
-            )
-        closed_as = type(run.terminal).__name__
-        policy = cmd.id_reuse_policy
-        if policy is IdReusePolicy.REJECT_DUPLICATE or (
+            if policy is not IdReusePolicy.TERMINATE_IF_RUNNING:
+                return (
+                    RefusalCode.ALREADY_RUNNING,
+                    f"workflow {cmd.workflow_id!r} is already running (run {run.run_id!r}); "
+                    "start it with the id reuse policy TERMINATE_IF_RUNNING to replace it",
+                )
+        elif policy is IdReusePolicy.REJECT_DUPLICATE or (
             policy is IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
             and isinstance(run.terminal, WorkflowCompleted)
         ):
+            closed_as = type(run.terminal).__name__
             return (
                 RefusalCode.ID_REUSE_REJECTED,
                 f"workflow id {cmd.workflow_id!r} was used by run {run.run_id!r} "
@@ -131,9 +136,21 @@ def start_refusal(
     )
 
 
+TERMINATED_ERROR_TYPE: Final = "Terminated"
+"""``WorkflowError.error_type`` of a run ended by ``TerminateWorkflow`` (its message is
+``terminated:<reason>``): the views show such a run as TERMINATED."""
+
+
+def terminated_error(reason: str) -> WorkflowError:
+    """The failure recorded for a terminated run (a parent sees its child failed with it)."""
+    return WorkflowError(
+        message=f"terminated:{reason or 'no reason given'}", error_type=TERMINATED_ERROR_TYPE
+    )
+
+
 def first_run_id(cmd: StartWorkflow) -> str:
     """The run id ``cmd`` opens when admitted (its chain's ``first_run_id``)."""
-    return derive_id("run", cmd.workflow_id, cmd.command_id)
+    return start_run_id(cmd.workflow_id, cmd.command_id)
 
 
 def first_started_event(

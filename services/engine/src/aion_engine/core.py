@@ -205,6 +205,10 @@ class EngineCore:
         if state is None:
             state = self._workflows[cmd.workflow_id] = WorkflowState(cmd.workflow_id)
         work = Work(state, cmd.command_id, now)
+        running = state.open_run
+        if running is not None:  # admitted over a running run: TERMINATE_IF_RUNNING
+            reason = f"replaced by a new start (TERMINATE_IF_RUNNING, command {cmd.command_id})"
+            self._terminate_run(work, running, reason)
         run_id = _runs.first_run_id(cmd)
         version = self._versions.version_for_start(cmd.workflow_type, cmd.package_version)
         assert version is not None  # start_refusal checked it
@@ -248,10 +252,14 @@ class EngineCore:
         run = target.open_run
         assert run is not None
         work = Work(target, cmd.command_id, now)
-        error = WorkflowError(message=f"terminated:{cmd.reason}")
+        self._terminate_run(work, run, cmd.reason)
+        return self._finish(work, None)
+
+    def _terminate_run(self, work: Work, run: RunState, reason: str) -> None:
+        """End ``run`` at once: failed with ``terminated:<reason>``, its close policy applied."""
+        error = _runs.terminated_error(reason)
         work.append(WorkflowFailed(**work.envelope(run.run_id), error=error))
         self._close_run(work, run)
-        return self._finish(work, None)
 
     def _record_child(
         self, cmd: RecordChildTerminal, state: WorkflowState | None, now: datetime

@@ -7,7 +7,6 @@ submodules that are imported), so nothing depends on import-time side effects in
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 from collections.abc import Callable, Coroutine, Iterable
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 
 from aion import workflow
 from aion_common.domain import InvalidInput, validate_name
+from aion_common.runtime.user_modules import import_user_module
 from aion_engine import _sandbox
 
 __all__ = ["WorkflowFn", "WorkflowRegistry", "load_modules"]
@@ -83,10 +83,7 @@ def load_modules(modules: Iterable[str], registry: WorkflowRegistry) -> tuple[st
     """
     _sandbox.install()
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise InvalidInput(f"cannot import workflow module {name!r}: {err}") from err
+        import_user_module(name, kind="workflow")  # UserCodeError says why, where and what to do
         prefix = name + "."
         for loaded_name, module in list(sys.modules.items()):
             if module is not None and (loaded_name == name or loaded_name.startswith(prefix)):

@@ -61,7 +61,15 @@ from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 from aion_common.codecs import Codec, decode_key, encode_key
-from aion_common.domain import Command, DecodeError, FireTimer, InfrastructureError, MoveWorkflow
+from aion_common.domain import (
+    Command,
+    DecodeError,
+    EventBatch,
+    FireTimer,
+    InfrastructureError,
+    MoveWorkflow,
+    WorkflowFailed,
+)
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
 from aion_common.kafka.catalog import CatalogReader
 from aion_common.kafka.consumer import read_partition_to_end
@@ -734,6 +742,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                     partition=owned.partition,
                 )
             )
+            _log_failures(batch)
         refusal = decision.refusal
         if refusal is not None:
             _log.info(
@@ -894,3 +903,21 @@ async def _close_producer(producer: AIOKafkaProducer, *, what: str) -> None:
         await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT_S)
     except (KafkaError, TimeoutError) as err:
         _log.warning("%s did not stop cleanly", what, extra={"error": repr(err)})
+
+
+def _log_failures(batch: EventBatch) -> None:
+    """Log each run the batch fails, once, with the error's type and traceback (the user's
+    file and line): where a workflow's exception is seen without asking the API."""
+    for event in batch.events:
+        if isinstance(event, WorkflowFailed):
+            error = event.error
+            _log.warning(
+                "workflow failed: %s",
+                error.message,
+                extra={
+                    "workflow_id": event.workflow_id,
+                    "run_id": event.run_id,
+                    "error_type": error.error_type,
+                    "traceback": error.traceback,
+                },
+            )

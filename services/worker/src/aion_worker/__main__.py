@@ -15,6 +15,7 @@ import sys
 
 from aion_common.domain import AionError
 from aion_common.runtime import configure_logging, run_until_signalled
+from aion_common.runtime.user_modules import EXIT_USER_CODE
 from aion_common.settings import Settings, SettingsError
 from aion_worker.config import WorkerConfig
 from aion_worker.registry import ActivityRegistry, load_modules
@@ -37,6 +38,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--max-concurrent", type=int, metavar="N", help="attempts running at once (default 100)"
     )
     parser.add_argument("--log-level", default=os.environ.get("AION_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only load the activity modules and settings, print the activities and exit "
+        f"(0, or {EXIT_USER_CODE} with the reason on stderr)",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         registry = ActivityRegistry()
         names = load_modules(modules, registry)
     except (SettingsError, AionError) as err:
+        if args.check:
+            print(err, file=sys.stderr)  # noqa: T201 - for people: the text, no JSON
+            return EXIT_USER_CODE
         _log.error("worker refused to start: %s", err)  # the message is the report
-        return 2
+        return EXIT_USER_CODE
+    if args.check:
+        print(f"activities: {', '.join(names) or '(none)'}")  # noqa: T201 - its output
+        return 0
     if not names:
         _log.warning(
             "no activities loaded: this worker will fail every task it takes "

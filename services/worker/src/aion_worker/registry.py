@@ -6,7 +6,6 @@ in them and in their imported submodules, as the engine does for workflows.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -14,6 +13,7 @@ from typing import Any
 
 from aion import activity
 from aion_common.domain import InvalidInput
+from aion_common.runtime.user_modules import import_user_module
 
 __all__ = ["ActivityRegistry", "load_modules"]
 
@@ -61,10 +61,7 @@ def _where(fn: Callable[..., Any]) -> str:
 def load_modules(modules: Iterable[str], registry: ActivityRegistry) -> tuple[str, ...]:
     """Import the user's activity modules, register their activities, return the names."""
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise InvalidInput(f"cannot import activity module {name!r}: {err}") from err
+        import_user_module(name, kind="activity")  # UserCodeError says why, where and what to do
         prefix = name + "."
         for loaded_name, module in list(sys.modules.items()):
             if module is not None and (loaded_name == name or loaded_name.startswith(prefix)):

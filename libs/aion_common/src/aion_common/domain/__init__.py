@@ -96,9 +96,11 @@ from aion_common.domain.history import (
     terminal_outcome,
 )
 from aion_common.domain.ids import (
+    MAX_ID_LENGTH,
     activity_outcome_id,
     derive_id,
     record_child_terminal_id,
+    start_run_id,
     validate_id,
     validate_name,
 )
@@ -124,6 +126,7 @@ __all__ = [
     "DEFAULT_PAYLOAD_LIMIT",
     "DEFAULT_TASK_QUEUE",
     "EVENT_TYPES",
+    "MAX_ID_LENGTH",
     "TERMINAL_EVENT_TYPES",
     "ActivityAttemptFailed",
     "ActivityAttemptScheduled",
@@ -218,6 +221,7 @@ __all__ = [
     "record_child_terminal_id",
     "retry_delay_ms",
     "run_is_terminal",
+    "start_run_id",
     "started_event",
     "terminal_outcome",
     "validate_id",

@@ -19,6 +19,7 @@ __all__ = [
     "activity_outcome_id",
     "derive_id",
     "record_child_terminal_id",
+    "start_run_id",
     "validate_id",
     "validate_name",
 ]
@@ -78,6 +79,12 @@ def derive_id(kind: str, *parts: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def start_run_id(workflow_id: str, start_command_id: str) -> str:
+    """The run id a ``StartWorkflow`` opens when admitted (its chain's first run): known to
+    whoever sent the start, so a client can wait for exactly that run."""
+    return derive_id("run", workflow_id, start_command_id)
 
 
 def record_child_terminal_id(parent_workflow_id: str, parent_run_id: str, child_id: str) -> str:

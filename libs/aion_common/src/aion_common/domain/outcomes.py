@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from aion_common.domain.errors import InvalidInput
 from aion_common.domain.payload import Payload, WorkflowError
 
 __all__ = [
@@ -29,11 +30,33 @@ class ParentClosePolicy(enum.Enum):
 
 
 class IdReusePolicy(enum.Enum):
-    """Whether ``StartWorkflow`` may reuse the id of a closed workflow."""
+    """What ``StartWorkflow`` does when its workflow id was used before (Temporal's policies).
+
+    A running id is refused ``ALREADY_RUNNING`` under every policy but
+    ``TERMINATE_IF_RUNNING``, which terminates the running run and starts the new one in the
+    same step. A closed id may be started again under ``ALLOW_DUPLICATE`` (the default, as
+    Temporal's) and ``TERMINATE_IF_RUNNING``; under ``ALLOW_DUPLICATE_FAILED_ONLY`` only if its
+    last run did not complete; never under ``REJECT_DUPLICATE`` (refused
+    ``ID_REUSE_REJECTED``).
+    """
 
     ALLOW_DUPLICATE = "ALLOW_DUPLICATE"
     ALLOW_DUPLICATE_FAILED_ONLY = "ALLOW_DUPLICATE_FAILED_ONLY"
     REJECT_DUPLICATE = "REJECT_DUPLICATE"
+    TERMINATE_IF_RUNNING = "TERMINATE_IF_RUNNING"
+
+    @classmethod
+    def parse(cls, value: IdReusePolicy | str) -> IdReusePolicy:
+        """``value`` as a policy: its name in any case, with ``_``, ``-`` or none between the
+        words (``reject_duplicate``, ``RejectDuplicate`` as Temporal's CLI writes it)."""
+        if isinstance(value, cls):
+            return value
+        key = "".join(ch for ch in str(value) if ch.isalnum()).upper()
+        for policy in cls:
+            if policy.value.replace("_", "") == key:
+                return policy
+        names = ", ".join(p.value for p in cls)
+        raise InvalidInput(f"id reuse policy {value!r}: expected one of {names}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
