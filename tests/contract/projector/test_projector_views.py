@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aion_common.domain import (
     WorkflowCancelled,
+    WorkflowError,
+    WorkflowFailed,
     WorkflowTimedOut,
 )
 from aion_projector import (
@@ -95,6 +97,39 @@ async def test_unhappy_terminals(sessions: Sessions, terminal, status: str, mess
         assert d.current_run.result is None
         if status == "FAILED":
             assert d.current_run.error_details == '{"trace":"x"}'
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (WorkflowError(message="terminated:by ana", error_type="Terminated"), "TERMINATED"),
+        (  # the user's own exception class of that name is a failure like any other
+            WorkflowError(message="Terminated: by hand", error_type="Terminated"),
+            "FAILED",
+        ),
+        (
+            WorkflowError(
+                message="ValueError: nobody to greet",
+                error_type="ValueError",
+                traceback='  File "greetings.py", line 21, in greet\nValueError: nobody\n',
+            ),
+            "FAILED",
+        ),
+    ],
+)
+async def test_failures_keep_type_and_traceback_and_terminations_show_as_such(
+    sessions: Sessions, error: WorkflowError, status: str
+) -> None:
+    s = Script()
+    failure = (WorkflowFailed, {"error": error})
+    await project(sessions, [s.batch("w1", started("r1")), s.batch("w1", failure)])
+    async with sessions() as session:
+        d = await describe(session, "w1")
+        assert d is not None
+        assert (d.summary.status, d.current_run.status) == (status, status)
+        assert d.current_run.error_message == error.message
+        assert d.current_run.error_type == error.error_type
+        assert d.current_run.error_traceback == (error.traceback or None)
 
 
 async def test_continue_as_new_chain(sessions: Sessions) -> None:

@@ -2,7 +2,8 @@
 
 - ``order-1``: completed with ``{"total": 42}`` after a signal; it scheduled two children,
   ``pay-1`` (completed) and ``ship-1`` (failed), and ``pay-1`` scheduled ``audit-1``.
-- ``order-2``: failed (``boom``, details ``{"code": 7}``).
+- ``order-2``: failed (``boom``, details ``{"code": 7}``, a ``ValueError`` with
+  :data:`TRACEBACK`).
 - ``loop-1``: continued-as-new once, its second run still running.
 - ``order-3``: running; ``order-0`` … : filler for pagination (``FILLER`` of them).
 - refusals (:data:`REFUSALS`): a second start of ``order-1`` (``ID_REUSE_REJECTED``) and a
@@ -38,6 +39,9 @@ from aion_projector.projection import record_refusals
 TOPIC = "aion.events"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FILLER = 12
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "orders.py", line 7, in order\nValueError: boom\n'
+)
 Spec = tuple[type[Any], dict[str, Any]]
 
 
@@ -137,7 +141,14 @@ def build() -> list[Delivery]:
         "order-2",
         (
             WorkflowFailed,
-            {"error": WorkflowError(message="boom", details=Payload.from_json({"code": 7}))},
+            {
+                "error": WorkflowError(
+                    message="boom",
+                    details=Payload.from_json({"code": 7}),
+                    error_type="ValueError",
+                    traceback=TRACEBACK,
+                )
+            },
         ),
     )
     s.batch("loop-1", started("r-l1", "loop"))

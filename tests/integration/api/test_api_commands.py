@@ -8,10 +8,12 @@ import httpx
 
 from aion_common.domain import (
     CancelWorkflow,
+    IdReusePolicy,
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
     derive_id,
+    start_run_id,
 )
 from aion_common.kafka import partition_for
 from aion_common.settings import Settings
@@ -28,7 +30,12 @@ async def test_every_command_reaches_kafka(kafka_api: KafkaApi) -> None:
         "/v1/workflows", json={"type": "order", "input": {"n": 1}, "id": "w-1", "request_id": "r1"}
     )
     assert started.status_code == 202, started.text
-    assert started.json() == {"workflow_id": "w-1", "command_id": derive_id("api-start", "r1")}
+    start_id = derive_id("api-start", "r1")
+    assert started.json() == {
+        "workflow_id": "w-1",
+        "command_id": start_id,
+        "run_id": start_run_id("w-1", start_id),  # the run it opens once admitted
+    }
     assert started.headers["location"] == "/v1/workflows/w-1"
     signalled = await api.post("/v1/workflows/w-1/signals/go", json={"payload": [1, 2]})
     cancelled = await api.post("/v1/workflows/w-1/cancel", json={"reason": "user asked"})
@@ -49,6 +56,7 @@ async def test_every_command_reaches_kafka(kafka_api: KafkaApi) -> None:
         "order",
         {"n": 1},
     )
+    assert start.id_reuse_policy is IdReusePolicy.ALLOW_DUPLICATE  # the default
     assert start.command_id == started.json()["command_id"]
     assert isinstance(signal, SignalWorkflow)
     assert (signal.name, signal.payload.to_json()) == ("go", [1, 2])
@@ -56,7 +64,7 @@ async def test_every_command_reaches_kafka(kafka_api: KafkaApi) -> None:
     assert isinstance(cancel, CancelWorkflow)
     assert cancel.reason == "user asked"
     assert isinstance(terminate, TerminateWorkflow)
-    assert terminate.reason == ""
+    assert terminate.reason == "no reason given (sent through the API)"
     assert start.issued_at.tzinfo is not None
 
 

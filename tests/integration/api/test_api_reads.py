@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .dataset import FILLER
+from .dataset import FILLER, TRACEBACK
 
 PROBLEM = "application/problem+json"
 
@@ -93,6 +93,8 @@ async def test_describe_failed_and_run_chain(api: httpx.AsyncClient) -> None:
     failed = (await api.get("/v1/workflows/order-2")).json()
     assert failed["current_run"]["error_message"] == "boom"
     assert failed["current_run"]["error_details"] == {"code": 7}
+    assert failed["current_run"]["error_type"] == "ValueError"
+    assert failed["current_run"]["error_traceback"] == TRACEBACK
     loop = (await api.get("/v1/workflows/loop-1")).json()
     assert [r["run_id"] for r in loop["runs"]] == ["r-l1", "r-l2"]
     assert [r["status"] for r in loop["runs"]] == ["CONTINUED_AS_NEW", "RUNNING"]
@@ -102,6 +104,14 @@ async def test_describe_failed_and_run_chain(api: httpx.AsyncClient) -> None:
 
 async def test_describe_unknown_and_invalid(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v1/workflows/nope"), 404, "not-found")
+    ghost = await api.get("/v1/workflows/ghost-1")  # its only command, a start, was refused
+    assert_problem(ghost, 404, "not-found")
+    assert (
+        "its start was refused: UNKNOWN_WORKFLOW_TYPE: no workflow type" in ghost.json()["detail"]
+    )
+    assert ghost.json()["refusal"]["command_id"] == "cmd-ghost"
+    refused_result = await api.get("/v1/workflows/ghost-1/result", params={"wait": 0.1})
+    assert "its start was refused" in refused_result.json()["detail"]
     assert_problem(await api.get("/v1/workflows/" + "x" * 256), 422, "invalid-input")
     assert_problem(await api.get("/v1/workflows/%20padded"), 400, "invalid-input")
     assert_problem(await api.get("/v1/workflows/tab%09in"), 400, "invalid-input")
@@ -171,9 +181,34 @@ async def test_result_of_closed_workflows(api: httpx.AsyncClient) -> None:
         "result": {"total": 42},
         "error_message": None,
         "error_details": None,
+        "error_type": None,
+        "error_traceback": None,
+        "pending_reason": None,
     }
     failed = (await api.get("/v1/workflows/order-2/result", params={"wait": 5})).json()
     assert (failed["status"], failed["error_message"]) == ("FAILED", "boom")
+    assert (failed["error_type"], failed["error_traceback"]) == ("ValueError", TRACEBACK)
+
+
+async def test_result_of_one_run_chain(api: httpx.AsyncClient) -> None:
+    chain = await api.get("/v1/workflows/loop-1/result", params={"run_id": "r-l1"})
+    assert chain.status_code == 202  # the chain r-l1 began goes on in r-l2
+    assert (chain.json()["run_id"], chain.json()["status"]) == ("r-l2", "RUNNING")
+    other = await api.get("/v1/workflows/order-1/result", params={"run_id": "r-later"})
+    assert other.status_code == 202  # a start not taken yet: never the earlier run's result
+    assert (other.json()["status"], other.json()["run_id"]) == ("PENDING", None)
+
+
+async def test_command_status(api: httpx.AsyncClient) -> None:
+    applied = await api.get("/v1/workflows/order-1/commands/cmd-order-1-1")
+    assert applied.status_code == 200
+    assert (applied.json()["state"], applied.json()["run_id"]) == ("APPLIED", "r-o1")
+    refused = (await api.get("/v1/workflows/ghost-1/commands/cmd-ghost")).json()
+    assert refused["state"] == "REFUSED"
+    assert refused["refusal"]["code"] == "UNKNOWN_WORKFLOW_TYPE"
+    pending = await api.get("/v1/workflows/order-1/commands/unseen", params={"wait": 0.2})
+    assert pending.status_code == 202
+    assert pending.json()["state"] == "PENDING"
 
 
 async def test_result_still_running_after_wait(api: httpx.AsyncClient) -> None:

@@ -70,6 +70,9 @@ async def test_a_wait_on_a_command_neither_applied_nor_refused_is_pending(
             "result": None,
             "error_message": None,
             "error_details": None,
+            "error_type": None,
+            "error_traceback": None,
+            "pending_reason": None,  # no cluster view in this app: nothing to say
         }
     assert_problem(
         await api.get("/v1/workflows/order-1/result", params={"command_id": "bad\x01id"}),

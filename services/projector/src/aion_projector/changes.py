@@ -192,7 +192,7 @@ class ViewChanges:
             case WorkflowCompleted(result=result):
                 self._closed(event, RunStatus.COMPLETED, result=payload_text(result))
             case WorkflowFailed(error=error):
-                self._closed(event, RunStatus.FAILED, error=error)
+                self._closed(event, _failed_status(error), error=error)
             case WorkflowCancelled(reason=reason):
                 self._closed(event, RunStatus.CANCELLED, error=WorkflowError(message=reason))
             case WorkflowTimedOut(timeout=timeout):
@@ -425,3 +425,16 @@ def _history_row(event: Event) -> Row:
         "command_id": event.command_id,
         "body": encode_body(event),
     }
+
+
+# What the engine records for a terminated run (aion_engine._runs.terminated_error): a
+# failure, as the design's terminals go and as a parent sees it, shown as TERMINATED here.
+_TERMINATED_TYPE = "Terminated"
+_TERMINATED_PREFIX = "terminated:"
+
+
+def _failed_status(error: WorkflowError) -> RunStatus:
+    """TERMINATED for a run a ``TerminateWorkflow`` ended, FAILED for any other failure."""
+    if error.error_type == _TERMINATED_TYPE and error.message.startswith(_TERMINATED_PREFIX):
+        return RunStatus.TERMINATED
+    return RunStatus.FAILED

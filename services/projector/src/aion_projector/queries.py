@@ -45,6 +45,7 @@ __all__ = [
     "WorkflowSummary",
     "child_tree",
     "command_applied",
+    "command_run",
     "describe",
     "history",
     "list_workflows",
@@ -103,6 +104,7 @@ class RunView:
     """One run in a workflow's chain; ``result`` and details are JSON text."""
 
     run_id: str
+    first_run_id: str
     workflow_type: str
     status: str
     previous_run_id: str | None
@@ -549,9 +551,16 @@ async def refusal(session: AsyncSession, workflow_id: str, command_id: str) -> R
 
 async def command_applied(session: AsyncSession, workflow_id: str, command_id: str) -> bool:
     """Whether an event of ``workflow_id`` was recorded for command ``command_id``."""
+    return await command_run(session, workflow_id, command_id) is not None
+
+
+async def command_run(session: AsyncSession, workflow_id: str, command_id: str) -> str | None:
+    """The run of the first event recorded for command ``command_id``, or None if none was."""
     statement = (
-        select(_HIST.c.seq)
+        select(_HIST.c.run_id)
         .where(_HIST.c.workflow_id == workflow_id, _HIST.c.command_id == command_id)
+        .order_by(_HIST.c.seq)
         .limit(1)
     )
-    return (await session.execute(statement)).first() is not None
+    found = (await session.execute(statement)).first()
+    return None if found is None else str(found[0])

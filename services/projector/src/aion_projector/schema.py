@@ -54,6 +54,7 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    TERMINATED = "TERMINATED"
     TIMED_OUT = "TIMED_OUT"
     CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
 
@@ -147,7 +148,9 @@ class WorkflowRunRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_details: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(NAME))
+    """The failure's exception class (``ValueError``; ``Terminated`` for a terminated run)."""
     error_traceback: Mapped[str | None] = mapped_column(Text)
+    """The traceback through the user's code that raised it (empty when none)."""
 
 
 class WorkflowRow(Base):

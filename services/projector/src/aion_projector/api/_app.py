@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings
-from aion_projector.api import _reads, _versions, _writes
+from aion_projector.api import _command_status, _reads, _versions, _writes
 from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._models import Health
@@ -105,6 +105,7 @@ def create_app(
     app.include_router(_reads.router)
     app.include_router(_writes.router)
     app.include_router(_versions.router)
+    app.include_router(_command_status.router)
     install_ui(app)
     metrics = _Metrics()
     _add_health_and_metrics(app, session_factory, metrics)

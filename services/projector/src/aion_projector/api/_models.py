@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from aion_common.domain import IdReusePolicy
 from aion_projector.queries import (
     ActivityView,
     ChildView,
@@ -24,6 +25,7 @@ __all__ = [
     "Accepted",
     "ActivityOut",
     "ChildOut",
+    "CommandStatusOut",
     "Description",
     "Health",
     "HistoryEventOut",
@@ -94,6 +96,7 @@ class RunOut(_Out):
     """One run of the chain; ``result`` and ``error_details`` are the JSON values."""
 
     run_id: str
+    first_run_id: str = Field(description="The run that began this run's chain.")
     workflow_type: str
     status: str
     previous_run_id: str | None
@@ -112,6 +115,7 @@ class RunOut(_Out):
         """From the query view."""
         return cls(
             run_id=r.run_id,
+            first_run_id=r.first_run_id,
             workflow_type=r.workflow_type,
             status=r.status,
             previous_run_id=r.previous_run_id,
@@ -314,6 +318,13 @@ class ResultOut(_Out):
     result: JsonValue = None
     error_message: str | None = None
     error_details: JsonValue = None
+    error_type: str | None = None
+    error_traceback: str | None = None
+    pending_reason: str | None = Field(
+        default=None,
+        description="While PENDING: why the command may not be taken soon (no engine is "
+        "running for the workflow's partition), if known.",
+    )
 
 
 class Accepted(_Out):
@@ -321,6 +332,28 @@ class Accepted(_Out):
 
     workflow_id: str
     command_id: str
+    run_id: str | None = Field(
+        default=None,
+        description="For a start: the run it opens once the engine admits it (pass it to "
+        "``/result`` to wait for exactly this run).",
+    )
+
+
+class CommandStatusOut(_Out):
+    """What became of one command: the engine applied it, refused it, or has not yet."""
+
+    workflow_id: str
+    command_id: str
+    state: str = Field(description="APPLIED, REFUSED or PENDING.")
+    run_id: str | None = Field(
+        default=None, description="APPLIED: the run the command's first event belongs to."
+    )
+    refusal: RefusalOut | None = Field(default=None, description="REFUSED: code and reason.")
+    pending_reason: str | None = Field(
+        default=None,
+        description="PENDING: why it may not be taken soon (no engine is running for the "
+        "workflow's partition), if known.",
+    )
 
 
 class Health(_Out):
@@ -348,6 +381,14 @@ class StartRequest(BaseModel):
         default=None,
         pattern="^[0-9a-f]{64}$",
         description="Pin the run to this package version (default: the type's route).",
+    )
+    id_reuse_policy: IdReusePolicy = Field(
+        default=IdReusePolicy.ALLOW_DUPLICATE,
+        description="When the id was used before. ALLOW_DUPLICATE (the default, as "
+        "Temporal's): a closed id may be started again, a running one is refused "
+        "ALREADY_RUNNING. ALLOW_DUPLICATE_FAILED_ONLY: only if its last run did not complete. "
+        "REJECT_DUPLICATE: never (ID_REUSE_REJECTED). TERMINATE_IF_RUNNING: a running run is "
+        "terminated and the new one started in its place; a closed id is started again.",
     )
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from aion_common.domain import validate_id
+from aion_common.kafka import partition_for
 from aion_projector.api._models import (
     Description,
     HistoryEventOut,
@@ -28,6 +29,7 @@ from aion_projector.api._paths import WORKFLOW
 from aion_projector.api._problems import PROBLEM_MEDIA_TYPE, ProblemError
 from aion_projector.api._state import ApiState, state
 from aion_projector.queries import (
+    RunView,
     WorkflowDescription,
     WorkflowFilter,
     child_tree,
@@ -41,7 +43,7 @@ from aion_projector.queries import (
 )
 from aion_projector.schema import RunStatus
 
-__all__ = ["CURSOR_PATTERN", "MAX_LIST", "MAX_WAIT", "router"]
+__all__ = ["CURSOR_PATTERN", "MAX_LIST", "MAX_WAIT", "engine_absence", "router"]
 
 CURSOR_PATTERN = "^[A-Za-z0-9_=-]+$"
 
@@ -56,8 +58,18 @@ State = Annotated[ApiState, Depends(state)]
 WorkflowId = Annotated[str, Path(min_length=1, max_length=255, description="Workflow id.")]
 
 
-def _not_found(workflow_id: str) -> ProblemError:
-    return ProblemError(404, "not-found", f"workflow {workflow_id!r} is not in the views")
+async def _not_found(st: ApiState, workflow_id: str) -> ProblemError:
+    """The 404 for ``workflow_id``; when the engine refused a command to it (a start of an
+    unknown type, say), the detail says so and the problem carries the newest refusal."""
+    async with st.sessions() as session:
+        newest = await refusals(session, workflow_id, limit=1)
+    detail = f"workflow {workflow_id!r} is not in the views"
+    if not newest:
+        return ProblemError(404, "not-found", detail)
+    found = RefusalOut.of(newest[0])
+    what = "its start" if found.command_type == "StartWorkflow" else f"a {found.command_type}"
+    detail = f"{detail}; {what} was refused: {found.code}: {found.reason}"
+    return ProblemError(404, "not-found", detail, refusal=found)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -116,7 +128,7 @@ async def describe_route(st: State, workflow_id: WorkflowId) -> Description:
     validate_id(workflow_id)
     found = await _describe(st, workflow_id)
     if found is None:
-        raise _not_found(workflow_id)
+        raise await _not_found(st, workflow_id)
     return Description.of(found)
 
 
@@ -131,8 +143,9 @@ async def history_route(
     validate_id(workflow_id)
     async with st.sessions() as session:
         entries = await history(session, workflow_id, from_seq=from_seq, limit=limit)
-        if not entries and await describe(session, workflow_id) is None:
-            raise _not_found(workflow_id)
+        missing = not entries and await describe(session, workflow_id) is None
+    if missing:
+        raise await _not_found(st, workflow_id)
     more = len(entries) == limit
     return HistoryPage(
         workflow_id=workflow_id,
@@ -152,7 +165,7 @@ async def tree_route(
     async with st.sessions() as session:
         root = await child_tree(session, workflow_id, depth=depth)
     if root is None:
-        raise _not_found(workflow_id)
+        raise await _not_found(st, workflow_id)
     return TreeOut.of(root)
 
 
@@ -203,22 +216,30 @@ def _refused(found: RefusalOut) -> ProblemError:
     )
 
 
-def _pending(workflow_id: str) -> ResultOut:
-    return ResultOut(workflow_id=workflow_id, run_id=None, status="PENDING", closed=False)
+def _pending(workflow_id: str, reason: str | None) -> ResultOut:
+    return ResultOut(
+        workflow_id=workflow_id, run_id=None, status="PENDING", closed=False, pending_reason=reason
+    )
 
 
-def _result(workflow_id: str, found: WorkflowDescription) -> ResultOut:
-    run = found.current_run
-    closed = not RunStatus(found.summary.status).is_open
-    blocked = found.summary.status == RunStatus.BLOCKED
+def _closed(status: str) -> bool:
+    """Ended for good: not running, not blocked, not continued into a next run."""
+    return not RunStatus(status).is_open and status != RunStatus.CONTINUED_AS_NEW
+
+
+def _result(workflow_id: str, run: RunView) -> ResultOut:
+    closed = _closed(run.status)
+    blocked = run.status == RunStatus.BLOCKED
     return ResultOut(
         workflow_id=workflow_id,
         run_id=run.run_id,
-        status=found.summary.status,
+        status=RunStatus.RUNNING if run.status == RunStatus.CONTINUED_AS_NEW else run.status,
         closed=closed,
         result=json_value(run.result) if closed else None,
         error_message=run.error_message if closed or blocked else None,
         error_details=json_value(run.error_details) if closed else None,
+        error_type=run.error_type if closed or blocked else None,
+        error_traceback=run.error_traceback if closed or blocked else None,
     )
 
 
@@ -234,6 +255,7 @@ def _result(workflow_id: str, found: WorkflowDescription) -> ResultOut:
     },
 )
 async def result_route(
+    *,
     st: State,
     response: Response,
     workflow_id: WorkflowId,
@@ -248,58 +270,91 @@ async def result_route(
             "the command took effect.",
         ),
     ] = None,
+    run_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="The run a start opened (the ``run_id`` its 202 answered): the result "
+            "is that run's chain's (its last run after any continue-as-new), never another "
+            "start's of the same workflow id.",
+        ),
+    ] = None,
 ) -> ResultOut:
-    """Long-poll the views until the workflow's current run closes or ``wait`` seconds pass.
+    """Long-poll the views until the workflow's run closes or ``wait`` seconds pass.
 
-    200: closed — ``status`` is COMPLETED, FAILED, CANCELLED or TIMED_OUT, with ``result`` or
-    ``error_message``/``error_details``. 202: still running after the wait (``closed`` false,
-    ``Retry-After`` set): ask again; answered at once, with ``error_message`` the reason, when
-    the run is BLOCKED (its code cannot go on until it is moved to code that can). 404: the
-    views have not seen the workflow by the end of the wait (a workflow just started may take
-    a moment to appear, so waiting covers that).
+    200: closed — ``status`` is COMPLETED, FAILED, CANCELLED, TERMINATED or TIMED_OUT, with
+    ``result`` or ``error_message``/``error_details``/``error_type``/``error_traceback``. 202:
+    still running after the wait (``closed`` false, ``Retry-After`` set): ask again; answered
+    at once, with ``error_message`` the reason, when the run is BLOCKED (its code cannot go on
+    until it is moved to code that can). 404: the views have not seen the workflow by the end
+    of the wait (a workflow just started may take a moment to appear, so waiting covers that);
+    if the engine refused a command to it, the problem says so.
 
-    With ``command_id``: 409 ``command-refused`` (the problem's ``refusal`` holds the code and
+    The run is the current one, or with ``run_id`` the chain that run began. With
+    ``command_id``: 409 ``command-refused`` (the problem's ``refusal`` holds the code and
     reason) as soon as the engine's refusal of that command is in the views; 202 with status
-    ``PENDING`` while the command has neither taken effect nor been refused.
+    ``PENDING`` while the command has neither taken effect nor been refused — with
+    ``pending_reason`` saying why when no engine is running for the workflow's partition.
     """
     validate_id(workflow_id)
-    if command_id is not None:
-        validate_id(command_id, what="command id")
+    for given, what in ((command_id, "command id"), (run_id, "run id")):
+        if given is not None:
+            validate_id(given, what=what)
     deadline = time.monotonic() + wait
     interval = st.poll_interval
     while True:
-        found, applied = await _outcome(st, workflow_id, command_id)
-        if found is not None and applied:
-            status = RunStatus(found.summary.status)
-            if not status.is_open:
-                return _result(workflow_id, found)
-            if status is RunStatus.BLOCKED:  # waiting on would wait for an operator
-                break
+        found, run = await _outcome(st, workflow_id, command_id, run_id)
+        if run is not None and _closed(run.status):
+            return _result(workflow_id, run)
+        if run is not None and run.status == RunStatus.BLOCKED:
+            break  # waiting on would wait for an operator
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         await asyncio.sleep(min(interval, remaining))
         interval = min(interval * 2, 1.0)
-    if found is None and command_id is None:
-        raise _not_found(workflow_id)
+    if found is None and command_id is None and run_id is None:
+        raise await _not_found(st, workflow_id)
     response.status_code = 202
     response.headers["Retry-After"] = "1"
-    if found is None or not applied:
-        return _pending(workflow_id)
-    return _result(workflow_id, found)
+    if run is None:
+        return _pending(workflow_id, await engine_absence(st, workflow_id))
+    return _result(workflow_id, run)
 
 
 async def _outcome(
-    st: ApiState, workflow_id: str, command_id: str | None
-) -> tuple[WorkflowDescription | None, bool]:
-    """The workflow as the views hold it, and whether ``command_id`` took effect in it;
-    raises the 409 problem if the engine refused ``command_id``."""
+    st: ApiState, workflow_id: str, command_id: str | None, run_id: str | None
+) -> tuple[WorkflowDescription | None, RunView | None]:
+    """The workflow as the views hold it, and the run the caller waits for (None while the
+    command has not taken effect); raises the 409 problem if the engine refused
+    ``command_id``."""
     async with st.sessions() as session:
         if command_id is not None:
             refused = await refusal(session, workflow_id, command_id)
             if refused is not None:
                 raise _refused(RefusalOut.of(refused))
         found = await describe(session, workflow_id)
-        if command_id is None or found is None:
-            return found, True
-        return found, await command_applied(session, workflow_id, command_id)
+        if found is None:
+            return None, None
+        if run_id is not None:
+            chain = [r for r in found.runs if r.first_run_id == run_id]
+            return found, chain[-1] if chain else None
+        if command_id is not None and not await command_applied(session, workflow_id, command_id):
+            return found, None
+        return found, found.current_run
+
+
+async def engine_absence(st: ApiState, workflow_id: str) -> str | None:
+    """``no engine is running for partition N`` when the engine group holds nobody for the
+    workflow's partition (as far as Kafka said within the cluster view's cache), else None."""
+    if st.cluster is None:
+        return None
+    snapshot = await st.cluster.snapshot()
+    if snapshot.error is not None:
+        return None  # cannot tell: say nothing rather than something wrong
+    partition = partition_for(workflow_id, st.settings.partitions)
+    owner = next((p.owner for p in snapshot.partitions if p.partition == partition), None)
+    if owner is not None:
+        return None
+    return f"no engine is running for partition {partition}"

@@ -27,6 +27,7 @@ from aion_common.domain import (
     StartWorkflow,
     TerminateWorkflow,
     derive_id,
+    start_run_id,
     validate_id,
     validate_name,
 )
@@ -34,7 +35,7 @@ from aion_projector.api._models import Accepted, ReasonRequest, SignalRequest, S
 from aion_projector.api._paths import SEGMENT, WORKFLOW, url_segment
 from aion_projector.api._state import ApiState, state
 
-__all__ = ["command_id_for", "router"]
+__all__ = ["DEFAULT_TERMINATE_REASON", "command_id_for", "router"]
 
 router = APIRouter(prefix="/v1", tags=["commands"])
 State = Annotated[ApiState, Depends(state)]
@@ -42,6 +43,7 @@ WorkflowId = Annotated[str, Path(min_length=1, max_length=255, description="Work
 SignalName = Annotated[str, Path(min_length=1, max_length=128, description="Signal name.")]
 SignalBody = Annotated[SignalRequest | None, Body()]
 ReasonBody = Annotated[ReasonRequest | None, Body()]
+DEFAULT_TERMINATE_REASON = "no reason given (sent through the API)"
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"description": "The command is queued for the engine."}
 }
@@ -60,7 +62,10 @@ async def _send(st: ApiState, response: Response, command: Command) -> Accepted:
     await st.sink.send(command)
     # ids may hold any printable character ('/' too); headers are latin-1: percent-encode
     response.headers["Location"] = f"/v1/workflows/{url_segment(command.workflow_id)}"
-    return Accepted(workflow_id=command.workflow_id, command_id=command.command_id)
+    run_id = None
+    if isinstance(command, StartWorkflow):
+        run_id = start_run_id(command.workflow_id, command.command_id)
+    return Accepted(workflow_id=command.workflow_id, command_id=command.command_id, run_id=run_id)
 
 
 @router.post("/workflows", status_code=202, responses=_ACCEPTED, summary="Start a workflow")
@@ -83,6 +88,7 @@ async def start_route(st: State, body: StartRequest, response: Response) -> Acce
         input=Payload.from_json(body.input, limit=st.settings.payload_limit_bytes),
         execution_timeout_ms=body.execution_timeout_ms,
         package_version=body.package_version or "",
+        id_reuse_policy=body.id_reuse_policy,
     )
     return await _send(st, response, command)
 
@@ -145,13 +151,14 @@ async def cancel_route(
 async def terminate_route(
     st: State, workflow_id: WorkflowId, response: Response, body: ReasonBody = None
 ) -> Accepted:
-    """Queue a ``TerminateWorkflow``: the current run fails at once (``terminated:<reason>``)."""
+    """Queue a ``TerminateWorkflow``: the current run ends at once as TERMINATED (its error is
+    ``terminated:<reason>``; without a reason, one saying it came through the API)."""
     validate_id(workflow_id)
     body = body or ReasonRequest()
     command = TerminateWorkflow(
         command_id=command_id_for("api-terminate", workflow_id, body.request_id),
         issued_at=datetime.now(UTC),
         workflow_id=workflow_id,
-        reason=body.reason,
+        reason=body.reason or DEFAULT_TERMINATE_REASON,
     )
     return await _send(st, response, command)
