@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -114,11 +117,15 @@ def test_not_found_and_validation_exit_codes(api_url: str) -> None:
 
 
 async def test_start_signal_cancel_reach_kafka(api_url: str, aion_settings: Settings) -> None:
-    started = aion(api_url, "--json", "start", "order", "--id", "cli-1", "--input", '{"a": 1}')
+    started = aion(
+        api_url, "--json", "start", "order", "--id", "cli-1", "--input", '{"a": 1}', "--no-wait"
+    )
     assert started.returncode == 0, started.stderr
     assert json.loads(started.stdout)["workflow_id"] == "cli-1"
-    assert aion(api_url, "signal", "cli-1", "go", "--payload", "[1]").returncode == 0
-    assert aion(api_url, "cancel", "cli-1", "--reason", "done").returncode == 0
+    signal = aion(api_url, "signal", "cli-1", "go", "--payload", "[1]", "--no-wait")
+    assert signal.returncode == 0
+    assert "sent (command" in signal.stdout
+    assert aion(api_url, "cancel", "cli-1", "--reason", "done", "--no-wait").returncode == 0
     commands = await consume_commands(aion_settings, 3)
     assert [type(c).__name__ for c in commands] == [
         "StartWorkflow",
@@ -131,3 +138,30 @@ def test_unreachable_api_exits_3() -> None:
     result = aion(f"http://127.0.0.1:{_free_port()}", "list")
     assert result.returncode == 3
     assert "cannot reach the aion API" in result.stderr
+
+
+def test_without_an_engine_a_start_is_queued_and_says_why(api_url: str) -> None:
+    started = aion(api_url, "start", "order", "--id", "cli-idle", "--confirm-timeout", "0.5")
+    assert started.returncode == 0, started.stderr
+    assert "started cli-idle" in started.stdout
+    assert "no engine is running for partition" in started.stderr
+    waited = aion(api_url, "start", "order", "--id", "cli-idle-2", "--wait", "--timeout", "0.5")
+    assert waited.returncode == 1
+    assert "PENDING: no engine is running for partition" in waited.stdout
+
+
+def test_a_server_that_is_not_aion_is_named_and_exits_3(tmp_path: Path) -> None:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            listed = aion(url, "list")
+            started = aion(url, "start", "order")
+        finally:
+            server.shutdown()
+    for done, status in ((listed, 404), (started, 501)):  # 501: it takes no POST
+        assert done.returncode == 3, done.stderr
+        assert f"no aion API at {url} (it answered HTTP {status} with HTML)" in done.stderr
+        assert "<html" not in done.stderr.lower() + done.stdout.lower()

@@ -8,7 +8,14 @@ import httpx
 import pytest
 
 import aion
-from aion import AionApiError, AionClient, AionUnavailable
+from aion import (
+    AionApiError,
+    AionClient,
+    AionResultTimeout,
+    AionUnavailable,
+    AionWorkflowFailed,
+    AionWrongServer,
+)
 
 
 def test_public_names_are_pinned() -> None:
@@ -20,14 +27,20 @@ def test_public_names_are_pinned() -> None:
             "AionClientError",
             "AionCommandRefused",
             "AionInvalidRequest",
+            "AionResultTimeout",
             "AionUnavailable",
+            "AionWorkflowFailed",
+            "AionWrongServer",
             "Child",
+            "CommandStatus",
             "HistoryEvent",
             "HistoryPage",
+            "IdReusePolicy",
             "KafkaCommands",
             "Refusal",
             "Run",
             "WorkflowDescription",
+            "WorkflowHandle",
             "WorkflowPage",
             "WorkflowResult",
             "WorkflowSummary",
@@ -99,3 +112,92 @@ async def test_result_polls_until_closed() -> None:
     assert outcome.closed
     assert outcome.succeeded
     assert outcome.result == 5
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "answered"),
+    [
+        (404, {"content-type": "text/html"}, "<html>Not Found</html>", "HTML"),
+        (200, {"content-type": "text/html; charset=utf-8"}, "<html>hi</html>", "HTML"),
+        (404, {"content-type": "application/json"}, '{"error": "no"}', "JSON that is not"),
+        (200, {}, "", "an empty body"),
+    ],
+)
+async def test_a_server_that_is_not_aion_is_named_so(
+    status: int, headers: dict[str, str], body: str, answered: str
+) -> None:
+    transport = httpx.MockTransport(lambda _r: httpx.Response(status, text=body, headers=headers))
+    async with AionClient("http://x:8080", transport=transport) as client:
+        with pytest.raises(AionWrongServer) as caught:
+            await client.list()
+    message = str(caught.value)
+    assert message.startswith(f"no aion API at http://x:8080 (it answered HTTP {status} with ")
+    assert answered in message
+
+
+def _result_body(run_id: str, status: str, **extra: object) -> dict[str, object]:
+    return {"workflow_id": "w", "run_id": run_id, "status": status, "closed": True} | extra
+
+
+async def test_result_after_a_start_waits_for_that_run() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST":
+            return httpx.Response(
+                202, json={"workflow_id": "w", "command_id": "c2", "run_id": "run-2"}
+            )
+        return httpx.Response(200, json=_result_body("run-2", "COMPLETED", result=7))
+
+    async with AionClient("http://x", transport=httpx.MockTransport(handler)) as client:
+        handle = await client.start("t", None, id="w")
+        assert (handle.workflow_id, handle.command_id, handle.run_id) == ("w", "c2", "run-2")
+        assert await handle.result() == 7
+        assert (await client.result("w")).result == 7
+    for request in seen[1:]:
+        assert request.url.params["run_id"] == "run-2"
+        assert request.url.params["command_id"] == "c2"
+
+
+async def test_a_failed_run_raises_with_its_type_and_traceback() -> None:
+    failed = _result_body(
+        "r",
+        "FAILED",
+        error_message="ValueError: nobody to greet",
+        error_type="ValueError",
+        error_traceback='Traceback (most recent call last):\n  File "greetings.py", line 21\n',
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json={"workflow_id": "w", "command_id": "c", "run_id": "r"})
+        return httpx.Response(200, json=failed)
+
+    async with AionClient("http://x", transport=httpx.MockTransport(handler)) as client:
+        handle = await client.start("t", "", id="w")
+        with pytest.raises(AionWorkflowFailed) as caught:
+            await handle.result()
+    assert caught.value.error_type == "ValueError"
+    assert caught.value.status == "FAILED"
+    assert 'File "greetings.py", line 21' in str(caught.value)
+
+
+async def test_a_pending_start_says_why_when_the_wait_ends() -> None:
+    pending = {
+        "workflow_id": "w",
+        "run_id": None,
+        "status": "PENDING",
+        "closed": False,
+        "pending_reason": "no engine is running for partition 4",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json={"workflow_id": "w", "command_id": "c", "run_id": "r"})
+        return httpx.Response(202, json=pending)
+
+    async with AionClient("http://x", transport=httpx.MockTransport(handler)) as client:
+        handle = await client.start("t", None, id="w")
+        with pytest.raises(AionResultTimeout, match="no engine is running for partition 4"):
+            await handle.result(timeout=0)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aion.client import AionClient
 
 if TYPE_CHECKING:
-    from aion.cli import Output
+    from aion._cli_output import Output
     from aion_common.packages import Package
 
 __all__ = ["VersionUsageError", "add_commands", "fetch_history", "run_replay_check"]
@@ -141,7 +141,8 @@ async def _deploy(client: AionClient, args: argparse.Namespace, out: Output) -> 
 
 
 async def _packages(client: AionClient, _args: argparse.Namespace, out: Output) -> int:
-    from aion.cli import _table, _when  # noqa: PLC0415 - cli imports this module
+    from aion._cli_output import table as _table  # noqa: PLC0415
+    from aion._cli_output import when as _when  # noqa: PLC0415
 
     entries = await client.packages()
     if out.as_json:
@@ -184,7 +185,8 @@ async def _route(client: AionClient, args: argparse.Namespace, out: Output) -> i
 
 
 async def _routes(client: AionClient, _args: argparse.Namespace, out: Output) -> int:
-    from aion.cli import _table, _when  # noqa: PLC0415
+    from aion._cli_output import table as _table  # noqa: PLC0415
+    from aion._cli_output import when as _when  # noqa: PLC0415
 
     routes = await client.routes()
     if out.as_json:

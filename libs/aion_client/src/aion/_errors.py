@@ -7,7 +7,10 @@ __all__ = [
     "AionClientError",
     "AionCommandRefused",
     "AionInvalidRequest",
+    "AionResultTimeout",
     "AionUnavailable",
+    "AionWorkflowFailed",
+    "AionWrongServer",
 ]
 
 
@@ -33,6 +36,17 @@ class AionApiError(AionClientError):
 
 class AionUnavailable(AionClientError):
     """The API could not be reached (connection refused, DNS, timeout)."""
+
+
+class AionWrongServer(AionClientError):
+    """Something answered at the API's URL, but not aion's API: another server on that port
+    (a web page, a different service). The message says what it answered."""
+
+    def __init__(self, url: str, status: int, answered: str) -> None:
+        super().__init__(f"no aion API at {url} (it answered HTTP {status} with {answered})")
+        self.url = url
+        self.status = status
+        self.answered = answered
 
 
 class AionCommandRefused(AionApiError):
@@ -61,6 +75,44 @@ class AionCommandRefused(AionApiError):
         self.command_type = command_type
         self.code = code
         self.reason = reason
+
+
+class AionWorkflowFailed(AionClientError):
+    """The workflow ended other than completed (:meth:`WorkflowHandle.result`).
+
+    ``status`` is ``FAILED``, ``CANCELLED``, ``TERMINATED`` or ``TIMED_OUT``; ``error_type``,
+    ``message`` and ``traceback`` are what the run recorded (for a workflow exception: its
+    class name, ``"<Type>: <text>"`` and the traceback through the workflow's own code);
+    ``outcome`` is the whole :class:`~aion.WorkflowResult`.
+    """
+
+    def __init__(
+        self,
+        workflow_id: str,
+        status: str,
+        message: str,
+        *,
+        error_type: str = "",
+        traceback: str = "",
+        outcome: object = None,
+    ) -> None:
+        text = f"workflow {workflow_id!r} ended {status}: {message}"
+        super().__init__(f"{text}\n{traceback.rstrip()}" if traceback else text)
+        self.workflow_id = workflow_id
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.traceback = traceback
+        self.outcome = outcome
+
+
+class AionResultTimeout(AionClientError, TimeoutError):
+    """The workflow was still open when the wait for its result ended; the message says what
+    it was doing (``RUNNING``, or ``PENDING`` and why: no engine for its partition)."""
+
+    def __init__(self, message: str, *, outcome: object = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class AionInvalidRequest(AionClientError):

@@ -9,6 +9,7 @@ from typing import Any
 __all__ = [
     "Accepted",
     "Child",
+    "CommandStatus",
     "HistoryEvent",
     "HistoryPage",
     "PendingActivity",
@@ -28,10 +29,38 @@ def _time(value: str | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted:
-    """A command the API queued for the engine."""
+    """A command the API queued for the engine (for a start, ``run_id`` is the run it opens
+    once admitted)."""
 
     workflow_id: str
     command_id: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandStatus:
+    """What became of a command: ``APPLIED`` (in ``run_id``), ``REFUSED`` (``refusal``), or
+    ``PENDING`` — with ``pending_reason`` when no engine is running for its partition."""
+
+    workflow_id: str
+    command_id: str
+    state: str
+    run_id: str | None = None
+    refusal: Refusal | None = None
+    pending_reason: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CommandStatus:
+        """From the API's JSON."""
+        refusal = d.get("refusal")
+        return cls(
+            workflow_id=d["workflow_id"],
+            command_id=d["command_id"],
+            state=d["state"],
+            run_id=d.get("run_id"),
+            refusal=None if refusal is None else Refusal.from_json(refusal),
+            pending_reason=d.get("pending_reason"),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,14 +115,16 @@ class Run:
     error_details: Any
     error_type: str | None = None
     error_traceback: str | None = None
-    """For a failed run, the exception's type and traceback; for a blocked one, why its code
-    cannot go on."""
+    """For a failed run, the exception's type and traceback (the user's file and line); for a
+    blocked one, why its code cannot go on. ``Terminated`` is a terminated run's type."""
+    first_run_id: str = ""
+    """The run that began this run's chain (a continue-as-new chain shares it)."""
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Run:
-        """From the API's JSON."""
+        """From the API's JSON (fields an older API lacks keep their defaults)."""
         return cls(
-            **{k: d.get(k) for k in cls.__dataclass_fields__ if not k.endswith("_at")},  # type: ignore[arg-type]  # JSON of the API's RunOut
+            **{k: d[k] for k in cls.__dataclass_fields__ if not k.endswith("_at") and k in d},
             started_at=datetime.fromisoformat(d["started_at"]),
             closed_at=_time(d["closed_at"]),
         )
@@ -245,6 +276,13 @@ class WorkflowResult:
     result: Any = None
     error_message: str | None = None
     error_details: Any = None
+    error_type: str | None = None
+    """The failure's exception class (``ValueError``; ``Terminated`` when terminated)."""
+    error_traceback: str | None = None
+    """Where the workflow's code raised it: the user's file, line and function."""
+    pending_reason: str | None = None
+    """While ``PENDING``: why the start may not be taken soon (``no engine is running for
+    partition N``), when the API knows."""
 
     @property
     def succeeded(self) -> bool:
@@ -262,6 +300,9 @@ class WorkflowResult:
             result=d.get("result"),
             error_message=d.get("error_message"),
             error_details=d.get("error_details"),
+            error_type=d.get("error_type"),
+            error_traceback=d.get("error_traceback"),
+            pending_reason=d.get("pending_reason"),
         )
 
 

@@ -1,13 +1,15 @@
 """``AionClient``: aion's HTTP API from Python, with typed results and errors.
 
     async with AionClient("http://127.0.0.1:8080") as aion:
-        started = await aion.start("order", {"sku": 1}, request_id="order-77")
-        outcome = await aion.result(started.workflow_id, wait=30)
+        handle = await aion.start("order", {"sku": 1}, id="order-77")
+        print(await handle.result(timeout=30))
 
 Every method raises :class:`AionApiError` for a problem the API answered (its ``kind`` is
-stable: ``not-found``, ``invalid-input``, …) and :class:`AionUnavailable` when the API
-cannot be reached. ``result(..., command_id=started.command_id)`` raises
-:class:`AionCommandRefused` (code and reason) if the engine refused that start.
+stable: ``not-found``, ``invalid-input``, …), :class:`AionUnavailable` when the API cannot be
+reached and :class:`AionWrongServer` when something else answers at its URL. A start returns
+a :class:`WorkflowHandle` bound to the run it opens: its ``result()`` (and ``result(id)`` of
+the client that started it) waits for that run, never an earlier run of the same id, and
+raises :class:`AionCommandRefused` (code and reason) if the engine refused the start.
 
 Commands can also go straight to Kafka, without the API: see :class:`aion.KafkaCommands`.
 """
@@ -15,8 +17,10 @@ Commands can also go straight to Kafka, without the API: see :class:`aion.KafkaC
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -32,11 +36,16 @@ from aion._errors import (
     AionClientError,
     AionCommandRefused,
     AionInvalidRequest,
+    AionResultTimeout,
     AionUnavailable,
+    AionWorkflowFailed,
+    AionWrongServer,
 )
+from aion._handle import WorkflowHandle
 from aion._results import (
     Accepted,
     Child,
+    CommandStatus,
     HistoryEvent,
     HistoryPage,
     PackageEntry,
@@ -50,6 +59,8 @@ from aion._results import (
     WorkflowSummary,
     WorkflowTree,
 )
+from aion._stack_home import find_api
+from aion_common.domain.outcomes import IdReusePolicy
 
 __all__ = [
     "Accepted",
@@ -58,16 +69,22 @@ __all__ = [
     "AionClientError",
     "AionCommandRefused",
     "AionInvalidRequest",
+    "AionResultTimeout",
     "AionUnavailable",
+    "AionWorkflowFailed",
+    "AionWrongServer",
     "Child",
+    "CommandStatus",
     "HistoryEvent",
     "HistoryPage",
+    "IdReusePolicy",
     "PackageEntry",
     "PackageInfo",
     "Refusal",
     "Route",
     "Run",
     "WorkflowDescription",
+    "WorkflowHandle",
     "WorkflowPage",
     "WorkflowResult",
     "WorkflowSummary",
@@ -77,6 +94,9 @@ __all__ = [
 # The API caps one long-poll at 60 s; longer waits are several polls.
 _LONG_POLL_MAX = 60.0
 
+
+# The runs a client remembers having started, per workflow id (`result(id)` waits for them).
+_REMEMBERED_STARTS = 10_000
 
 # Connections a client keeps to the API: requests beyond this many in flight wait for one.
 _MAX_CONNECTIONS = 256
@@ -99,18 +119,27 @@ def _path(workflow_id: str) -> str:
 
 
 class AionClient:
-    """An async client of aion's HTTP API at ``base_url``; ``token`` for bearer auth."""
+    """An async client of aion's HTTP API at ``base_url``; ``token`` for bearer auth.
+
+    Without ``base_url``: ``AION_API_URL``, else the ``aion dev`` stack running from the
+    working directory or the nearest ``.aion/`` above it, else ``http://127.0.0.1:8080`` (as
+    the ``aion`` command finds it).
+    """
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8080",
+        base_url: str | None = None,
         token: str | None = None,
         *,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if base_url is None:
+            base_url = os.environ.get("AION_API_URL") or find_api()[0]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
+        # workflow id -> (start command id, run id) of the newest start sent through this client
+        self._starts: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
@@ -159,6 +188,10 @@ class AionClient:
             raise AionUnavailable(
                 f"cannot reach the aion API at {self._http.base_url}: {err or type(err).__name__}"
             ) from err
+        answered = _foreign(response)
+        if answered is not None:
+            url = str(self._http.base_url).rstrip("/")
+            raise AionWrongServer(url, response.status_code, answered)
         if response.status_code >= 400:  # noqa: PLR2004
             raise _problem(response)
         return response
@@ -171,20 +204,44 @@ class AionClient:
         id: str | None = None,  # noqa: A002
         request_id: str | None = None,
         execution_timeout_ms: int | None = None,
+        id_reuse_policy: IdReusePolicy | str | None = None,
         package_version: str | None = None,
-    ) -> Accepted:
+    ) -> WorkflowHandle:
         """Start a workflow; the id is generated when not given (from ``request_id`` if set).
-        ``package_version`` pins the run to that uploaded version (default: the type's
-        route)."""
+
+        ``id_reuse_policy`` (:class:`IdReusePolicy` or its name) says what happens when the id
+        was used before: ``ALLOW_DUPLICATE`` (the default, as Temporal's: a closed id may be
+        started again; a running one is refused ``ALREADY_RUNNING``),
+        ``ALLOW_DUPLICATE_FAILED_ONLY`` (only if its last run did not complete),
+        ``REJECT_DUPLICATE`` (never), ``TERMINATE_IF_RUNNING`` (a running one is terminated
+        and the new run started in its place). ``package_version`` pins the run to that
+        uploaded version (default: the type's route). Returns a :class:`WorkflowHandle` on the
+        run the start opens.
+        """
+        policy = None if id_reuse_policy is None else IdReusePolicy.parse(id_reuse_policy)
         optional = {
             "id": id,
             "request_id": request_id,
             "execution_timeout_ms": execution_timeout_ms,
+            "id_reuse_policy": None if policy is None else policy.value,
             "package_version": package_version,
         }
         body: dict[str, Any] = {"type": workflow_type, "input": input}
         body |= {k: v for k, v in optional.items() if v is not None}
-        return _accepted(await self._call("POST", "/v1/workflows", json=body))
+        accepted = _accepted(await self._call("POST", "/v1/workflows", json=body))
+        self._remember(accepted)
+        return WorkflowHandle(self, accepted)
+
+    def _remember(self, accepted: Accepted) -> None:
+        self._starts[accepted.workflow_id] = (accepted.command_id, accepted.run_id)
+        self._starts.move_to_end(accepted.workflow_id)
+        while len(self._starts) > _REMEMBERED_STARTS:
+            self._starts.popitem(last=False)
+
+    def handle(self, workflow_id: str, *, run_id: str | None = None) -> WorkflowHandle:
+        """A handle on a workflow started elsewhere: on the chain ``run_id`` began, or (None)
+        on whatever run is current when its result is asked for."""
+        return WorkflowHandle(self, Accepted(workflow_id=workflow_id, command_id="", run_id=run_id))
 
     async def signal(
         self, workflow_id: str, name: str, payload: Any = None, *, request_id: str | None = None
@@ -264,25 +321,45 @@ class AionClient:
         body = (await self._call("GET", path, params={"limit": limit})).json()
         return tuple(Refusal.from_json(r) for r in body["items"])
 
+    async def command_status(
+        self, workflow_id: str, command_id: str, *, wait: float = 0.0
+    ) -> CommandStatus:
+        """Whether the engine applied or refused command ``command_id`` (the id a command
+        method answered), waiting up to ``wait`` seconds for one or the other."""
+        path = f"{_path(workflow_id)}/commands/{_segment(command_id)}"
+        response = await self._call(
+            "GET", path, params={"wait": round(wait, 3)}, read_timeout=wait + self._timeout
+        )
+        return CommandStatus.from_json(response.json())
+
     async def result(
-        self, workflow_id: str, *, wait: float = 0.0, command_id: str | None = None
+        self,
+        workflow_id: str,
+        *,
+        wait: float = 0.0,
+        command_id: str | None = None,
+        run_id: str | None = None,
     ) -> WorkflowResult:
         """The workflow's outcome, waiting up to ``wait`` seconds for it to close.
 
-        Returns with ``closed`` false if it is still running when the wait ends, or at once
-        when it is blocked (status ``BLOCKED``, ``error_message`` the reason). Raises
+        Which run: the chain ``run_id`` began, else the newest start of ``workflow_id`` sent
+        through this client (so never an earlier run of a reused id), else the current run.
+        Returns with ``closed`` false if it is still running when the wait ends (``PENDING``
+        with ``pending_reason`` while the start has not been taken), or at once when it is
+        blocked (status ``BLOCKED``, ``error_message`` the reason). Raises
         :class:`AionApiError` (``not-found``) if the views have not seen it by then. With
-        ``command_id`` (say, the ``command_id`` :meth:`start` returned), raises
-        :class:`AionCommandRefused` if the engine refused that command, and only returns a
-        closed result once that command took effect (status ``PENDING`` until then).
+        ``command_id`` (or a start sent through this client), raises
+        :class:`AionCommandRefused` if the engine refused that command.
         """
+        if command_id is None and run_id is None and workflow_id in self._starts:
+            command_id, run_id = self._starts[workflow_id]
         deadline = time.monotonic() + wait
         while True:
             poll = max(0.0, min(_LONG_POLL_MAX, deadline - time.monotonic()))
             response = await self._call(
                 "GET",
                 f"{_path(workflow_id)}/result",
-                params={"wait": round(poll, 3), "command_id": command_id},
+                params={"wait": round(poll, 3), "command_id": command_id or None, "run_id": run_id},
                 read_timeout=poll + self._timeout,
             )
             outcome = WorkflowResult.from_json(response.json())
@@ -518,7 +595,34 @@ def _compact(body: dict[str, Any]) -> dict[str, Any]:
 
 def _accepted(response: httpx.Response) -> Accepted:
     body = response.json()
-    return Accepted(workflow_id=body["workflow_id"], command_id=body["command_id"])
+    return Accepted(
+        workflow_id=body["workflow_id"], command_id=body["command_id"], run_id=body.get("run_id")
+    )
+
+
+# A gateway in front of the API answers these (in its own format) while the API restarts.
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+_JSON_TYPES = frozenset({"application/json", "application/problem+json"})
+
+
+def _foreign(response: httpx.Response) -> str | None:
+    """What answered, in a few words, when it is not aion's API (which answers JSON, and
+    RFC 9457 problems for errors); None when it looks like aion's."""
+    if response.status_code in _GATEWAY_STATUSES:
+        return None
+    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _JSON_TYPES:
+        if not response.content:
+            return "an empty body"
+        return "HTML" if "html" in media else media or "a body of no declared type"
+    if response.status_code < 400:  # noqa: PLR2004
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return "a body that is not valid JSON"
+    is_problem = isinstance(body, dict) and "type" in body and "title" in body
+    return None if is_problem else "JSON that is not an aion problem"
 
 
 def _problem(response: httpx.Response) -> AionApiError:

@@ -34,6 +34,7 @@ from aion_common.codecs import Codec
 from aion_common.domain import (
     CancelWorkflow,
     Command,
+    IdReusePolicy,
     InfrastructureError,
     InvalidInput,
     Payload,
@@ -41,6 +42,7 @@ from aion_common.domain import (
     StartWorkflow,
     TerminateWorkflow,
     derive_id,
+    start_run_id,
     validate_id,
     validate_name,
 )
@@ -123,9 +125,14 @@ class KafkaCommands:
         id: str | None = None,  # noqa: A002
         request_id: str | None = None,
         execution_timeout_ms: int | None = None,
+        id_reuse_policy: IdReusePolicy | str = IdReusePolicy.ALLOW_DUPLICATE,
     ) -> Accepted:
-        """Start a workflow; the id is generated when not given (from ``request_id`` if set)."""
+        """Start a workflow; the id is generated when not given (from ``request_id`` if set).
+
+        ``id_reuse_policy`` as :meth:`aion.AionClient.start`; ``run_id`` of the answer is the
+        run the start opens once admitted."""
         with _invalid():
+            policy = IdReusePolicy.parse(id_reuse_policy)
             workflow_type = validate_name(workflow_type, what="workflow type")
             if request_id is not None:
                 command_id, default_id = start_ids_for(request_id)
@@ -139,6 +146,7 @@ class KafkaCommands:
                 workflow_type=workflow_type,
                 input=self._payload(input),
                 execution_timeout_ms=execution_timeout_ms,
+                id_reuse_policy=policy,
             )
         return await self._send(command)
 
@@ -201,7 +209,12 @@ class KafkaCommands:
             await self._producer.send(self._topic, command.workflow_id, value)
         except InfrastructureError as err:
             raise AionUnavailable(f"cannot send to {self._topic}: {err}") from err
-        return Accepted(workflow_id=command.workflow_id, command_id=command.command_id)
+        run_id = None
+        if isinstance(command, StartWorkflow):
+            run_id = start_run_id(command.workflow_id, command.command_id)
+        return Accepted(
+            workflow_id=command.workflow_id, command_id=command.command_id, run_id=run_id
+        )
 
 
 @contextlib.contextmanager

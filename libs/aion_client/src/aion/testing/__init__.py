@@ -350,7 +350,8 @@ aion_client = _client_fixture()
 class WorkflowRun:
     """A closed workflow as the views record it.
 
-    ``status`` is the API's (``COMPLETED``, ``FAILED``, ``CANCELLED``, ``TIMED_OUT``…);
+    ``status`` is the API's (``COMPLETED``, ``FAILED``, ``CANCELLED``, ``TERMINATED``,
+    ``TIMED_OUT``);
     ``history`` holds every event of every run of the workflow id, in seq order;
     ``children`` the children its current run scheduled, with their outcomes.
     """
@@ -460,10 +461,11 @@ async def run_workflow(
     await client.start(workflow_type, input, id=workflow_id)
     run = await wait_for_workflow(client, workflow_id, timeout=timeout)
     if not run.succeeded:
+        where = run.description.current_run.error_traceback
         raise WorkflowNotCompleted(
             run,
             f"workflow {workflow_id!r} ({workflow_type}) ended {run.status}: {run.error}; "
-            f"history: {run.event_types}",
+            f"history: {run.event_types}" + (f"\n{where.rstrip()}" if where else ""),
         )
     return run.result
 
