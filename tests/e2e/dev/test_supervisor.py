@@ -15,6 +15,7 @@ from tests.e2e.dev.harness import alive, until
 
 from aion_dev.pidfile import HomeBusy, HomeLock, PidFile
 from aion_dev.stack import partitions_owned
+from aion_dev.startup import cause_from_log
 from aion_dev.supervisor import Backoff, ChildProcess, describe_exit
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)", "aion-test-sleeper"]
@@ -134,3 +135,50 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace(
     assert not alive(pid)
     assert "stubborn did not stop within 1 s: SIGKILL" in caplog.text
     assert child.restarts == 0
+
+
+async def test_a_child_its_on_exit_gives_up_on_stays_down_with_its_cause(tmp_path: Path) -> None:
+    refuser = [
+        sys.executable,
+        "-c",
+        "import json, sys; print(json.dumps({'level': 'ERROR', 'msg': 'engine refused to start: "
+        "cannot import workflow module x'})); sys.exit(2)",
+    ]
+    exits: list[int] = []
+
+    def on_exit(_process: object, returncode: int) -> bool:
+        exits.append(returncode)
+        return False
+
+    child = ChildProcess(
+        "refuser",
+        refuser,
+        env={},
+        log_path=tmp_path / "refuser.log",
+        backoff=Backoff(initial=0.1),
+        on_exit=on_exit,
+    )
+    await child.start()
+    try:
+        await until(lambda: child.gave_up is not None, 30, "the child to be given up on")
+        await asyncio.sleep(0.5)
+        assert (exits, child.restarts, child.running) == ([2], 0, False)
+        assert child.gave_up == "exit code 2"
+        cause = cause_from_log(child.log_path, child.log_offset)
+        assert cause == "engine refused to start: cannot import workflow module x"
+    finally:
+        await child.stop(grace=10)
+
+
+def test_the_cause_of_an_uncaught_crash_is_its_traceback(tmp_path: Path) -> None:
+    log = tmp_path / "crash.log"
+    log.write_text(
+        "=== aion-dev: starting engine-1\n"
+        '{"level": "INFO", "msg": "starting"}\n'
+        "Traceback (most recent call last):\n"
+        '  File "/x/engine.py", line 3, in <module>\n'
+        "KeyError: 'boom'\n"
+    )
+    offset = len("=== aion-dev: starting engine-1\n")
+    assert cause_from_log(log, offset).splitlines()[-1] == "KeyError: 'boom'"
+    assert cause_from_log(log, offset).startswith("Traceback")

@@ -6,7 +6,7 @@ supervised child processes under one home directory; :mod:`aion_dev.demo` runs t
 cases against it. ``python -m aion_dev --help`` for the command line.
 """
 
-from aion_dev.stack import Stack, StackConfig, StackError
+from aion_dev.stack import Stack, StackConfig, StackError, StartupError
 from aion_dev.supervisor import SupervisedProcess
 
-__all__ = ["Stack", "StackConfig", "StackError", "SupervisedProcess"]
+__all__ = ["Stack", "StackConfig", "StackError", "StartupError", "SupervisedProcess"]

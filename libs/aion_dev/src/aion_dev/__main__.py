@@ -24,7 +24,7 @@ from aion_common.runtime.logging import JsonFormatter, configure_logging
 from aion_common.settings import SettingsError
 from aion_common.testing import free_port
 from aion_dev.pidfile import HomeBusy
-from aion_dev.stack import Stack, StackConfig, StackError
+from aion_dev.stack import Stack, StackConfig, StackError, StartupError
 from aion_dev.versions import CodeDeployer
 
 __all__ = ["build_config", "main"]
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         default=0,
-        help=f"API port (default: the last one, else {PREFERRED_API_PORT} if free, else any free)",
+        help=f"API port (default: {PREFERRED_API_PORT} if free, else the last one, else any free)",
     )
     parser.add_argument("--engines", type=int, default=1, help="engine instances (default 1)")
     parser.add_argument("--partitions", type=int, default=int(env("AION_PARTITIONS", "6")))
@@ -161,10 +161,18 @@ def _banner(stack: Stack, version: str | None = None) -> str:
         "<workflow-type> --input '<json>'",
     )
     default_api = stack.api_url == f"http://127.0.0.1:{PREFERRED_API_PORT}"
-    export = [] if default_api else [f"  export AION_API_URL={stack.api_url}"]
+    where = (
+        []
+        if default_api
+        else [
+            f"  (port {PREFERRED_API_PORT} was taken: the aion CLI finds this stack when run "
+            f"from {Path.cwd()} or below; elsewhere: export AION_API_URL={stack.api_url})"
+        ]
+    )
     return "\n".join(
         [
             f"aion dev is up: API {stack.api_url} (OpenAPI at {stack.api_url}/docs)",
+            *where,
             f"  web UI {stack.api_url}/  (workflows, registry, dead letters)",
             f"  kafka {stack.settings.bootstrap_servers}, database {stack.settings.database_url}",
             f"  workflows from: {workflows}; logs in {stack.logs}",
@@ -177,8 +185,7 @@ def _banner(stack: Stack, version: str | None = None) -> str:
                 else []
             ),
             "",
-            "Try, in another terminal:",
-            *export,
+            "Try, in another terminal (with the aion command on PATH):",
             f"  aion start {example} --wait",
             "  aion list",
             "  aion tree order-1",
@@ -261,11 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aion-dev`` console script (and ``python -m aion_dev``)."""
     args = _parser().parse_args(argv)
     _configure_logging(args.log_level, args.home)
+    shown: list[str] = []
+
+    def show(problem: str) -> None:  # at once: stopping the broker takes a few seconds more
+        shown.append(problem)
+        _say(f"aion dev: {problem}\n\naion dev: stopping ...", sys.stderr)
+
     try:
-        stack = Stack(build_config(args))
+        stack = Stack(build_config(args), report=show)
         return asyncio.run(_serve(stack, args))
     except (HomeBusy, SettingsError) as err:
         _say(f"aion dev: {err}", sys.stderr)
+        return EXIT_USAGE
+    except StartupError as err:
+        if str(err) not in shown:
+            _say(f"aion dev: {err}", sys.stderr)
+        _say("aion dev: fix the above and start it again", sys.stderr)
         return EXIT_USAGE
     except StackError as err:
         _say(f"aion dev: {err}", sys.stderr)

@@ -19,9 +19,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,13 +31,15 @@ from typing import Self
 import httpx
 
 from aion import AionClient
+from aion._stack_home import forget_api_url, write_api_url
 from aion_common.settings import Settings
 from aion_common.testing import free_port, port_is_free
 from aion_common.testing.broker import KafkaBroker
 from aion_dev.pidfile import HomeLock, PidFile
+from aion_dev.startup import EARLY_EXITS, EXIT_USER_CODE, cause_from_log, check_user_code
 from aion_dev.supervisor import BrokerProcess, ChildProcess, SupervisedProcess
 
-__all__ = ["Stack", "StackConfig", "StackError", "SupervisedProcess"]
+__all__ = ["Stack", "StackConfig", "StackError", "StartupError", "SupervisedProcess"]
 
 _log = logging.getLogger("aion.dev")
 _SERVICES_GRACE_S = 20.0
@@ -45,6 +48,11 @@ _KAFKA_GRACE_S = 30.0
 
 class StackError(RuntimeError):
     """The stack could not start, or did not become ready in time; the message says why."""
+
+
+class StartupError(StackError):
+    """The user's code or configuration keeps a service from starting: restarting cannot
+    help. The message holds what the service said (the exception and its traceback)."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +77,21 @@ class StackConfig:
     the services the examples' activities call (``("shop", ("-m", "examples.shop", …))``)."""
     api_host: str = "127.0.0.1"
     api_port: int = 0
-    """0: the port used last time with this home if free, else ``preferred_api_port`` if free,
+    """0: ``preferred_api_port`` if free, else the port used last time with this home if free,
     else a free one."""
     preferred_api_port: int = 0
-    """A port to try first on a new home (``aion dev`` asks for 8080, the CLI's default)."""
+    """A port to try first at every start (``aion dev`` asks for 8080, the CLI's default)."""
+    check_user_code: bool = True
+    """Import the workflow and activity modules in a check process while the broker starts,
+    so a broken module fails the start within seconds with its error."""
     engines: int = 1
     topic_prefix: str = "aion"
     partitions: int = 6
     pythonpath: tuple[str, ...] = ()
-    """Prepended to the children's ``PYTHONPATH`` (the working directory is always added)."""
+    """Prepended to the children's ``PYTHONPATH`` (their working directory is always added)."""
+    cwd: Path | None = None
+    """The children's working directory (None: this process's), where relative paths in the
+    user's code (an activity writing a file) land."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment for every child (the stack's own ``AION_*`` settings win)."""
 
@@ -85,8 +99,19 @@ class StackConfig:
 class Stack:
     """The supervised stack; an async context manager that starts it and waits until ready."""
 
-    def __init__(self, config: StackConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: StackConfig | None = None,
+        *,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        """``report`` hears why the start is failing as soon as that is known (``aion dev``
+        prints it at once; :class:`StartupError` carries it too, after everything stopped)."""
         self.config = config or StackConfig()
+        self._report = report
+        self._ready = False
+        self._failure: StartupError | None = None
+        self._early_exits: dict[str, int] = {}
         if self.config.engines < 1:
             raise StackError(f"engines={self.config.engines}: need at least one engine")
         self.home = self.config.home.resolve()
@@ -166,7 +191,7 @@ class Stack:
         try:
             if stale := self._pids.clean_stale():
                 _log.warning("cleaned up after a killed aion dev", extra={"stopped": stale})
-            bootstrap = await self._start_kafka()
+            bootstrap = await self._start_kafka_checked()
             self._settings = Settings(
                 bootstrap_servers=bootstrap,
                 topic_prefix=self.config.topic_prefix,
@@ -181,6 +206,52 @@ class Stack:
             await self.stop()
             raise
         self.timings["start_s"] = round(time.monotonic() - began, 3)
+
+    async def _start_kafka_checked(self) -> str:
+        """Start the broker while the user's modules are checked; a failed check wins."""
+        if not self.config.check_user_code:
+            return await self._start_kafka()
+        env = {**os.environ, **self.config.env, "PYTHONPATH": self._pythonpath()}
+        check = asyncio.ensure_future(
+            check_user_code(self.config.workflows, self.config.activities, env, self.config.cwd)
+        )
+        kafka = asyncio.ensure_future(self._start_kafka())
+        try:
+            await asyncio.wait({check, kafka}, return_when=asyncio.FIRST_COMPLETED)
+            problem = await check  # the broker goes on starting meanwhile
+            if problem is not None:
+                self._fail(StartupError(problem))
+                await self._abort_broker_start(kafka)
+                assert self._failure is not None
+                raise self._failure
+            return await kafka
+        finally:
+            for task in (check, kafka):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(check, kafka, return_exceptions=True)
+
+    async def _abort_broker_start(self, kafka: asyncio.Future[str]) -> None:
+        """The start failed: a broker still starting is stopped now (SIGTERM once it has a pid)
+        rather than waited for, so ``aion dev`` exits in seconds, not after Kafka's start."""
+        process = self.processes.get("kafka")
+        deadline = time.monotonic() + _KAFKA_GRACE_S
+        signalled = False
+        while not kafka.done() and time.monotonic() < deadline:
+            pid = process.broker.pid if isinstance(process, BrokerProcess) else None
+            if pid is not None and not signalled:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                signalled = True
+            await asyncio.sleep(0.05)
+
+    def _fail(self, error: StartupError) -> None:
+        if self._failure is None:
+            self._failure = error
+            if self._report is not None:
+                self._report(str(error))
+            else:
+                _log.error("the stack cannot start: %s", error)
 
     async def _start_kafka(self) -> str:
         if self.config.kafka_bootstrap:
@@ -200,16 +271,18 @@ class Stack:
     def _choose_api_port(self) -> int:
         if self.config.api_port:
             return self.config.api_port
-        remembered = self.home / "api.port"
-        with contextlib.suppress(OSError, ValueError):
-            previous = int(remembered.read_text().strip())
-            if port_is_free(previous, self.config.api_host):
-                return previous
+        host = self.config.api_host
         preferred = self.config.preferred_api_port
-        if preferred and port_is_free(preferred, self.config.api_host):
-            port = preferred
+        remembered = self.home / "api.port"
+        if preferred and port_is_free(preferred, host):
+            port = preferred  # every start tries it again: the CLI's default finds it
         else:
-            port = free_port(self.config.api_host)
+            port = 0
+            with contextlib.suppress(OSError, ValueError):
+                previous = int(remembered.read_text().strip())
+                if previous and port_is_free(previous, host):
+                    port = previous
+            port = port or free_port(host)
         remembered.write_text(f"{port}\n")
         return port
 
@@ -245,6 +318,7 @@ class Stack:
         # The API migrates the views on start; the projector follows once it answers, so two
         # processes never race to create the same SQLite tables.
         await self._wait_health(time.monotonic() + 60)
+        write_api_url(self.home, self.api_url)  # the CLI run from here finds this stack
         await self._child("projector", [python, "-m", "aion_projector"]).start()
 
     def _child(
@@ -261,7 +335,9 @@ class Stack:
             [*argv, *(extra_args or [])],
             env=env,
             log_path=self.logs / f"{name}.log",
+            cwd=self.config.cwd,
             on_spawn=self._record_pids,
+            on_exit=self._restartable,
         )
         self.processes[name] = process
         return process
@@ -277,9 +353,37 @@ class Stack:
             "AION_INSTANCE_ID": instance,
             "PYTHONUNBUFFERED": "1",
         }
-        paths = [*self.config.pythonpath, str(Path.cwd()), *env.get("PYTHONPATH", "").split(":")]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
+        env["PYTHONPATH"] = self._pythonpath()
         return env
+
+    def _pythonpath(self) -> str:
+        """The children's ``PYTHONPATH``: the configured entries, the working directory, then
+        what the environment had."""
+        inherited = {**os.environ, **self.config.env}.get("PYTHONPATH", "")
+        cwd = (self.config.cwd or Path.cwd()).resolve()
+        paths = [*self.config.pythonpath, str(cwd), *inherited.split(":")]
+        return os.pathsep.join(dict.fromkeys(p for p in paths if p))
+
+    def _restartable(self, process: SupervisedProcess, returncode: int) -> bool:
+        """Whether ``process``, which just exited, is worth restarting: not while the stack is
+        still starting if it refused to start (the user's code or settings) or keeps exiting.
+        Once the stack was ready, a crash is always restarted."""
+        if self._ready or self._stopped:
+            return True
+        exits = self._early_exits[process.name] = self._early_exits.get(process.name, 0) + 1
+        if returncode != EXIT_USER_CODE and exits < EARLY_EXITS:
+            return True
+        cause = "(no log)"
+        if isinstance(process, ChildProcess):
+            cause = cause_from_log(process.log_path, process.log_offset)
+        how = "refused to start" if returncode == EXIT_USER_CODE else f"exited {exits} times"
+        self._fail(
+            StartupError(
+                f"{process.name} {how} while the stack was starting; it said:\n{cause}\n"
+                f"(its whole log: {getattr(process, 'log_path', self.logs)})"
+            )
+        )
+        return False
 
     def _record_pids(self, _changed: SupervisedProcess) -> None:
         self._pids.write({n: p.pid for n, p in self.processes.items() if p.pid is not None})
@@ -294,6 +398,8 @@ class Stack:
         deadline = began + timeout
         await self._wait_health(deadline)
         while True:
+            if self._failure is not None:
+                raise self._failure
             owned = self._owned_by_engine()
             all_owned = set().union(*owned.values())
             missing = sorted(set(range(self.settings.partitions)) - all_owned)
@@ -312,6 +418,7 @@ class Stack:
                     f"{down}; logs in {self.logs}"
                 )
             await asyncio.sleep(0.2)
+        self._ready = True
         self.timings["ready_s"] = round(time.monotonic() - began, 3)
         _log.info("aion dev stack ready", extra={"api_url": self.api_url, **self.timings})
 
@@ -319,6 +426,8 @@ class Stack:
         last = "no answer yet"
         async with httpx.AsyncClient(timeout=2.0) as http:
             while True:
+                if self._failure is not None:
+                    raise self._failure
                 try:
                     response = await http.get(f"{self.api_url}/health")
                     if response.status_code == 200:  # noqa: PLR2004
@@ -366,6 +475,7 @@ class Stack:
         if (kafka := self.processes.get("kafka")) is not None:
             await kafka.stop(_KAFKA_GRACE_S)
         if self._locked:  # else the pid file is another stack's
+            forget_api_url(self.home)
             self._pids.remove()
             self._lock.release()
             self._locked = False

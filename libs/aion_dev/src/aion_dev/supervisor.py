@@ -5,7 +5,9 @@ anything it spawned), with its output appended to one log file, and with ``PR_SE
 so the kernel sends it SIGTERM if the supervising thread dies — a SIGKILLed ``aion dev``
 leaves no service behind. A child that exits while it should be running is restarted after a
 backoff that doubles (reset once it stays up for a while) and the restart is logged as
-``restarted <name> (<exit code or signal>, restart <n>)``.
+``restarted <name> (<exit code or signal>, restart <n>)`` — unless its ``on_exit`` callback
+says a restart cannot help (a service that refused to start because of the user's code or
+configuration): then it stays down and ``gave_up`` says how it exited.
 """
 
 from __future__ import annotations
@@ -78,13 +80,17 @@ class SupervisedProcess(ABC):
         *,
         backoff: Backoff = Backoff(),
         on_spawn: Callable[[SupervisedProcess], None] | None = None,
+        on_exit: Callable[[SupervisedProcess, int], bool] | None = None,
     ) -> None:
         self.name = name
         self.pid: int | None = None
         self.restarts = 0
         self.started_at = 0.0
+        self.gave_up: str | None = None
+        """How the child last exited, when ``on_exit`` said not to restart it."""
         self._backoff = backoff
         self._on_spawn = on_spawn
+        self._on_exit = on_exit
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_delay: float | None = None
@@ -160,6 +166,15 @@ class SupervisedProcess(ABC):
             if self._stopping.is_set():
                 return
             how = describe_exit(returncode)
+            if self._on_exit is not None and not self._on_exit(self, returncode):
+                self.gave_up = how
+                _log.error(
+                    "%s exited (%s) and is not restarted: a restart cannot help",
+                    self.name,
+                    how,
+                    extra={"child": self.name, "pid": pid, "exit": how},
+                )
+                return
             ran = time.monotonic() - self.started_at
             self._last_delay = self._backoff.delay(self._last_delay, ran)
             _log.warning(
@@ -241,8 +256,9 @@ class ChildProcess(SupervisedProcess):
         cwd: Path | None = None,
         backoff: Backoff = Backoff(),
         on_spawn: Callable[[SupervisedProcess], None] | None = None,
+        on_exit: Callable[[SupervisedProcess, int], bool] | None = None,
     ) -> None:
-        super().__init__(name, backoff=backoff, on_spawn=on_spawn)
+        super().__init__(name, backoff=backoff, on_spawn=on_spawn, on_exit=on_exit)
         self.argv = tuple(argv)
         self.log_path = log_path
         self.log_offset = 0
