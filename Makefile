@@ -13,7 +13,7 @@ DOCKERD_TEST_PID := .aion/docker/dockerd-test.pid
 export TESTCONTAINERS_RYUK_DISABLED ?= true
 
 .PHONY: install dev demo test lint types imports pytest bench bench-peers kafka-jars postgres browser clean \
-	images compose-up compose-down docker-up docker-down
+	images compose-up compose-down docker-up docker-down dist
 
 install: $(STAMP)
 
@@ -54,7 +54,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 types: install
-	$(VENV)/bin/mypy libs/aion_common/src libs/aion_client/src services/engine/src services/watcher/src services/projector/src services/worker/src examples
+	$(VENV)/bin/mypy libs/aion_common/src libs/aion_client/src libs/aion_dev/src services/engine/src services/watcher/src services/projector/src services/worker/src examples
 
 imports: install
 	$(VENV)/bin/lint-imports
@@ -105,5 +105,10 @@ bench: install kafka-jars postgres
 bench-peers: install kafka-jars
 	$(PY) -m bench.peers $(ARGS)
 
+# Every aion distribution as a wheel in dist/ (aion is not on PyPI yet): `pip install dist/*.whl`
+# in a virtualenv of your own; docs/install.md.
+dist: install
+	$(PY) -m aion_common.testing.dist --out dist
+
 clean:
-	rm -rf $(VENV) .aion .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .aion .mypy_cache .ruff_cache .pytest_cache dist
