@@ -48,6 +48,9 @@ from aion_common.domain import (
     ParentClosePolicy,
     ParentLink,
     Payload,
+    QueryAnswer,
+    QueryStatus,
+    QueryWorkflow,
     RecordActivityHeartbeat,
     RecordActivityStarted,
     RecordChildTerminal,
@@ -338,6 +341,53 @@ EXPECTED: dict[str, dict[str, tuple[str, object]]] = {
             ),
         ),
     },
+    "v5": {
+        "QueryWorkflow": (
+            "command",
+            QueryWorkflow(
+                **CENV,
+                name="status",
+                args=Payload.from_json(["verbose", 2]),
+                deadline=AT,
+                run_id=RUN,
+                history=EventBatch(
+                    workflow_id=WF, command_id=CMD, writer="api", events=tuple(_EVENTS[:2])
+                ),
+            ),
+        ),
+        "QueryWorkflow-open": (
+            "command",
+            QueryWorkflow(**CENV, name="__waiting_on", args=Payload.from_json([]), deadline=AT),
+        ),
+        "QueryAnswer": (
+            "query_answer",
+            QueryAnswer(
+                command_id=CMD,
+                workflow_id=WF,
+                name="status",
+                status=QueryStatus.ANSWERED,
+                message="",
+                answered_at=AT,
+                run_id=RUN,
+                result=DOC,
+                known_queries=("status", "lines"),
+                replayed=True,
+                last_seq=7,
+            ),
+        ),
+        "QueryAnswer-unknown": (
+            "query_answer",
+            QueryAnswer(
+                command_id=CMD,
+                workflow_id=WF,
+                name="stats",
+                status=QueryStatus.UNKNOWN_QUERY,
+                message="no query 'stats'",
+                answered_at=AT,
+                known_queries=("status",),
+            ),
+        ),
+    },
 }
 
 
@@ -396,6 +446,8 @@ def test_every_release_covers_every_kafka_value_type_it_changed(codec: Codec) ->
         "MoveWorkflow",
         "PackageRecord",
         "RouteRecord",
+        "QueryWorkflow",
+        "QueryAnswer",
     }
     introduced = {
         (info.version, info.full_name.rsplit(".", 1)[-1])

@@ -24,6 +24,7 @@ from aion_common.domain.errors import CodecError, DecodeError, InvalidInput, Pay
 from aion_common.domain.events import EventBatch
 from aion_common.domain.ids import validate_id
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
+from aion_common.domain.queries import QueryAnswer
 from aion_common.domain.tasks import ActivityTask, CancelActivityTask, TaskRecord
 from aion_common.domain.versions import PackageRecord, RouteRecord
 
@@ -33,11 +34,12 @@ MARKER = b"\xc3\x01"
 _HEADER = len(MARKER) + 8
 _BATCH = f"{NAMESPACE}.EventBatch"
 _REFUSAL = f"{NAMESPACE}.CommandRefused"
+_ANSWER = f"{NAMESPACE}.QueryAnswer"
 _COMMANDS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in COMMAND_TYPES)
 _TASKS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in (ActivityTask, CancelActivityTask))
 _PACKAGE = f"{NAMESPACE}.PackageRecord"
 _ROUTE = f"{NAMESPACE}.RouteRecord"
-_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, *_COMMANDS, *_TASKS, _PACKAGE, _ROUTE})
+_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, _ANSWER, *_COMMANDS, *_TASKS, _PACKAGE, _ROUTE})
 
 # What fastavro raises on bytes that do not match the writer schema, found by fuzzing:
 # short reads (EOFError, IndexError), bad varints/lengths/indexes, bad UTF-8, out-of-range
@@ -178,6 +180,34 @@ class Codec:
     ) -> CommandRefused:
         """Decode a replies-topic value; :class:`DecodeError` if it is not a refusal."""
         return cast("CommandRefused", self._decode(data, _REFUSAL_ONLY, topic, partition, offset))
+
+    def encode_query_answer(self, answer: QueryAnswer, *, trusted: bool = False) -> bytes:
+        """One replies-topic record value answering a query (``trusted`` as for
+        :meth:`encode_batch`)."""
+        return self._encode(_ANSWER, answer, trusted)
+
+    def decode_query_answer(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> QueryAnswer:
+        """Decode a query answer; :class:`DecodeError` if it is not one."""
+        return cast("QueryAnswer", self._decode(data, _ANSWER_ONLY, topic, partition, offset))
+
+    def decode_reply(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> CommandRefused | QueryAnswer:
+        """Decode any replies-topic value: a refusal or a query answer."""
+        found = self._decode(data, _REPLIES, topic, partition, offset)
+        return cast("CommandRefused | QueryAnswer", found)
 
     def encode_task(self, task: TaskRecord, *, trusted: bool = False) -> bytes:
         """One task-queue record value (``trusted`` as for :meth:`encode_batch`)."""
@@ -320,6 +350,8 @@ class Codec:
 
 _BATCH_ONLY = frozenset({_BATCH})
 _REFUSAL_ONLY = frozenset({_REFUSAL})
+_ANSWER_ONLY = frozenset({_ANSWER})
+_REPLIES = frozenset({_REFUSAL, _ANSWER})
 
 
 def _describe(expected: frozenset[str]) -> str:

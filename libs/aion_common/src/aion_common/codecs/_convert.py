@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from aion_common.domain import activities, commands, events, outcomes, tasks, versions
+from aion_common.domain import activities, commands, events, outcomes, queries, tasks, versions
 from aion_common.domain.errors import CodecError, InvalidInput, PayloadTooLarge
 from aion_common.domain.ids import validate_id, validate_name
 from aion_common.domain.payload import Payload, WorkflowError
@@ -36,6 +36,7 @@ RECORD_TYPES: Mapping[str, type] = {
         events.EventBatch,
         *commands.COMMAND_TYPES,
         commands.CommandRefused,
+        queries.QueryAnswer,
         activities.ActivityOptions,
         activities.RetryOptions,
         tasks.ActivityTask,
@@ -59,6 +60,7 @@ ENUM_TYPES: Mapping[str, type[enum.Enum]] = {
         outcomes.ParentClosePolicy,
         outcomes.IdReusePolicy,
         commands.RefusalCode,
+        queries.QueryStatus,
         activities.TimeoutKind,
     )
 }

@@ -23,6 +23,7 @@ from aion_common.domain.commands import (
     FailActivityAttempt,
     FireTimer,
     MoveWorkflow,
+    QueryWorkflow,
     RecordActivityHeartbeat,
     RecordActivityStarted,
     RecordChildTerminal,
@@ -116,18 +117,31 @@ from aion_common.domain.outcomes import (
     TimedOut,
 )
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT, Payload, WorkflowError
+from aion_common.domain.queries import (
+    BUILTIN_QUERIES,
+    RESERVED_QUERY_PREFIX,
+    STACK_TRACE_QUERY,
+    WAITING_ON_QUERY,
+    QueryAnswer,
+    QueryStatus,
+    validate_query_name,
+)
 from aion_common.domain.tasks import ActivityTask, CancelActivityTask, TaskRecord
 from aion_common.domain.versions import PackageRecord, RouteRecord, package_key, validate_version
 
 __all__ = [
     "ACTIVITY_REPORT_TYPES",
     "ACTIVITY_RESOLUTION_TYPES",
+    "BUILTIN_QUERIES",
     "COMMAND_TYPES",
     "DEFAULT_PAYLOAD_LIMIT",
     "DEFAULT_TASK_QUEUE",
     "EVENT_TYPES",
     "MAX_ID_LENGTH",
+    "RESERVED_QUERY_PREFIX",
+    "STACK_TRACE_QUERY",
     "TERMINAL_EVENT_TYPES",
+    "WAITING_ON_QUERY",
     "ActivityAttemptFailed",
     "ActivityAttemptScheduled",
     "ActivityCancelRequested",
@@ -177,6 +191,9 @@ __all__ = [
     "ParentTerminal",
     "Payload",
     "PayloadTooLarge",
+    "QueryAnswer",
+    "QueryStatus",
+    "QueryWorkflow",
     "RecordActivityHeartbeat",
     "RecordActivityStarted",
     "RecordChildTerminal",
@@ -226,6 +243,7 @@ __all__ = [
     "terminal_outcome",
     "validate_id",
     "validate_name",
+    "validate_query_name",
     "validate_task_queue",
     "validate_version",
 ]

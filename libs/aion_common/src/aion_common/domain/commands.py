@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from aion_common.domain.events import EventBatch
 from aion_common.domain.ids import record_child_terminal_id
 from aion_common.domain.outcomes import IdReusePolicy, ParentLink, TerminalOutcome
 from aion_common.domain.payload import Payload, WorkflowError
@@ -26,6 +27,7 @@ __all__ = [
     "FailActivityAttempt",
     "FireTimer",
     "MoveWorkflow",
+    "QueryWorkflow",
     "RecordActivityHeartbeat",
     "RecordActivityStarted",
     "RecordChildTerminal",
@@ -180,6 +182,25 @@ class MoveWorkflow(CommandBase):
     package_version: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryWorkflow(CommandBase):
+    """Ask query ``name`` of a run, with ``args`` (a JSON array): answered on the replies topic
+    from the run's state (a :class:`~aion_common.domain.queries.QueryAnswer` under this
+    command's id), never changing its history.
+
+    ``run_id`` None asks the workflow's open run. A closed run is answered by replaying its
+    code against ``history`` (every event of that run); without it the engine answers
+    ``RUN_CLOSED``. Nobody waits for the answer after ``deadline``: an engine that reaches the
+    query later drops it.
+    """
+
+    name: str
+    args: Payload
+    deadline: datetime
+    run_id: str | None = None
+    history: EventBatch | None = None
+
+
 ActivityReport = (
     RecordActivityStarted | RecordActivityHeartbeat | CompleteActivity | FailActivityAttempt
 )
@@ -203,6 +224,7 @@ Command = (
     | CompleteActivity
     | FailActivityAttempt
     | MoveWorkflow
+    | QueryWorkflow
 )
 
 COMMAND_TYPES: tuple[type[CommandBase], ...] = (
@@ -214,6 +236,7 @@ COMMAND_TYPES: tuple[type[CommandBase], ...] = (
     FireTimer,
     *ACTIVITY_REPORT_TYPES,
     MoveWorkflow,
+    QueryWorkflow,
 )
 
 
