@@ -8,27 +8,39 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, TypeVar, overload
 
 from aion._retry import RetryPolicy
-from aion_common.domain import InvalidInput, ParentClosePolicy, ParentLink, validate_name
+from aion_common.domain import (
+    InvalidInput,
+    ParentClosePolicy,
+    ParentLink,
+    validate_name,
+    validate_query_name,
+)
 
 __all__ = [
     "ActivityHandle",
     "ChildHandle",
+    "QueryHandlers",
     "WorkflowContext",
     "WorkflowDefinition",
     "WorkflowInfo",
     "definition",
     "defn",
+    "query",
+    "running_code",
 ]
 
 T = TypeVar("T")
 WorkflowFn = Callable[..., Coroutine[Any, Any, Any]]
 F = TypeVar("F", bound=WorkflowFn)
+Q = TypeVar("Q", bound=Callable[..., Any])
 _ATTRIBUTE = "__aion_workflow__"
 
 
@@ -198,3 +210,80 @@ def definition(obj: object) -> WorkflowDefinition | None:
     """The workflow definition ``@workflow.defn`` attached to ``obj``, if any."""
     found = getattr(obj, _ATTRIBUTE, None)
     return found if isinstance(found, WorkflowDefinition) else None
+
+
+class QueryHandlers(Protocol):
+    """Where ``@workflow.query`` puts the handlers of the run whose code is running (the
+    engine's; the SDK only hands them on)."""
+
+    def add_query(self, name: str, handler: Callable[..., Any]) -> None:
+        """Register ``handler`` as query ``name`` of the running run (a later one of the same
+        name replaces it), or raise :class:`InvalidInput` saying why it may not be."""
+
+
+_RUNNING: ContextVar[QueryHandlers | None] = ContextVar("aion_workflow_running", default=None)
+
+
+@contextmanager
+def running_code(handlers: QueryHandlers | None) -> Iterator[None]:
+    """While a run's code runs (the engine steps it inside this), ``@workflow.query``
+    registers with ``handlers``; None refuses every registration."""
+    token = _RUNNING.set(handlers)
+    try:
+        yield
+    finally:
+        _RUNNING.reset(token)
+
+
+@overload
+def query(fn: Q, /) -> Q: ...
+@overload
+def query(name: str | None = None, /) -> Callable[[Q], Q]: ...
+def query(name_or_fn: str | Q | None = None, /) -> Q | Callable[[Q], Q]:
+    """Make a function of the running workflow's own code answer query ``name`` (bare
+    ``@workflow.query``: the function's name), from the workflow's state::
+
+        @workflow.defn("order")
+        async def order(ctx: workflow.WorkflowContext, spec: dict) -> dict:
+            step = "charging"
+
+            @workflow.query("step")
+            def current_step() -> str:
+                return step
+
+            ...
+            step = "shipping"
+
+    Use it inside the workflow function, where the handler sees its variables (a closure);
+    the handler is registered when that line runs, so a query asked earlier is answered as
+    unknown. Handlers are read-only: a plain ``def`` returning JSON. One that awaits, sleeps,
+    starts a child or an activity, continues-as-new, draws ``ctx.random()``/``ctx.uuid4()`` or
+    does I/O is refused with an error (its effects would not be in the history); it must not
+    change the workflow's variables either, which no replay would repeat. Queries starting
+    with ``__`` are the engine's own (``__stack_trace``, ``__waiting_on``).
+    """
+    if callable(name_or_fn):
+        return _register(getattr(name_or_fn, "__name__", ""), name_or_fn)
+    chosen = name_or_fn
+    if chosen is not None:
+        validate_query_name(chosen, builtin_ok=False)
+
+    def decorate(fn: Q) -> Q:
+        return _register(chosen if chosen is not None else getattr(fn, "__name__", ""), fn)
+
+    return decorate
+
+
+def _register(name: str, fn: Q) -> Q:
+    validate_query_name(name, builtin_ok=False)
+    if not callable(fn):
+        raise InvalidInput(f"@workflow.query({name!r}) decorates a function, got {fn!r}")
+    handlers = _RUNNING.get()
+    if handlers is None:
+        raise InvalidInput(
+            f"@workflow.query({name!r}) registers a handler of the running workflow: use it "
+            "inside the workflow function's body (on a nested def), not at module level or "
+            "inside a query handler"
+        )
+    handlers.add_query(name, fn)
+    return fn

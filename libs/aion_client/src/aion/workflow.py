@@ -16,6 +16,9 @@ async def order(ctx: workflow.WorkflowContext, order: dict) -> dict:
     return {"receipt": receipt}
 ```
 
+``@workflow.query("name")`` on a function defined inside the workflow makes it answer that
+query from the workflow's variables (read-only; see :func:`query`).
+
 Workflow code must be deterministic: time, randomness and ids come from ``ctx``
 (``ctx.now()``, ``ctx.random()``, ``ctx.uuid4()``), every effect on the world is an activity,
 and only ``ctx`` operations may be awaited. The engine replays the code against its history;
@@ -39,6 +42,7 @@ from aion._workflow import (
     WorkflowInfo,
     definition,
     defn,
+    query,
 )
 from aion_common.domain import ParentClosePolicy
 
@@ -57,4 +61,5 @@ __all__ = [
     "WorkflowInfo",
     "definition",
     "defn",
+    "query",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "ChildResultOp",
     "ContinueAsNewRequested",
     "Op",
+    "QueryViolation",
     "Raise",
     "SleepOp",
     "StartActivityOp",
@@ -55,6 +56,15 @@ class ContinueAsNewRequested(BaseException):
         super().__init__("continue-as-new")
         self.input_value = input_value
         self.workflow_type = workflow_type
+
+
+class QueryViolation(BaseException):
+    """A query handler called a ``ctx`` operation that decides or draws (a BaseException, so
+    ``except Exception`` in the handler cannot hide it; the handler is refused either way)."""
+
+    def __init__(self, call: str) -> None:
+        super().__init__(f"ctx.{call}()")
+        self.call = call
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,9 +233,11 @@ class WorkflowContext:
         "_child_counter",
         "_info",
         "_now",
+        "_query",
         "_random_counter",
         "_start_seq",
         "_uuid_counter",
+        "_violation",
     )
 
     def __init__(self, info: WorkflowInfo, now: datetime, *, start_seq: int = 1) -> None:
@@ -236,6 +248,8 @@ class WorkflowContext:
         self._activity_counter = 0
         self._random_counter = 0
         self._uuid_counter = 0
+        self._query: str | None = None
+        self._violation: str | None = None
 
     @property
     def info(self) -> WorkflowInfo:
@@ -248,12 +262,14 @@ class WorkflowContext:
 
     def random(self) -> float:
         """A deterministic float in [0, 1), derived from the run id and a call counter."""
+        self._effect("random")
         self._random_counter += 1
         bits = uuid.UUID(self._derive("random", self._random_counter)).int >> 75
         return bits / float(1 << 53)
 
     def uuid4(self) -> uuid.UUID:
         """A deterministic UUID (UUIDv5 bits) unique to this run and call; replay repeats it."""
+        self._effect("uuid4")
         self._uuid_counter += 1
         return uuid.UUID(self._derive("uuid", self._uuid_counter))
 
@@ -271,6 +287,7 @@ class WorkflowContext:
         The default child id is ``<this workflow's id>/<type>/<n>`` for the n-th child this
         run starts (``aion tree`` shows which child is which), the same on every replay.
         """
+        self._effect("start_child")
         self._child_counter += 1
         child_id = id if id is not None else self._default_child_id(workflow_type)
         timeout = None if execution_timeout is None else duration_ms(execution_timeout)
@@ -297,6 +314,7 @@ class WorkflowContext:
 
     def sleep(self, duration: float | timedelta) -> SleepOp:
         """A durable sleep of ``duration`` (seconds or timedelta) that survives restarts."""
+        self._effect("sleep")
         return SleepOp(duration_ms(duration))
 
     def wait_signal(self, name: str, timeout: float | timedelta | None = None) -> WaitSignalOp:
@@ -306,10 +324,12 @@ class WorkflowContext:
         ``timeout``, raises :class:`SignalTimeout` when it passes first (a signal payload may
         be JSON ``null``, so returning None could not tell the two apart).
         """
+        self._effect("wait_signal")
         return WaitSignalOp(name, None if timeout is None else duration_ms(timeout))
 
     def continue_as_new(self, input: object, workflow_type: str | None = None) -> NoReturn:  # noqa: A002
         """Close this run and start a new run of the same workflow id with ``input``."""
+        self._effect("continue_as_new")
         raise ContinueAsNewRequested(input, workflow_type)
 
     async def gather(self, *awaitables: Awaitable[T]) -> list[T]:
@@ -336,6 +356,7 @@ class WorkflowContext:
         Problems with the arguments (a function that is not an activity, no timeout, a bad
         retry policy or queue) are raised where the op is awaited.
         """
+        self._effect("start_activity")
         options: ActivityOptions | InvalidInput
         try:
             name = activity_name(activity)
@@ -374,6 +395,22 @@ class WorkflowContext:
             task_queue=task_queue,
         )
         return await handle.result()
+
+    def _begin_query(self, name: str) -> None:
+        """A query handler runs from now on: operations that decide or draw are refused."""
+        self._query = name
+        self._violation = None
+
+    def _end_query(self) -> str | None:
+        """The handler returned: the first operation it was refused (None if none)."""
+        violation, self._query, self._violation = self._violation, None, None
+        return violation
+
+    def _effect(self, call: str) -> None:
+        if self._query is not None:
+            if self._violation is None:
+                self._violation = call
+            raise QueryViolation(call)
 
     def _next_activity_id(self) -> str:
         self._activity_counter += 1

@@ -18,13 +18,14 @@ import os
 import re
 import traceback
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aion.workflow as workflow_module
+from aion._workflow import running_code
 from aion.workflow import ActivityError, SignalTimeout, WorkflowInfo
 from aion.workflow import ChildWorkflowFailed as ChildFailedError
 from aion_common.domain import (
@@ -65,6 +66,7 @@ __all__ = [
     "ScheduleTimer",
     "WorkflowDecision",
     "awaited_foreign_message",
+    "code_stack",
     "execution_timeout_timer_id",
     "failure_of",
 ]
@@ -185,6 +187,22 @@ def code_location(coro: Coroutine[Any, Any, Any] | None, fn: WorkflowFn) -> str:
     return f"{shown}:{line}: {text}" if text else f"{shown}:{line}"
 
 
+def code_stack(coro: Coroutine[Any, Any, Any] | None) -> list[str]:
+    """Every frame of the workflow's own code that ``coro`` is suspended in, outermost first,
+    as ``file:line in function: source`` (the SDK's frames skipped); [] once it ended."""
+    frames = []
+    awaited: Any = coro
+    while awaited is not None and getattr(awaited, "cr_frame", None) is not None:
+        frame = awaited.cr_frame
+        if not _is_sdk(frame.f_code.co_filename):
+            filename, line = frame.f_code.co_filename, frame.f_lineno
+            text = linecache.getline(filename, line).strip()
+            where = f"{_UNPACKED.sub('', filename)}:{line} in {frame.f_code.co_name}"
+            frames.append(f"{where}: {text}" if text else where)
+        awaited = getattr(awaited, "cr_await", None)
+    return frames
+
+
 _UNPACKED = re.compile(r"^.*[/\\][0-9a-f]{64}[/\\]")
 _SDK_FILES = (str(Path(workflow_module.__file__).parent) + os.sep, sdk.__file__)
 
@@ -274,6 +292,7 @@ class Executor:
         "decisions_taken",
         "finished",
         "last_source",
+        "queries",
         "started",
     )
 
@@ -312,6 +331,8 @@ class Executor:
         self._sources: deque[str] | None = deque() if trace else None
         self.last_source = ""
         """Where the code made the decision taken last (traced executors only)."""
+        self.queries: dict[str, Callable[..., Any]] = {}
+        """The query handlers the code registered (``@workflow.query``), by name."""
 
     # -- driving -------------------------------------------------------------------------
 
@@ -393,6 +414,26 @@ class Executor:
         :func:`code_location`."""
         return code_location(self._coro, self._fn)
 
+    def stack(self) -> list[str]:
+        """The source line of each frame of the code's own that is suspended now, outermost
+        first (see :func:`code_stack`)."""
+        return code_stack(self._coro)
+
+    @property
+    def waiting(self) -> sdk.Op[Any] | None:
+        """The operation the code is blocked on now (None when it is not blocked)."""
+        return self._waiting
+
+    @property
+    def waiting_timer(self) -> str | None:
+        """The id of the timer the blocking operation waits for (a sleep, or a signal wait's
+        timeout), if any."""
+        return self._waiting_timer
+
+    def add_query(self, name: str, handler: Callable[..., Any]) -> None:
+        """Register query handler ``name`` (``@workflow.query`` in the code calls this)."""
+        self.queries[name] = handler
+
     def _decide(self, decision: WorkflowDecision) -> None:
         self._decisions.append(decision)
         if self._sources is not None:
@@ -459,7 +500,7 @@ class Executor:
         """Advance the code to its next await; :data:`_ENDED` once it returned or raised.
 
         The code runs inside the sandbox: a refused call fails the run even if caught."""
-        with _sandbox.guard() as guard:
+        with _sandbox.guard() as guard, running_code(self):
             try:
                 op = coro.throw(throw) if throw is not None else coro.send(reply)
             except BaseException as ended:  # noqa: BLE001 - sorted out below, outside the guard

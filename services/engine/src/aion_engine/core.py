@@ -30,6 +30,7 @@ from aion_common.domain import (
     MoveWorkflow,
     NonDeterminism,
     ParentTerminal,
+    QueryWorkflow,
     RecordActivityHeartbeat,
     RecordActivityStarted,
     RecordChildTerminal,
@@ -48,7 +49,7 @@ from aion_common.domain import (
     WorkflowTimedOut,
     decide_child_terminal_record,
 )
-from aion_engine import _runs, activities, blocking
+from aion_engine import _runs, activities, blocking, queries
 from aion_engine._executor import (
     Executor,
     Finish,
@@ -191,6 +192,12 @@ class EngineCore:
                 return self._activity_report(command, state, now)
             case MoveWorkflow():
                 return self._move(command, state, now)
+            case QueryWorkflow():
+                return Decision(
+                    answer=queries.answer(
+                        command, state, now, live=self._live, versions=self._versions
+                    )
+                )
             case _:
                 assert_never(command)
 
@@ -467,6 +474,15 @@ class EngineCore:
             return replay_run(fn, run.events)
         except NonDeterminism as err:
             return err
+
+    def _live(
+        self, state: WorkflowState, run: RunState
+    ) -> Executor | NonDeterminism | Missing | None:
+        """The open run's code for a query: as for a command, and kept resident after."""
+        executor = self._executor_for(state, run)
+        if isinstance(executor, Executor):
+            self._keep_resident(state.workflow_id, executor)
+        return executor
 
     def _open_run(self, work: Work, started: WorkflowStarted) -> Executor | None:
         """Append a run's start (and its timeout timer), then run its code until it blocks."""

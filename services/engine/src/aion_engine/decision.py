@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from aion_common.domain import Command, CommandRefused, EventBatch, FireTimer, TaskRecord
+from aion_common.domain import (
+    Command,
+    CommandRefused,
+    EventBatch,
+    FireTimer,
+    QueryAnswer,
+    TaskRecord,
+)
 
 __all__ = ["Decision", "TimerRequest"]
 
@@ -34,6 +41,7 @@ class Decision:
       (``<prefix>.tasks.<queue>``) it goes to.
     - ``disarm``: command ids of timers that are no longer needed (an activity ended before
       its clock ran out); firing them would be a no-op, so the service may forget them.
+    - ``answer``: a query's answer, for the replies topic (a query changes nothing else).
     """
 
     batch: EventBatch | None = None
@@ -43,6 +51,7 @@ class Decision:
     dead_letter_reason: str | None = None
     tasks: tuple[tuple[str, TaskRecord], ...] = ()
     disarm: tuple[str, ...] = ()
+    answer: QueryAnswer | None = None
 
     @property
     def is_noop(self) -> bool:
@@ -55,4 +64,5 @@ class Decision:
             and self.dead_letter_reason is None
             and not self.tasks
             and not self.disarm
+            and self.answer is None
         )

@@ -62,12 +62,17 @@ from aiokafka.structs import ConsumerRecord
 
 from aion_common.codecs import Codec, decode_key, encode_key
 from aion_common.domain import (
+    CodecError,
     Command,
     DecodeError,
     EventBatch,
     FireTimer,
     InfrastructureError,
+    InvalidInput,
     MoveWorkflow,
+    QueryAnswer,
+    QueryStatus,
+    QueryWorkflow,
     WorkflowFailed,
 )
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
@@ -78,6 +83,7 @@ from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
+from aion_engine import queries
 from aion_engine._offsets import CommittedOffsets
 from aion_engine.core import EngineCore
 from aion_engine.decision import Decision
@@ -713,6 +719,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if command.workflow_id != workflow_id:
             reason = f"record key {workflow_id!r} is not the command's workflow id"
             return [self._dead_letter(record, reason, None)]
+        if isinstance(command, QueryWorkflow) and queries.expired(command, datetime.now(UTC)):
+            _log.info("query past its deadline dropped", extra={**where, "name": command.name})
+            return []
         # The record's timestamp, not the wall clock, is the command's time: processing the same
         # record again (at-least-once, after a crash) then yields byte-identical output.
         now = datetime.fromtimestamp(record.timestamp / 1000, UTC)
@@ -762,6 +771,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                     partition=owned.partition,
                 )
             )
+        if decision.answer is not None:
+            out.append(self._answer(decision.answer, owned.partition))
         out.extend(
             _Out(
                 self._topics.tasks(queue),
@@ -784,6 +795,29 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             for request in decision.timers:
                 owned.timers.arm(request.fire_at, request.command)
         return out
+
+    def _answer(self, answer: QueryAnswer, partition: int) -> _Out:
+        """A query's answer for the replies topic; one the codec refuses (a result over the
+        payload limit) is answered as FAILED, saying why."""
+        try:
+            value = self._codec.encode_query_answer(answer, trusted=True)
+        except (CodecError, InvalidInput) as err:
+            failed = QueryAnswer(
+                command_id=answer.command_id,
+                workflow_id=answer.workflow_id,
+                name=answer.name,
+                status=QueryStatus.FAILED,
+                message=f"the answer to query {answer.name!r} cannot be sent: {err}",
+                answered_at=answer.answered_at,
+                run_id=answer.run_id,
+                known_queries=answer.known_queries,
+                replayed=answer.replayed,
+                last_seq=answer.last_seq,
+            )
+            value = self._codec.encode_query_answer(failed, trusted=True)
+        return _Out(
+            self._topics.replies, encode_key(answer.workflow_id), value, partition=partition
+        )
 
     def _dead_letter(
         self, record: ConsumerRecord, reason: str, error: BaseException | None
