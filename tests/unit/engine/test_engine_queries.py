@@ -36,7 +36,7 @@ from aion_engine.registry import WorkflowRegistry
 HERE = Path(__file__).name
 
 
-def make_registry() -> WorkflowRegistry:  # noqa: C901, PLR0915 - one registry of scenarios
+def make_registry() -> WorkflowRegistry:
     registry = WorkflowRegistry()
 
     @registry.defn("q.cart")
@@ -389,7 +389,7 @@ def test_waiting_on_a_signal_names_it_and_its_deadline(world: World) -> None:
     }
     assert timeout["purpose"] == "execution timeout"
     assert timeout["awaited"] is False
-    assert "wait_signal(\"decision\"" in waiting["stack"][0]
+    assert 'wait_signal("decision"' in waiting["stack"][0]
 
 
 def test_waiting_on_a_child_names_it_and_every_frame(world: World) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 from rich.tree import Tree
 
 from aion._cli_commands import show_result
-from aion._cli_output import Output, compact, table, when
+from aion._cli_output import Output, compact, plain, table, when
+from aion._cli_queries import show_waiting, waiting_or_why
 from aion._cli_versions import fetch_history
 from aion._results import HistoryEvent, HistoryPage, Run, WorkflowDescription, WorkflowTree
 from aion.client import AionClient
@@ -42,8 +43,13 @@ def _status(text: str) -> str:
 
 async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -> int:
     found = await client.describe(args.id)
+    waiting = (
+        await waiting_or_why(client, args.id)
+        if found.workflow.status in {"RUNNING", "BLOCKED"}
+        else None
+    )
     if out.as_json:
-        out.json(found)
+        out.json({**plain(found), "waiting": plain(waiting)})
         return EXIT_OK
     w, run = found.workflow, found.current_run
     out.console.print(f"[bold]{w.workflow_id}[/] ({w.workflow_type}) [bold]{w.status}[/]")
@@ -60,6 +66,8 @@ async def _describe(client: AionClient, args: argparse.Namespace, out: Output) -
     out.console.print(runs)
     _children(out, found)
     _activities(out, found)
+    if waiting is not None:
+        show_waiting(out, waiting)
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ __all__ = [
     "AionClientError",
     "AionCommandRefused",
     "AionInvalidRequest",
+    "AionQueryError",
     "AionResultTimeout",
     "AionUnavailable",
     "AionWorkflowFailed",
@@ -113,6 +114,25 @@ class AionResultTimeout(AionClientError, TimeoutError):
     def __init__(self, message: str, *, outcome: object = None) -> None:
         super().__init__(message)
         self.outcome = outcome
+
+
+class AionQueryError(AionApiError):
+    """A query got no answer: ``kind`` says why — ``unknown-query`` (``known_queries`` lists
+    the queries the run's code registered), ``query-refused`` (the handler awaited, decided
+    or did I/O), ``query-failed`` (it raised), ``workflow-blocked``, ``cannot-replay``,
+    ``query-timeout`` (no engine answered in time)."""
+
+    def __init__(
+        self,
+        status: int,
+        problem_type: str,
+        title: str,
+        detail: str,
+        *,
+        known_queries: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(status, problem_type, title, detail)
+        self.known_queries = known_queries
 
 
 class AionInvalidRequest(AionClientError):

@@ -15,6 +15,8 @@ __all__ = [
     "PendingActivity",
     "Refusal",
     "Run",
+    "WaitItem",
+    "WaitingOn",
     "WorkflowDescription",
     "WorkflowPage",
     "WorkflowResult",
@@ -392,4 +394,90 @@ class Route:
             workflow_type=d["workflow_type"],
             version=d["version"],
             routed_at=datetime.fromisoformat(d["routed_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitItem:
+    """One thing an open run waits on. ``kind`` is ``child`` (``workflow_id``,
+    ``workflow_type``), ``timer`` (``timer_id``, ``purpose``, ``fire_at``), ``signal``
+    (``name``, ``deadline``) or ``activity`` (``activity_id``, ``activity_type``, ``attempt``,
+    ``state``, ``next_retry_at``, ``last_error``); ``awaited``: the code's await is on it now."""
+
+    kind: str
+    awaited: bool
+    workflow_id: str | None = None
+    workflow_type: str | None = None
+    timer_id: str | None = None
+    purpose: str | None = None
+    fire_at: datetime | None = None
+    name: str | None = None
+    deadline: datetime | None = None
+    activity_id: str | None = None
+    activity_type: str | None = None
+    attempt: int | None = None
+    state: str | None = None
+    next_retry_at: datetime | None = None
+    last_error: str | None = None
+    last_heartbeat_at: datetime | None = None
+    since: datetime | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WaitItem:
+        """From the API's JSON."""
+        times = {"fire_at", "deadline", "next_retry_at", "last_heartbeat_at", "since"}
+        fields = {k: d.get(k) for k in cls.__dataclass_fields__ if k not in times}
+        return cls(**fields, **{k: _time(d.get(k)) for k in times})  # type: ignore[arg-type]  # JSON of the API's WaitItemOut
+
+    def describe(self) -> str:
+        """One line for people."""
+        match self.kind:
+            case "child":
+                return f"child {self.workflow_id} ({self.workflow_type})"
+            case "timer":
+                return f"timer {self.purpose or ''} firing at {_shown(self.fire_at)}".replace(
+                    "  ", " "
+                )
+            case "signal":
+                deadline = f", until {_shown(self.deadline)}" if self.deadline else ""
+                return f"signal {self.name!r}{deadline}"
+            case "activity":
+                retry = f", next retry {_shown(self.next_retry_at)}" if self.next_retry_at else ""
+                error = f", last error: {self.last_error}" if self.last_error else ""
+                return (
+                    f"activity {self.activity_type} (attempt {self.attempt}, {self.state}"
+                    f"{retry}{error})"
+                )
+            case _:
+                return self.kind
+
+
+def _shown(at: datetime | None) -> str:
+    return "?" if at is None else at.isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitingOn:
+    """What a workflow's current run waits on now (``waiting_on``, the awaited one first),
+    and ``stack``: the source line each frame of its code is suspended at, outermost first."""
+
+    workflow_id: str
+    run_id: str | None
+    status: str
+    blocked_reason: str | None
+    waiting_on: tuple[WaitItem, ...]
+    stack: tuple[str, ...]
+    last_seq: int | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WaitingOn:
+        """From the API's JSON."""
+        return cls(
+            workflow_id=d["workflow_id"],
+            run_id=d.get("run_id"),
+            status=d["status"],
+            blocked_reason=d.get("blocked_reason"),
+            waiting_on=tuple(WaitItem.from_json(i) for i in d.get("waiting_on", ())),
+            stack=tuple(d.get("stack", ())),
+            last_seq=d.get("last_seq"),
         )

@@ -9,7 +9,8 @@ Exit codes (stable, for scripts):
 - 2 — usage or validation error (bad arguments, invalid JSON, an id or payload the API
   refused, a missing or wrong ``AION_API_TOKEN``);
 - 3 — the API could not be reached, something other than aion's API answered at its URL, or
-  the API answered that a backend it needs is unavailable;
+  the API answered that a backend it needs is unavailable (for ``query``: no engine answered
+  in time);
 - 4 — the engine refused the command (an unknown workflow type, an id already running or not
   reusable, a signal to a workflow that does not exist, …); ``refused: <CODE>: <reason>`` is
   printed on stderr.
@@ -39,6 +40,8 @@ from aion._cli_commands import (
     refused,
 )
 from aion._cli_output import Output
+from aion._cli_queries import QueryUsageError
+from aion._cli_queries import add_commands as add_query_parsers
 from aion._cli_versions import VersionUsageError
 from aion._cli_versions import add_commands as add_version_parsers
 from aion._cli_views import add_view_parsers
@@ -98,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     add_command_parsers(sub)
     add_view_parsers(sub)
     add_version_parsers(sub)
+    add_query_parsers(sub)
     _add_local_commands(sub)
     for name, command in sub.choices.items():  # `aion list --json` as well as `aion --json list`
         if name not in _OWN_PARSER:
@@ -157,7 +161,7 @@ def _api_error(out: Output, err: AionApiError) -> int:
     if isinstance(err, AionCommandRefused):
         return refused(out, err)
     out.error(err.detail if err.kind == "not-found" else str(err))
-    if err.kind == "unavailable":
+    if err.kind in {"unavailable", "query-timeout"}:
         return EXIT_UNAVAILABLE
     if err.kind in _USAGE_PROBLEMS:
         return EXIT_USAGE
@@ -184,7 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.api, found_by = find_api()
     try:
         return asyncio.run(_run(args, out))
-    except (UsageError, VersionUsageError, AionWrongServer, AionUnavailable, AionApiError) as err:
+    except (
+        UsageError,
+        VersionUsageError,
+        QueryUsageError,
+        AionWrongServer,
+        AionUnavailable,
+        AionApiError,
+    ) as err:
         return _report(out, err, found_by)
     except KeyboardInterrupt:
         return 130
@@ -192,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report(out: Output, err: Exception, found_by: str) -> int:
     """Print what went wrong; the exit code."""
-    if isinstance(err, UsageError | VersionUsageError):
+    if isinstance(err, UsageError | VersionUsageError | QueryUsageError):
         out.error(str(err))
         return EXIT_USAGE
     if isinstance(err, AionWrongServer):

@@ -21,7 +21,7 @@ import os
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self
@@ -36,6 +36,7 @@ from aion._errors import (
     AionClientError,
     AionCommandRefused,
     AionInvalidRequest,
+    AionQueryError,
     AionResultTimeout,
     AionUnavailable,
     AionWorkflowFailed,
@@ -53,6 +54,8 @@ from aion._results import (
     Refusal,
     Route,
     Run,
+    WaitingOn,
+    WaitItem,
     WorkflowDescription,
     WorkflowPage,
     WorkflowResult,
@@ -69,6 +72,7 @@ __all__ = [
     "AionClientError",
     "AionCommandRefused",
     "AionInvalidRequest",
+    "AionQueryError",
     "AionResultTimeout",
     "AionUnavailable",
     "AionWorkflowFailed",
@@ -83,6 +87,8 @@ __all__ = [
     "Refusal",
     "Route",
     "Run",
+    "WaitItem",
+    "WaitingOn",
     "WorkflowDescription",
     "WorkflowHandle",
     "WorkflowPage",
@@ -93,6 +99,19 @@ __all__ = [
 
 # The API caps one long-poll at 60 s; longer waits are several polls.
 _LONG_POLL_MAX = 60.0
+# A query waits this long for the engine's answer by default (the API's own default).
+_QUERY_WAIT = 5.0
+_QUERY_KINDS = frozenset(
+    {
+        "unknown-query",
+        "query-refused",
+        "query-failed",
+        "query-timeout",
+        "workflow-blocked",
+        "workflow-closed",
+        "cannot-replay",
+    }
+)
 
 
 # The runs a client remembers having started, per workflow id (`result(id)` waits for them).
@@ -367,6 +386,61 @@ class AionClient:
                 return outcome
             await asyncio.sleep(0)
 
+    # -- queries -------------------------------------------------------------------------
+
+    async def query(
+        self,
+        workflow_id: str,
+        name: str,
+        args: Sequence[Any] = (),
+        *,
+        run_id: str | None = None,
+        wait: float = _QUERY_WAIT,
+    ) -> Any:
+        """The result of query ``name`` (``@workflow.query``) of the workflow's current run,
+        or of ``run_id``, called with ``args``; a closed run is answered by replaying it.
+
+        Raises :class:`AionQueryError` (``unknown-query`` with ``known_queries``,
+        ``query-refused``, ``query-failed``, ``workflow-blocked``, ``cannot-replay``,
+        ``query-timeout`` when no engine answers within ``wait`` seconds) and
+        :class:`AionApiError` ``not-found``.
+        """
+        answer = await self.query_answer(workflow_id, name, args, run_id=run_id, wait=wait)
+        return answer["result"]
+
+    async def query_answer(
+        self,
+        workflow_id: str,
+        name: str,
+        args: Sequence[Any] = (),
+        *,
+        run_id: str | None = None,
+        wait: float = _QUERY_WAIT,
+    ) -> dict[str, Any]:
+        """As :meth:`query`, the whole answer: ``result``, ``run_id`` (the run that answered),
+        ``replayed`` (it was closed and replayed), ``last_seq``, ``answered_at``."""
+        body = _compact({"args": list(args), "run_id": run_id, "timeout": wait})
+        response = await self._call(
+            "POST",
+            f"{_path(workflow_id)}/queries/{_segment(name)}",
+            json=body,
+            read_timeout=wait + self._timeout,
+        )
+        found: dict[str, Any] = response.json()
+        return found
+
+    async def waiting(self, workflow_id: str, *, wait: float = _QUERY_WAIT) -> WaitingOn:
+        """What the workflow's current run waits on now (children, timers, the signal,
+        activities) and the source line its code is suspended at, from the engine (raises
+        :class:`AionQueryError` ``query-timeout`` if none answers within ``wait`` seconds)."""
+        response = await self._call(
+            "GET",
+            f"{_path(workflow_id)}/waiting",
+            params={"timeout": wait},
+            read_timeout=wait + self._timeout,
+        )
+        return WaitingOn.from_json(response.json())
+
     # -- versions ------------------------------------------------------------------------
 
     async def deploy(self, archive: bytes, *, route: bool = False) -> PackageInfo:
@@ -639,6 +713,11 @@ def _problem(response: httpx.Response) -> AionApiError:
         str(body.get("detail", response.text[:200])),
     )
     refusal = body.get("refusal")
+    if problem[1].rsplit("/", 1)[-1] in _QUERY_KINDS:
+        known = body.get("known_queries")
+        return AionQueryError(
+            *problem, known_queries=tuple(str(q) for q in known) if isinstance(known, list) else ()
+        )
     if problem[1].endswith("/command-refused") and isinstance(refusal, dict):
         return AionCommandRefused(
             *problem,

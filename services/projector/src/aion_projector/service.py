@@ -32,10 +32,11 @@ Per fetch (up to ``max_records`` records, one SQL transaction):
   happened; any other error propagates and the process restarts.
 
 Refusals (``CommandRefused`` on the replies topic) are consumed by the same consumer and
-stored in the same transactions, offsets included, in ``command_refusals``; so are the records
-of the dead-letter topic, in ``dead_letters`` (see :mod:`aion_projector.dead_letters`: any
-record there gives a row, and one that still cannot be stored is skipped with an error logged,
-never dead-lettered again, which would loop).
+stored in the same transactions, offsets included, in ``command_refusals`` (query answers,
+the topic's other records, are for whoever asked: they are stepped over, never stored); so
+are the records of the dead-letter topic, in ``dead_letters`` (see
+:mod:`aion_projector.dead_letters`: any record there gives a row, and one that still cannot be
+stored is skipped with an error logged, never dead-lettered again, which would loop).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from aion_common.domain import (
     EventBatch,
     InfrastructureError,
     InvariantViolation,
+    QueryAnswer,
 )
 from aion_common.kafka import (
     DeadLetterPublisher,
@@ -91,7 +93,7 @@ _MAX_TRANSIENT_FAILURES = 10
 _TRANSIENT_MESSAGES = ("database is locked", "database is busy")
 _REASON_MAX = 2000
 
-_Decoded = tuple[Record, EventBatch | CommandRefused | None]
+_Decoded = tuple[Record, EventBatch | CommandRefused | QueryAnswer | None]
 """A record and its value decoded; None for a dead letter, which is stored undecoded."""
 
 
@@ -427,7 +429,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         if record.topic == self._topics.dead_letter:
             return record, None
         if record.topic == self._topics.replies:
-            return record, self._codec.decode_refusal(record.value, **where)
+            return record, self._codec.decode_reply(record.value, **where)
         return record, self._codec.decode_batch(record.value, **where)
 
     async def _apply_decoded(self, session: AsyncSession, decoded: list[_Decoded]) -> ApplyStats:
@@ -437,6 +439,8 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         for record, value in decoded:
             if value is None:
                 dead.append(record)
+            elif isinstance(value, QueryAnswer):
+                continue  # a query's answer: the API that asked reads it, no view keeps it
             elif isinstance(value, CommandRefused):
                 refusals.append((record.partition, record.offset, value))
             else:

@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings
-from aion_projector.api import _command_status, _reads, _versions, _writes
+from aion_projector.api import _command_status, _queries, _reads, _versions, _writes
+from aion_projector.api._answers import QueryDesk
 from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._models import Health
@@ -79,12 +80,14 @@ def create_app(
     cluster_view: ClusterView | None = None,
     catalog: VersionCatalog | None = None,
     package_limit: int = DEFAULT_PACKAGE_LIMIT,
+    query_desk: QueryDesk | None = None,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
     ``api_token`` turns on bearer auth for everything but :data:`OPEN_PATHS`. The caller owns
     the lifecycle of the sessions' engine, of the sink and of ``cluster_view`` (which the web
-    UI's registry page reads; see :func:`run_api`). The web UI is served at ``/``.
+    UI's registry page reads; see :func:`run_api`) and of ``query_desk`` (where queries are
+    asked; without one they answer 503). The web UI is served at ``/``.
     """
     app = FastAPI(
         title="aion",
@@ -100,12 +103,14 @@ def create_app(
         ui_session=None if api_token is None else session_value(api_token),
         catalog=catalog,
         package_limit=package_limit,
+        queries=query_desk,
     )
     install_problem_handlers(app)
     app.include_router(_reads.router)
     app.include_router(_writes.router)
     app.include_router(_versions.router)
     app.include_router(_command_status.router)
+    app.include_router(_queries.router)
     install_ui(app)
     metrics = _Metrics()
     _add_health_and_metrics(app, session_factory, metrics)

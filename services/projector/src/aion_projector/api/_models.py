@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from aion_common.domain import IdReusePolicy
+from aion_common.domain import IdReusePolicy, QueryAnswer
 from aion_projector.queries import (
     ActivityView,
     ChildView,
@@ -30,6 +30,8 @@ __all__ = [
     "Health",
     "HistoryEventOut",
     "HistoryPage",
+    "QueryOut",
+    "QueryRequest",
     "ReasonRequest",
     "RefusalList",
     "RefusalOut",
@@ -41,6 +43,8 @@ __all__ = [
     "StartRequest",
     "SummaryOut",
     "TreeOut",
+    "WaitItemOut",
+    "WaitingOut",
     "WorkflowList",
     "json_value",
 ]
@@ -408,3 +412,115 @@ class ReasonRequest(BaseModel):
 
     reason: str = Field(default="", max_length=4096)
     request_id: str | None = _REQUEST_ID
+
+
+class QueryRequest(BaseModel):
+    """Ask a query: ``args`` are the handler's positional arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: list[JsonValue] = Field(
+        default_factory=list, description="The handler's positional arguments (JSON)."
+    )
+    run_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Ask this run (a closed one is replayed); default: the current run.",
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, le=60, description="Seconds to wait for the engine (default 5)."
+    )
+
+
+class QueryOut(_Out):
+    """A query's answer: the handler's JSON ``result``, from run ``run_id``'s state."""
+
+    workflow_id: str
+    run_id: str | None
+    name: str
+    result: JsonValue
+    replayed: bool = Field(description="The run is closed: its code was replayed to answer.")
+    last_seq: int = Field(description="The newest event the state that answered held.")
+    answered_at: datetime
+
+    @classmethod
+    def of(cls, answer: QueryAnswer) -> QueryOut:
+        """From the engine's answer (ANSWERED: it holds a result)."""
+        assert answer.result is not None
+        return cls(
+            workflow_id=answer.workflow_id,
+            run_id=answer.run_id,
+            name=answer.name,
+            result=cast("JsonValue", answer.result.to_json()),
+            replayed=answer.replayed,
+            last_seq=answer.last_seq,
+            answered_at=answer.answered_at,
+        )
+
+
+class WaitItemOut(_Out):
+    """One thing an open run waits on; which fields are set depends on ``kind``."""
+
+    kind: str = Field(description="child, timer, signal or activity.")
+    awaited: bool = Field(description="The run's code is suspended awaiting this one now.")
+    workflow_id: str | None = Field(default=None, description="child: its workflow id.")
+    workflow_type: str | None = Field(default=None, description="child: its type.")
+    timer_id: str | None = Field(default=None, description="timer: its id.")
+    purpose: str | None = Field(
+        default=None, description="timer: sleep, execution timeout (or timer when blocked)."
+    )
+    fire_at: datetime | None = Field(default=None, description="timer: when it fires.")
+    name: str | None = Field(default=None, description="signal: its name.")
+    deadline: datetime | None = Field(
+        default=None, description="signal: when the wait times out (null: never)."
+    )
+    activity_id: str | None = Field(default=None, description="activity: its id.")
+    activity_type: str | None = Field(default=None, description="activity: its type.")
+    attempt: int | None = Field(default=None, description="activity: the current attempt.")
+    state: str | None = Field(default=None, description="activity: queued, started, backing-off.")
+    next_retry_at: datetime | None = Field(
+        default=None, description="activity: when the next attempt is due (backing off)."
+    )
+    last_error: str | None = Field(default=None, description="activity: the last failure.")
+    last_heartbeat_at: datetime | None = Field(default=None, description="activity.")
+    since: datetime | None = Field(
+        default=None, description="child, activity: when it was scheduled."
+    )
+
+
+class WaitingOut(_Out):
+    """What a workflow's current run waits on now, and where its code is suspended."""
+
+    workflow_id: str
+    run_id: str | None
+    status: str = Field(description="RUNNING, BLOCKED, or the closed run's status.")
+    blocked_reason: str | None = None
+    waiting_on: list[WaitItemOut]
+    stack: list[str] = Field(
+        description="``file:line in function: source`` of each frame of the run's code that "
+        "is suspended, outermost first."
+    )
+    last_seq: int | None = Field(
+        default=None, description="The newest event the engine's state held when it answered."
+    )
+
+    @classmethod
+    def of(cls, workflow_id: str, answer: QueryAnswer) -> WaitingOut:
+        """From the engine's answer to ``__waiting_on``."""
+        assert answer.result is not None
+        found = cast("dict[str, Any]", answer.result.to_json())
+        return cls(
+            workflow_id=workflow_id,
+            run_id=found.get("run_id"),
+            status=found.get("status", "RUNNING"),
+            blocked_reason=found.get("blocked_reason"),
+            waiting_on=[WaitItemOut.model_validate(item) for item in found.get("waiting_on", ())],
+            stack=list(found.get("stack", ())),
+            last_seq=answer.last_seq,
+        )
+
+    @classmethod
+    def closed(cls, workflow_id: str, run_id: str, status: str) -> WaitingOut:
+        """A closed run waits on nothing."""
+        return cls(workflow_id=workflow_id, run_id=run_id, status=status, waiting_on=[], stack=[])

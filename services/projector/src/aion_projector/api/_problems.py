@@ -40,6 +40,13 @@ _TITLES = {
     "payload-too-large": "Payload too large",
     "not-found": "Not found",
     "command-refused": "Command refused",
+    "unknown-query": "Unknown query",
+    "query-failed": "Query failed",
+    "query-refused": "Query refused",
+    "query-timeout": "No answer in time",
+    "workflow-blocked": "Workflow blocked",
+    "workflow-closed": "Workflow closed",
+    "cannot-replay": "Cannot replay",
     "unauthorized": "Unauthorized",
     "method-not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",
@@ -61,6 +68,10 @@ class Problem(BaseModel):
     refusal: RefusalOut | None = Field(
         default=None, description="For ``command-refused``: the engine's refusal."
     )
+    known_queries: list[str] | None = Field(
+        default=None,
+        description="For ``unknown-query``: the queries the run's code has registered.",
+    )
 
 
 class ProblemError(Exception):
@@ -74,6 +85,7 @@ class ProblemError(Exception):
         *,
         headers: dict[str, str] | None = None,
         refusal: RefusalOut | None = None,
+        known_queries: tuple[str, ...] = (),
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -81,6 +93,7 @@ class ProblemError(Exception):
         self.detail = detail
         self.headers = headers
         self.refusal = refusal
+        self.known_queries = known_queries
 
 
 def problem_response(
@@ -91,6 +104,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
     refusal: RefusalOut | None = None,
+    known_queries: tuple[str, ...] = (),
 ) -> JSONResponse:
     """A ``JSONResponse`` holding the problem ``kind`` with ``detail``."""
     body = Problem(
@@ -100,6 +114,7 @@ def problem_response(
         detail=detail,
         errors=errors,
         refusal=refusal,
+        known_queries=list(known_queries) if kind == "unknown-query" else None,
     )
     return JSONResponse(
         body.model_dump(mode="json", exclude_none=True),
@@ -112,7 +127,12 @@ def problem_response(
 async def _problem(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
     return problem_response(
-        exc.status, exc.kind, exc.detail, headers=exc.headers, refusal=exc.refusal
+        exc.status,
+        exc.kind,
+        exc.detail,
+        headers=exc.headers,
+        refusal=exc.refusal,
+        known_queries=exc.known_queries,
     )
 
 

@@ -10,6 +10,7 @@ import uvicorn
 from aion_common.kafka.catalog import CATALOG_RECORD_BYTES
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings, SettingsError
+from aion_projector.api._answers import KafkaQueryDesk
 from aion_projector.api._app import create_app
 from aion_projector.api._catalog import KafkaCatalog
 from aion_projector.api._cluster import KafkaClusterView
@@ -33,11 +34,13 @@ async def run_api(
     sink = KafkaCommandSink(settings)
     cluster = KafkaClusterView(settings)
     catalog = KafkaCatalog(settings)
+    desk = KafkaQueryDesk(settings, sink)
     try:
         await migrate(engine)
         await sink.start()
         await cluster.start()
         await catalog.start()
+        await desk.start()
         app = create_app(
             settings,
             session_factory=session_factory(engine),
@@ -46,11 +49,13 @@ async def run_api(
             cluster_view=cluster,
             catalog=catalog,
             package_limit=package_limit,
+            query_desk=desk,
         )
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
         await uvicorn.Server(config).serve()
     finally:
         try:
+            await desk.stop()
             await catalog.stop()
             await cluster.stop()
         finally:

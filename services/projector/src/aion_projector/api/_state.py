@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings
+from aion_projector.api._answers import QueryDesk
 from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._sink import CommandSink
@@ -34,6 +35,8 @@ class ApiState:
     """Packages and routes (None: the versions endpoints answer 503)."""
     package_limit: int = DEFAULT_PACKAGE_LIMIT
     """The largest package archive an upload may be (bytes)."""
+    queries: QueryDesk | None = None
+    """Where queries are asked of the engine (None: the query endpoints answer 503)."""
 
 
 async def state(request: Request) -> ApiState:
