@@ -49,6 +49,9 @@ from aion_common.domain import (
     ParentClosePolicy,
     ParentLink,
     Payload,
+    QueryAnswer,
+    QueryStatus,
+    QueryWorkflow,
     RecordActivityHeartbeat,
     RecordActivityStarted,
     RecordChildTerminal,
@@ -191,6 +194,14 @@ def _commands() -> list[Command]:
             non_retryable=True,
         ),
         MoveWorkflow(**c, command_id="cmd-move", run_id=RUN, package_version="c" * 64),
+        QueryWorkflow(
+            **c, command_id="cmd-query", name="status", args=Payload.from_json([1]), deadline=AT,
+            run_id=RUN,
+            history=EventBatch(
+                workflow_id=WORKFLOW, command_id="cmd-query", writer="api",
+                events=tuple(_events()[:1]),
+            ),
+        ),
     ]  # fmt: skip
     return samples
 
@@ -246,24 +257,42 @@ async def test_every_event_type_round_trips_through_the_broker(
     assert {decode_key(r.key) for r in records} == {WORKFLOW}
 
 
-async def test_every_command_type_and_refusal_round_trips_through_the_broker(
+async def test_every_command_type_refusal_and_answer_round_trips_through_the_broker(
     aion_settings: Settings, topics: Topics
 ) -> None:
     codec = Codec()
     commands = _commands()
-    refusals = list(_refusals())
+    refusals: list[CommandRefused | QueryAnswer] = list(_refusals())
+    refusals.append(
+        QueryAnswer(
+            command_id="cmd-query",
+            workflow_id=WORKFLOW,
+            name="status",
+            status=QueryStatus.ANSWERED,
+            message="",
+            answered_at=AT,
+            run_id=RUN,
+            result=INPUT,
+            known_queries=("status",),
+        )
+    )
     async with KeyedProducer(aion_settings, idempotent=True) as producer:
         for command in commands:
             await producer.send(topics.commands, WORKFLOW, codec.encode_command(command))
-        for refusal in refusals:
-            await producer.send(topics.replies, WORKFLOW, codec.encode_refusal(refusal))
+        for reply in refusals:
+            value = (
+                codec.encode_refusal(reply)
+                if isinstance(reply, CommandRefused)
+                else codec.encode_query_answer(reply)
+            )
+            await producer.send(topics.replies, WORKFLOW, value)
     partition = partition_for(WORKFLOW, aion_settings.partitions)
     sent_commands = [
         codec.decode_command(r.value)
         async for r in read_partition_to_end(aion_settings, topics.commands, partition)
     ]
     sent_refusals = [
-        codec.decode_refusal(r.value)
+        codec.decode_reply(r.value)
         async for r in read_partition_to_end(aion_settings, topics.replies, partition)
     ]
     assert sent_commands == commands

@@ -26,7 +26,7 @@ from aion_common.domain import (
     QueryAnswer,
     QueryWorkflow,
 )
-from aion_common.kafka import Topics, client_options
+from aion_common.kafka import Topics, client_options, ensure_topics
 from aion_common.kafka.options import max_record_bytes
 from aion_common.settings import Settings
 from aion_projector.api._sink import CommandSink
@@ -64,6 +64,7 @@ class KafkaQueryDesk:
         self._limit = max_record_bytes(settings)
         self._waiting: dict[str, asyncio.Future[QueryAnswer]] = {}
         self._ready = asyncio.Event()
+        self._problem: str | None = None  # why answers cannot be read now, if known
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -99,6 +100,8 @@ class KafkaQueryDesk:
         try:
             await asyncio.wait_for(self._ready.wait(), within)
         except TimeoutError:
+            if self._problem is not None:
+                raise InfrastructureError(self._problem, retriable=True) from None
             return None
         if self._task is None or self._task.done():
             raise InfrastructureError(
@@ -116,6 +119,14 @@ class KafkaQueryDesk:
 
     async def _read(self) -> None:
         while True:
+            try:
+                # every aion topic has the same partition count (checked here, as services do)
+                counts = await ensure_topics(self._settings, Topics(self._settings.topic_prefix))
+            except InfrastructureError as err:
+                self._problem = str(err)
+                _log.warning("query answers cannot be read yet", extra={"error": str(err)})
+                await asyncio.sleep(_RETRY_S)
+                continue
             consumer = AIOKafkaConsumer(
                 **client_options(self._settings),
                 enable_auto_commit=False,
@@ -124,7 +135,7 @@ class KafkaQueryDesk:
             )
             try:
                 await consumer.start()
-                await self._position(consumer)
+                await self._position(consumer, counts[self._topic])
                 while True:
                     batches = await consumer.getmany(timeout_ms=_FETCH_MS)
                     for records in batches.values():
@@ -132,25 +143,22 @@ class KafkaQueryDesk:
                             self._deliver(record.value, record.partition, record.offset)
             except KafkaError as err:
                 self._ready.clear()
+                self._problem = f"reading {self._topic} failed: {err!r}"
                 _log.warning("reading query answers failed; retrying", extra={"error": repr(err)})
                 await asyncio.sleep(_RETRY_S)
             finally:
                 await consumer.stop()
 
-    async def _position(self, consumer: AIOKafkaConsumer) -> None:
+    async def _position(self, consumer: AIOKafkaConsumer, partitions: int) -> None:
         """Assign every replies partition and move to its end (resolved now, not lazily)."""
-        while True:
-            partitions = (await consumer.topics()) and consumer.partitions_for_topic(self._topic)
-            if partitions:
-                break
-            await asyncio.sleep(_RETRY_S)  # the engine creates the topics; it may not have yet
-        assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        assigned = [TopicPartition(self._topic, p) for p in range(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_end(*assigned)
         for tp in assigned:
             await consumer.position(tp)
+        self._problem = None
         self._ready.set()
-        _log.info("reading query answers", extra={"partitions": len(assigned)})
+        _log.info("reading query answers", extra={"partitions": partitions})
 
     def _deliver(self, value: bytes | None, partition: int, offset: int) -> None:
         try:
