@@ -147,3 +147,61 @@ def test_init_refuses_a_directory_that_holds_something(tmp_path: Path) -> None:
     assert cli.main(["init", str(tmp_path)]) == 2
     assert cli.main(["init", str(tmp_path / "new")]) == 0
     assert (tmp_path / "new" / "workflows.py").is_file()
+
+
+def test_query_args_must_be_a_json_array(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--api", "http://127.0.0.1:9", "query", "w", "q", "--args", "{}"]) == 2
+    assert "--args is the JSON array" in capsys.readouterr().err
+    assert cli.main(["--api", "http://127.0.0.1:9", "query", "w", "q", "--args", "[1,"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_waiting_on_is_shown_awaited_first_with_the_stack(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aion import WaitingOn
+    from aion._cli_queries import show_waiting
+
+    found = WaitingOn.from_json(
+        {
+            "workflow_id": "w",
+            "run_id": "r",
+            "status": "RUNNING",
+            "waiting_on": [
+                {"kind": "child", "awaited": True, "workflow_id": "kid", "workflow_type": "t"},
+                {
+                    "kind": "activity",
+                    "awaited": False,
+                    "activity_id": "a",
+                    "activity_type": "charge",
+                    "attempt": 3,
+                    "state": "backing-off",
+                    "next_retry_at": "2026-01-01T00:10:00Z",
+                    "last_error": "down",
+                },
+                {
+                    "kind": "timer",
+                    "awaited": False,
+                    "purpose": "execution timeout",
+                    "fire_at": "2026-01-02T00:00:00Z",
+                },
+                {"kind": "signal", "awaited": False, "name": "go", "deadline": None},
+            ],
+            "stack": ["flows.py:3 in run: await helper()", "flows.py:9 in helper: await x"],
+        }
+    )
+    show_waiting(cli.Output(as_json=False), found)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "waiting on:",
+        "  ▸ child kid (t)  (awaited now)",
+        "    activity charge (attempt 3, backing-off, next retry 2026-01-01T00:10:00+00:00, "
+        "last error: down)",
+        "    timer execution timeout firing at 2026-01-02T00:00:00+00:00",
+        "    signal 'go'",
+        "suspended at (outermost first):",
+        "    flows.py:3 in run: await helper()",
+        "    flows.py:9 in helper: await x",
+    ]
+    show_waiting(cli.Output(as_json=False), "no engine answered")
+    assert capsys.readouterr().out.strip() == "waiting on: unknown (no engine answered)"

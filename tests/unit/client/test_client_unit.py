@@ -204,3 +204,28 @@ async def test_a_pending_start_says_why_when_the_wait_ends() -> None:
         handle = await client.start("t", None, id="w")
         with pytest.raises(AionResultTimeout, match="no engine is running for partition 4"):
             await handle.result(timeout=0)
+
+
+async def test_queries_send_their_arguments_and_raise_typed_errors() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/missing"):
+            body = {
+                "type": "https://aion.dev/problems/unknown-query",
+                "title": "Unknown query",
+                "status": 404,
+                "detail": "no query 'missing'",
+                "known_queries": ["status"],
+            }
+            return httpx.Response(404, json=body)
+        return httpx.Response(200, json={"result": {"n": 1}, "run_id": "r", "replayed": True})
+
+    async with AionClient("http://x", transport=httpx.MockTransport(handler)) as client:
+        assert await client.query("w/1", "status", [1, "a"], wait=2) == {"n": 1}
+        with pytest.raises(aion.AionQueryError) as caught:
+            await client.query("w/1", "missing")
+    assert seen[0].url.raw_path == b"/v1/workflows/w%2F1/queries/status"
+    assert json.loads(seen[0].content) == {"args": [1, "a"], "timeout": 2}
+    assert (caught.value.kind, caught.value.known_queries) == ("unknown-query", ("status",))
