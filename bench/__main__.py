@@ -44,6 +44,7 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("fanout", [sys.executable, "-m", "bench.fanout"]),
         ("activities", [sys.executable, "-m", "bench.activities"]),
         ("versions", [sys.executable, "-m", "bench.versions"]),
+        ("queries", [sys.executable, "-m", "bench.queries"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         *(
             (

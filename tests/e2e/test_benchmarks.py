@@ -67,6 +67,19 @@ CASES = {
             "ratio_replay_check_to_engine_rebuild_s",
         },
     ),
+    "queries": (
+        [
+            "-m", "bench.queries", "--partitions", "2", "--queries", "8", "--events", "10",
+            "--runs", "2", "--concurrency", "4",
+        ],
+        {
+            "query_open_p50_ms",
+            "query_open_p99_ms",
+            "waiting_p50_ms",
+            "query_closed_p50_ms",
+            "queries_per_s",
+        },
+    ),
     "watcher": (
         [
             "-m", "aion_watcher.bench", "--partitions", "3", "--rate", "20", "--seconds", "2",

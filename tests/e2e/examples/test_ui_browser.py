@@ -1,6 +1,7 @@
 """The web UI in a real headless Chromium (Debian's, driven by Playwright) against the
 examples' stack: list and filter, a fan-out parent and its child's history, a signal to the
-approval example and a cancellation, each from the UI as a person would use it. Screenshots
+approval example (what it waits on, and a query before and after) and a cancellation, each
+from the UI as a person would use it. Screenshots
 go to ``test-artifacts/ui/`` (``AION_TEST_ARTIFACTS`` to move it).
 
 One browser for the module, one page per test: the stack is the session's, shared with the
@@ -119,13 +120,23 @@ async def test_a_signal_sent_from_the_ui_completes_the_approval(
     )
     await page.goto(f"/workflows/{workflow_id}")
     await expect(page.locator("#wf-status")).to_contain_text("RUNNING", timeout=LIVE_TIMEOUT_MS)
+    # what it waits on, asked of the engine, and the line its code is suspended at
+    waiting = page.locator("#waiting")
+    await expect(waiting).to_contain_text("awaited now: signal decision", timeout=LIVE_TIMEOUT_MS)
+    await expect(waiting.locator("ol.stack")).to_contain_text("approval.py")
+    await expect(waiting.locator("ol.stack")).to_contain_text('ctx.wait_signal("decision"')
+    # a query from the form: answered in place, no confirmation
+    await page.get_by_label("Query name").fill("status")
+    await page.get_by_role("button", name="Run query").click()
+    await expect(page.get_by_label("Query answer")).to_contain_text('"status": "waiting"')
+    await shot(page, artifacts, "04-approval-waiting-and-query")
 
     await page.get_by_text("Actions: signal, cancel, terminate").click()
     await page.get_by_label("Signal name").fill("decision")
     await page.get_by_label("Payload (JSON)").fill('{"approved": true, "by": "ui"}')
     await page.get_by_role("button", name="Review signal…").click()
     await expect(page.get_by_role("heading", name="Please confirm")).to_be_visible()
-    await shot(page, artifacts, "04-signal-confirm")
+    await shot(page, artifacts, "04b-signal-confirm")
     await page.get_by_role("button", name="Yes, send the signal").click()
 
     await expect(page.get_by_role("status")).to_contain_text("Signal sent")
@@ -133,6 +144,11 @@ async def test_a_signal_sent_from_the_ui_completes_the_approval(
     await expect(page.locator("#wf-status")).to_contain_text("COMPLETED", timeout=LIVE_TIMEOUT_MS)
     await expect(page.get_by_label("Result")).to_contain_text('"status": "approved"')
     await expect(page.locator("ol.timeline .etype", has_text="SignalReceived")).to_have_count(1)
+    # the closed run is queried by replaying it
+    await page.get_by_label("Query name").fill("status")
+    await page.get_by_role("button", name="Run query").click()
+    await expect(page.locator("#query-answer")).to_contain_text("answered by replaying it")
+    await expect(page.get_by_label("Query answer")).to_contain_text('"status": "approved"')
     await shot(page, artifacts, "05-approval-completed")
 
 

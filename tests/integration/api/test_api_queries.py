@@ -188,3 +188,14 @@ async def test_without_a_desk_queries_are_unavailable(views_engine: AsyncEngine)
     async with _client(app) as client:
         response = await client.post("/v1/workflows/order-3/queries/s")
     assert response.status_code == 503
+
+
+async def test_a_run_id_the_workflow_never_had_is_not_found(
+    api: httpx.AsyncClient, desk: MemoryDesk
+) -> None:
+    desk.respond = lambda q: refused(q, QueryStatus.RUN_CLOSED, "not open", run_id=q.run_id)
+    response = await api.post(
+        "/v1/workflows/order-3/queries/s", json={"run_id": "no-such-run", "timeout": 0.3}
+    )
+    assert response.status_code == 404
+    assert "has no run 'no-such-run'" in response.json()["detail"]

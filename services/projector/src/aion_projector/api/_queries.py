@@ -113,6 +113,10 @@ async def ask(
         # the engine has closed the run and the views have not caught up yet
         closed = await _wait_closed(st, workflow_id, answer.run_id or run_id, deadline)
         if closed is None:
+            if run_id is not None and not await _known_run(st, workflow_id, run_id):
+                raise ProblemError(
+                    404, "not-found", f"workflow {workflow_id!r} has no run {run_id!r}"
+                )
             raise ProblemError(
                 409,
                 "workflow-closed",
@@ -147,6 +151,12 @@ async def _closed_run(st: ApiState, workflow_id: str, run_id: str | None) -> Run
     if run is None or RunStatus(run.status).is_open:
         return None
     return run
+
+
+async def _known_run(st: ApiState, workflow_id: str, run_id: str) -> bool:
+    async with st.sessions() as session:
+        found = await describe(session, workflow_id)
+    return found is not None and any(r.run_id == run_id for r in found.runs)
 
 
 async def _wait_closed(
