@@ -125,7 +125,18 @@ async def _main(args: argparse.Namespace) -> None:
         async with Stack(config) as stack:
             _line("stack_ready_s", round(time.monotonic() - began, 2), "s")
             async with stack.client(timeout=60) as client:
-                await _run(client, args)
+                try:
+                    await _run(client, args)
+                except Exception:
+                    _api_log_tail(Path(home))
+                    raise
+
+
+def _api_log_tail(home: Path, lines: int = 60) -> None:
+    """The end of the API's log on stderr: what a 500 from it was (the home is deleted next)."""
+    for log in sorted((home / "logs").glob("api*.log")):
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        print(f"--- {log.name} (last {len(tail)} lines)", *tail, sep="\n", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

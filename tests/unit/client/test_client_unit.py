@@ -229,3 +229,13 @@ async def test_queries_send_their_arguments_and_raise_typed_errors() -> None:
     assert seen[0].url.raw_path == b"/v1/workflows/w%2F1/queries/status"
     assert json.loads(seen[0].content) == {"args": [1, "a"], "timeout": 2}
     assert (caught.value.kind, caught.value.known_queries) == ("unknown-query", ("status",))
+
+
+async def test_a_package_archive_is_aions_own_answer() -> None:
+    archive = b"PK\x05\x06" + bytes(18)
+    transport = httpx.MockTransport(
+        lambda _r: httpx.Response(200, content=archive, headers={"content-type": "application/zip"})
+    )
+    async with AionClient("http://x:8080", transport=transport) as client:
+        response = await client._call("GET", "/v1/packages/abc/archive")
+    assert response.content == archive

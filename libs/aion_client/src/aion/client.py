@@ -677,19 +677,22 @@ def _accepted(response: httpx.Response) -> Accepted:
 # A gateway in front of the API answers these (in its own format) while the API restarts.
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
 _JSON_TYPES = frozenset({"application/json", "application/problem+json"})
+_OWN_BINARY_TYPES = frozenset({"application/zip"})
+"""What aion's API answers besides JSON: the package archives it serves."""
 
 
 def _foreign(response: httpx.Response) -> str | None:
     """What answered, in a few words, when it is not aion's API (which answers JSON, and
     RFC 9457 problems for errors); None when it looks like aion's."""
-    if response.status_code in _GATEWAY_STATUSES:
-        return None
     media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    ok = response.status_code < 400  # noqa: PLR2004
+    if response.status_code in _GATEWAY_STATUSES or (ok and media in _OWN_BINARY_TYPES):
+        return None  # a proxy's answer while the API restarts; a package's archive
     if media not in _JSON_TYPES:
         if not response.content:
             return "an empty body"
         return "HTML" if "html" in media else media or "a body of no declared type"
-    if response.status_code < 400:  # noqa: PLR2004
+    if ok:
         return None
     try:
         body = response.json()

@@ -118,8 +118,8 @@ _REVIVERS: dict[Any, Callable[[Any], object]] = {
 
 def _revive(hint: Any, value: object) -> object:
     """Turn a JSON value back into the field type ``hint`` names (``X | None`` included)."""
-    if value is None:
-        return None
+    if value is None:  # a JSON null is a Payload's value (a signal sent with no payload)
+        return _payload(None) if hint is Payload else None
     args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
     if len(args) == 1:
         hint = args[0]
