@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aion import activity, workflow
 
-__all__ = ["fan", "noop", "single", "steps"]
+__all__ = ["fan", "local_steps", "noop", "single", "step", "steps"]
 
 
 @activity.defn(name="bench.noop")
@@ -38,4 +38,18 @@ async def steps(ctx: workflow.WorkflowContext, count: int) -> int:
     total = 0
     for i in range(count):
         total += int(await ctx.execute_activity(noop, i, start_to_close=30))
+    return total
+
+
+async def step(value: int) -> int:
+    """A local step that returns at once (the peers' steps do the same)."""
+    return value
+
+
+@workflow.defn("bench.steps.local")
+async def local_steps(ctx: workflow.WorkflowContext, count: int) -> int:
+    """``count`` local steps (``ctx.run``) one after another, summing as :func:`steps` does."""
+    total = 0
+    for i in range(count):
+        total += int(await ctx.run(step, i))
     return total

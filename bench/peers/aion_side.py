@@ -9,6 +9,8 @@ The same phases, flags and JSON lines as ``dbos/bench_dbos.py`` and ``restate/be
 - ``steps``: ``--steps-n`` workflows of ``--steps-k`` steps one after another, each step an
   activity (``bench.steps.activities``) — aion's steps today;
 - ``steps_tp:WxK``: W such workflows at once (steps/s);
+- ``steps:local`` and ``steps_tp:WxK:local``: the same with local steps (``ctx.run``,
+  ``bench.steps.local``);
 - ``tp:PxK``: P parents at once, K children each (``bench.fanout.parent``).
 
 The stack is ``make dev``'s (``aion_dev.Stack``: engine, watcher, projector, API and a worker as
@@ -41,7 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from aion import AionClient
-from aion_common.domain import ChildWorkflowScheduled, WorkflowCompleted, WorkflowStarted
+from aion_common.domain import (
+    ActivityCompleted,
+    ActivityScheduled,
+    ChildWorkflowScheduled,
+    WorkflowCompleted,
+    WorkflowStarted,
+)
 from aion_dev import Stack, StackConfig
 from bench.fanout import Watcher, _check, _cpu, _cpu_since, _Parent
 
@@ -96,8 +104,40 @@ class HopWatcher(Watcher):
         super().__init__(*args, **kwargs)
         self.hops: dict[str, _Hops] = {}
         self._children: dict[str, _Hops] = {}
+        self._scheduled: dict[tuple[str, str], float] = {}
+        self.steps: dict[str, list[tuple[float, float]]] = {}
+
+    def _on_step(self, event: Any, appended: float) -> None:
+        """An activity's legs: from the batch that scheduled it (sent) to the worker's report
+        (the report command's record timestamp, which the engine stamps on ``ActivityCompleted``
+        as its ``recorded_at``), and from that report to the engine's next batch (sent)."""
+        if isinstance(event, ActivityScheduled):
+            self._scheduled[(event.workflow_id, event.activity_id)] = appended
+            return
+        scheduled = self._scheduled.pop((event.workflow_id, event.activity_id), None)
+        if scheduled is not None:
+            reported = event.recorded_at.timestamp()
+            self.steps.setdefault(event.workflow_id, []).append(
+                (reported - scheduled, appended - reported)
+            )
+
+    def step_legs(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """The p50/p99 of each activity leg over ``workflow_ids``' steps."""
+        legs = [leg for i in workflow_ids for leg in self.steps.get(i, ())]
+        if not legs:
+            return {}
+        names = ("scheduled_appended_to_reported", "reported_to_next_appended")
+        return {
+            name: {
+                "p50_ms": round(pct([leg[n] for leg in legs], 50) * 1000, 2),
+                "p99_ms": round(pct([leg[n] for leg in legs], 99) * 1000, 2),
+            }
+            for n, name in enumerate(names)
+        }
 
     def _on_event(self, event: Any, appended: float, received: float) -> None:
+        if isinstance(event, ActivityScheduled | ActivityCompleted):
+            self._on_step(event, appended)
         if isinstance(event, WorkflowStarted):
             if event.workflow_id in self.parents:
                 self.hops.setdefault(event.workflow_id, _Hops()).parent_started = appended
@@ -241,6 +281,7 @@ class Driver:
             "steps_per_workflow": k,
             "workflow_e2e": summ(e2e),
             "per_step_ms": summ([x / k for x in e2e]),
+            "step_legs": self.watcher.step_legs(ids),
         }
 
     async def steps_tp(self, workflow_type: str, w: int, k: int) -> dict[str, Any]:
@@ -322,6 +363,7 @@ async def _with_stack(
                     # every other shape, so each code path has run once in these processes)
                     await driver.one_by_one("bench.fanout.single", 1, 10)
                     await driver.one_by_one("bench.steps.activities", args.steps_k, 2)
+                    await driver.one_by_one("bench.steps.local", args.steps_k, 2)
                     await driver.at_once("bench.fanout.parent", 10, 10)
                     await body(stack, driver)
             finally:
@@ -339,11 +381,20 @@ async def _main(args: argparse.Namespace) -> None:
                 stack, emit, "steps",
                 lambda: driver.steps("bench.steps.activities", args.steps_n, args.steps_k),
             )  # fmt: skip
+        if args.steps_n:
+            await _measured(
+                stack, emit, "steps:local",
+                lambda: driver.steps("bench.steps.local", args.steps_n, args.steps_k),
+            )  # fmt: skip
         if args.steps_tp:
             w, k = (int(x) for x in args.steps_tp.split("x"))
             await _measured(
                 stack, emit, f"steps_tp:{args.steps_tp}",
                 lambda: driver.steps_tp("bench.steps.activities", w, k),
+            )  # fmt: skip
+            await _measured(
+                stack, emit, f"steps_tp:{args.steps_tp}:local",
+                lambda: driver.steps_tp("bench.steps.local", w, k),
             )  # fmt: skip
         for spec in [s for s in args.tp.split(",") if s]:
             parents, children = (int(x) for x in spec.split("x"))

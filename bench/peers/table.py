@@ -63,6 +63,16 @@ FIGURES = (
            higher_is_better=False, aion_phase="latency:3 engines"),
     Figure(name="single-child parent p99 ms, aion with 3 engines", phase="latency", key=_P99,
            higher_is_better=False, aion_phase="latency:3 engines"),
+    Figure(name="10-step workflow p50 ms, aion's steps local (ctx.run)", phase="steps",
+           key=("workflow_e2e", "p50_ms"), higher_is_better=False, aion_phase="steps:local",
+           target=1.0),
+    Figure(name="10-step workflow p99 ms, aion's steps local (ctx.run)", phase="steps",
+           key=("workflow_e2e", "p99_ms"), higher_is_better=False, aion_phase="steps:local"),
+    Figure(name="per step p50 ms, aion's steps local (ctx.run)", phase="steps",
+           key=("per_step_ms", "p50_ms"), higher_is_better=False, aion_phase="steps:local"),
+    Figure(name="steps/s, 100 workflows x 10 steps at once, aion's local steps",
+           phase="steps_tp:100x10", key=("steps_per_s",), higher_is_better=True,
+           aion_phase="steps_tp:100x10:local", target=2.0),
     Figure(name="10-step workflow p50 ms, aion's steps activities", phase="steps",
            key=("workflow_e2e", "p50_ms"), higher_is_better=False, target=2.0),
     Figure(name="10-step workflow p99 ms, aion's steps activities", phase="steps",
@@ -180,13 +190,14 @@ def aion_detail(data: dict[str, list[dict[str, dict[str, Any]]]]) -> str:
             ]
             cpu.append(f"{process} {statistics.median(shares):.2f}")
         lines.append(f"- `{phase}` CPU s per process (median): " + ", ".join(cpu))
-        legs = [r["hops"] for r in records if r.get("hops")]
-        if legs:
-            parts = [
-                f"{leg} {statistics.median(h[leg]['p50_ms'] for h in legs if leg in h):.1f}"
-                for leg in legs[0]
-            ]
-            lines.append("  - legs of a parent, p50 ms (median): " + ", ".join(parts))
+        for key, what in (("hops", "a parent"), ("step_legs", "a step")):
+            legs = [r[key] for r in records if r.get(key)]
+            if legs:
+                parts = [
+                    f"{leg} {statistics.median(h[leg]['p50_ms'] for h in legs if leg in h):.1f}"
+                    for leg in legs[0]
+                ]
+                lines.append(f"  - legs of {what}, p50 ms (median): " + ", ".join(parts))
     return "\n".join(lines)
 
 

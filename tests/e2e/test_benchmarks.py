@@ -159,7 +159,10 @@ def test_peers_aion_side_writes_the_peers_phases(kafka_bootstrap: str, tmp_path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     phases = [json.loads(line)["phase"] for line in out.read_text().splitlines()]
-    assert phases == ["latency", "steps", "steps_tp:2x3", "tp:3x2", "latency:2 engines"]
+    assert phases == [
+        "latency", "steps", "steps:local", "steps_tp:2x3", "steps_tp:2x3:local", "tp:3x2",
+        "latency:2 engines",
+    ]  # fmt: skip
     (cycle,) = table.load(tmp_path)["aion"]
     assert cycle["latency"]["client_e2e"]["p99_ms"] > 0
     assert set(cycle["latency"]["hops"]) == {
@@ -167,6 +170,11 @@ def test_peers_aion_side_writes_the_peers_phases(kafka_bootstrap: str, tmp_path:
         "parent_appended_to_visible",
     }  # fmt: skip
     assert cycle["steps"]["per_step_ms"]["p50_ms"] > 0
+    assert set(cycle["steps"]["step_legs"]) == {
+        "scheduled_appended_to_reported", "reported_to_next_appended",
+    }  # fmt: skip
+    assert cycle["steps:local"]["workflow_e2e"]["p50_ms"] > 0
+    assert cycle["steps_tp:2x3:local"]["steps_per_s"] > 0
     assert cycle["steps_tp:2x3"]["steps_per_s"] > 0
     assert cycle["tp:3x2"]["child_wf_per_s"] > 0
     assert {"engine-1", "engine-2"} <= cycle["latency:2 engines"]["resources"].keys()

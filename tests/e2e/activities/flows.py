@@ -106,6 +106,31 @@ async def echo(directory: str, key: str, value: Any) -> Any:
     return value
 
 
+def _mark(directory: str, key: str) -> int:
+    """Record one execution of local step ``key``; returns how many there have been."""
+    path = Path(directory) / f"{key}.runs"
+    with path.open("a", encoding="utf-8") as runs:
+        runs.write("1\n")
+    return len(path.read_text(encoding="utf-8").splitlines())
+
+
+def local_flaky(directory: str, key: str, fail_times: int) -> int:
+    """A local step (a plain function: the engine runs it in a thread) failing its first
+    ``fail_times`` executions; returns how many it took."""
+    runs = _mark(directory, key)
+    if runs <= fail_times:
+        raise ConnectionError(f"transient failure {runs} of {fail_times}")
+    return runs
+
+
+async def local_slow(directory: str, key: str, seconds: float) -> int:
+    """A local step whose first execution takes ``seconds``; returns how many there were."""
+    runs = _mark(directory, key)
+    if runs == 1:
+        await asyncio.sleep(seconds)
+    return runs
+
+
 def _error(err: ActivityError) -> dict[str, Any]:
     return {
         "type": err.cause_type,
@@ -129,6 +154,19 @@ async def run_activity(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> A
             schedule_to_close=spec.get("schedule_to_close"),
             heartbeat_timeout=spec.get("heartbeat_timeout"),
             retry=FAST_RETRY,
+        )
+    except ActivityError as err:
+        return {"error": _error(err)}
+
+
+@workflow.defn("e2e.local")
+async def local(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> Any:
+    """Run local step ``spec["step"]`` (``ctx.run``) with ``spec["args"]``: its result, or
+    the ``ActivityError``'s fields."""
+    step = {"flaky": local_flaky, "slow": local_slow}[spec["step"]]
+    try:
+        return await ctx.run(
+            step, *spec["args"], retry=FAST_RETRY, start_to_close=spec.get("start_to_close", 1)
         )
     except ActivityError as err:
         return {"error": _error(err)}

@@ -73,3 +73,25 @@ async def test_activities_survive_worker_and_engine_kills(
         f"{sum(counts.values())} executions for {len(counts)} activities"
     )
     assert max(counts.values()) <= 4, "re-executions stay bounded"
+
+
+async def test_a_local_step_cut_off_by_an_engine_kill_runs_again_and_is_recorded_once(
+    client: AionClient, activity_stack: AionStack, runs_dir: Path
+) -> None:
+    """The engine dies between running a local step and committing its result: the restarted
+    engine consumes the start again, runs the step again, and records one result."""
+    spec = {"step": "slow", "args": [str(runs_dir), "crash", 3], "start_to_close": 5}
+    await client.start("e2e.local", spec, id="local-crash")
+    marks = runs_dir / "crash.runs"
+    deadline = time.monotonic() + 30
+    while not marks.exists():  # the step is running in the engine (for 3 s)
+        assert time.monotonic() < deadline, "the local step never ran"
+        await asyncio.sleep(0.02)
+    activity_stack.kill("engine-1")
+    done = await wait_for_workflow(client, "local-crash", timeout=90)
+    assert done.status == "COMPLETED", done.error
+    assert done.result == 2  # its second execution's count
+    assert len(marks.read_text(encoding="utf-8").split()) == 2
+    assert done.event_types.count("ActivityScheduled") == 1
+    assert done.event_types.count("ActivityCompleted") == 1
+    assert "ActivityAttemptFailed" not in done.event_types

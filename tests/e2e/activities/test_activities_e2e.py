@@ -224,3 +224,42 @@ async def test_describe_shows_a_pending_activity(client: AionClient, runs_dir: P
     assert activity.attempt >= 1
     assert "still broken" in (activity.last_error_message or "")
     await client.terminate("pending-1", "done looking")
+
+
+# -- local steps (ctx.run): the engine runs them, no worker (decision 45) ----------------------
+
+
+async def test_a_local_step_runs_in_the_engine(client: AionClient, runs_dir: Path) -> None:
+    await client.start("e2e.local", {"step": "flaky", "args": [str(runs_dir), "l1", 0]}, id="l-1")
+    done = await wait_for_workflow(client, "l-1", timeout=30)
+    assert done.result == 1
+    scheduled = next(e for e in done.history if e.event_type == "ActivityScheduled")
+    assert scheduled.fields["options"]["task_queue"] == "aion.local"
+    assert scheduled.fields["activity_type"] == "tests.e2e.activities.flows.local_flaky"
+    assert "ActivityStarted" not in done.event_types
+    assert done.event_types.count("ActivityCompleted") == 1
+    assert runs(runs_dir, "l1") == [1]
+
+
+async def test_a_failing_local_step_is_retried(client: AionClient, runs_dir: Path) -> None:
+    spec = {"step": "flaky", "args": [str(runs_dir), "l2", 2]}
+    await client.start("e2e.local", spec, id="l-2")
+    done = await wait_for_workflow(client, "l-2", timeout=30)
+    assert done.result == 3
+    assert done.event_types.count("ActivityAttemptFailed") == 2
+    assert done.event_types.count("ActivityCompleted") == 1
+    failed = next(e for e in done.history if e.event_type == "ActivityAttemptFailed")
+    assert failed.fields["error"]["error_type"] == "ConnectionError"
+    assert len(runs(runs_dir, "l2")) == 3
+
+
+async def test_a_local_step_past_its_bound_is_refused_advising_an_activity(
+    client: AionClient, runs_dir: Path
+) -> None:
+    spec = {"step": "slow", "args": [str(runs_dir), "l3", 3], "start_to_close": 0.2}
+    await client.start("e2e.local", spec, id="l-3")
+    done = await wait_for_workflow(client, "l-3", timeout=30)
+    error = done.result["error"]
+    assert (error["type"], error["non_retryable"]) == ("LocalStepTooLong", True)
+    assert "run this as an activity" in error["message"]
+    assert len(runs(runs_dir, "l3")) == 1

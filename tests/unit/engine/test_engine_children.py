@@ -19,6 +19,7 @@ from aion_common.domain import (
     WorkflowFailed,
     WorkflowStarted,
     WorkflowTimedOut,
+    outcome_of,
 )
 
 MODES = ("complete", "fail", "cancel", "timeout")
@@ -102,12 +103,47 @@ def test_child_continues_as_new_three_times_then_completes() -> None:
         if "WorkflowContinuedAsNew" in kinds:
             index = kinds.index("WorkflowContinuedAsNew")
             assert kinds[index + 1] == "WorkflowStarted"
-    # The parent recorded the final terminal only, exactly once.
+    # The parent recorded the final terminal only, exactly once: the engine's record (in the
+    # child's last batch) and the watcher's are one command, the second a no-op.
     assert world.result("p") == {"final": 3}
     records = [
-        c for c, _ in world.decisions if isinstance(c, RecordChildTerminal) and c.workflow_id == "p"
+        (c, d)
+        for c, d in world.decisions
+        if isinstance(c, RecordChildTerminal) and c.workflow_id == "p"
     ]
-    assert len(records) == 1
+    assert len({c for c, _ in records}) == 1
+    assert [d.batch is not None for _, d in records] == [True, False]
+
+
+def test_a_childs_last_batch_carries_the_watchers_record_to_its_parent() -> None:
+    """Decision 37: the engine puts the parent's ``RecordChildTerminal`` in the transaction
+    that writes the child's final terminal — the watcher's command byte for byte (id, issue
+    time = the terminal's ``recorded_at``) — and none for a continue-as-new."""
+    world = World(make_registry(), watch=False)
+    world.start("p", "runs-counter")
+    for _ in range(3):
+        world.fire_all("counter-child")
+    assert world.result("p") == {"final": 3}
+    records, finals = [], []
+    for _, decision in world.decisions:
+        if decision.batch is None or decision.batch.workflow_id != "counter-child":
+            continue
+        records += [c for c in decision.outgoing if isinstance(c, RecordChildTerminal)]
+        finals += [
+            e
+            for e in decision.batch.events
+            if outcome_of(e) is not None and not isinstance(e, WorkflowContinuedAsNew)
+        ]
+    (record,), (completed,) = records, finals
+    started = [e for e in world.history("p") if isinstance(e, WorkflowStarted)][-1]
+    assert record == RecordChildTerminal.of(
+        "p",
+        started.run_id,
+        child_workflow_id="counter-child",
+        child_run_id=completed.run_id,
+        outcome=outcome_of(completed),
+        issued_at=completed.recorded_at,
+    )
 
 
 def test_continue_as_new_without_waiting_runs_in_one_command() -> None:

@@ -58,10 +58,14 @@ def test_refused_child_start_report_is_deterministic() -> None:
 
 
 def test_close_policy_skips_a_newer_run_of_the_same_child_id() -> None:
-    world = World(make_registry(), watch=False, hold_types=(TerminateWorkflow, CancelWorkflow))
+    world = World(
+        make_registry(),
+        watch=False,
+        hold_types=(TerminateWorkflow, CancelWorkflow, RecordChildTerminal),
+    )
     world.start("g", "guardian")
     # The parent's child g-terminate ends (an operator) and its id is started again by a user,
-    # all before the parent hears of it (the watcher is not delivering).
+    # all before the parent hears of it (neither the engine's record nor the watcher's arrives).
     world.terminate("g-terminate", reason="ops")
     assert world.kinds("g-terminate")[-1] == "WorkflowFailed"
     world.start("g-terminate", "waiter")

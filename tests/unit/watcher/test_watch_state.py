@@ -123,6 +123,24 @@ def test_child_terminal_issues_one_record_to_the_parent_run() -> None:
     assert record.issued_at == AT  # the terminal's time: a re-issue is the same command
 
 
+def test_when_the_engine_reports_the_terminal_the_watcher_only_sweeps() -> None:
+    """Decision 37: the engine's transaction carried the record, so the fold issues nothing
+    now and the sweep re-issues it only if the parent has not recorded it after the grace."""
+    state, parent, child = WatchState(blind_limit=2, engine_reports=True), Flow(), Flow()
+    state.own(0)
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    applied = state.apply(child.complete({"n": 1}), partition=0, now=1)
+    assert applied.records == ()
+    assert applied.terminals == 1
+    (pending,) = state.pending()
+    assert state.sweep(now=5, grace=10) == []
+    (item,) = state.sweep(now=11, grace=10)
+    assert item.command == pending
+    state.apply(parent.record_child(child.workflow_id), partition=0, now=12)
+    assert state.pending() == ()
+
+
 def test_cancelled_and_timed_out_pass_through_raw() -> None:
     state, parent, a, b = new_state(), Flow(), Flow(), Flow()
     state.apply(parent.start(), partition=0, now=0)

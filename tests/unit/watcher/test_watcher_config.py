@@ -23,6 +23,12 @@ def test_membership_and_fetch_settings_are_read_in_milliseconds() -> None:
     assert WatcherConfig.from_env({}).static_membership is None  # auto
 
 
+def test_the_engine_reports_child_terminals_unless_told_otherwise() -> None:
+    assert WatcherConfig.from_env({}).engine_reports_terminals is True
+    config = WatcherConfig.from_env({"AION_WATCHER_ENGINE_REPORTS": "0"})
+    assert config.engine_reports_terminals is False
+
+
 @pytest.mark.parametrize(
     "env",
     [

@@ -175,6 +175,22 @@ class WorkflowContext(Protocol):
     ) -> Any:
         """Schedule an activity and await its result (raises :class:`ActivityError`)."""
 
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        start_to_close: float | timedelta = 1.0,
+    ) -> Any:
+        """A local step: the engine calls ``fn(*args)`` itself (a coroutine function is
+        awaited, a plain one runs in a thread) outside the workflow's code, and records its
+        result (raises :class:`ActivityError` as an activity would) in the transaction that
+        carries the workflow's next decision: no task topic, no worker. Its effects are
+        at-least-once: a crash before that commit runs it again. ``fn`` must be a module-level
+        function (or ``@activity.defn``). A failure is retried per ``retry`` on a durable timer;
+        an attempt that outlives ``start_to_close`` (at most 5 s: the step holds its partition's
+        other commands while it runs) fails the step for good, advising an activity instead."""
+
 
 @overload
 def defn(fn: F, /) -> F: ...

@@ -9,6 +9,7 @@ same history always drives the code through the same decisions.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from aion.activity import definition as activity_definition
 from aion.workflow import RetryPolicy, WorkflowInfo
 from aion_common.domain import (
     DEFAULT_TASK_QUEUE,
+    LOCAL_TASK_QUEUE,
     MAX_ID_LENGTH,
     ActivityOptions,
     InvalidInput,
@@ -29,6 +31,7 @@ from aion_common.domain import (
 )
 
 __all__ = [
+    "LOCAL_STEP_LIMIT_MS",
     "ActivityHandle",
     "ActivityResultOp",
     "CancelActivityOp",
@@ -44,7 +47,12 @@ __all__ = [
     "WaitSignalOp",
     "WorkflowContext",
     "duration_ms",
+    "local_step_name",
 ]
+
+_PACKAGE_NAMESPACE = re.compile(r"^aion_pkg_[0-9a-f]{16}\.")
+LOCAL_STEP_LIMIT_MS = 5_000
+"""The longest ``start_to_close`` a local step may ask for: it holds its partition while it runs."""
 
 T = TypeVar("T")
 
@@ -154,6 +162,8 @@ class StartActivityOp(Op[ActivityHandle]):
     activity_type: str
     args: tuple[Any, ...]
     options: ActivityOptions | InvalidInput
+    fn: Callable[..., Any] | None = None
+    """A local step's function (``ctx.run``): the engine calls it itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +206,11 @@ def activity_options(
         retry_options = (RetryPolicy() if retry is None else retry).to_options()
     except ValueError as err:
         raise InvalidInput(str(err)) from err
+    if task_queue == LOCAL_TASK_QUEUE:
+        raise InvalidInput(
+            f"task queue {LOCAL_TASK_QUEUE!r} is the engine's own (local steps): use ctx.run, "
+            "or another queue"
+        )
     return ActivityOptions(
         task_queue=DEFAULT_TASK_QUEUE if task_queue is None else task_queue,
         start_to_close_ms=_optional_ms(start_to_close, "start_to_close"),
@@ -217,6 +232,52 @@ def activity_name(activity: str | Callable[..., Any]) -> str:
             "(from aion import activity), or pass the activity's name"
         )
     return found.name
+
+
+def local_step_name(fn: Callable[..., Any]) -> str:
+    """A local step's recorded type: its ``@activity.defn`` name, else ``module.qualname``;
+    the function itself must be one the engine can find again by that name after a restart
+    (:mod:`aion_engine.local_steps`), so a lambda or a nested function is refused."""
+    found = activity_definition(fn)
+    if found is not None:
+        return found.name
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not callable(fn) or not module or not qualname or "<" in qualname:
+        raise InvalidInput(
+            f"ctx.run takes a module-level function (or an @activity.defn one), got {fn!r}"
+        )
+    # a versioned package's modules load as aion_pkg_<hash>.<module>: the recorded name stays
+    # the same across versions, so a run moved to another version still replays
+    module = _PACKAGE_NAMESPACE.sub("", module)
+    return validate_name(f"{module}.{qualname}", what="local step")
+
+
+def local_step_options(
+    retry: RetryPolicy | None, start_to_close: float | timedelta
+) -> ActivityOptions:
+    """A local step's options: the reserved queue and its start-to-close bound."""
+    ms = _optional_ms(start_to_close, "start_to_close")
+    assert ms is not None
+    if ms > LOCAL_STEP_LIMIT_MS:
+        raise InvalidInput(
+            f"a local step may take at most {LOCAL_STEP_LIMIT_MS / 1000:g} s "
+            f"(start_to_close={start_to_close!r}): "
+            "it holds its partition's other commands while it runs; run longer work as an "
+            "activity (ctx.execute_activity)"
+        )
+    options = activity_options(
+        start_to_close=start_to_close,
+        schedule_to_close=None,
+        schedule_to_start=None,
+        heartbeat_timeout=None,
+        retry=retry,
+        task_queue=None,
+    )
+    return ActivityOptions(
+        task_queue=LOCAL_TASK_QUEUE,
+        start_to_close_ms=options.start_to_close_ms,
+        retry=options.retry,
+    )
 
 
 def duration_ms(value: float | timedelta) -> int:
@@ -394,6 +455,35 @@ class WorkflowContext:
             retry=retry,
             task_queue=task_queue,
         )
+        return await handle.result()
+
+    def run_step(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        start_to_close: float | timedelta = 1.0,
+    ) -> StartActivityOp:
+        """Schedule a local step (``await`` it for its handle); see :meth:`run`."""
+        self._effect("run")
+        options: ActivityOptions | InvalidInput
+        try:
+            name = local_step_name(fn)
+            options = local_step_options(retry, start_to_close)
+        except InvalidInput as err:
+            name, options = "?", err
+        return StartActivityOp(name, args, options, fn)
+
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        start_to_close: float | timedelta = 1.0,
+    ) -> Any:
+        """A local step: the engine calls ``fn(*args)`` and records its result (the SDK's
+        :meth:`aion.workflow.WorkflowContext.run`)."""
+        handle = await self.run_step(fn, *args, retry=retry, start_to_close=start_to_close)
         return await handle.result()
 
     def _begin_query(self, name: str) -> None:

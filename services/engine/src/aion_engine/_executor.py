@@ -53,7 +53,7 @@ from aion_common.domain import (
     validate_name,
 )
 from aion_engine import _context as sdk
-from aion_engine import _sandbox
+from aion_engine import _sandbox, local_steps
 from aion_engine.registry import WorkflowFn
 
 __all__ = [
@@ -292,6 +292,7 @@ class Executor:
         "decisions_taken",
         "finished",
         "last_source",
+        "local_fns",
         "queries",
         "started",
     )
@@ -325,6 +326,8 @@ class Executor:
         self._activities: dict[str, str] = {}  # id -> type, every activity scheduled
         self._activity_results: dict[str, Payload | ActivityError] = {}
         self._activity_cancels: set[str] = set()
+        self.local_fns: dict[str, Callable[..., Any]] = {}
+        """Each local step's function by activity id (``ctx.run``), for the engine to call."""
         self.decisions_taken = 0
         self.finished = False
         # With ``trace`` (replay checks), where in the code each decision was made.
@@ -566,6 +569,9 @@ class Executor:
             return sdk.Raise(InvalidInput(f"arguments of activity {op.activity_type!r}: {err}"))
         activity_id = self.ctx._next_activity_id()
         self._activities[activity_id] = op.activity_type
+        if op.fn is not None:
+            self.local_fns[activity_id] = op.fn
+            local_steps.remember(op.activity_type, op.fn)
         self._decide(ScheduleActivity(activity_id, op.activity_type, payload, op.options))
         return sdk.ActivityHandle(activity_id, op.activity_type)
 

@@ -15,6 +15,7 @@ from aion_common.domain import (
     IdReusePolicy,
     ParentClosePolicy,
     ParentLink,
+    RecordChildTerminal,
     RefusalCode,
     StartWorkflow,
     TerminateWorkflow,
@@ -26,6 +27,7 @@ from aion_common.domain import (
     WorkflowFailed,
     WorkflowStarted,
     derive_id,
+    outcome_of,
     start_run_id,
 )
 from aion_engine import activities
@@ -48,6 +50,7 @@ __all__ = [
     "TERMINATED_ERROR_TYPE",
     "NextRun",
     "RunClosed",
+    "child_terminal_record",
     "close_policy_commands",
     "close_policy_origin",
     "first_run_id",
@@ -302,6 +305,39 @@ def close_policy_commands(work: Work, run: RunState) -> list[Command]:
                 )
             )
     return commands
+
+
+def child_terminal_record(work: Work, run: RunState) -> list[Command]:
+    """The parent's ``RecordChildTerminal`` when ``run``, a child's run, just ended for good.
+
+    The same command, byte for byte, as the watcher's for this terminal (its id, its
+    ``issued_at`` = the terminal's ``recorded_at``): it leaves in the transaction that carries
+    the terminal, so the parent's engine has it one watcher hop earlier, and the watcher's own
+    issue, if it makes one, is a duplicate (decision 44). A continue-as-new is not reported:
+    the chain goes on, and its last run reports.
+    """
+    parent = run.started.parent
+    if parent is None:
+        return []
+    for event in reversed(work.events):
+        if event.run_id != run.run_id:
+            continue
+        outcome = outcome_of(event)
+        if outcome is None:
+            continue
+        if isinstance(event, WorkflowContinuedAsNew):
+            return []
+        return [
+            RecordChildTerminal.of(
+                parent.workflow_id,
+                parent.run_id,
+                child_workflow_id=work.state.workflow_id,
+                child_run_id=run.run_id,
+                outcome=outcome,
+                issued_at=event.recorded_at,
+            )
+        ]
+    return []
 
 
 def _close_command_id(parent_workflow_id: str, parent_run_id: str, child_id: str) -> str:

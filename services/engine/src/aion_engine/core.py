@@ -16,6 +16,7 @@ from typing import Any, assert_never
 
 from aion_common.domain import (
     ActivityReport,
+    ActivityTask,
     AlreadyRecorded,
     CancelRequested,
     CancelWorkflow,
@@ -49,7 +50,7 @@ from aion_common.domain import (
     WorkflowTimedOut,
     decide_child_terminal_record,
 )
-from aion_engine import _runs, activities, blocking, queries
+from aion_engine import _runs, activities, blocking, local_steps, queries
 from aion_engine._executor import (
     Executor,
     Finish,
@@ -151,6 +152,16 @@ class EngineCore:
         if state is None:
             return 0
         return len(state.applied) + len(state.recent) + len(state.chain_starts)
+
+    def local_step(self, task: ActivityTask) -> Callable[..., Any] | None:
+        """The function of a local step's attempt (``ctx.run``): the resident run's own, else
+        by its recorded name (:func:`aion_engine.local_steps.find`)."""
+        executor = self._resident.get(task.workflow_id)
+        if executor is not None and executor.started.run_id == task.run_id:
+            fn = executor.local_fns.get(task.activity_id)
+            if fn is not None:
+                return fn
+        return local_steps.find(task.activity_type)
 
     def last_seq(self, workflow_id: str) -> int:
         """The newest seq held for ``workflow_id`` (0 if unknown)."""
@@ -553,6 +564,7 @@ class EngineCore:
         if executor is not None:
             executor.close()
         work.outgoing.extend(_runs.close_policy_commands(work, run))
+        work.outgoing.extend(_runs.child_terminal_record(work, run))
         activities.close_notices(work, run)
 
     def _finish(self, work: Work, executor: Executor | None) -> Decision:

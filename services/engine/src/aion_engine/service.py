@@ -52,6 +52,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -62,6 +63,8 @@ from aiokafka.structs import ConsumerRecord
 
 from aion_common.codecs import Codec, decode_key, encode_key
 from aion_common.domain import (
+    LOCAL_TASK_QUEUE,
+    ActivityTask,
     CodecError,
     Command,
     DecodeError,
@@ -83,7 +86,7 @@ from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
-from aion_engine import queries
+from aion_engine import local_steps, queries
 from aion_engine._offsets import CommittedOffsets
 from aion_engine.core import EngineCore
 from aion_engine.decision import Decision
@@ -111,6 +114,7 @@ _REVOKE_WAIT_S = 10.0  # a revocation waits this long for a batch in flight, the
 _CLOSE_TIMEOUT_S = 5.0  # a producer's stop (it flushes first: during an outage, for ever)
 _TIMER_SEND_TIMEOUT_S = 30.0
 _CATALOG_WAIT_S = 30.0  # at start: read the packages and routes before taking commands
+_LOCAL_THREADS = 8  # threads for local steps that are plain functions (ctx.run)
 _BACKOFF_FIRST_S = 0.2
 _BACKOFF_MAX_S = 5.0
 
@@ -224,6 +228,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._stopped = False
         self._failure: BaseException | None = None
         self._task_topics: set[str] = set()  # task queues' topics known to exist
+        self._threads: ThreadPoolExecutor | None = None  # local steps' threads, when needed
         self._catalog: CatalogReader | None = None
         self._moves: set[asyncio.Task[None]] = set()
 
@@ -363,6 +368,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if self._timer_producer is not None:
             await self._timer_producer.stop()
         await self._offsets.close()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
         _log.info("engine stopped", extra={"instance": self._settings.instance_id})
 
     # -- versions ----------------------------------------------------------------------------
@@ -659,8 +666,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         """Decide and emit one batch; None when it is done, else why the partition must be
         acquired again."""
         outputs: list[_Out] = []
+        local: list[ActivityTask] = []
         for record in records:
-            outputs.extend(self._decide(owned, record))
+            outputs.extend(self._decide(owned, record, local))
+        if local:
+            outputs.extend(await self._run_local_steps(owned, local))
         new_queues = {o.queue for o in outputs if o.queue and o.topic not in self._task_topics}
         if new_queues:
             try:
@@ -708,7 +718,35 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             self._task_topics.add(topic)
             _log.info("task queue ready", extra={"queue": queue, "topic": topic})
 
-    def _decide(self, owned: _Owned, record: ConsumerRecord) -> list[_Out]:
+    async def _run_local_steps(self, owned: _Owned, local: list[ActivityTask]) -> list[_Out]:
+        """Run the batch's local steps (``ctx.run``) concurrently, hand each report to the core
+        as a worker's would arrive, and repeat while that runs more (at most
+        ``local_steps.MAX_ROUNDS`` rounds): the outputs join the batch's transaction
+        (:mod:`aion_engine.local_steps`)."""
+        core = owned.core
+        assert core is not None
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(_LOCAL_THREADS, thread_name_prefix="aion-step")
+        outputs: list[_Out] = []
+
+        def handle(report: local_steps.Report) -> list[ActivityTask]:
+            more: list[ActivityTask] = []
+            decision = core.handle(report, now=report.issued_at)
+            outputs.extend(self._outputs(owned, None, report, decision, more))
+            return more
+
+        await local_steps.run_batch(
+            local,
+            function_of=core.local_step,
+            handle=handle,
+            threads=self._threads,
+            payload_limit=self._settings.payload_limit_bytes,
+        )
+        return outputs
+
+    def _decide(
+        self, owned: _Owned, record: ConsumerRecord, local: list[ActivityTask]
+    ) -> list[_Out]:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         try:
             workflow_id = decode_key(record.key, **where)
@@ -728,11 +766,18 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         core = owned.core
         assert core is not None  # records are only processed while the partition is acquired
         decision = core.handle(command, now=now)
-        return self._outputs(owned, record, command, decision)
+        return self._outputs(owned, record, command, decision, local)
 
     def _outputs(
-        self, owned: _Owned, record: ConsumerRecord, command: Command, decision: Decision
+        self,
+        owned: _Owned,
+        record: ConsumerRecord | None,
+        command: Command,
+        decision: Decision,
+        local: list[ActivityTask],
     ) -> list[_Out]:
+        """The records ``decision`` emits; attempts of local steps go to ``local`` instead of
+        a topic (and their cancel notices nowhere: no attempt outlives its batch)."""
         out = [
             _Out(
                 self._topics.commands,
@@ -773,22 +818,27 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             )
         if decision.answer is not None:
             out.append(self._answer(decision.answer, owned.partition))
-        out.extend(
-            _Out(
-                self._topics.tasks(queue),
-                encode_key(task.workflow_id),
-                self._codec.encode_task(task, trusted=True),
-                queue=queue,
+        for queue, task in decision.tasks:
+            if queue == LOCAL_TASK_QUEUE:
+                if isinstance(task, ActivityTask):
+                    local.append(task)
+                continue
+            out.append(
+                _Out(
+                    self._topics.tasks(queue),
+                    encode_key(task.workflow_id),
+                    self._codec.encode_task(task, trusted=True),
+                    queue=queue,
+                )
             )
-            for queue, task in decision.tasks
-        )
         reason = decision.dead_letter_reason
         if reason is not None:
             _log.error(
                 "command refused as an invariant violation",
                 extra={"workflow_id": command.workflow_id, "command_id": command.command_id},
             )
-            out.append(self._dead_letter(record, reason, None))
+            if record is not None:  # a local step's report has no record: nothing to skip
+                out.append(self._dead_letter(record, reason, None))
         if owned.timers is not None:
             for command_id in decision.disarm:
                 owned.timers.disarm(command_id)

@@ -12,6 +12,9 @@ waiting out its dead predecessor's ``session_timeout``. ``AION_INSTANCE_ID`` mus
 per watcher: two members with one id replace each other in the group every heartbeat (measured:
 both keep rejoining, each re-reading every partition). Left unset (``None``) it is on exactly
 when ``AION_INSTANCE_ID`` is set to something other than its default, ``aion-1``.
+``engine_reports_terminals`` (on by default) says the engines put each child's
+``RecordChildTerminal`` in the transaction that writes its terminal (decision 44), so the
+watcher issues none itself and only sweeps; turn it off for engines older than that.
 ``fetch_max_wait`` bounds how long a terminal can wait in the broker behind a fetch
 already in flight for other partitions (aiokafka keeps one fetch per broker in flight).
 """
@@ -41,6 +44,7 @@ class WatcherConfig:
     static_membership: bool | None = None  # None: on when AION_INSTANCE_ID is not the default
     session_timeout: float = 10.0
     fetch_max_wait: float = 0.01
+    engine_reports_terminals: bool = True
     port: int = 0
     host: str = "127.0.0.1"
 
@@ -67,6 +71,7 @@ class WatcherConfig:
 
         ``{INITIAL_BACKOFF,MAX_BACKOFF,GRACE,SWEEP,SESSION_TIMEOUT,FETCH_WAIT}_MS``,
         ``BLIND_LIMIT``, ``STATIC_MEMBERSHIP`` (``auto``, ``1``/``0``, ``true``/``false``),
+        ``ENGINE_REPORTS`` (``1``/``0``),
         ``PORT``, ``HOST``.
         """
         source = os.environ if env is None else env
@@ -82,6 +87,9 @@ class WatcherConfig:
             static_membership=_flag(source, "AION_WATCHER_STATIC_MEMBERSHIP", d.static_membership),
             session_timeout=_ms(source, "AION_WATCHER_SESSION_TIMEOUT_MS", d.session_timeout),
             fetch_max_wait=_ms(source, "AION_WATCHER_FETCH_WAIT_MS", d.fetch_max_wait),
+            engine_reports_terminals=bool(
+                _flag(source, "AION_WATCHER_ENGINE_REPORTS", d.engine_reports_terminals)
+            ),
             port=int(_num(source, "AION_WATCHER_PORT", d.port)),
             host=source.get("AION_WATCHER_HOST", d.host),
         )

@@ -96,7 +96,10 @@ class WatcherService:
         self.topics = Topics(settings.topic_prefix)
         self.group_id = f"{settings.topic_prefix}.watcher"
         self.metrics = WatcherMetrics()
-        self.state = WatchState(blind_limit=self.config.blind_reissue_limit)
+        self.state = WatchState(
+            blind_limit=self.config.blind_reissue_limit,
+            engine_reports=self.config.engine_reports_terminals,
+        )
         self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
         self._wrap = wrap_sender
         self._lock = asyncio.Lock()

@@ -13,6 +13,9 @@ idempotent per parent and child in the same way. When the child's run ends:
   final run, carrying the raw outcome — mapping Cancelled/TimedOut to failures is the engine's
   job) and :meth:`WatchState.apply` returns it to be issued. ``issued_at`` is the terminal's
   ``recorded_at``, so every re-issue of a record is the same command, byte for byte.
+  With ``engine_reports`` (the default of a deployed watcher: the engine puts that record in
+  the transaction that writes the terminal, decision 44) the watch is armed as issued but
+  nothing is returned: the watcher is then only the sweep's safety net.
 - ContinuedAsNew: nothing. The next run's ``WorkflowStarted`` carries the link forward and the
   chain is followed to its final, real terminal.
 
@@ -132,9 +135,16 @@ class _ParentRun:
 class WatchState:
     """The fold; ``own``/``drop_partition`` follow the consumer's assignment."""
 
-    def __init__(self, *, blind_limit: int = 10) -> None:
-        """Start empty; ``blind_limit`` caps re-issues of records to unknown-status parents."""
+    def __init__(self, *, blind_limit: int = 10, engine_reports: bool = False) -> None:
+        """Start empty; ``blind_limit`` caps re-issues of records to unknown-status parents.
+
+        With ``engine_reports`` a child's terminal arms its watch as issued but returns no
+        record: the engine that wrote the terminal put the same record on ``aion.commands`` in
+        that transaction (decision 44), so it is as durable as the watcher's acknowledged first
+        issue, and the sweep covers the rest as it covers that one.
+        """
         self._blind_limit = blind_limit
+        self._engine_reports = engine_reports
         self._owned: set[int] = set()
         self._workflows: dict[str, _Workflow] = {}
         self._watches: dict[WatchKey, _Watch] = {}
@@ -256,7 +266,8 @@ class WatchState:
         )
         watch = self._arm(key, partition)
         watch.command, watch.issued_at = command, now
-        tally.records.append(command)
+        if not self._engine_reports:
+            tally.records.append(command)
 
     def _start(self, event: WorkflowStarted, workflow: _Workflow | None, partition: int) -> None:
         if workflow is None:

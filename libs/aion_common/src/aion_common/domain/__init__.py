@@ -5,6 +5,7 @@ Standard library only: no asyncio, Kafka, Avro, SQL, clock or randomness.
 
 from aion_common.domain.activities import (
     DEFAULT_TASK_QUEUE,
+    LOCAL_TASK_QUEUE,
     ActivityOptions,
     RetryOptions,
     TimeoutKind,
@@ -137,6 +138,7 @@ __all__ = [
     "DEFAULT_PAYLOAD_LIMIT",
     "DEFAULT_TASK_QUEUE",
     "EVENT_TYPES",
+    "LOCAL_TASK_QUEUE",
     "MAX_ID_LENGTH",
     "RESERVED_QUERY_PREFIX",
     "STACK_TRACE_QUERY",

@@ -16,6 +16,7 @@ from aion_common.domain.errors import InvalidInput
 
 __all__ = [
     "DEFAULT_TASK_QUEUE",
+    "LOCAL_TASK_QUEUE",
     "ActivityOptions",
     "RetryOptions",
     "TimeoutKind",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 DEFAULT_TASK_QUEUE: Final = "default"
+LOCAL_TASK_QUEUE: Final = "aion.local"
+"""The queue of local steps (``ctx.run``): the engine runs them itself, no topic carries them."""
 _QUEUE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
