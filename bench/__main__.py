@@ -46,6 +46,7 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("versions", [sys.executable, "-m", "bench.versions"]),
         ("queries", [sys.executable, "-m", "bench.queries"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
+        ("recovery", [sys.executable, "-m", "bench.recovery"]),
         *(
             (
                 f"projection-{backend}",

@@ -249,9 +249,17 @@ def _print_profile(profiler: cProfile.Profile, path: str) -> None:
 
 
 class EngineProcess:
-    """The engine under test, in its own process (spawned), driven over a pipe."""
+    """The engine under test, in its own process (spawned), driven over a pipe.
 
-    def __init__(self, settings: Settings, max_resident: int) -> None:
+    ``service_options`` are passed on to :class:`EngineService` (e.g. ``changelog=False``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        max_resident: int,
+        service_options: dict[str, Any] | None = None,
+    ) -> None:
         self._conn, child = multiprocessing.Pipe()
         options = {
             "bootstrap_servers": settings.bootstrap_servers,
@@ -259,10 +267,14 @@ class EngineProcess:
             "partitions": settings.partitions,
             "transactions": settings.transactions,
             "instance_id": settings.instance_id,
+            "state_dir": settings.state_dir,
+            "retention_ms": settings.retention_ms,
         }
         context = multiprocessing.get_context("spawn")
         self._process = context.Process(
-            target=_engine_process, args=(options, max_resident, child), daemon=True
+            target=_engine_process,
+            args=(options, max_resident, child, service_options or {}),
+            daemon=True,
         )
 
     async def start(self) -> None:
@@ -304,9 +316,11 @@ class EngineProcess:
         return answer[1]
 
 
-def _engine_process(options: dict[str, Any], max_resident: int, conn: Connection) -> None:
+def _engine_process(
+    options: dict[str, Any], max_resident: int, conn: Connection, service: dict[str, Any]
+) -> None:
     try:
-        asyncio.run(_engine_main(Settings(**options), max_resident, conn))
+        asyncio.run(_engine_main(Settings(**options), max_resident, conn, service))
     except BaseException as err:
         conn.send(("error", repr(err)))
         raise
@@ -338,9 +352,11 @@ class _GcPauses:
 _gc_pauses = _GcPauses()
 
 
-async def _engine_main(settings: Settings, max_resident: int, conn: Connection) -> None:
+async def _engine_main(
+    settings: Settings, max_resident: int, conn: Connection, service: dict[str, Any]
+) -> None:
     gc.callbacks.append(_gc_pauses)
-    engine = EngineService(settings, REGISTRY, max_resident=max_resident)
+    engine = EngineService(settings, REGISTRY, max_resident=max_resident, **service)
     await engine.start()
     runner = asyncio.create_task(engine.run())
     profiler: cProfile.Profile | None = None
@@ -380,13 +396,16 @@ async def _engine_main(settings: Settings, max_resident: int, conn: Connection) 
     conn.send(("ok", None))
 
 
-async def _throughput(
+async def _throughput(  # noqa: PLR0917 - one call per run
     driver: Driver,
     engine: EngineProcess,
     parents: int,
     profile: str | None,
     broker_pid: int | None = None,
+    emit: Any = None,
 ) -> float:
+    """One throughput run; its figures go to ``emit`` (``_line`` by default)."""
+    emit = emit or _line
     run = uuid.uuid4().hex[:6]
     commands = [_start(f"tp-{run}-{i}", i) for i in range(parents)]
     driver.events = 0
@@ -415,7 +434,7 @@ async def _throughput(
     # the steady window: between the arrivals of the 10% and the 90% marks
     low, high = applied[total // 10], applied[total * 9 // 10]
     sustained = (total * 9 // 10 - total // 10) / (high - low)
-    _line(
+    emit(
         "commands_per_s",
         round(sustained, 1),
         "commands/s",
@@ -423,15 +442,15 @@ async def _throughput(
         window_s=round(high - low, 3),
         note="commands applied per second between the 10% and 90% marks",
     )
-    _line(
+    emit(
         "commands_per_s_end_to_end",
         round(total / elapsed, 1),
         "commands/s",
         seconds=round(elapsed, 3),
         note="first send to last parent completed",
     )
-    _line("events_per_s", round(driver.events / elapsed, 1), "events/s", events=driver.events)
-    _line(
+    emit("events_per_s", round(driver.events / elapsed, 1), "events/s", events=driver.events)
+    emit(
         "engine_cpu_per_command_us",
         round(cpu / total * 1e6, 1),
         "us",
@@ -447,7 +466,7 @@ async def _throughput(
         engine_gc=await engine.gc_report(),
         note="engine process CPU per command; ceiling = commands/s with one full core",
     )
-    _line(
+    emit(
         "workflows_per_s",
         round(2 * parents / elapsed, 1),
         "workflows/s",

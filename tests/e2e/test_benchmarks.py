@@ -114,6 +114,25 @@ CASES = {
             "p95_ratio_time_range_first",
         },
     ),
+    "recovery": (
+        [
+            "-m", "bench.recovery", "--sizes", "600,1800", "--open", "50", "--parents", "60",
+            "--rounds", "1", "--failover-closed", "600", "--failover-open", "30",
+        ],
+        {
+            "engine_acquire_s_cold",
+            "engine_acquire_s_warm",
+            "engine_acquire_s_replay",
+            "engine_acquire_ratio_warm",
+            "engine_rss_ratio_warm",
+            "watcher_acquire_s_warm",
+            "watcher_acquire_ratio_warm",
+            "changelog_bytes_per_event_byte",
+            "commands_per_s_changelog_on_over_off",
+            "engine_failover_s_standbys_on",
+            "engine_failover_s_standbys_off",
+        },
+    ),
 }  # fmt: skip
 
 

@@ -48,6 +48,7 @@ from aion_common.domain import (
     ParentClosePolicy,
     ParentLink,
     Payload,
+    PurgeWorkflow,
     QueryAnswer,
     QueryStatus,
     QueryWorkflow,
@@ -72,6 +73,7 @@ from aion_common.domain import (
     WorkflowError,
     WorkflowFailed,
     WorkflowMoved,
+    WorkflowPurged,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -388,6 +390,32 @@ EXPECTED: dict[str, dict[str, tuple[str, object]]] = {
             ),
         ),
     },
+    "v6": {
+        "EventBatch": (
+            "batch",
+            EventBatch(
+                workflow_id=WF,
+                command_id=CMD,
+                writer="engine-7",
+                events=(WorkflowPurged(**ENV, seq=13, reason="retention 7d"),),
+            ),
+        ),
+        "PurgeWorkflow": ("command", PurgeWorkflow(**CENV, last_seq=12)),
+        # its history is an EventBatch, whose event union v6 extended
+        "QueryWorkflow": (
+            "command",
+            QueryWorkflow(
+                **CENV,
+                name="status",
+                args=Payload.from_json([]),
+                deadline=AT,
+                run_id=RUN,
+                history=EventBatch(
+                    workflow_id=WF, command_id=CMD, writer="api", events=tuple(_EVENTS[:2])
+                ),
+            ),
+        ),
+    },
 }
 
 
@@ -448,6 +476,7 @@ def test_every_release_covers_every_kafka_value_type_it_changed(codec: Codec) ->
         "RouteRecord",
         "QueryWorkflow",
         "QueryAnswer",
+        "PurgeWorkflow",
     }
     introduced = {
         (info.version, info.full_name.rsplit(".", 1)[-1])

@@ -74,6 +74,7 @@ from aion_common.domain import (
     WorkflowError,
     WorkflowFailed,
     WorkflowMoved,
+    WorkflowPurged,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -190,6 +191,7 @@ def one_of_each_event() -> list[Event]:
         ActivityCancelled(**ENV, **ACT, seq=1, attempt=1, reason="stop"),
         WorkflowBlocked(**ENV, seq=1, reason="replay diverged", error=ERR),
         WorkflowMoved(**ENV, seq=1, package_version="b" * 64, previous_version="a" * 64),
+        WorkflowPurged(**ENV, seq=1, reason="retention 7d"),
     ]
     assert {type(e) for e in events} == set(EVENT_TYPES)
     return events

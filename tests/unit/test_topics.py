@@ -30,11 +30,20 @@ def test_topic_names_follow_the_prefix() -> None:
     assert topics.events == "acme.events"
     assert topics.replies == "acme.replies"
     assert topics.dead_letter == "acme.dead-letter"
-    assert topics.all() == ("acme.commands", "acme.events", "acme.replies", "acme.dead-letter")
+    assert topics.engine_state == "acme.engine-state"
+    assert topics.watcher_state == "acme.watcher-state"
+    assert topics.all() == (
+        "acme.commands",
+        "acme.events",
+        "acme.replies",
+        "acme.dead-letter",
+        "acme.engine-state",
+        "acme.watcher-state",
+    )
 
 
 def test_topic_names_are_distinct() -> None:
-    assert len(set(Topics("aion").all())) == 4
+    assert len(set(Topics("aion").all())) == 6
 
 
 @pytest.mark.parametrize(("key", "expected"), JAVA_MURMUR2.items())

@@ -23,6 +23,7 @@ from aion_common.domain import (
     WorkflowContinuedAsNew,
     WorkflowError,
     WorkflowFailed,
+    WorkflowPurged,
     WorkflowStarted,
 )
 from aion_projector.schema import Base
@@ -154,3 +155,7 @@ async def dump(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
             result = await connection.execute(text(f"SELECT * FROM {table.name} ORDER BY {keys}"))
             tables[table.name] = [tuple(row) for row in result]
     return tables
+
+
+def purged(reason: str = "retention ran out") -> tuple[type[Any], dict[str, Any]]:
+    return WorkflowPurged, {"reason": reason}

@@ -40,3 +40,36 @@ async def child(ctx: workflow.WorkflowContext, spec: dict[str, Any]) -> int:
     if spec["sleep"]:
         await ctx.sleep(0.2)
     return int(spec["value"])
+
+
+def _kill_before_commit(after: int) -> None:
+    """Fault injection for ``test_engine_changelog_kill``: SIGKILL this engine process once
+    the ``after``-th transaction's changelog records are acknowledged by the broker, before
+    that transaction commits."""
+    import os
+    import signal
+
+    from aion_engine import service
+
+    real = service.write_changes
+    calls = [0]
+
+    async def write_then_die(*args: Any, **kwargs: Any) -> Any:
+        written = await real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] >= after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return written
+
+    service.write_changes = write_then_die  # type: ignore[assignment]
+
+
+def _install_faults() -> None:
+    import os
+
+    after = os.environ.get("AION_TEST_KILL_BEFORE_COMMIT")
+    if after:
+        _kill_before_commit(int(after))
+
+
+_install_faults()

@@ -38,6 +38,7 @@ from aion_common.settings import Settings
 from .harness import (
     EngineProcess,
     Watcher,
+    assert_changelog_matches_events,
     count_records,
     expected_sum,
     read_all_events,
@@ -179,3 +180,6 @@ async def test_engine_survives_sigkill_at_random_points(
     print(f"mode={transactions} kills={kills} {figures} dead_letters={dead} refusals={refusals}")
     assert kills >= MIN_KILLS
     assert dead == 0, "no command may be dead-lettered in this workload"
+    if transactions == "on":
+        # every transaction wrote its changelog records and its events, or neither
+        assert await assert_changelog_matches_events(settings, tmp_path) == figures["workflows"]

@@ -43,13 +43,15 @@ class _FaultyEngine(EngineService):
         self.emits = 0
         self.emitting = asyncio.Event()
 
-    async def _rebuild(self, owned: Any, core: Any) -> int:
+    async def _recover(self, owned: Any) -> Any:
         self.rebuilds[owned.partition] += 1
         if self.rebuilds[owned.partition] <= self.failing_rebuilds:
-            raise InfrastructureError("injected: reading the events failed", retriable=True)
-        return await super()._rebuild(owned, core)
+            raise InfrastructureError("injected: reading the state failed", retriable=True)
+        return await super()._recover(owned)
 
-    async def _emit_transactional(self, owned: Any, outputs: Any, offsets: Any) -> None:
+    async def _emit_transactional(
+        self, owned: Any, outputs: Any, changes: Any, offsets: Any
+    ) -> None:
         self.emits += 1
         self.emitting.set()
         if self.emits == 1 and self.emit_fault == "error":
@@ -63,7 +65,7 @@ class _FaultyEngine(EngineService):
                 owned.producer._txn_manager.fatal_error(KafkaError("injected sender death"))
         if self.emits == 1 and self.emit_fault == "hang":
             await asyncio.Event().wait()  # never answers; the emit timeout ends it
-        await super()._emit_transactional(owned, outputs, offsets)
+        await super()._emit_transactional(owned, outputs, changes, offsets)
 
 
 async def _run_one(rig: EngineRig) -> tuple[int, list[Any]]:

@@ -22,6 +22,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(aion.__all__) == sorted(
         [
             "Accepted",
+            "ArchivedHistory",
             "AionApiError",
             "AionClient",
             "AionClientError",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aion_common.codecs import Codec
 from aion_common.domain import (
     CancelWorkflow,
     Command,
@@ -31,7 +32,10 @@ from aion_common.domain import (
     outcome_of,
     record_child_terminal_id,
 )
+from aion_common.kafka.changelog import ChangelogStore
 from aion_engine import Decision, EngineCore, TimerRequest
+from aion_engine._changelog import EngineChangelog
+from aion_engine._state import WorkflowState
 from aion_engine.registry import WorkflowRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -58,11 +62,48 @@ class World:
     tasks: list[tuple[str, TaskRecord]] = field(default_factory=list)
     held: list[Command] = field(default_factory=list)
     hold_types: tuple[type, ...] = ()
+    store: ChangelogStore | None = None
+    """With a store, the core keeps closed workflows there (as the service does): every
+    decision's changelog records are written to it and closed workflows leave the heap."""
+    closed_cache: int = 0
+    changelog_bytes: int = 0
     _queue: deque[Command] = field(default_factory=deque)
     _counter: int = 0
+    _offset: int = 0
+    _changelog: EngineChangelog | None = None
 
     def __post_init__(self) -> None:
-        self.core = EngineCore(self.registry, writer="test", max_resident=self.max_resident)
+        self.core = self._new_core()
+
+    def _new_core(self) -> EngineCore:
+        store = self.store
+        if store is None:
+            return EngineCore(self.registry, writer="test", max_resident=self.max_resident)
+        changelog = self._changelog = EngineChangelog(Codec(), 0, writer="test")
+        return EngineCore(
+            self.registry,
+            writer="test",
+            max_resident=self.max_resident,
+            closed=lambda workflow_id: changelog.load_closed(store, workflow_id),
+            closed_cache=self.closed_cache,
+        )
+
+    def restart(self) -> None:
+        """A new core restored from the store (what a partition's next owner does)."""
+        assert self.store is not None, "restart needs a changelog store"
+        self.core = self._new_core()
+        assert self._changelog is not None
+        for state in self._changelog.restore(self.store):
+            self.core.adopt(state)
+
+    def restored(self, workflow_id: str) -> WorkflowState | None:
+        """The workflow's state as a fresh restore from the store rebuilds it."""
+        assert self.store is not None, "needs a changelog store"
+        changelog = EngineChangelog(Codec(), 0, writer="test")
+        for state in changelog.restore(self.store):
+            if state.workflow_id == workflow_id:
+                return state
+        return changelog.load_closed(self.store, workflow_id)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -162,6 +203,7 @@ class World:
 
     def _handle(self, command: Command) -> Decision:
         decision = self.core.handle(command, now=self.now)
+        self._log(command, decision)
         self.decisions.append((command, decision))
         if decision.batch is not None:
             self.batches.append(decision.batch)
@@ -181,6 +223,21 @@ class World:
             else:
                 self._queue.append(outgoing)
         return decision
+
+    def _log(self, command: Command, decision: Decision) -> None:
+        """Write the decision's changelog records to the store, then release closed ones."""
+        if self.store is None or self._changelog is None:
+            return
+        batch = decision.batch
+        if batch is not None:
+            changes = self._changelog.changes(self.core.state_of(batch.workflow_id), batch)
+            written = []
+            for change in changes:
+                written.append((change, self._offset))
+                self._offset += 1
+                self.changelog_bytes += len(change.key) + len(change.value or b"")
+            self.store.write(written, self._offset)
+        self.core.release_closed([command.workflow_id])
 
     def _watch(self, events: Iterable[Event]) -> None:
         """The watcher: report a child's final (non continue-as-new) terminal to its parent."""

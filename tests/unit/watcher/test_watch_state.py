@@ -18,6 +18,7 @@ from aion_common.domain import (
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
+    WorkflowPurged,
     WorkflowStarted,
     WorkflowTimedOut,
     record_child_terminal_id,
@@ -274,3 +275,28 @@ def test_dropping_a_partition_forgets_its_facts() -> None:
     assert state.watch_count() == 0
     assert state.current_run(child.workflow_id) is None
     assert state.parent_status(parent.workflow_id, parent.run_id) is ParentStatus.UNKNOWN
+
+
+def test_a_purged_workflow_is_forgotten_and_its_id_starts_afresh() -> None:
+    state = WatchState()
+    state.own(0)
+    parent = Flow()
+    state.apply(parent.start(), partition=0, now=0.0)
+    state.apply(parent.complete(), partition=0, now=0.0)
+    run = parent.run_id
+    assert state.parent_status(parent.workflow_id, run) is ParentStatus.CLOSED
+    purged = WorkflowPurged(
+        workflow_id=parent.workflow_id,
+        run_id=run,
+        seq=parent.seq + 1,
+        recorded_at=AT,
+        command_id=str(uuid.uuid4()),
+        reason="retention ran out",
+    )
+    state.apply(parent.batch(purged), partition=0, now=1.0)
+    assert state.current_run(parent.workflow_id) is None
+    assert state.parent_status(parent.workflow_id, run) is ParentStatus.UNKNOWN
+    again = Flow(workflow_id=parent.workflow_id)  # the freed id: a new history from seq 1
+    applied = state.apply(again.start(), partition=0, now=2.0)
+    assert not applied.duplicate
+    assert state.current_run(parent.workflow_id) == again.run_id

@@ -55,6 +55,7 @@ __all__ = [
     "AionUnavailable",
     "AionWorkflowFailed",
     "AionWrongServer",
+    "ArchivedHistory",
     "Child",
     "CommandStatus",
     "HistoryEvent",

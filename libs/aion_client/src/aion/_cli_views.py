@@ -169,7 +169,25 @@ async def _list(client: AionClient, args: argparse.Namespace, out: Output) -> in
     return EXIT_OK
 
 
+async def _archived_history(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    found = await client.archived_history(args.id)
+    if out.as_json:
+        out.json(found)
+        return EXIT_OK
+    for item in found:
+        out.console.print(f"purged {when(item.purged_at)} ({item.location})")
+        view = table("seq", "event", "run", "recorded", "fields", short=("seq", "event", "run"))
+        for e in item.events:
+            view.add_row(
+                str(e.seq), e.event_type, e.run_id[:8], when(e.recorded_at), compact(e.fields)
+            )
+        out.console.print(view)
+    return EXIT_OK
+
+
 async def _history(client: AionClient, args: argparse.Namespace, out: Output) -> int:
+    if args.archived:
+        return await _archived_history(client, args, out)
     if args.all:  # every event, as one page: what `aion.testing.replay` reads from a file
         whole = await fetch_history(client, args.id)
         if out.as_json:
@@ -252,6 +270,11 @@ def add_view_parsers(sub: Any) -> None:
     p.add_argument("--from-seq", type=int, default=1)
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--all", action="store_true", help="every event (save one for a replay test)")
+    p.add_argument(
+        "--archived",
+        action="store_true",
+        help="the archived history of a purged workflow (every purged incarnation of the id)",
+    )
     p.set_defaults(handler=_history)
     p = sub.add_parser("tree", help="a workflow's child tree")
     p.add_argument("id")

@@ -248,6 +248,27 @@ class HistoryPage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivedHistory:
+    """One purged incarnation of a workflow id, read back from the archive: when its
+    retention ran out, where it is kept, and its whole history (the purge last)."""
+
+    workflow_id: str
+    purged_at: datetime
+    location: str
+    events: tuple[HistoryEvent, ...]
+
+    @classmethod
+    def from_json(cls, workflow_id: str, d: dict[str, Any]) -> ArchivedHistory:
+        """From one of the API's ``incarnations``."""
+        return cls(
+            workflow_id=workflow_id,
+            purged_at=datetime.fromisoformat(d["purged_at"]),
+            location=d["location"],
+            events=tuple(HistoryEvent.from_json(e) for e in d["events"]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowTree:
     """A workflow and its descendants."""
 

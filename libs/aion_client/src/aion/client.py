@@ -45,6 +45,7 @@ from aion._errors import (
 from aion._handle import WorkflowHandle
 from aion._results import (
     Accepted,
+    ArchivedHistory,
     Child,
     CommandStatus,
     HistoryEvent,
@@ -77,6 +78,7 @@ __all__ = [
     "AionUnavailable",
     "AionWorkflowFailed",
     "AionWrongServer",
+    "ArchivedHistory",
     "Child",
     "CommandStatus",
     "HistoryEvent",
@@ -326,6 +328,17 @@ class AionClient:
             workflow_id=body["workflow_id"],
             events=tuple(HistoryEvent.from_json(e) for e in body["events"]),
             next_from_seq=body["next_from_seq"],
+        )
+
+    async def archived_history(self, workflow_id: str) -> tuple[ArchivedHistory, ...]:
+        """Every purged incarnation of ``workflow_id`` the archive holds, oldest purge first
+        (a workflow closed longer than the retention was purged from the views; its history
+        was archived first when ``AION_ARCHIVE`` is set). Raises the API's not-found error
+        when there is none."""
+        path = f"{_path(workflow_id)}/archived-history"
+        body = (await self._call("GET", path)).json()
+        return tuple(
+            ArchivedHistory.from_json(body["workflow_id"], item) for item in body["incarnations"]
         )
 
     async def tree(self, workflow_id: str, *, depth: int = 3) -> WorkflowTree:

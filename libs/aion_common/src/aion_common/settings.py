@@ -8,13 +8,21 @@ the variable, so a misconfigured service refuses to start with a clear message.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
 
-__all__ = ["DEFAULT_PAYLOAD_LIMIT", "Settings", "SettingsError", "TransactionMode"]
+__all__ = [
+    "DEFAULT_PAYLOAD_LIMIT",
+    "DEFAULT_RETENTION_MS",
+    "Settings",
+    "SettingsError",
+    "TransactionMode",
+    "parse_duration_ms",
+]
 
 TransactionMode = Literal["auto", "on", "off"]
 _TRANSACTION_MODES: tuple[TransactionMode, ...] = ("auto", "on", "off")
@@ -29,6 +37,12 @@ _SECURITY_VARS: Mapping[str, str] = {
     "AION_KAFKA_SSL_CERTFILE": "ssl_certfile",
     "AION_KAFKA_SSL_KEYFILE": "ssl_keyfile",
 }
+
+
+DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
+"""How long a closed workflow is kept before it is purged (``AION_RETENTION``): 7 days."""
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 class SettingsError(ValueError):
@@ -48,6 +62,12 @@ class Settings:
     transactions: TransactionMode = "auto"
     instance_id: str = "aion-1"
     kafka_security: Mapping[str, str] = field(default_factory=dict)
+    state_dir: str = ".aion/state"
+    """Where services keep their local state stores (``AION_STATE_DIR``): a cache of their
+    changelog topics, rebuilt from Kafka when missing."""
+    retention_ms: int | None = DEFAULT_RETENTION_MS
+    """How long a closed workflow is kept before it is purged (``AION_RETENTION``); None
+    keeps closed workflows for ever."""
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -70,6 +90,10 @@ class Settings:
             raise SettingsError(
                 f"AION_TRANSACTIONS={self.transactions!r}: expected one of {_TRANSACTION_MODES}"
             )
+        if not self.state_dir.strip():
+            raise SettingsError("AION_STATE_DIR must name a directory")
+        if self.retention_ms is not None and self.retention_ms < 1:
+            raise SettingsError(f"AION_RETENTION={self.retention_ms}ms: must be positive")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +117,8 @@ class Settings:
             kafka_security={
                 option: source[var] for var, option in _SECURITY_VARS.items() if var in source
             },
+            state_dir=source.get("AION_STATE_DIR", defaults.state_dir),
+            retention_ms=_retention(source),
         )
 
     def kafka_client_options(self) -> dict[str, str]:
@@ -101,6 +127,28 @@ class Settings:
 
 
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def parse_duration_ms(text: str, *, name: str = "duration") -> int:
+    """``7d``, ``12h``, ``30m``, ``2s``, ``500ms`` (or a bare number of seconds) in ms."""
+    raw = text.strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?", raw)
+    if match is None:
+        raise SettingsError(f"{name}={text!r}: expected a duration such as 7d, 12h, 30m, 2s, 500ms")
+    number, unit = match.groups()
+    ms = round(float(number) * _DURATION_UNITS[unit or "s"])
+    if ms < 1:
+        raise SettingsError(f"{name}={text!r}: must be positive")
+    return ms
+
+
+def _retention(source: Mapping[str, str]) -> int | None:
+    raw = source.get("AION_RETENTION")
+    if raw is None:
+        return DEFAULT_RETENTION_MS
+    if raw.strip().lower() in ("off", "forever", "never"):
+        return None
+    return parse_duration_ms(raw, name="AION_RETENTION")
 
 
 def _int(source: Mapping[str, str], name: str, default: int) -> int:

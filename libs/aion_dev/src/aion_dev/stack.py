@@ -351,6 +351,8 @@ class Stack:
             "AION_PARTITIONS": str(settings.partitions),
             "AION_DATABASE_URL": settings.database_url,
             "AION_INSTANCE_ID": instance,
+            "AION_STATE_DIR": env.get("AION_STATE_DIR") or str(self.home / "state"),
+            "AION_ARCHIVE": env.get("AION_ARCHIVE") or str(self.home / "archive"),
             "PYTHONUNBUFFERED": "1",
         }
         env["PYTHONPATH"] = self._pythonpath()

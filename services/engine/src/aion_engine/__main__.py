@@ -17,6 +17,13 @@ as the version their files hash to (what ``aion deploy`` of their directory uplo
 other version comes from the ``<prefix>.packages`` topic and is unpacked under
 ``AION_PACKAGE_DIR`` (default: a fresh temporary directory removed on exit — packages always
 come back from the topic, never from a previous process's disk).
+
+State (issue 21, decision 47): ``AION_ENGINE_CHANGELOG`` = ``auto`` (default: on whenever Kafka
+transactions are), ``on`` or ``off`` (rebuild every partition from the event log, as before
+changelogs); ``AION_ENGINE_CLOSED_CACHE`` (default 10000) closed workflows kept in memory
+beside the open ones (the rest are read from the local store under ``AION_STATE_DIR`` when a
+command needs them); ``AION_ENGINE_STANDBYS`` (default 0) keeps warm copies of partitions this
+instance does not own.
 """
 
 from __future__ import annotations
@@ -65,6 +72,34 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default=os.environ.get("AION_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateOptions:
+    """How the engine keeps its state (see the module docstring)."""
+
+    changelog: bool | None
+    closed_cache: int
+    standbys: int
+
+
+def state_options_from_env(environ: Mapping[str, str]) -> StateOptions:
+    """``AION_ENGINE_CHANGELOG``, ``AION_ENGINE_CLOSED_CACHE``, ``AION_ENGINE_STANDBYS``."""
+    raw = environ.get("AION_ENGINE_CHANGELOG", "auto").strip().lower()
+    choices: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+    if raw not in choices:
+        raise SettingsError(f"AION_ENGINE_CHANGELOG={raw!r}: expected auto, on or off")
+    numbers = {}
+    for name, default in (("AION_ENGINE_CLOSED_CACHE", "10000"), ("AION_ENGINE_STANDBYS", "0")):
+        value = environ.get(name, default).strip()
+        if not value.isdigit():
+            raise SettingsError(f"{name}={value!r}: expected a whole number")
+        numbers[name] = int(value)
+    return StateOptions(
+        changelog=choices[raw],
+        closed_cache=numbers["AION_ENGINE_CLOSED_CACHE"],
+        standbys=numbers["AION_ENGINE_STANDBYS"],
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         endpoint = HealthEndpoint.from_env(ENDPOINT_ENV_PREFIX)
         membership = membership_from_env(os.environ, settings)
+        state = state_options_from_env(os.environ)
         registry = WorkflowRegistry()
         types = load_modules(modules, registry)
         local_version = _local_version(modules)
@@ -147,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         static_membership=membership.static,
         session_timeout_ms=membership.session_timeout_ms,
         versions=versions,
+        changelog=state.changelog,
+        closed_cache=state.closed_cache,
+        standbys=state.standbys,
     )
 
     async def serve_with_task_dump() -> int:

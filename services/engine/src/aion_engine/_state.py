@@ -30,6 +30,7 @@ from aion_common.domain import (
     TimerScheduled,
     WorkflowBlocked,
     WorkflowMoved,
+    WorkflowPurged,
     WorkflowStarted,
     check_next_seq,
     outcome_of,
@@ -132,6 +133,14 @@ class WorkflowState:
         """Apply the next event; raises SequenceError or InvariantViolation if it can't be."""
         check_next_seq(self.workflow_id, self.last_seq, event)
         run = self.run
+        if isinstance(event, WorkflowPurged):
+            # the last event a workflow has: whoever applies it forgets the workflow next
+            if run is None or run.terminal is None:
+                raise InvariantViolation(
+                    f"workflow {self.workflow_id!r}: purged at seq {event.seq} while not closed"
+                )
+            self.last_seq = event.seq
+            return
         if isinstance(event, WorkflowStarted):
             if run is not None:
                 if run.terminal is None:

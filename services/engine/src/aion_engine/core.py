@@ -10,7 +10,7 @@ command against the same state yields the same output.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -31,6 +31,7 @@ from aion_common.domain import (
     MoveWorkflow,
     NonDeterminism,
     ParentTerminal,
+    PurgeWorkflow,
     QueryWorkflow,
     RecordActivityHeartbeat,
     RecordActivityStarted,
@@ -46,11 +47,12 @@ from aion_common.domain import (
     TimerScheduled,
     WorkflowError,
     WorkflowFailed,
+    WorkflowPurged,
     WorkflowStarted,
     WorkflowTimedOut,
     decide_child_terminal_record,
 )
-from aion_engine import _runs, activities, blocking, local_steps, queries
+from aion_engine import _runs, activities, blocking, local_steps, queries, retention
 from aion_engine._executor import (
     Executor,
     Finish,
@@ -64,9 +66,14 @@ from aion_engine.decision import Decision, TimerRequest
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.versions import Missing, Versions
 
-__all__ = ["DEFAULT_MAX_RESIDENT", "EngineCore"]
+__all__ = ["DEFAULT_CLOSED_CACHE", "DEFAULT_MAX_RESIDENT", "ClosedLoader", "EngineCore"]
 
 DEFAULT_MAX_RESIDENT = 10_000
+DEFAULT_CLOSED_CACHE = 10_000
+
+ClosedLoader = Callable[[str], WorkflowState | None]
+"""Reads a closed workflow's state from where closed workflows are kept (the local store of
+the engine's changelog), or None if there is no such workflow."""
 _NOOP = Decision()
 
 
@@ -81,10 +88,15 @@ class EngineCore:
         max_resident: int = DEFAULT_MAX_RESIDENT,
         package_version: str = "",
         versions: Versions | None = None,
+        closed: ClosedLoader | None = None,
+        closed_cache: int = DEFAULT_CLOSED_CACHE,
     ) -> None:
         """``registry`` holds the engine's own workflow modules (their version:
         ``package_version``); ``versions`` (shared by the cores of one process) adds the
-        package versions and routes the service reads from Kafka."""
+        package versions and routes the service reads from Kafka. ``closed`` reads closed
+        workflows back on demand: with it, :meth:`release_closed` moves closed workflows out
+        of the heap into a cache of at most ``closed_cache``; without it every workflow stays
+        in memory."""
         if max_resident < 0:
             raise ValueError("max_resident must be >= 0")
         self._versions = (
@@ -93,6 +105,12 @@ class EngineCore:
         self._writer = writer
         self._max_resident = max_resident
         self._workflows: dict[str, WorkflowState] = {}
+        """Open workflows, and closed ones touched since they were last released."""
+        self._load_closed = closed
+        self._closed: OrderedDict[str, WorkflowState] = OrderedDict()
+        self._closed_cache = max(0, closed_cache)
+        self._purged: set[str] = set()
+        """Purged since the last release: the store still holds them until that commit."""
         self._resident: OrderedDict[str, Executor] = OrderedDict()
 
     # -- rebuild -------------------------------------------------------------------------
@@ -102,7 +120,7 @@ class EngineCore:
 
         Raises :class:`~aion_common.domain.SequenceError` on a gap (a corrupt partition).
         """
-        state = self._workflows.get(batch.workflow_id)
+        state = self._state(batch.workflow_id)
         if state is None:
             state = self._workflows[batch.workflow_id] = WorkflowState(batch.workflow_id)
         applied = False
@@ -111,8 +129,69 @@ class EngineCore:
                 continue
             state.apply(event)
             applied = True
+            if isinstance(event, WorkflowPurged):
+                self.forget(batch.workflow_id)  # the id's next event is a new seq 1
+                return
         if applied:
             self._evict(batch.workflow_id)
+
+    def adopt(self, state: WorkflowState) -> None:
+        """Hold ``state`` (restored from the changelog) as the workflow's state."""
+        self._closed.pop(state.workflow_id, None)
+        self._workflows[state.workflow_id] = state
+
+    def state_of(self, workflow_id: str) -> WorkflowState | None:
+        """The workflow's state, wherever it is kept (read back if closed and released)."""
+        return self._peek(workflow_id)
+
+    def release_closed(self, workflow_ids: Iterable[str]) -> None:
+        """Move these workflows out of the heap if they are closed: their state is in the
+        store now (the caller wrote it), and is read back on demand (a bounded cache keeps the
+        most recently used). Without a loader, nothing moves."""
+        if self._load_closed is None:
+            return
+        cache = self._closed
+        for workflow_id in workflow_ids:
+            self._purged.discard(workflow_id)
+            state = self._workflows.get(workflow_id)
+            if state is None or state.open_run is not None:
+                continue
+            del self._workflows[workflow_id]
+            cache[workflow_id] = state
+            cache.move_to_end(workflow_id)
+        while len(cache) > self._closed_cache:
+            cache.popitem(last=False)
+
+    def forget(self, workflow_id: str) -> None:
+        """Drop everything held about ``workflow_id`` (it was purged): until it is released
+        again (its tombstones are in the store), it is not read back from the store."""
+        self._evict(workflow_id)
+        self._workflows.pop(workflow_id, None)
+        self._closed.pop(workflow_id, None)
+        if self._load_closed is not None:
+            self._purged.add(workflow_id)
+
+    def workflows_in_memory(self) -> Iterable[WorkflowState]:
+        """The workflows held in the heap (every open one)."""
+        return self._workflows.values()
+
+    def _state(self, workflow_id: str) -> WorkflowState | None:
+        """The workflow's state, pinned in the heap until it is released again."""
+        state = self._workflows.get(workflow_id)
+        if state is not None or self._load_closed is None or workflow_id in self._purged:
+            return state
+        state = self._closed.pop(workflow_id, None)
+        if state is None:
+            state = self._load_closed(workflow_id)
+        if state is not None:
+            self._workflows[workflow_id] = state
+        return state
+
+    def _peek(self, workflow_id: str) -> WorkflowState | None:
+        state = self._workflows.get(workflow_id) or self._closed.get(workflow_id)
+        if state is None and self._load_closed is not None and workflow_id not in self._purged:
+            state = self._load_closed(workflow_id)
+        return state
 
     def pending_timers(self) -> list[TimerRequest]:
         """Every timer scheduled and not fired in an open run (re-arm these after a rebuild)."""
@@ -134,12 +213,15 @@ class EngineCore:
             _, executor = self._resident.popitem()
             executor.close()
         self._workflows.clear()
+        self._closed.clear()
+        self._purged.clear()
 
     def __contains__(self, workflow_id: object) -> bool:
-        return workflow_id in self._workflows
+        return isinstance(workflow_id, str) and self._peek(workflow_id) is not None
 
     def __len__(self) -> int:
-        return len(self._workflows)
+        """Workflows held in memory (with a closed-workflow loader, the rest are on disk)."""
+        return len(self._workflows) + len(self._closed)
 
     @property
     def resident_count(self) -> int:
@@ -148,7 +230,7 @@ class EngineCore:
 
     def remembered_command_ids(self, workflow_id: str) -> int:
         """How many applied command ids are kept for ``workflow_id`` (see ``_state``)."""
-        state = self._workflows.get(workflow_id)
+        state = self._peek(workflow_id)
         if state is None:
             return 0
         return len(state.applied) + len(state.recent) + len(state.chain_starts)
@@ -165,7 +247,7 @@ class EngineCore:
 
     def last_seq(self, workflow_id: str) -> int:
         """The newest seq held for ``workflow_id`` (0 if unknown)."""
-        state = self._workflows.get(workflow_id)
+        state = self._peek(workflow_id)
         return 0 if state is None else state.last_seq
 
     # -- commands ------------------------------------------------------------------------
@@ -178,7 +260,7 @@ class EngineCore:
         violations come back in the decision; an exception means a bug or a broken
         partition, after which the core's state is undefined (drop it and rebuild).
         """
-        state = self._workflows.get(command.workflow_id)
+        state = self._state(command.workflow_id)
         if state is not None and state.has_applied(command.command_id):
             return _NOOP
         match command:
@@ -209,6 +291,8 @@ class EngineCore:
                         command, state, now, live=self._live, versions=self._versions
                     )
                 )
+            case PurgeWorkflow():
+                return self._purge(command, state, now)
             case _:
                 assert_never(command)
 
@@ -321,6 +405,13 @@ class EngineCore:
         work.append(WorkflowTimedOut(**work.envelope(run.run_id), timeout=timeout))
         self._close_run(work, run)
         return self._finish(work, None)
+
+    def _purge(self, cmd: PurgeWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
+        work = retention.purge(cmd, state, now)
+        if work is None:
+            return _NOOP
+        self.forget(cmd.workflow_id)
+        return work.decision(self._writer)
 
     def _activity_report(
         self, cmd: ActivityReport, state: WorkflowState | None, now: datetime

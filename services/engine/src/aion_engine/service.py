@@ -47,8 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -73,6 +75,7 @@ from aion_common.domain import (
     InfrastructureError,
     InvalidInput,
     MoveWorkflow,
+    PurgeWorkflow,
     QueryAnswer,
     QueryStatus,
     QueryWorkflow,
@@ -80,6 +83,7 @@ from aion_common.domain import (
 )
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
 from aion_common.kafka.catalog import CatalogReader
+from aion_common.kafka.changelog import Change, ChangelogStore, store_path
 from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.dead_letter import dead_letter_headers
 from aion_common.kafka.options import client_options, max_record_bytes
@@ -87,10 +91,15 @@ from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from aion_engine import local_steps, queries
+from aion_engine._changelog import ChangelogCorrupt, EngineChangelog
 from aion_engine._offsets import CommittedOffsets
-from aion_engine.core import EngineCore
+from aion_engine._recovery import Restored, restore_partition, write_changes
+from aion_engine._standby import Standby
+from aion_engine._state_dir import StateDirLock
+from aion_engine.core import DEFAULT_CLOSED_CACHE, EngineCore
 from aion_engine.decision import Decision
 from aion_engine.registry import WorkflowRegistry
+from aion_engine.retention import RetentionSweep, expired_in
 from aion_engine.timers_service import TimerScheduler
 from aion_engine.versions import Versions
 
@@ -164,6 +173,11 @@ class _Owned:
         self.next_offset = -1  # records below it were processed already
         self.acquisitions = 0
         self.worker: asyncio.Task[None] | None = None
+        self.store: ChangelogStore | None = None  # the local store of its changelog
+        self.changelog: EngineChangelog | None = None
+        self.rebuild = False  # the next acquisition builds the changelog from the event log
+        self.restored: Restored | None = None  # how the last acquisition restored it
+        self.acquire_s = 0.0  # how long the last (successful) acquisition took
 
 
 class _FreezeAfterFullCollection:
@@ -201,8 +215,24 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         static_membership: bool = False,
         session_timeout_ms: int = _SESSION_TIMEOUT_MS,
         versions: Versions | None = None,
+        changelog: bool | None = None,
+        closed_cache: int = DEFAULT_CLOSED_CACHE,
+        standbys: int = 0,
     ) -> None:
+        """``changelog``: keep state in ``<prefix>.engine-state`` and a local store (None:
+        whenever transactions are on; without them the engine rebuilds from the event log).
+        ``closed_cache``: closed workflows kept in memory beside the open ones. ``standbys``
+        above 0: keep warm stores of the partitions this instance does not own (see
+        :mod:`aion_engine._standby`)."""
         self._settings = settings
+        self._changelog_setting = changelog
+        self._changelog = False
+        self._closed_cache = closed_cache
+        self._standbys = standbys
+        self._standby: Standby | None = None
+        self._sweep: RetentionSweep | None = None
+        self._stores: dict[int, ChangelogStore] = {}
+        self._state_lock: StateDirLock | None = None
         self._registry = registry
         self._versions = versions if versions is not None else Versions(registry)
         self._versions.listeners.append(self._version_changed)
@@ -243,6 +273,36 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         return self._versions.loaded()
 
     @property
+    def uses_changelog(self) -> bool:
+        """Whether partitions are restored from the changelog (else rebuilt from events)."""
+        return self._changelog
+
+    def acquisitions(self) -> dict[int, dict[str, object]]:
+        """How each owned partition was last acquired (restore figures, for health/benches)."""
+        report: dict[int, dict[str, object]] = {}
+        for partition, owned in sorted(self._owned.items()):
+            if not owned.ready:
+                continue
+            restored = owned.restored
+            if restored is None:
+                report[partition] = {"seconds": round(owned.acquire_s, 3), "replayed": True}
+                continue
+            report[partition] = {
+                "seconds": round(owned.acquire_s, 3),
+                "restore_s": round(restored.seconds, 3),
+                "cold": restored.catch_up.cold,
+                "changelog_records_read": restored.catch_up.records,
+                "built_from_events": restored.built_events,
+                "open_workflows": restored.open_workflows,
+            }
+        return report
+
+    @property
+    def standby_partitions(self) -> list[int]:
+        """Partitions whose stores this instance keeps warm without owning them."""
+        return [] if self._standby is None else sorted(self._standby.following)
+
+    @property
     def owned_partitions(self) -> list[int]:
         """Partitions this instance currently owns, acquired and rebuilt."""
         return sorted(p for p, owned in self._owned.items() if owned.ready)
@@ -269,6 +329,23 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 extra={"waited_s": _CATALOG_WAIT_S},
             )
         self._transactional = await self._choose_mode()
+        self._changelog = self._transactional and self._changelog_setting is not False
+        if self._changelog_setting and not self._transactional:
+            raise InfrastructureError(
+                "the engine changelog needs Kafka transactions (it is written in the same "
+                "transaction as the events); run with AION_TRANSACTIONS=on or the changelog off",
+                retriable=False,
+            )
+        if self._changelog and self._state_lock is None:
+            self._state_lock = StateDirLock(store_path(self._settings, "engine", 0).parent)
+            self._state_lock.acquire()
+        retention = self._settings.retention_ms
+        if self._changelog and retention is not None and self._sweep is None:
+            self._sweep = RetentionSweep(retention, self._expired, self._send_timer)
+            self._sweep.start()
+        if self._changelog and self._standbys > 0 and self._standby is None:
+            self._standby = Standby(self._settings, self._topics.engine_state, self._store)
+            self._standby.start()
         await self._offsets.start()
         self._timer_producer = self._new_timer_producer()
         await self._timer_producer.start()
@@ -370,6 +447,16 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         await self._offsets.close()
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._standby is not None:
+            await self._standby.stop()
+        if self._sweep is not None:
+            await self._sweep.stop()
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
         _log.info("engine stopped", extra={"instance": self._settings.instance_id})
 
     # -- versions ----------------------------------------------------------------------------
@@ -415,6 +502,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         async with self._lock:
             for tp in assigned:
                 if tp.partition not in self._owned:
+                    if self._standby is not None:
+                        self._standby.release(tp.partition)  # its owner writes the store now
                     owned = _Owned(tp.partition)
                     self._owned[tp.partition] = owned
                     owned.worker = asyncio.create_task(
@@ -446,6 +535,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await asyncio.gather(worker, return_exceptions=True)
         owned.queue.clear()
         await self._drop(owned)
+        owned.store = None
+        if self._standby is not None and not self._stopping.is_set():
+            self._standby.follow(partition)  # keep its store warm
+        elif partition in self._stores:
+            self._stores.pop(partition).close()
         _log.info("partition released", extra={"partition": partition})
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
@@ -458,12 +552,26 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             _log.error("partition worker failed", exc_info=error, extra={"task": task.get_name()})
             self._failure = error
 
-    def _new_core(self, partition: int) -> EngineCore:
+    def _new_core(
+        self,
+        partition: int,
+        changelog: EngineChangelog | None = None,
+        store: ChangelogStore | None = None,
+    ) -> EngineCore:
+        if changelog is None or store is None:
+            return EngineCore(
+                self._registry,
+                writer=self._settings.instance_id,
+                max_resident=self._max_resident,
+                versions=self._versions,
+            )
         return EngineCore(
             self._registry,
             writer=self._settings.instance_id,
             max_resident=self._max_resident,
             versions=self._versions,
+            closed=lambda workflow_id: changelog.load_closed(store, workflow_id),
+            closed_cache=self._closed_cache,
         )
 
     def _new_producer(self, partition: int) -> AIOKafkaProducer:
@@ -507,7 +615,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             count += len(batch.events)
         return count
 
-    async def _send_timer(self, command: FireTimer | MoveWorkflow) -> None:
+    async def _send_timer(self, command: FireTimer | MoveWorkflow | PurgeWorkflow) -> None:
         producer = self._timer_producer
         assert producer is not None
         try:
@@ -523,7 +631,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             # A producer whose sender task died accepts records and never sends them: replace
             # it, or no timer of this instance would fire again (the scheduler retries).
             await self._replace_timer_producer(producer, err)
-            raise InfrastructureError(f"FireTimer send failed: {err!r}", retriable=True) from err
+            name = type(command).__name__
+            raise InfrastructureError(f"{name} send failed: {err!r}", retriable=True) from err
 
     async def _replace_timer_producer(self, failed: AIOKafkaProducer, err: BaseException) -> None:
         async with self._timer_producer_lock:
@@ -552,6 +661,17 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         while not owned.closing:
             try:
                 await self._acquire(owned)
+            except sqlite3.DatabaseError as err:
+                # an unusable local store (disk full, a damaged file): start it afresh from
+                # the changelog
+                _log.error(
+                    "local store unusable; discarding it",
+                    extra={"partition": owned.partition, "error": repr(err)},
+                )
+                self._discard_store(owned)
+                await self._drop(owned)
+                await _sleep_unless(owned, _BACKOFF_FIRST_S)
+                continue
             except (KafkaError, InfrastructureError, TimeoutError) as err:
                 failures += 1
                 delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (failures - 1))
@@ -588,8 +708,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         # its open transaction, which would otherwise hold the read_committed rebuild back.
         owned.producer = self._new_producer(owned.partition)
         await asyncio.wait_for(owned.producer.start(), _STEP_TIMEOUT_S)
-        core = self._new_core(owned.partition)
-        events = await self._rebuild(owned, core)
+        core, events = await self._recover(owned)
         # Not consumer.committed(): it reads "coordinator still loading" as "none committed".
         committed = await asyncio.wait_for(self._offsets.fetch(tp), _STEP_TIMEOUT_S)
         if owned.closing:
@@ -613,22 +732,110 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             gc.collect()
             gc.freeze()
         owned.ready = True
+        owned.acquire_s = time.perf_counter() - started
+        restored = owned.restored if self._changelog else None
         _log.info(
             "partition acquired",
             extra={
                 "partition": owned.partition,
                 "acquisition": owned.acquisitions,
-                "events_replayed": events,
+                "events_replayed": None if restored else events,
+                "restore": None
+                if restored is None
+                else {
+                    "cold": restored.catch_up.cold,
+                    "changelog_records_read": restored.catch_up.records,
+                    "built_from_events": restored.built_events,
+                    "open_workflows": restored.open_workflows,
+                },
                 "timers": owned.timers.pending,
                 "committed_offset": owned.next_offset,
                 "rebuild_s": round(time.perf_counter() - started, 3),
             },
         )
 
+    async def _recover(self, owned: _Owned) -> tuple[EngineCore, int]:
+        """The partition's state: restored from the changelog, or (without one) rebuilt from
+        the event log; and how many workflows (restored) or events (rebuilt) that took."""
+        if self._changelog:
+            core = await self._restore(owned)
+            return core, len(core)
+        core = self._new_core(owned.partition)
+        return core, await self._rebuild(owned, core)
+
+    async def _restore(self, owned: _Owned) -> EngineCore:
+        """Restore the partition from its changelog (see :mod:`aion_engine._recovery`); an
+        unreadable record makes the next attempt rebuild it from the event log."""
+        if owned.store is None:
+            owned.store = self._store(owned.partition)
+        producer = owned.producer
+        assert producer is not None
+        rebuild, owned.rebuild = owned.rebuild, False
+        try:
+            restored = await restore_partition(
+                self._settings,
+                self._codec,
+                producer=producer,
+                store=owned.store,
+                partition=owned.partition,
+                new_core=lambda changelog, store: self._new_core(owned.partition, changelog, store),
+                rebuild=rebuild,
+            )
+        except ChangelogCorrupt as err:
+            self._corrupt(owned, err)
+            raise InfrastructureError(str(err), retriable=True) from err
+        owned.restored = restored
+        owned.changelog = restored.changelog
+        return restored.core
+
+    def _expired(self, before_ms: int) -> list[tuple[int, str, int]]:
+        """(partition, workflow id, last seq) of owned workflows closed before ``before_ms``."""
+        found: list[tuple[int, str, int]] = []
+        for partition, owned in list(self._owned.items()):
+            store, changelog = owned.store, owned.changelog
+            if not owned.ready or store is None or changelog is None:
+                continue
+            try:
+                expired = expired_in(
+                    store, functools.partial(changelog.load_closed, store), before_ms
+                )
+            except ChangelogCorrupt as err:
+                _log.warning("retention sweep skipped a partition", extra={"error": str(err)})
+                continue
+            found.extend((partition, workflow_id, seq) for workflow_id, seq in expired)
+        return found
+
+    def _store(self, partition: int) -> ChangelogStore:
+        """Partition ``partition``'s local store (shared by its owner and the standby)."""
+        store = self._stores.get(partition)
+        if store is None:
+            store = self._stores[partition] = ChangelogStore(
+                store_path(self._settings, "engine", partition)
+            )
+        return store
+
+    def _discard_store(self, owned: _Owned) -> None:
+        owned.store = None
+        store = self._stores.pop(owned.partition, None)
+        path = store_path(self._settings, "engine", owned.partition)
+        if store is not None:
+            store.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                path.with_name(path.name + suffix).unlink()
+
+    def _corrupt(self, owned: _Owned, err: ChangelogCorrupt) -> None:
+        _log.error(
+            "unreadable engine changelog record; rebuilding the partition from the event log",
+            extra={"partition": err.partition, "offset": err.offset, "error": str(err)},
+        )
+        owned.rebuild = True
+
     async def _drop(self, owned: _Owned) -> None:
         """Forget the partition's state; stop its timers and (bounded) its producer."""
         owned.ready = False
         owned.core = None
+        owned.changelog = None
         timers, owned.timers = owned.timers, None
         if timers is not None:
             await timers.stop()
@@ -667,10 +874,16 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         acquired again."""
         outputs: list[_Out] = []
         local: list[ActivityTask] = []
-        for record in records:
-            outputs.extend(self._decide(owned, record, local))
-        if local:
-            outputs.extend(await self._run_local_steps(owned, local))
+        changes: list[Change] = []
+        touched: set[str] = set()
+        try:
+            for record in records:
+                outputs.extend(self._decide(owned, record, local, changes, touched))
+            if local:
+                outputs.extend(await self._run_local_steps(owned, local, changes, touched))
+        except ChangelogCorrupt as err:
+            self._corrupt(owned, err)
+            return "failed"
         new_queues = {o.queue for o in outputs if o.queue and o.topic not in self._task_topics}
         if new_queues:
             try:
@@ -691,7 +904,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         emit = self._emit_transactional if self._transactional else self._emit_at_least_once
         owned.emitting = True
         try:
-            await asyncio.wait_for(emit(owned, outputs, {tp: last.offset + 1}), _EMIT_TIMEOUT_S)
+            await asyncio.wait_for(
+                emit(owned, outputs, changes, {tp: last.offset + 1}), _EMIT_TIMEOUT_S
+            )
         except ProducerFenced:
             _log.error(
                 "fenced by a newer owner; dropping the partition's state",
@@ -706,6 +921,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             return "failed"
         finally:
             owned.emitting = False
+        if owned.core is not None:
+            owned.core.release_closed(touched)
         return None
 
     async def _ensure_task_topics(self, queues: set[str]) -> None:
@@ -718,7 +935,13 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             self._task_topics.add(topic)
             _log.info("task queue ready", extra={"queue": queue, "topic": topic})
 
-    async def _run_local_steps(self, owned: _Owned, local: list[ActivityTask]) -> list[_Out]:
+    async def _run_local_steps(
+        self,
+        owned: _Owned,
+        local: list[ActivityTask],
+        changes: list[Change],
+        touched: set[str],
+    ) -> list[_Out]:
         """Run the batch's local steps (``ctx.run``) concurrently, hand each report to the core
         as a worker's would arrive, and repeat while that runs more (at most
         ``local_steps.MAX_ROUNDS`` rounds): the outputs join the batch's transaction
@@ -732,7 +955,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         def handle(report: local_steps.Report) -> list[ActivityTask]:
             more: list[ActivityTask] = []
             decision = core.handle(report, now=report.issued_at)
-            outputs.extend(self._outputs(owned, None, report, decision, more))
+            encoded = self._record_changes(owned, report, decision, changes, touched)
+            outputs.extend(self._outputs(owned, None, report, decision, more, encoded=encoded))
             return more
 
         await local_steps.run_batch(
@@ -744,8 +968,32 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         )
         return outputs
 
+    def _record_changes(
+        self,
+        owned: _Owned,
+        command: Command,
+        decision: Decision,
+        changes: list[Change],
+        touched: set[str],
+    ) -> bytes | None:
+        """The decision's batch encoded once (None: no batch); its changelog records join
+        ``changes`` (they go out in the same transaction as the batch)."""
+        touched.add(command.workflow_id)
+        batch = decision.batch
+        encoded = None if batch is None else self._codec.encode_batch(batch, trusted=True)
+        core = owned.core
+        if owned.changelog is not None and batch is not None and core is not None:
+            state = core.state_of(batch.workflow_id)
+            changes.extend(owned.changelog.changes(state, batch, encoded))
+        return encoded
+
     def _decide(
-        self, owned: _Owned, record: ConsumerRecord, local: list[ActivityTask]
+        self,
+        owned: _Owned,
+        record: ConsumerRecord,
+        local: list[ActivityTask],
+        changes: list[Change],
+        touched: set[str],
     ) -> list[_Out]:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         try:
@@ -766,7 +1014,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         core = owned.core
         assert core is not None  # records are only processed while the partition is acquired
         decision = core.handle(command, now=now)
-        return self._outputs(owned, record, command, decision, local)
+        encoded = self._record_changes(owned, command, decision, changes, touched)
+        return self._outputs(owned, record, command, decision, local, encoded=encoded)
 
     def _outputs(
         self,
@@ -775,6 +1024,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         command: Command,
         decision: Decision,
         local: list[ActivityTask],
+        *,
+        encoded: bytes | None,
     ) -> list[_Out]:
         """The records ``decision`` emits; attempts of local steps go to ``local`` instead of
         a topic (and their cancel notices nowhere: no attempt outlives its batch)."""
@@ -787,12 +1038,12 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             for outgoing in decision.outgoing
         ]
         batch = decision.batch
-        if batch is not None:
+        if batch is not None and encoded is not None:
             out.append(
                 _Out(
                     self._topics.events,
                     encode_key(batch.workflow_id),
-                    self._codec.encode_batch(batch, trusted=True),
+                    encoded,
                     partition=owned.partition,
                 )
             )
@@ -885,7 +1136,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         )
 
     async def _emit_transactional(
-        self, owned: _Owned, outputs: list[_Out], offsets: dict[TopicPartition, int]
+        self,
+        owned: _Owned,
+        outputs: list[_Out],
+        changes: list[Change],
+        offsets: dict[TopicPartition, int],
     ) -> None:
         producer = owned.producer
         assert producer is not None
@@ -893,8 +1148,16 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await producer.begin_transaction()
         except AssertionError as err:  # aiokafka's state machine: a producer failed for good
             raise _ProducerBroken(f"begin_transaction refused: {err}") from err
+        written: list[tuple[Change, int]] = []
         try:
-            await asyncio.gather(*await self._send_all(producer, outputs))
+            sends = await self._send_all(producer, outputs)
+            if changes:
+                logged = write_changes(
+                    producer, self._topics.engine_state, owned.partition, changes
+                )
+                written = (await asyncio.gather(logged, *sends))[0]  # type: ignore[assignment]
+            else:
+                await asyncio.gather(*sends)
             await producer.send_offsets_to_transaction(offsets, self._group)
         except KafkaError:
             with contextlib.suppress(AssertionError, KafkaError):
@@ -903,9 +1166,20 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 await producer.abort_transaction()
             raise
         await producer.commit_transaction()
+        if written and owned.store is not None:
+            # Committed: the local store follows (a crash before this line only leaves it
+            # behind its changelog, which the next acquisition reads).
+            try:
+                owned.store.write(written, written[-1][1] + 1)
+            except sqlite3.Error as err:
+                raise _ProducerBroken(f"the local store refused a write: {err!r}") from err
 
     async def _emit_at_least_once(
-        self, owned: _Owned, outputs: list[_Out], offsets: dict[TopicPartition, int]
+        self,
+        owned: _Owned,
+        outputs: list[_Out],
+        changes: list[Change],
+        offsets: dict[TopicPartition, int],
     ) -> None:
         producer = owned.producer
         assert producer is not None

@@ -19,6 +19,7 @@ from aion_common.domain import AionError
 from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
 from aion_common.settings import Settings, SettingsError
+from aion_projector.archive import archive_from_env
 from aion_projector.health import ENDPOINT_ENV_PREFIX, ready_lag_from_env, serve
 from aion_projector.service import ProjectorService
 
@@ -48,10 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         endpoint = HealthEndpoint.from_env(ENDPOINT_ENV_PREFIX)
         ready_lag = ready_lag_from_env()
-    except SettingsError as err:
+        archive = archive_from_env()
+    except (SettingsError, ValueError) as err:
         _log.error("projector refused to start: %s", err)  # the message is the report
         return 2
-    service = ProjectorService(settings, database_url=args.database, rebuild=args.rebuild)
+    service = ProjectorService(
+        settings, database_url=args.database, rebuild=args.rebuild, archive=archive
+    )
     try:
         return asyncio.run(serve(service, endpoint, ready_lag))
     except AionError as err:

@@ -57,7 +57,7 @@ from aion_projector.activity_view import (
 )
 from aion_projector.schema import ChildState, RunStatus
 
-__all__ = ["ApplyStats", "Row", "ViewChanges"]
+__all__ = ["ApplyStats", "Row", "ViewChanges", "history_row"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,13 +69,22 @@ K = TypeVar("K")
 
 @dataclass(slots=True)
 class ApplyStats:
-    """What one apply did: events applied, duplicates skipped, events held at a gap, and
-    refusals stored (re-delivered ones included)."""
+    """What one apply did: events applied, duplicates skipped, events held at a gap,
+    refusals stored (re-delivered ones included), and workflows purged."""
 
     applied: int = 0
     duplicates: int = 0
     held: int = 0
     refusals: int = 0
+    purged: int = 0
+
+    def add(self, other: ApplyStats) -> None:
+        """Count ``other`` in too."""
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.held += other.held
+        self.refusals += other.refusals
+        self.purged += other.purged
 
 
 @dataclass(slots=True)
@@ -151,7 +160,7 @@ class ViewChanges:
             expected,
             "" if event.workflow_id in self.summaries else " (workflow not started)",
         )
-        row = _history_row(event)
+        row = history_row(event)
         row.update(partition=where.partition, offset=where.offset, writer=where.writer)
         self.held.setdefault(event.workflow_id, {})[event.seq] = row
         self.new_held[(event.workflow_id, event.seq)] = row
@@ -185,7 +194,7 @@ class ViewChanges:
         if event.workflow_id in self.summaries:
             self._check_run(event)
         self.stats.applied += 1
-        self.history.append(_history_row(event))
+        self.history.append(history_row(event))
         match event:
             case WorkflowStarted():
                 self._started(event, where)
@@ -415,7 +424,7 @@ def _fold(new: dict[K, Row], updates: dict[K, Row], key: K, values: Row) -> None
         updates.setdefault(key, {}).update(values)
 
 
-def _history_row(event: Event) -> Row:
+def history_row(event: Event) -> Row:
     return {
         "workflow_id": event.workflow_id,
         "seq": event.seq,

@@ -1,5 +1,11 @@
 """Applying event batches to the views: one transaction, offsets included, no per-event trips.
 
+A batch holding ``WorkflowPurged`` (the workflow's retention ran out) ends the run of batches
+applied together: what came before it is written, then the workflow's history is archived
+(:mod:`aion_projector.archive`, when configured) and every row of it deleted, in the same
+transaction as the offset past it, and the batches after it are applied afresh — the freed id
+may start again at seq 1 in the very next record.
+
 One :meth:`Projection.apply` call reads the ``workflows`` rows and held events of the
 workflows its batches touch (one SELECT each per 500 ids), works out every change in memory
 (:class:`~aion_projector.changes.ViewChanges`), then writes each table with one
@@ -9,6 +15,8 @@ a crash leaves either everything or nothing, so views and offsets never disagree
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,8 +24,9 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aion_common.domain import CommandRefused, EventBatch
-from aion_projector.changes import ApplyStats, Row, ViewChanges
+from aion_common.domain import CommandRefused, EventBatch, WorkflowPurged
+from aion_projector.archive import Archive, write_history
+from aion_projector.changes import ApplyStats, Row, ViewChanges, history_row
 from aion_projector.schema import (
     ActivityRow,
     ChildLinkRow,
@@ -48,13 +57,15 @@ _HELD: Table = HeldEventRow.__table__  # type: ignore[assignment]
 _OFFSETS: Table = OffsetRow.__table__  # type: ignore[assignment]
 _REFUSALS: Table = RefusalRow.__table__  # type: ignore[assignment]
 _ACTIVITIES: Table = ActivityRow.__table__  # type: ignore[assignment]
+_log = logging.getLogger("aion_projector")
 
 
 class Projection:
     """Applies batches consumed from ``topic`` to the views, exactly once with the offsets."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, *, archive: Archive | None = None) -> None:
         self.topic = topic
+        self.archive = archive
 
     async def apply(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
         """Apply ``deliveries`` (in consume order) and store their offsets, atomically.
@@ -69,6 +80,56 @@ class Projection:
             return await self._apply(session, deliveries)
 
     async def _apply(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
+        total = ApplyStats()
+        run: list[Delivery] = []
+        for delivery in deliveries:
+            if isinstance(delivery[2].events[-1], WorkflowPurged):
+                total.add(await self._apply_run(session, run))
+                run = []
+                await self._purge(session, delivery)
+                total.purged += 1
+            else:
+                run.append(delivery)
+        total.add(await self._apply_run(session, run))
+        return total
+
+    async def _purge(self, session: AsyncSession, delivery: Delivery) -> None:
+        """Archive the workflow's history, then delete every row of it; store the offset."""
+        partition, offset, batch = delivery
+        event = batch.events[-1]
+        workflow_id = batch.workflow_id
+        result = await session.execute(
+            select(_HISTORY).where(_HISTORY.c.workflow_id == workflow_id).order_by(_HISTORY.c.seq)
+        )
+        rows = [dict(row) for row in result.mappings()]
+        if rows and self.archive is not None:
+            rows.append(history_row(event))
+            location = await asyncio.to_thread(
+                write_history,
+                self.archive,
+                workflow_id,
+                rows,
+                purged_at=event.recorded_at,
+                purge_seq=event.seq,
+            )
+            _log.info(
+                "purged workflow archived",
+                extra={"workflow_id": workflow_id, "events": len(rows), "location": location},
+            )
+        for table, column in (
+            (_HISTORY, "workflow_id"),
+            (_RUNS, "workflow_id"),
+            (_SUMMARIES, "workflow_id"),
+            (_CHILDREN, "parent_workflow_id"),
+            (_REGISTRY, "workflow_id"),
+            (_HELD, "workflow_id"),
+            (_ACTIVITIES, "workflow_id"),
+            (_REFUSALS, "workflow_id"),
+        ):
+            await session.execute(delete(table).where(table.c[column] == workflow_id))
+        await self._store_offsets(session, {partition: offset + 1})
+
+    async def _apply_run(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
         if not deliveries:
             return ApplyStats()
         workflow_ids = sorted({batch.workflow_id for _, _, batch in deliveries})

@@ -74,6 +74,7 @@ from aion_common.kafka import (
     infrastructure_error,
 )
 from aion_common.settings import Settings
+from aion_projector.archive import Archive
 from aion_projector.changes import ApplyStats
 from aion_projector.database import connect, migrate, reset, session_factory
 from aion_projector.dead_letters import record_dead_letters
@@ -108,6 +109,8 @@ class ProjectorStatus:
     poison: int = 0
     """Records dead-lettered because they decoded but could not be applied."""
     refusals: int = 0
+    purged: int = 0
+    """Workflows purged (retention ran out): archived if an archive is set, rows deleted."""
     retries: int = 0
     """Transient database errors backed off from."""
     records: int = 0
@@ -187,7 +190,10 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         rebuild: bool = False,
         max_records: int = 500,
         progress_every: int = 10_000,
+        archive: Archive | None = None,
     ) -> None:
+        """``archive``: where purged workflows' histories go before their rows are deleted
+        (None: deleted without a copy)."""
         self._settings = settings
         self._database_url = database_url or settings.database_url
         self._rebuild = rebuild
@@ -195,7 +201,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._progress_every = progress_every
         self._topics = Topics(settings.topic_prefix)
         self._group_id = f"{settings.topic_prefix}.projector"
-        self._projection = Projection(self._topics.events)
+        self._projection = Projection(self._topics.events, archive=archive)
         self._codec = Codec(payload_limit=settings.payload_limit_bytes)
         self._status = ProjectorStatus()
         # Held while a fetch is applied; a revocation waits for it, so a partition never
@@ -482,10 +488,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 async with self.sessions() as session, session.begin():
                     await _store_offsets(session, {tp: record.offset + 1})
                 continue
-            total.applied += stats.applied
-            total.duplicates += stats.duplicates
-            total.held += stats.held
-            total.refusals += stats.refusals
+            total.add(stats)
         async with self.sessions() as session, session.begin():
             await _store_offsets(session, positions)
         return total
@@ -520,6 +523,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         status.duplicates += stats.duplicates
         status.held += stats.held
         status.refusals += stats.refusals
+        status.purged += stats.purged
         dead = sum(r.topic == self._topics.dead_letter for r in records)
         status.records += len(records) - dead
         status.dead_letters_stored += dead
@@ -631,6 +635,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             "dead_lettered": status.dead_lettered,
             "poison": status.poison,
             "refusals": status.refusals,
+            "purged": status.purged,
             "retries": status.retries,
             "lag": status.total_lag,
         }

@@ -47,6 +47,9 @@ class WatcherConfig:
     engine_reports_terminals: bool = True
     port: int = 0
     host: str = "127.0.0.1"
+    changelog: bool | None = None
+    """Keep the fold's facts in ``<prefix>.watcher-state`` and a local store (None: unless
+    ``AION_TRANSACTIONS=off``, a broker that may not compact either)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.initial_backoff <= self.max_backoff:
@@ -72,7 +75,7 @@ class WatcherConfig:
         ``{INITIAL_BACKOFF,MAX_BACKOFF,GRACE,SWEEP,SESSION_TIMEOUT,FETCH_WAIT}_MS``,
         ``BLIND_LIMIT``, ``STATIC_MEMBERSHIP`` (``auto``, ``1``/``0``, ``true``/``false``),
         ``ENGINE_REPORTS`` (``1``/``0``),
-        ``PORT``, ``HOST``.
+        ``PORT``, ``HOST``, ``CHANGELOG`` (``auto``, or on/off).
         """
         source = os.environ if env is None else env
         d = cls()
@@ -92,6 +95,7 @@ class WatcherConfig:
             ),
             port=int(_num(source, "AION_WATCHER_PORT", d.port)),
             host=source.get("AION_WATCHER_HOST", d.host),
+            changelog=_flag(source, "AION_WATCHER_CHANGELOG", d.changelog),
         )
 
 

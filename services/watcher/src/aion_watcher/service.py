@@ -18,11 +18,15 @@ A crash anywhere before step 3 re-reads from the last commit and re-issues the s
 (same deterministic ids and bytes); the engine treats them as duplicates (by command id, and by
 the AlreadyRecorded rule), so re-delivery is harmless.
 
-Rebuild: the state needs each run's ``WorkflowStarted`` (a terminal carries no parent link),
-so when a partition is assigned the consumer seeks to its beginning and folds everything below
-the group's committed offset *without* issuing, then goes on issuing from the committed offset.
-Records known from the rebuild whose parent has not recorded them are left to the sweep.
-Rebuild time is linear in the partition's history: snapshots or eviction are future work.
+Restore (issue 21): the state needs each run's ``WorkflowStarted`` (a terminal carries no
+parent link). It is kept in ``<prefix>.watcher-state`` (see :mod:`aion_watcher.stores`): when a
+partition is assigned its local store catches up with the changelog, the open facts (open
+workflows, watches, recorded children of open runs) are loaded, and the consumer goes on from
+the group's committed offset — O(open watches), whatever the history. A partition whose
+changelog was never built (an upgrade) is rebuilt as before changelogs: the consumer seeks to
+its beginning and folds everything below the committed offset *without* issuing, then the
+rebuilt facts are written whole. Records known from a restore or rebuild whose parent has not
+recorded them are left to the sweep.
 
 Reconciliation (the reference's "missed doorbell degrades to store polling"): every
 ``sweep_interval`` the state lists records whose parent run is open (or unknown here) and has
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -53,10 +58,12 @@ from aion_common.kafka import (
     ensure_topics,
 )
 from aion_common.settings import Settings
+from aion_watcher.changelog import WORKFLOW, ChangelogUnreadable
 from aion_watcher.config import WatcherConfig
 from aion_watcher.delivery import CommandSender, KafkaCommandSender, deliver, record_fields
 from aion_watcher.metrics import HealthServer, WatcherMetrics
 from aion_watcher.state import Applied, WatchState
+from aion_watcher.stores import Logged, WatcherStores
 
 __all__ = ["SenderWrapper", "WatcherService"]
 
@@ -69,10 +76,12 @@ _LAG_EVERY = 1.0  # seconds between consumer-lag gauge updates
 
 @dataclass(slots=True)
 class _Ticket:
-    """One poll's sends and the offsets that may be committed once they are all acknowledged."""
+    """One poll's sends and the offsets that may be committed once they are all acknowledged
+    (its changelog records among them: ``logged``, written to the stores when settled)."""
 
     sends: list[asyncio.Task[None]]
     offsets: dict[TopicPartition, int]
+    logged: asyncio.Task[Logged] | None = None
 
 
 SenderWrapper = Callable[[CommandSender], CommandSender]
@@ -96,11 +105,21 @@ class WatcherService:
         self.topics = Topics(settings.topic_prefix)
         self.group_id = f"{settings.topic_prefix}.watcher"
         self.metrics = WatcherMetrics()
+        self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
+        use = self.config.changelog
+        self.uses_changelog = settings.transactions != "off" if use is None else use
+        self._stores = WatcherStores(settings, self._codec) if self.uses_changelog else None
         self.state = WatchState(
             blind_limit=self.config.blind_reissue_limit,
             engine_reports=self.config.engine_reports_terminals,
+            codec=self._codec if self._stores is not None else None,
+            closed=None if self._stores is None else self._stores.load_closed,
         )
-        self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
+        self._building: set[int] = set()
+        self._assigned_at: dict[int, float] = {}
+        self.restores: dict[int, dict[str, object]] = {}
+        """How each partition was last taken on: restored from the changelog, or replayed
+        from the event log (seconds from assignment to ready, and what was read)."""
         self._wrap = wrap_sender
         self._lock = asyncio.Lock()
         self._replay_until: dict[int, int] = {}
@@ -157,6 +176,8 @@ class WatcherService:
         self._started = True
         await ensure_topics(self.settings, self.topics)
         await self._producer.start()
+        if self._stores is not None:
+            await self._stores.start()
         real = KafkaCommandSender(self._producer, self.topics.commands, self._codec)
         self._sender = real if self._wrap is None else self._wrap(real)
         await self._consumer.start()
@@ -216,6 +237,8 @@ class WatcherService:
                 self._committer.cancel()
                 await asyncio.gather(self._committer, return_exceptions=True)
             await self._producer.stop()
+            if self._stores is not None:
+                await self._stores.stop()
         for partition in self.state.owned:  # released with the group membership
             self.state.drop_partition(partition)
         _log.info("watcher stopped", extra={"group": self.group_id})
@@ -250,10 +273,15 @@ class WatcherService:
                     self._count(applied)
             if records and records[-1].offset >= replay_end:
                 commits[tp] = records[-1].offset + 1
+        logged = None
+        changes = self.state.take_changes()
+        if changes and self._stores is not None:
+            logged = asyncio.create_task(self._stores.send(changes))
+            sends.append(asyncio.create_task(_settled(logged)))
         if sends or commits:
             # Sent now, acknowledged later: the committer commits ``commits`` once these and
-            # every earlier poll's sends are acknowledged.
-            self._tickets.append(_Ticket(sends, commits))
+            # every earlier poll's sends (the changelog's included) are acknowledged.
+            self._tickets.append(_Ticket(sends, commits, logged))
             self._in_flight += len(sends)
             self._ticket_added.set()
 
@@ -301,6 +329,12 @@ class WatcherService:
         self._in_flight -= len(ticket.sends)
         for send in ticket.sends:
             send.result()  # a non-retriable send error: nothing past it may be committed
+        if ticket.logged is not None and self._stores is not None:
+            logged = ticket.logged.result()
+            self._stores.apply(logged)  # in poll order: a key's newest value is written last
+            self.state.release_closed(
+                c.key[1:].decode() for _, c, _ in logged.written if c.key[:1] == WORKFLOW
+            )
         self._to_commit.update(ticket.offsets)
 
     async def _commit_pending(self) -> None:
@@ -379,6 +413,12 @@ class WatcherService:
             if tp.partition in self._replaying and position >= self._replay_until[tp.partition]:
                 self._replaying.discard(tp.partition)
                 _log.info("partition rebuilt", extra={"partition": tp.partition, "at": position})
+                await self._write_rebuilt(tp.partition)
+                began = self._assigned_at.get(tp.partition, time.perf_counter())
+                self.restores[tp.partition] = {
+                    "seconds": round(time.perf_counter() - began, 3),
+                    "replayed_to": position,
+                }
             end = raw.last_stable_offset(tp) or raw.highwater(tp)
             if end is not None:
                 self.metrics.lag.labels(partition=str(tp.partition)).set(max(0, end - position))
@@ -401,6 +441,12 @@ class WatcherService:
         async with self._lock:
             now = asyncio.get_running_loop().time()
             items = self.state.sweep(now=now, grace=self.config.grace_period)
+            changes = self.state.take_changes()
+            if changes and self._stores is not None:
+                logged = asyncio.create_task(self._stores.send(changes))
+                self._tickets.append(_Ticket([asyncio.create_task(_settled(logged))], {}, logged))
+                self._in_flight += 1
+                self._ticket_added.set()
         for item in items:
             self.metrics.reconciliation_hits.labels(parent_status=item.parent_status.value).inc()
             _log.info(
@@ -416,19 +462,84 @@ class WatcherService:
     # -- rebalancing ------------------------------------------------------------------------
 
     async def assigned(self, partitions: Collection[TopicPartition]) -> None:
-        """Rebuild: read each partition from 0, folding silently below its committed offset."""
+        """Restore each partition from its changelog and go on from the committed offset; or
+        (never built) read it from 0, folding silently below its committed offset."""
         async with self._lock:
             raw = self._consumer.raw
             for tp in partitions:
+                partition = tp.partition
+                self._assigned_at[partition] = time.perf_counter()
                 committed = await raw.committed(tp) or 0
-                self._replay_until[tp.partition] = committed
+                if self._stores is not None and await self._restore(partition):
+                    self.state.own(partition)  # after its facts are in: it counts as ready
+                    raw.seek(tp, committed)
+                    _log.info(
+                        "partition assigned",
+                        extra={"partition": partition, "restored": self.restores[partition]},
+                    )
+                    continue
+                self.state.own(partition)
+                self._replay_until[partition] = committed
                 if committed:
-                    self._replaying.add(tp.partition)
-                self.state.own(tp.partition)
+                    self._replaying.add(partition)
+                else:
+                    self.restores[partition] = {"seconds": 0.0, "replayed_to": 0}
+                if self._stores is not None:
+                    if committed:
+                        self.state.silence(partition)  # written whole once rebuilt
+                        self._building.add(partition)
+                    else:
+                        await self._stores.mark_built(partition)
                 raw.seek(tp, 0)
                 _log.info(
-                    "partition assigned", extra={"partition": tp.partition, "rebuild_to": committed}
+                    "partition assigned", extra={"partition": partition, "rebuild_to": committed}
                 )
+
+    async def _write_rebuilt(self, partition: int) -> None:
+        """A partition rebuilt from the event log: write its facts whole to the changelog."""
+        if partition not in self._building or self._stores is None:
+            return
+        self._building.discard(partition)
+        async with self._lock:  # no fold between the dump and recording changes again
+            facts = self.state.dump(partition)
+            self.state.silence(partition, silent=False)
+            await self._stores.build(partition, facts)
+        self.state.release_closed(
+            c.key[1:].decode() for c in facts if c.key[:1] == WORKFLOW and not c.open
+        )
+        _log.info("watcher changelog built", extra={"partition": partition, "records": len(facts)})
+
+    async def _restore(self, partition: int) -> bool:
+        """Load the partition's open facts from its changelog; False if it must be rebuilt
+        from the event log (never built, or a record that does not decode)."""
+        assert self._stores is not None
+        began = time.perf_counter()
+        read = await self._stores.catch_up(partition)
+        store = self._stores.store(partition)
+        marker = store.marker
+        if marker is None or marker.state != "complete":
+            _log.warning(
+                "watcher changelog never built: rebuilding the partition from the event log",
+                extra={"partition": partition},
+            )
+            return False
+        now = asyncio.get_running_loop().time()
+        try:
+            opened = self.state.restore(partition, store.scan_open(), now)
+        except ChangelogUnreadable as err:
+            _log.error(
+                "unreadable watcher changelog record; rebuilding the partition from the event log",
+                extra={"partition": partition, "error": f"partition {partition}: {err}"},
+            )
+            self.state.drop_partition(partition)
+            return False
+        self.restores[partition] = {
+            "seconds": round(time.perf_counter() - self._assigned_at.get(partition, began), 3),
+            "changelog_records_read": read,
+            "open_workflows": opened,
+            "watches": self.state.watch_count(),
+        }
+        return True
 
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
         """Drop what the revoked partitions taught the state (their new owner rebuilds it)."""
@@ -438,9 +549,17 @@ class WatcherService:
                 self.state.drop_partition(tp.partition)
                 self._replay_until.pop(tp.partition, None)
                 self._replaying.discard(tp.partition)
+                self._building.discard(tp.partition)
+                if self._stores is not None:
+                    self._stores.close(tp.partition)
                 with contextlib.suppress(KeyError):
                     self.metrics.lag.remove(str(tp.partition))
                 _log.info("partition revoked", extra={"partition": tp.partition})
+
+
+async def _settled(task: asyncio.Task[Logged]) -> None:
+    """Waits for a changelog write (its error surfaces where the ticket is settled)."""
+    await task
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

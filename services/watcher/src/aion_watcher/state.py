@@ -41,15 +41,23 @@ Duplicate batches — seqs this fold already holds for a workflow — are ignore
 (workflow_id, seq) as unique). Every fact is tagged with the partition it came from, so a
 revoked partition's facts can be dropped.
 
-Memory grows with every workflow id ever seen; evicting closed workflows that head no open watch
-(and snapshots, to bound the rebuild) is future work.
+Changelog (issue 21): given a codec, the fold records every change of its facts as
+:class:`~aion_common.kafka.changelog.Change` records for ``<prefix>.watcher-state`` (see
+:mod:`aion_watcher.changelog`), taken with :meth:`WatchState.take_changes`; a partition being
+rebuilt from the event log is folded silently (:meth:`WatchState.silence`) and written whole at
+the end (:meth:`WatchState.dump`). Closed workflows leave memory once their records are stored
+(:meth:`WatchState.release_closed`) and are read back through ``closed`` when asked about
+(a bounded cache keeps the most recent), so memory holds open work.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from aion_common.codecs import Codec
 from aion_common.domain import (
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
@@ -58,12 +66,32 @@ from aion_common.domain import (
     ParentLink,
     RecordChildTerminal,
     TerminalOutcome,
+    WorkflowPurged,
     WorkflowStarted,
     outcome_of,
 )
 from aion_common.domain.events import Event
+from aion_common.kafka.changelog import Change
+from aion_watcher.changelog import (
+    RECORDED,
+    WATCH,
+    WORKFLOW,
+    ChangelogUnreadable,
+    WorkflowFacts,
+    decode_watch,
+    decode_workflow,
+    encode_watch,
+    encode_workflow,
+    pair_key,
+    split_pair_key,
+    workflow_key,
+)
 
-__all__ = ["Applied", "ParentStatus", "SweepItem", "WatchKey", "WatchState"]
+__all__ = ["Applied", "ClosedLoader", "ParentStatus", "SweepItem", "WatchKey", "WatchState"]
+
+ClosedLoader = Callable[[str], tuple[int, WorkflowFacts] | None]
+"""Reads a closed workflow's facts back from the local store of its partition: (partition,
+facts), or None when no owned partition's store has it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +163,24 @@ class _ParentRun:
 class WatchState:
     """The fold; ``own``/``drop_partition`` follow the consumer's assignment."""
 
-    def __init__(self, *, blind_limit: int = 10, engine_reports: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        blind_limit: int = 10,
+        engine_reports: bool = False,
+        codec: Codec | None = None,
+        closed: ClosedLoader | None = None,
+        closed_cache: int = 10_000,
+    ) -> None:
         """Start empty; ``blind_limit`` caps re-issues of records to unknown-status parents.
 
         With ``engine_reports`` a child's terminal arms its watch as issued but returns no
         record: the engine that wrote the terminal put the same record on ``aion.commands`` in
         that transaction (decision 44), so it is as durable as the watcher's acknowledged first
         issue, and the sweep covers the rest as it covers that one.
+
+        With ``codec`` the fold records its changes for the changelog; with ``closed`` closed
+        workflows are read back from the store on demand.
         """
         self._blind_limit = blind_limit
         self._engine_reports = engine_reports
@@ -150,6 +189,14 @@ class WatchState:
         self._watches: dict[WatchKey, _Watch] = {}
         self._by_parent: dict[tuple[str, str], set[WatchKey]] = {}
         self._parent_runs: dict[tuple[str, str], _ParentRun] = {}
+        self._codec = codec
+        self._changes: list[tuple[int, Change]] = []
+        self._silent: set[int] = set()
+        self._load_closed = closed
+        self._cache: OrderedDict[str, _Workflow] = OrderedDict()
+        self._cache_size = closed_cache
+        self._forgotten: set[str] = set()
+        """Purged, their tombstones not stored yet: not read back from the store meanwhile."""
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -160,10 +207,15 @@ class WatchState:
     def drop_partition(self, partition: int) -> None:
         """Forget every fact that came from ``partition`` (it was revoked)."""
         self._owned.discard(partition)
+        self._silent.discard(partition)
+        self._changes = [(p, c) for p, c in self._changes if p != partition]
         self._workflows = {k: w for k, w in self._workflows.items() if w.partition != partition}
+        self._cache = OrderedDict(
+            (k, w) for k, w in self._cache.items() if w.partition != partition
+        )
         self._parent_runs = {k: r for k, r in self._parent_runs.items() if r.partition != partition}
         for key in [k for k, w in self._watches.items() if w.partition == partition]:
-            self._forget(key)
+            self._forget(key, record=False)
 
     @property
     def owned(self) -> frozenset[int]:
@@ -174,12 +226,12 @@ class WatchState:
 
     def current_run(self, workflow_id: str) -> str | None:
         """The newest started run of ``workflow_id`` (the reference's ``latest_run_id``)."""
-        workflow = self._workflows.get(workflow_id)
+        workflow = self._find(workflow_id)
         return None if workflow is None else workflow.run_id
 
     def parent_status(self, parent_workflow_id: str, parent_run_id: str) -> ParentStatus:
         """Whether ``parent_run_id`` is open, closed, or unknown to this fold."""
-        workflow = self._workflows.get(parent_workflow_id)
+        workflow = self._find(parent_workflow_id)
         if workflow is None:
             return ParentStatus.UNKNOWN
         if workflow.run_id == parent_run_id and workflow.open:
@@ -205,7 +257,7 @@ class WatchState:
 
     def apply(self, batch: EventBatch, *, partition: int, now: float) -> Applied:
         """Fold one batch; return the records it makes due (issue them unless rebuilding)."""
-        known = self._workflows.get(batch.workflow_id)
+        known = self._find(batch.workflow_id)
         last = known.last_seq if known is not None else 0
         events = [e for e in batch.events if e.seq > last]
         if not events:
@@ -218,7 +270,10 @@ class WatchState:
         )
 
     def _apply_event(self, event: Event, partition: int, now: float, tally: _Tally) -> None:
-        workflow = self._workflows.get(event.workflow_id)
+        workflow = self._pin(event.workflow_id)
+        if isinstance(event, WorkflowPurged):
+            self._purge(event.workflow_id)
+            return
         if isinstance(event, WorkflowStarted):
             self._start(event, workflow, partition)
             return
@@ -234,6 +289,7 @@ class WatchState:
         if outcome is None:
             return
         workflow.open = False
+        self._note_workflow(event.workflow_id, workflow)
         self._close_parent_run(event.workflow_id, event.run_id)
         if workflow.parent is not None and not isinstance(outcome, ContinuedAsNew):
             # A child's final terminal (a ContinuedAsNew is never reported: the chain goes on).
@@ -266,8 +322,23 @@ class WatchState:
         )
         watch = self._arm(key, partition)
         watch.command, watch.issued_at = command, now
+        self._note_watch(key, watch)
         if not self._engine_reports:
             tally.records.append(command)
+
+    def _purge(self, workflow_id: str) -> None:
+        """Retention ran out: forget the workflow (its id's next event is a new seq 1). Watches
+        it heads are gone already (its runs closed); a watch of it as a child stays with its
+        parent until recorded."""
+        workflow = self._workflows.pop(workflow_id, None)
+        cached = self._cache.pop(workflow_id, None)
+        workflow = workflow or cached
+        if workflow is None:
+            return
+        for run_id in workflow.runs:
+            self._parent_runs.pop((workflow_id, run_id), None)
+        self._note(workflow.partition, Change(workflow_key(workflow_id), None))
+        self._forgotten.add(workflow_id)
 
     def _start(self, event: WorkflowStarted, workflow: _Workflow | None, partition: int) -> None:
         if workflow is None:
@@ -277,13 +348,17 @@ class WatchState:
             workflow.last_seq, workflow.run_id = event.seq, event.run_id
             workflow.parent, workflow.open = event.parent, True
         workflow.runs.add(event.run_id)
+        self._note_workflow(event.workflow_id, workflow)
         self._parent_runs[(event.workflow_id, event.run_id)] = _ParentRun(partition)
         if event.parent is not None:
             key = WatchKey(event.parent.workflow_id, event.parent.run_id, event.workflow_id)
-            if self.parent_status(key.parent_workflow_id, key.parent_run_id) is not (
-                ParentStatus.CLOSED
-            ) and not self._is_recorded(key):
-                self._arm(key, partition)
+            if (
+                self.parent_status(key.parent_workflow_id, key.parent_run_id)
+                is not (ParentStatus.CLOSED)
+                and not self._is_recorded(key)
+                and key not in self._watches
+            ):
+                self._note_watch(key, self._arm(key, partition))
 
     def _arm(self, key: WatchKey, partition: int) -> _Watch:
         watch = self._watches.get(key)
@@ -296,11 +371,18 @@ class WatchState:
         self, event: ChildWorkflowCompleted | ChildWorkflowFailed, partition: int
     ) -> None:
         run = self._parent_runs.setdefault((event.workflow_id, event.run_id), _ParentRun(partition))
-        run.recorded.add(event.child_workflow_id)
+        if event.child_workflow_id not in run.recorded:
+            run.recorded.add(event.child_workflow_id)
+            key = pair_key(RECORDED, event.workflow_id, event.run_id, event.child_workflow_id)
+            self._note(run.partition, Change(key, b"1", open=True))
         self._forget(WatchKey(event.workflow_id, event.run_id, event.child_workflow_id))
 
     def _close_parent_run(self, workflow_id: str, run_id: str) -> None:
-        self._parent_runs.pop((workflow_id, run_id), None)
+        closed = self._parent_runs.pop((workflow_id, run_id), None)
+        if closed is not None:
+            for child in closed.recorded:
+                marker = pair_key(RECORDED, workflow_id, run_id, child)
+                self._note(closed.partition, Change(marker, None))
         for key in list(self._by_parent.get((workflow_id, run_id), ())):
             self._forget(key)
 
@@ -308,15 +390,177 @@ class WatchState:
         run = self._parent_runs.get((key.parent_workflow_id, key.parent_run_id))
         return run is not None and key.child_workflow_id in run.recorded
 
-    def _forget(self, key: WatchKey) -> None:
-        if self._watches.pop(key, None) is None:
+    def _forget(self, key: WatchKey, *, record: bool = True) -> None:
+        watch = self._watches.pop(key, None)
+        if watch is None:
             return
+        if record:
+            self._note(watch.partition, Change(_watch_key(key), None))
         parent = (key.parent_workflow_id, key.parent_run_id)
         siblings = self._by_parent.get(parent)
         if siblings is not None:
             siblings.discard(key)
             if not siblings:
                 del self._by_parent[parent]
+
+    # -- the changelog ----------------------------------------------------------------------
+
+    def silence(self, partition: int, silent: bool = True) -> None:
+        """Record no changes of ``partition`` (it is being rebuilt from the event log), or
+        record them again."""
+        if silent:
+            self._silent.add(partition)
+        else:
+            self._silent.discard(partition)
+
+    def take_changes(self) -> list[tuple[int, Change]]:
+        """The changes recorded since the last call, with their partitions, in order."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def dump(self, partition: int) -> list[Change]:
+        """Every fact of ``partition`` as changelog records (a rebuilt partition, written whole)."""
+        out = [
+            self._workflow_change(workflow_id, workflow)
+            for workflow_id, workflow in self._workflows.items()
+            if workflow.partition == partition
+        ]
+        out.extend(
+            self._watch_change(key, watch)
+            for key, watch in self._watches.items()
+            if watch.partition == partition
+        )
+        for (workflow_id, run_id), run in self._parent_runs.items():
+            if run.partition != partition:
+                continue
+            out.extend(
+                Change(pair_key(RECORDED, workflow_id, run_id, child), b"1", open=True)
+                for child in run.recorded
+            )
+        return out
+
+    def release_closed(self, workflow_ids: Iterable[str]) -> None:
+        """Move these workflows out of memory if they are closed (their records are stored:
+        they are read back through the loader when asked about)."""
+        if self._load_closed is None:
+            return
+        for workflow_id in workflow_ids:
+            self._forgotten.discard(workflow_id)  # its latest record (a tombstone?) is stored
+            workflow = self._workflows.get(workflow_id)
+            if workflow is None or workflow.open:
+                continue
+            del self._workflows[workflow_id]
+            self._cache[workflow_id] = workflow
+            self._cache.move_to_end(workflow_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def restore(
+        self, partition: int, entries: Iterable[tuple[bytes, bytes, int]], now: float
+    ) -> int:
+        """Load ``partition``'s open facts from its store's open entries (key, value, offset;
+        key order); returns how many workflows are open. Watches restored with a record are
+        due for the sweep a grace period from ``now``. Raises
+        :class:`~aion_watcher.changelog.ChangelogUnreadable` naming the offset."""
+        opened = 0
+        for key, value, offset in entries:
+            try:
+                opened += self._restore_entry(partition, key, value, now)
+            except ChangelogUnreadable as err:
+                raise ChangelogUnreadable(f"offset {offset} (key {key!r}): {err}") from err
+        return opened
+
+    def _restore_entry(self, partition: int, key: bytes, value: bytes, now: float) -> int:
+        codec = self._codec
+        assert codec is not None, "restoring needs the codec"
+        opened = 0
+        kind = key[:1]
+        if kind == WORKFLOW:
+            facts = decode_workflow(key[1:].decode(), value)
+            workflow = _Workflow(
+                partition,
+                facts.last_seq,
+                facts.run_id,
+                facts.parent,
+                facts.open,
+                set(facts.runs),
+            )
+            self._workflows[facts.workflow_id] = workflow
+            if facts.open:
+                opened += 1
+                self._parent_runs.setdefault(
+                    (facts.workflow_id, facts.run_id), _ParentRun(partition)
+                )
+        elif kind == WATCH:
+            watch_key = WatchKey(*split_pair_key(key))
+            command, blind = decode_watch(codec, value)
+            watch = self._arm(watch_key, partition)
+            watch.command, watch.issued_at, watch.blind_reissues = command, now, blind
+        elif kind == RECORDED:
+            parent, run_id, child = split_pair_key(key)
+            self._parent_runs.setdefault((parent, run_id), _ParentRun(partition)).recorded.add(
+                child
+            )
+        return opened
+
+    def _find(self, workflow_id: str) -> _Workflow | None:
+        workflow = self._workflows.get(workflow_id)
+        if workflow is not None:
+            return workflow
+        workflow = self._cache.get(workflow_id)
+        if (
+            workflow is None
+            and self._load_closed is not None
+            and workflow_id not in self._forgotten
+        ):
+            found = self._load_closed(workflow_id)
+            if found is not None:
+                partition, facts = found
+                workflow = _Workflow(
+                    partition,
+                    facts.last_seq,
+                    facts.run_id,
+                    facts.parent,
+                    facts.open,
+                    set(facts.runs),
+                )
+                self._cache[workflow_id] = workflow
+        return workflow
+
+    def _pin(self, workflow_id: str) -> _Workflow | None:
+        """The workflow's facts, held in memory while they change."""
+        workflow = self._workflows.get(workflow_id)
+        if workflow is None:
+            workflow = self._find(workflow_id)
+            if workflow is not None:
+                self._cache.pop(workflow_id, None)
+                self._workflows[workflow_id] = workflow
+        return workflow
+
+    def _note(self, partition: int, change: Change) -> None:
+        if self._codec is not None and partition not in self._silent:
+            self._changes.append((partition, change))
+
+    def _note_workflow(self, workflow_id: str, workflow: _Workflow) -> None:
+        if self._codec is not None and workflow.partition not in self._silent:
+            self._changes.append((workflow.partition, self._workflow_change(workflow_id, workflow)))
+
+    def _note_watch(self, key: WatchKey, watch: _Watch) -> None:
+        if self._codec is not None and watch.partition not in self._silent:
+            self._changes.append((watch.partition, self._watch_change(key, watch)))
+
+    @staticmethod
+    def _workflow_change(workflow_id: str, workflow: _Workflow) -> Change:
+        return Change(
+            workflow_key(workflow_id),
+            encode_workflow(_facts(workflow_id, workflow)),
+            open=workflow.open,
+        )
+
+    def _watch_change(self, key: WatchKey, watch: _Watch) -> Change:
+        assert self._codec is not None
+        value = encode_watch(self._codec, watch.command, watch.blind_reissues)
+        return Change(_watch_key(key), value, open=True)
 
     # -- the sweep --------------------------------------------------------------------------
 
@@ -348,6 +592,7 @@ class WatchState:
                 if watch.blind_reissues >= self._blind_limit:
                     continue
                 watch.blind_reissues += 1
+                self._note_watch(key, watch)
             watch.issued_at = now
             due.append(SweepItem(watch.command, status))
         return due
@@ -355,3 +600,18 @@ class WatchState:
 
 def _parent(key: WatchKey) -> tuple[str, str]:
     return key.parent_workflow_id, key.parent_run_id
+
+
+def _watch_key(key: WatchKey) -> bytes:
+    return pair_key(WATCH, key.parent_workflow_id, key.parent_run_id, key.child_workflow_id)
+
+
+def _facts(workflow_id: str, workflow: _Workflow) -> WorkflowFacts:
+    return WorkflowFacts(
+        workflow_id=workflow_id,
+        last_seq=workflow.last_seq,
+        run_id=workflow.run_id,
+        parent=workflow.parent,
+        open=workflow.open,
+        runs=tuple(workflow.runs),
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "FailActivityAttempt",
     "FireTimer",
     "MoveWorkflow",
+    "PurgeWorkflow",
     "QueryWorkflow",
     "RecordActivityHeartbeat",
     "RecordActivityStarted",
@@ -201,6 +202,16 @@ class QueryWorkflow(CommandBase):
     history: EventBatch | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeWorkflow(CommandBase):
+    """Forget a closed workflow whose retention ran out (the engine's retention sweep sends
+    it, with the id ``derive_id("purge", workflow id, last seq)``). Applied only if the
+    workflow is closed and its last seq is still ``last_seq``: one that started again since is
+    not purged."""
+
+    last_seq: int
+
+
 ActivityReport = (
     RecordActivityStarted | RecordActivityHeartbeat | CompleteActivity | FailActivityAttempt
 )
@@ -225,6 +236,7 @@ Command = (
     | FailActivityAttempt
     | MoveWorkflow
     | QueryWorkflow
+    | PurgeWorkflow
 )
 
 COMMAND_TYPES: tuple[type[CommandBase], ...] = (
@@ -237,6 +249,7 @@ COMMAND_TYPES: tuple[type[CommandBase], ...] = (
     *ACTIVITY_REPORT_TYPES,
     MoveWorkflow,
     QueryWorkflow,
+    PurgeWorkflow,
 )
 
 

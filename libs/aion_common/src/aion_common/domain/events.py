@@ -45,6 +45,7 @@ __all__ = [
     "WorkflowContinuedAsNew",
     "WorkflowFailed",
     "WorkflowMoved",
+    "WorkflowPurged",
     "WorkflowStarted",
     "WorkflowTimedOut",
 ]
@@ -291,6 +292,15 @@ class WorkflowMoved(EventBase):
     previous_version: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowPurged(EventBase):
+    """The closed workflow's retention ran out and it was forgotten, after its terminal: every
+    reader drops what it holds of it (the views archive its history first). Its id is free
+    again: the next start of it begins a new history at seq 1. ``run_id`` is its last run."""
+
+    reason: str
+
+
 Event = (
     WorkflowStarted
     | WorkflowCompleted
@@ -317,6 +327,7 @@ Event = (
     | ActivityCancelled
     | WorkflowBlocked
     | WorkflowMoved
+    | WorkflowPurged
 )
 
 EVENT_TYPES: tuple[type[EventBase], ...] = (
@@ -345,6 +356,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     ActivityCancelled,
     WorkflowBlocked,
     WorkflowMoved,
+    WorkflowPurged,
 )
 
 ACTIVITY_RESOLUTION_TYPES: tuple[type[EventBase], ...] = (

@@ -66,6 +66,21 @@ def topic_configs(topics: Topics, settings: Settings) -> dict[str, dict[str, str
         topics.replies: {**common, "retention.ms": str(7 * _DAY_MS)},
         # Dead letters wait for an operator; they must not vanish first.
         topics.dead_letter: {**common, "retention.ms": _FOREVER, "retention.bytes": _FOREVER},
+        # State changelogs: the latest record per key is the state; tombstones stay readable for
+        # a day (a local store whose checkpoint is older than half that is rebuilt from scratch,
+        # see aion_common.kafka.changelog); cleaned when a fifth of the log is superseded.
+        topics.engine_state: _changelog_config(settings),
+        topics.watcher_state: _changelog_config(settings),
+    }
+
+
+def _changelog_config(settings: Settings) -> dict[str, str]:
+    return {
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(max_record_bytes(settings)),
+        "delete.retention.ms": str(_DAY_MS),
+        "min.cleanable.dirty.ratio": "0.2",
+        "segment.ms": str(_DAY_MS),
     }
 
 

@@ -52,6 +52,18 @@ class Topics:
         """Routes: workflow type -> the version new runs start on (compacted)."""
         return f"{self.prefix}.routes"
 
+    @property
+    def engine_state(self) -> str:
+        """The engine's changelog (compacted): every workflow's engine state, written in the
+        same transaction as the event batch it came from. Engine reads and writes only."""
+        return f"{self.prefix}.engine-state"
+
+    @property
+    def watcher_state(self) -> str:
+        """The watcher's changelog (compacted): open watches and the facts its fold keeps.
+        Watcher reads and writes only."""
+        return f"{self.prefix}.watcher-state"
+
     def tasks(self, queue: str) -> str:
         """Activity tasks (and cancel notices) of task queue ``queue``: engine writes, the
         ``aion worker`` group of that queue reads. Created on first use."""
@@ -60,7 +72,14 @@ class Topics:
     def all(self) -> tuple[str, ...]:
         """Every aion topic a service needs at start, in a fixed order (task queues' topics
         are created when first used)."""
-        return (self.commands, self.events, self.replies, self.dead_letter)
+        return (
+            self.commands,
+            self.events,
+            self.replies,
+            self.dead_letter,
+            self.engine_state,
+            self.watcher_state,
+        )
 
 
 def partition_for(workflow_id: str, partitions: int) -> int:

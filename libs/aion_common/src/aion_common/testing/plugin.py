@@ -151,8 +151,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def aion_settings(kafka_bootstrap: str, topic_prefix: str, sqlite_url: str) -> Settings:
-    """Settings on the session broker with this test's topic prefix, 3 partitions, SQLite.
+def aion_settings(
+    kafka_bootstrap: str, topic_prefix: str, sqlite_url: str, tmp_path: Path
+) -> Settings:
+    """Settings on the session broker with this test's topic prefix, 3 partitions, SQLite,
+    and local state stores under the test's temporary directory.
 
     For PostgreSQL: ``dataclasses.replace(aion_settings, database_url=database_url)``.
     """
@@ -161,6 +164,7 @@ def aion_settings(kafka_bootstrap: str, topic_prefix: str, sqlite_url: str) -> S
         topic_prefix=topic_prefix,
         partitions=3,
         database_url=sqlite_url,
+        state_dir=str(tmp_path / "state"),
     )
 
 

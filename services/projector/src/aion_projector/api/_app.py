@@ -41,6 +41,7 @@ from aion_projector.api._session import SESSION_COOKIE, is_ui_path, is_ui_public
 from aion_projector.api._sink import CommandSink
 from aion_projector.api._state import ApiState
 from aion_projector.api.ui import install_ui
+from aion_projector.archive import Archive
 
 __all__ = ["OPEN_PATHS", "create_app"]
 
@@ -81,6 +82,7 @@ def create_app(
     catalog: VersionCatalog | None = None,
     package_limit: int = DEFAULT_PACKAGE_LIMIT,
     query_desk: QueryDesk | None = None,
+    archive: Archive | None = None,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
@@ -104,6 +106,7 @@ def create_app(
         catalog=catalog,
         package_limit=package_limit,
         queries=query_desk,
+        archive=archive,
     )
     install_problem_handlers(app)
     app.include_router(_reads.router)

@@ -245,6 +245,21 @@ class HistoryPage(_Out):
     next_from_seq: int | None
 
 
+class ArchivedIncarnationOut(_Out):
+    """One purged incarnation of a workflow id: when it was purged, and its whole history."""
+
+    purged_at: datetime
+    location: str
+    events: list[HistoryEventOut]
+
+
+class ArchivedHistoryOut(_Out):
+    """Every archived (purged) incarnation of a workflow id, oldest purge first."""
+
+    workflow_id: str
+    incarnations: list[ArchivedIncarnationOut]
+
+
 class TreeOut(_Out):
     """A workflow and its descendants (``workflow_type``/``status`` null if not yet seen)."""
 

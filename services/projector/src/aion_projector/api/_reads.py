@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from aion_common.domain import validate_id
 from aion_common.kafka import partition_for
 from aion_projector.api._models import (
+    ArchivedHistoryOut,
+    ArchivedIncarnationOut,
     Description,
     HistoryEventOut,
     HistoryPage,
@@ -28,7 +30,9 @@ from aion_projector.api._models import (
 from aion_projector.api._paths import WORKFLOW
 from aion_projector.api._problems import PROBLEM_MEDIA_TYPE, ProblemError
 from aion_projector.api._state import ApiState, state
+from aion_projector.archive import read_history
 from aion_projector.queries import (
+    HistoryEntry,
     RunView,
     WorkflowDescription,
     WorkflowFilter,
@@ -151,6 +155,37 @@ async def history_route(
         workflow_id=workflow_id,
         events=[HistoryEventOut.of(e) for e in entries],
         next_from_seq=entries[-1].seq + 1 if more else None,
+    )
+
+
+@router.get(f"{WORKFLOW}/archived-history", summary="A purged workflow's archived history")
+async def archived_history_route(st: State, workflow_id: WorkflowId) -> ArchivedHistoryOut:
+    """Every purged incarnation of the id the archive holds (retention ran out: the views
+    deleted it after archiving); 404 when there is none, or no archive is configured."""
+    validate_id(workflow_id)
+    archive = st.archive
+    if archive is None:
+        raise ProblemError(
+            404, "not-found", "no archive is configured (AION_ARCHIVE): purged histories are gone"
+        )
+    found = await asyncio.to_thread(read_history, archive, workflow_id)
+    if not found:
+        raise ProblemError(404, "not-found", f"workflow {workflow_id!r} has no archived history")
+    return ArchivedHistoryOut(
+        workflow_id=workflow_id,
+        incarnations=[
+            ArchivedIncarnationOut(
+                purged_at=item.purged_at,
+                location=item.location,
+                events=[
+                    HistoryEventOut.of(
+                        HistoryEntry(**{k: e[k] for k in HistoryEntry.__dataclass_fields__})
+                    )
+                    for e in item.events
+                ],
+            )
+            for item in found
+        ],
     )
 
 

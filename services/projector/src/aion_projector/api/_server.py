@@ -15,6 +15,7 @@ from aion_projector.api._app import create_app
 from aion_projector.api._catalog import KafkaCatalog
 from aion_projector.api._cluster import KafkaClusterView
 from aion_projector.api._sink import KafkaCommandSink
+from aion_projector.archive import archive_from_env
 from aion_projector.database import connect, migrate, session_factory
 
 __all__ = ["run_api"]
@@ -50,6 +51,7 @@ async def run_api(
             catalog=catalog,
             package_limit=package_limit,
             query_desk=desk,
+            archive=archive_from_env(),
         )
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
         await uvicorn.Server(config).serve()

@@ -13,6 +13,7 @@ from aion_projector.api._answers import QueryDesk
 from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._sink import CommandSink
+from aion_projector.archive import Archive
 
 __all__ = ["ApiState", "state"]
 
@@ -37,6 +38,8 @@ class ApiState:
     """The largest package archive an upload may be (bytes)."""
     queries: QueryDesk | None = None
     """Where queries are asked of the engine (None: the query endpoints answer 503)."""
+    archive: Archive | None = None
+    """Where purged workflows' histories were archived (None: no archive)."""
 
 
 async def state(request: Request) -> ApiState:

@@ -1,0 +1,481 @@
+"""Recovery benchmark: ``python -m bench.recovery`` (also run by ``python -m bench``).
+
+What a partition's acquisition costs as history grows, with changelogs and without:
+
+- **acquire time and RSS** after ``--sizes`` events (100,000, 1,000,000, 3,000,000) of closed
+  history (parent/child pairs run to completion) with the same ``--open`` (10,000) open
+  workflows (each waiting for a signal, with a durable timer armed): the history is made by the
+  engine's core and codec and written straight to one partition's ``aion.events`` and
+  ``engine-state`` topics (:mod:`bench._history`), growing in place from one size to the next.
+  At each size a fresh engine process (spawned, one partition) acquires the partition three
+  ways, each beside the others: **cold** (no local store: the compacted changelog is read
+  whole, O(live keys) — every closed workflow within retention is a live key), **warm** (the
+  store the cold run left: only the changelog's tail is read, O(open work)), and **replay**
+  (``changelog=False``: the event log read from offset 0, as before changelogs). Time is the
+  acquisition itself (producer start to ready); RSS is the process's resident memory after it
+  (``rss_added_mb``: above the process before the engine started), ``hwm_mb`` its peak;
+- **changelog bytes per event byte**: key + value bytes the engine wrote to its changelog over
+  those it wrote to ``aion.events``, in the throughput runs below (and, for the generated
+  history, ``generated_ratio``);
+- **sustained commands/s with changelogs and without**, in the same run: ``bench.engine``'s
+  throughput run (parent + child + the watcher's record per parent), alternating off, on, off,
+  on, each on topics of its own;
+- **failover** (:mod:`bench.failover`): three engine processes, one SIGKILLed; the time until
+  each of its partitions answers a command again, with standby replicas off and on, beside the
+  group's session timeout.
+
+The watcher's figures (:mod:`bench.recovery_watcher`) come from the same topics at each size.
+Ratios are printed with both sides; nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from aion_common.kafka.admin import ensure_topics
+from aion_common.kafka.changelog import MARKER_KEY, Marker
+from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.topics import Topics
+from aion_common.settings import Settings
+from bench import _history
+from bench.recovery_watcher import watcher_acquire
+
+BENCH = "recovery"
+
+
+def line(metric: str, value: float, unit: str, **extra: Any) -> None:
+    """One JSON line of this benchmark."""
+    record = {"bench": BENCH, "metric": metric, "value": value, "unit": unit, **extra}
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"recovery: {text}\n")
+    sys.stderr.flush()
+
+
+# -- writing history straight to the topics ------------------------------------------------------
+
+
+class Sink:
+    """Writes records to fixed partitions in whole batches (far faster than ``send``)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._batches: dict[tuple[str, int], Any] = {}
+        self._futures: list[asyncio.Future[Any]] = []
+        self.bytes: dict[str, int] = {}
+
+    async def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        self.bytes[topic] = self.bytes.get(topic, 0) + len(key) + len(value or b"")
+        where = (topic, partition)
+        batch = self._batches.get(where)
+        if batch is None:
+            batch = self._batches[where] = self._producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+            await self._send(where)
+            batch = self._batches[where] = self._producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=headers or [])
+        if len(self._futures) > 200:
+            await asyncio.gather(*self._futures)
+            self._futures.clear()
+
+    async def _send(self, where: tuple[str, int]) -> None:
+        batch = self._batches.pop(where)
+        topic, partition = where
+        self._futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+
+    async def flush(self) -> None:
+        for where in list(self._batches):
+            await self._send(where)
+        await asyncio.gather(*self._futures)
+        self._futures.clear()
+
+
+async def write_history(
+    sink: Sink,
+    topics: Topics,
+    steps: Any,
+    *,
+    closed_events: int,
+    partition_of: Any = None,
+) -> tuple[int, int]:
+    """Write steps until ``closed_events`` events of closed pairs were written (after the open
+    workflows the generator yields first); returns (events, closed events) written."""
+    events = closed = 0
+    for step in steps:
+        partition = 0 if partition_of is None else partition_of(step.key.decode())
+        await sink.add(topics.events, partition, step.key, step.value)
+        for change in step.changes:
+            await sink.add(
+                topics.engine_state, partition, change.key, change.value, change.headers()
+            )
+        events += step.events
+        if b"-open-" not in step.key:
+            closed += step.events
+        if step.closed_pair and closed >= closed_events:
+            break
+    await sink.flush()
+    return events, closed
+
+
+async def write_marker(sink: Sink, topics: Topics, partition: int) -> None:
+    """The changelog's build marker, first: complete since offset 0 (nothing is stale)."""
+    marker = Marker("complete", 0)
+    await sink.add(topics.engine_state, partition, MARKER_KEY, marker.encode())
+    await sink.flush()
+
+
+# -- one acquisition in a fresh process ----------------------------------------------------------
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(VmRSS, VmHWM) of this process, in MB."""
+    fields = {}
+    for row in Path("/proc/self/status").read_text().splitlines():
+        name, _, rest = row.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(rest.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def _acquire_process(options: dict[str, Any], changelog: bool, conn: Connection) -> None:
+    try:
+        conn.send(asyncio.run(_acquire(Settings(**options), changelog)))
+    except BaseException as err:
+        conn.send({"error": repr(err)})
+        raise
+
+
+async def _acquire(settings: Settings, changelog: bool) -> dict[str, Any]:
+    from aion_engine.service import EngineService  # noqa: PLC0415 - the child process's import
+
+    registry = _history.registry()
+    gc.collect()
+    before, _ = _rss_mb()
+    engine = EngineService(settings, registry, changelog=changelog)
+    began = time.perf_counter()
+    await engine.start()
+    runner = asyncio.create_task(engine.run())
+    try:
+        while engine.owned_partitions != [0]:
+            if runner.done():
+                await runner
+            await asyncio.sleep(0.02)
+        wall = time.perf_counter() - began
+        gc.collect()
+        rss, hwm = _rss_mb()
+        report = dict(engine.acquisitions()[0])
+    finally:
+        await engine.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    return {
+        **report,
+        "wall_s": round(wall, 3),
+        "rss_mb": round(rss, 1),
+        "rss_added_mb": round(rss - before, 1),
+        "hwm_mb": round(hwm, 1),
+    }
+
+
+def acquire_in_process(settings: Settings, *, changelog: bool) -> dict[str, Any]:
+    """Acquire partition 0 in a fresh spawned engine process; its figures."""
+    options = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "topic_prefix": settings.topic_prefix,
+        "partitions": settings.partitions,
+        "transactions": "on",
+        "instance_id": settings.instance_id,
+        "state_dir": settings.state_dir,
+        "retention_ms": None,
+    }
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=_acquire_process, args=(options, changelog, child), daemon=True
+    )
+    process.start()
+    try:
+        if not parent.poll(1800):
+            raise TimeoutError("the engine process did not report its acquisition")
+        result: dict[str, Any] = parent.recv()
+    finally:
+        process.join(60)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    if "error" in result:
+        raise RuntimeError(f"engine process failed: {result['error']}")
+    return result
+
+
+# -- the engine's acquisitions as history grows --------------------------------------------------
+
+
+async def engine_growth(
+    bootstrap: str, sizes: list[int], open_workflows: int, *, watcher: bool = True
+) -> None:
+    """Acquire time and RSS after each size of closed history (see the module docstring)."""
+    scratch = Path(tempfile.mkdtemp(prefix="aion-bench-recovery-"))
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"rec{uuid.uuid4().hex[:6]}",
+        partitions=1,
+        transactions="on",
+        instance_id="bench-recovery",
+        state_dir=str(scratch / "state"),
+        retention_ms=None,
+    )
+    topics = Topics(settings.topic_prefix)
+    await ensure_topics(settings, topics)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, acks="all"
+    )
+    await producer.start()
+    sink = Sink(producer)
+    steps = _history.engine_history(open_workflows=open_workflows)
+    figures: dict[int, dict[str, dict[str, Any]]] = {}
+    watcher_figures: dict[int, dict[str, dict[str, Any]]] = {}
+    try:
+        await write_marker(sink, topics, 0)
+        closed = 0
+        for size in sorted(sizes):
+            began = time.perf_counter()
+            _, more = await write_history(sink, topics, steps, closed_events=size - closed)
+            closed += more
+            _say(f"history at {closed:,} closed events in {time.perf_counter() - began:.1f} s")
+            shutil.rmtree(settings.state_dir, ignore_errors=True)
+            runs = {
+                "cold": acquire_in_process(settings, changelog=True),
+                "warm": acquire_in_process(settings, changelog=True),
+                "replay": acquire_in_process(settings, changelog=False),
+            }
+            figures[size] = runs
+            for kind, run in runs.items():
+                line(
+                    f"engine_acquire_s_{kind}",
+                    run["seconds"],
+                    "s",
+                    closed_history_events=closed,
+                    open_workflows=open_workflows,
+                    **{
+                        ("restored_" + k if k == "open_workflows" else k): v
+                        for k, v in run.items()
+                        if k != "seconds"
+                    },
+                )
+            if watcher:
+                watched = await watcher_acquire(settings)
+                watcher_figures[size] = watched
+                for kind, run in watched.items():
+                    line(
+                        f"watcher_acquire_s_{kind}",
+                        run["seconds"],
+                        "s",
+                        closed_history_events=closed,
+                        open_workflows=open_workflows,
+                        **{
+                            ("restored_" + k if k == "open_workflows" else k): v
+                            for k, v in run.items()
+                            if k != "seconds"
+                        },
+                    )
+    finally:
+        await producer.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    line(
+        "engine_generated_changelog_bytes_per_event_byte",
+        round(sink.bytes.get(topics.engine_state, 0) / max(1, sink.bytes[topics.events]), 3),
+        "ratio",
+        changelog_bytes=sink.bytes.get(topics.engine_state, 0),
+        event_bytes=sink.bytes[topics.events],
+    )
+    _ratios("engine", figures)
+    if watcher_figures:
+        _ratios("watcher", watcher_figures)
+
+
+def _ratios(service: str, figures: dict[int, dict[str, dict[str, Any]]]) -> None:
+    small, large = min(figures), max(figures)
+    if small == large:
+        return
+    for kind in figures[small]:
+        a, b = figures[small][kind], figures[large][kind]
+        line(
+            f"{service}_acquire_ratio_{kind}",
+            round(b["seconds"] / max(a["seconds"], 1e-3), 2),
+            "ratio",
+            large_events=large,
+            large_s=b["seconds"],
+            small_events=small,
+            small_s=a["seconds"],
+            note=f"acquire({large:,}) / acquire({small:,}); target <= 1.5 (warm)",
+        )
+        line(
+            f"{service}_rss_ratio_{kind}",
+            round(b["rss_mb"] / max(a["rss_mb"], 1e-3), 2),
+            "ratio",
+            large_rss_mb=b["rss_mb"],
+            small_rss_mb=a["rss_mb"],
+            note=f"RSS after acquire({large:,}) / ({small:,}); target <= 1.5 (warm)",
+        )
+
+
+# -- throughput with and without changelogs ------------------------------------------------------
+
+
+async def throughput(bootstrap: str, parents: int, rounds: int) -> None:
+    """bench.engine's throughput run, changelog off and on, alternating, in one run."""
+    from bench import engine as engine_bench  # noqa: PLC0415 - only this part needs it
+
+    scratch = Path(tempfile.mkdtemp(prefix="aion-bench-recovery-tp-"))
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    bytes_on: list[tuple[int, int]] = []
+    try:
+        for round_ in range(rounds):
+            for changelog in (False, True):
+                settings = Settings(
+                    bootstrap_servers=bootstrap,
+                    topic_prefix=f"rtp{uuid.uuid4().hex[:6]}",
+                    partitions=6,
+                    transactions="on",
+                    instance_id="bench-engine",
+                    state_dir=str(scratch / f"state-{round_}-{changelog}"),
+                    retention_ms=None,
+                )
+                await ensure_topics(settings, Topics(settings.topic_prefix))
+                engine = engine_bench.EngineProcess(settings, 10_000, {"changelog": changelog})
+                driver = engine_bench.Driver(settings)
+                try:
+                    await driver.start()
+                    await engine.start()
+                    await engine_bench._throughput(driver, engine, 300, None, emit=_quiet)
+                    rate = await engine_bench._throughput(
+                        driver, engine, parents, None, emit=_quiet
+                    )
+                finally:
+                    await driver.stop()
+                    await engine.stop()
+                rates[changelog].append(rate)
+                _say(f"throughput changelog={changelog}: {rate:,.0f} commands/s")
+                if changelog:
+                    bytes_on.append(await _topic_bytes(settings))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    off, on = (sum(rates[k]) / len(rates[k]) for k in (False, True))
+    line(
+        "commands_per_s_changelog_on_over_off",
+        round(on / off, 3),
+        "ratio",
+        with_changelog=[round(r, 1) for r in rates[True]],
+        without_changelog=[round(r, 1) for r in rates[False]],
+        parents_per_run=parents,
+        note="mean sustained commands/s with changelogs / without, alternating runs; target >= 0.8",
+    )
+    changelog_bytes = sum(c for c, _ in bytes_on)
+    event_bytes = sum(e for _, e in bytes_on)
+    line(
+        "changelog_bytes_per_event_byte",
+        round(changelog_bytes / max(1, event_bytes), 3),
+        "ratio",
+        changelog_bytes=changelog_bytes,
+        event_bytes=event_bytes,
+        note="key+value bytes on <prefix>.engine-state over <prefix>.events; target <= 2",
+    )
+
+
+def _quiet(metric: str, value: float, unit: str, **extra: Any) -> None:
+    """Drop bench.engine's own lines (its figures are printed by bench.engine itself)."""
+
+
+async def _topic_bytes(settings: Settings) -> tuple[int, int]:
+    topics = Topics(settings.topic_prefix)
+    totals = []
+    for topic in (topics.engine_state, topics.events):
+        total = 0
+        for partition in range(settings.partitions):
+            async for record in read_partition_to_end(
+                settings, topic, partition, isolation_level="read_uncommitted"
+            ):
+                total += len(record.key or b"") + len(record.value or b"")
+        totals.append(total)
+    return totals[0], totals[1]
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+async def run(bootstrap: str, args: argparse.Namespace, broker_pid: int | None) -> None:
+    """Every part, in turn."""
+    if "engine" in args.parts:
+        await engine_growth(bootstrap, args.sizes, args.open, watcher="watcher" in args.parts)
+    if "throughput" in args.parts:
+        await throughput(bootstrap, args.parents, args.rounds)
+    if "failover" in args.parts:
+        from bench import failover  # noqa: PLC0415
+
+        await failover.run(bootstrap, args.failover_closed, args.failover_open, line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its JSON lines."""
+    parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__)
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[100_000, 1_000_000, 3_000_000],
+        help="closed-history sizes in events, comma-separated",
+    )
+    parser.add_argument("--open", type=int, default=10_000, help="open workflows")
+    parser.add_argument("--parents", type=int, default=5_000, help="parents per throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="off/on throughput pairs")
+    parser.add_argument("--failover-closed", type=int, default=200_000)
+    parser.add_argument("--failover-open", type=int, default=6_000)
+    parser.add_argument(
+        "--parts",
+        type=lambda text: set(text.split(",")),
+        default={"engine", "watcher", "throughput", "failover"},
+    )
+    args = parser.parse_args(argv)
+    external = os.environ.get("AION_BENCH_KAFKA")
+    if external:
+        pid = os.environ.get("AION_BENCH_BROKER_PID")
+        asyncio.run(run(external, args, int(pid) if pid else None))
+        return 0
+    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
+
+    with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
+        broker = KafkaBroker(Path(data_dir), die_with_parent=True, heap="1g")
+        broker.start()
+        try:
+            asyncio.run(run(broker.bootstrap_servers, args, broker.pid))
+        finally:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""The engine's changelog on the real broker: restores warm and cold, the upgrade from a log
+written without changelogs, a bad record, and a rebalance while a partition restores.
+
+After each, the changelog read cold from Kafka and the state rebuilt from ``aion.events``
+describe the same workflows (every transaction wrote both or neither).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from tests.e2e.engine.harness import assert_changelog_matches_events
+
+from aion_common.codecs import encode_key
+from aion_common.domain import SignalWorkflow, StartWorkflow, WorkflowCompleted
+from aion_common.kafka import partition_for
+from aion_common.kafka.changelog import STATE_HEADER
+from aion_common.kafka.topics import Topics
+from aion_common.settings import Settings
+from aion_engine import _recovery
+from aion_engine.service import EngineService
+
+from .conftest import EngineRig
+from .workflows import REGISTRY
+
+pytestmark = pytest.mark.kafka
+
+
+async def _workload(rig: EngineRig, *, closed: int, open_: int) -> tuple[list[str], list[str]]:
+    """``closed`` parents run to completion (each with one child), ``open_`` approvals left
+    waiting for a signal."""
+    done = [
+        await rig.start_workflow("it.parent", {"outcomes": ["complete"]}) for _ in range(closed)
+    ]
+    waiting = [await rig.start_workflow("it.approval", {"count": 1}) for _ in range(open_)]
+    for workflow_id in done:
+        await rig.wait_closed(workflow_id, timeout=60)
+    for workflow_id in waiting:
+        await rig.wait_for(workflow_id, lambda h: len(h) >= 1)
+    return done, waiting
+
+
+async def _approve(rig: EngineRig, waiting: list[str]) -> None:
+    for workflow_id in waiting:
+        await rig.send(
+            SignalWorkflow(
+                command_id=str(uuid.uuid4()),
+                issued_at=datetime.now(UTC),
+                workflow_id=workflow_id,
+                name="approve",
+                payload=_payload(workflow_id),
+            )
+        )
+    for workflow_id in waiting:
+        history = await rig.wait_closed(workflow_id)
+        assert isinstance(history[-1], WorkflowCompleted)
+        assert history[-1].result.to_json() == [workflow_id]
+
+
+def _payload(value: object) -> Any:
+    from aion_common.domain import Payload
+
+    return Payload.from_json(value)
+
+
+async def _owned(rig: EngineRig) -> dict[int, dict[str, object]]:
+    every = list(range(rig.settings.partitions))
+    for _ in range(600):
+        if rig.engine.owned_partitions == every:
+            return rig.engine.acquisitions()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"owned {rig.engine.owned_partitions}")
+
+
+async def test_a_restart_reads_the_changelog_tail_and_a_lost_store_restores_cold(
+    aion_settings: Settings, tmp_path: Path
+) -> None:
+    rig = EngineRig(aion_settings)
+    await rig.start()
+    try:
+        first = await _owned(rig)
+        assert all(a["built_from_events"] == 0 for a in first.values())  # new topics: empty
+        done, waiting = await _workload(rig, closed=30, open_=6)
+    finally:
+        await rig.stop()
+
+    warm = EngineRig(aion_settings)
+    warm.histories = rig.histories
+    await warm.start()
+    try:
+        restored = await _owned(warm)
+        assert all(not a["cold"] and a["built_from_events"] is None for a in restored.values())
+        # only the tail written since the last store write is read (nothing, after a clean stop)
+        assert sum(int(a["changelog_records_read"]) for a in restored.values()) == 0  # type: ignore[call-overload]
+        assert sum(int(a["open_workflows"]) for a in restored.values()) == len(waiting)  # type: ignore[call-overload]
+        # a duplicate start of a closed workflow is still recognised (its state is on disk)
+        last = len(warm.histories[done[0]])
+        await warm.send(_start_again(done[0], warm))
+        await _approve(warm, waiting[:3])
+        assert len(warm.histories[done[0]]) == last
+    finally:
+        await warm.stop()
+
+    shutil.rmtree(aion_settings.state_dir)
+    cold = EngineRig(aion_settings)
+    cold.histories = warm.histories
+    await cold.start()
+    try:
+        restored = await _owned(cold)
+        assert all(a["cold"] for a in restored.values())
+        read = sum(int(a["changelog_records_read"]) for a in restored.values())  # type: ignore[call-overload]
+        assert read > 0
+        await _approve(cold, waiting[3:])
+    finally:
+        await cold.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) >= 66
+
+
+def _start_again(workflow_id: str, rig: EngineRig) -> StartWorkflow:
+    first = rig.histories[workflow_id][0]
+    return StartWorkflow(
+        command_id=first.command_id,
+        issued_at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        workflow_type="it.parent",
+        input=_payload({"outcomes": ["complete"]}),
+    )
+
+
+async def test_an_upgrade_builds_the_changelog_once_from_a_log_without_one(
+    aion_settings: Settings, tmp_path: Path
+) -> None:
+    old = EngineRig(aion_settings)
+    old.engine = EngineService(aion_settings, REGISTRY, changelog=False)
+    await old.start()
+    try:
+        assert not old.engine.uses_changelog
+        done, waiting = await _workload(old, closed=25, open_=5)
+    finally:
+        await old.stop()
+    topics = Topics(aion_settings.topic_prefix)
+    assert await _count(aion_settings, topics.engine_state) == 0  # written without one
+
+    upgraded = EngineRig(aion_settings)
+    upgraded.histories = old.histories
+    await upgraded.start()
+    try:
+        acquired = await _owned(upgraded)
+        built = [a["built_from_events"] for a in acquired.values()]
+        assert sum(int(b) for b in built if b is not None) == sum(
+            len(h) for h in old.histories.values()
+        )
+        assert sum(int(a["open_workflows"]) for a in acquired.values()) == len(waiting)  # type: ignore[call-overload]
+        await _approve(upgraded, waiting)
+        # a late duplicate of a closed workflow's start is still a no-op after the upgrade
+        last = len(upgraded.histories[done[0]])
+        await upgraded.send(_start_again(done[0], upgraded))
+    finally:
+        await upgraded.stop()
+
+    again = EngineRig(aion_settings)
+    again.histories = upgraded.histories
+    await again.start()
+    try:
+        acquired = await _owned(again)
+        assert all(a["built_from_events"] is None for a in acquired.values())  # built once
+        assert len(again.histories[done[0]]) == last
+    finally:
+        await again.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) >= 55
+
+
+async def test_an_unreadable_changelog_record_is_rebuilt_from_the_event_log(
+    aion_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = EngineRig(aion_settings)
+    await rig.start()
+    try:
+        await _owned(rig)
+        _, waiting = await _workload(rig, closed=10, open_=3)
+    finally:
+        await rig.stop()
+    victim = waiting[0]
+    partition = partition_for(victim, aion_settings.partitions)
+    topics = Topics(aion_settings.topic_prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=aion_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        metadata = await producer.send_and_wait(
+            topics.engine_state,
+            b"\x00not a snapshot",
+            key=encode_key(victim),
+            partition=partition,
+            headers=[(STATE_HEADER, b"open")],
+        )
+    finally:
+        await producer.stop()
+    shutil.rmtree(aion_settings.state_dir)  # a cold restore reads the bad record
+
+    again = EngineRig(aion_settings)
+    again.histories = rig.histories
+    caplog.set_level("ERROR", logger="aion.engine")
+    await again.start()
+    try:
+        acquired = await _owned(again)
+        assert acquired[partition]["built_from_events"], acquired
+        errors = [r for r in caplog.records if "unreadable engine changelog" in r.getMessage()]
+        assert errors
+        message = str(errors[0].__dict__.get("error"))
+        assert f"partition {partition} offset {metadata.offset}" in message
+        await _approve(again, waiting)
+    finally:
+        await again.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) == 23
+
+
+async def test_a_rebalance_while_partitions_restore_loses_nothing(
+    aion_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = EngineRig(aion_settings)
+    await rig.start()
+    try:
+        await _owned(rig)
+        _, waiting = await _workload(rig, closed=20, open_=6)
+    finally:
+        await rig.stop()
+    shutil.rmtree(aion_settings.state_dir)
+
+    gate = asyncio.Event()
+    restoring: list[int] = []
+    real_catch_up = _recovery.catch_up
+
+    async def slow_catch_up(*args: Any, **kwargs: Any) -> Any:
+        caught = await real_catch_up(*args, **kwargs)
+        restoring.append(args[2])
+        await gate.wait()  # the store is caught up; the core not yet restored
+        return caught
+
+    monkeypatch.setattr(_recovery, "catch_up", slow_catch_up)
+    first = EngineRig(aion_settings)
+    first.histories = rig.histories
+    other = dataclasses.replace(aion_settings, instance_id="engine-b")
+    second = EngineRig(other)
+    second.histories = rig.histories
+    await first.start()
+    try:
+        for _ in range(600):
+            if len(restoring) >= aion_settings.partitions:
+                break
+            await asyncio.sleep(0.05)
+        await second.start()  # joins: a rebalance while every partition is mid-restore
+        await asyncio.sleep(3)
+        gate.set()
+        await _approve(first, waiting)
+        owned = set(first.engine.owned_partitions) | set(second.engine.owned_partitions)
+        assert owned == set(range(aion_settings.partitions))
+        assert second.engine.owned_partitions, "the rebalance gave the second engine nothing"
+    finally:
+        gate.set()
+        await second.stop()
+        await first.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) >= 46
+
+
+async def _count(settings: Settings, topic: str) -> int:
+    from aion_common.kafka.consumer import read_partition_to_end
+
+    count = 0
+    for partition in range(settings.partitions):
+        async for _ in read_partition_to_end(settings, topic, partition):
+            count += 1
+    return count
+
+
+async def test_a_standby_keeps_the_partitions_it_does_not_own_warm(
+    aion_settings: Settings, tmp_path: Path
+) -> None:
+    first = EngineRig(aion_settings)
+    first.engine = EngineService(aion_settings, REGISTRY, standbys=1)
+    other = dataclasses.replace(aion_settings, instance_id="engine-b")
+    second = EngineRig(other)
+    second.engine = EngineService(other, REGISTRY, standbys=1)
+    second.histories = first.histories
+    await first.start()
+    await _owned(first)
+    await second.start()
+    try:
+        for _ in range(600):
+            split = set(first.engine.owned_partitions) | set(second.engine.owned_partitions)
+            if second.engine.owned_partitions and len(split) == aion_settings.partitions:
+                break
+            await asyncio.sleep(0.05)
+        standing = set(second.engine.standby_partitions)
+        assert standing == set(range(aion_settings.partitions)) - set(
+            second.engine.owned_partitions
+        )
+        _, waiting = await _workload(first, closed=20, open_=4)
+        await asyncio.sleep(2)  # the standby tails what the owners commit
+        await first.stop()  # a clean leave: its partitions move to the second engine now
+        acquired = await _owned(second)
+        assert second.engine.standby_partitions == []  # it owns every partition now
+        for partition in standing:
+            report = acquired[partition]
+            assert not report["cold"], report  # the standby's store: only its tail was read
+        await _approve(second, waiting)
+    finally:
+        await second.stop()
+        await first.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) == 44

@@ -1,0 +1,150 @@
+"""The watcher's changelog: what the fold records restores a fold that behaves the same, from
+open work only; closed workflows leave memory and are read back on demand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_watch_state import Flow
+
+from aion_common.codecs import Codec
+from aion_common.kafka.changelog import ChangelogStore
+from aion_watcher import ParentStatus, WatchState
+from aion_watcher.changelog import ChangelogUnreadable, decode_workflow, workflow_key
+
+
+class Logged:
+    """A fold whose changes go to a local store, as the service writes them."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = ChangelogStore(path)
+        self.offset = 0
+        self.state = self.fresh()
+
+    def fresh(self) -> WatchState:
+        state = WatchState(blind_limit=2, codec=Codec(), closed=self.load)
+        state.own(0)
+        return state
+
+    def load(self, workflow_id: str) -> tuple[int, object] | None:
+        found = self.store.get(workflow_key(workflow_id))
+        return None if found is None else (0, decode_workflow(workflow_id, found[0]))
+
+    def flush(self) -> None:
+        written = []
+        for _partition, change in self.state.take_changes():
+            written.append((change, self.offset))
+            self.offset += 1
+        self.store.write(written, self.offset)
+        self.state.release_closed(
+            c.key[1:].decode() for c, _ in written if c.key[:1] == b"w" and not c.open
+        )
+
+    def restored(self) -> WatchState:
+        state = self.fresh()
+        state.restore(0, self.store.scan_open(), now=100.0)
+        return state
+
+
+def test_a_restore_holds_the_watches_and_parents_of_open_work(tmp_path: Path) -> None:
+    log = Logged(tmp_path / "w.sqlite")
+    parent, done_parent = Flow(), Flow()
+    waiting, finished, recorded = Flow(), Flow(), Flow()
+    for batch in (parent.start(), done_parent.start()):
+        log.state.apply(batch, partition=0, now=0)
+    for child in (waiting, finished, recorded):
+        log.state.apply(child.start(parent.link()), partition=0, now=0)
+    (record,) = log.state.apply(finished.complete(), partition=0, now=1).records
+    log.state.apply(recorded.complete(), partition=0, now=1)
+    log.state.apply(parent.record_child(recorded.workflow_id), partition=0, now=2)
+    log.state.apply(done_parent.complete(), partition=0, now=2)
+    log.flush()
+
+    again = log.restored()
+    assert again.watches() == log.state.watches()
+    assert again.pending() == (record,)  # the finished child's record, due for the sweep
+    assert again.parent_status(parent.workflow_id, parent.run_id) is ParentStatus.OPEN
+    # closed: read back from the store, not restored into memory
+    assert again.parent_status(done_parent.workflow_id, done_parent.run_id) is (ParentStatus.CLOSED)
+    # the recorded child is known recorded: its terminal again issues nothing
+    assert again.apply(recorded.complete(), partition=0, now=3).records == ()
+    # a restored watch still issues when its child ends
+    (late,) = again.apply(waiting.complete(), partition=0, now=4).records
+    assert late.child_workflow_id == waiting.workflow_id
+    # the sweep re-issues the restored record a grace period after the restore, not before
+    assert [i.command for i in again.sweep(now=100.0 + 4, grace=5.0)] == [late]
+    assert [i.command for i in again.sweep(now=100.0 + 5, grace=5.0)] == [record]
+
+
+def test_closed_workflows_leave_memory_once_stored(tmp_path: Path) -> None:
+    log = Logged(tmp_path / "w.sqlite")
+    flows = [Flow() for _ in range(20)]
+    for flow in flows:
+        log.state.apply(flow.start(), partition=0, now=0)
+        log.state.apply(flow.complete(), partition=0, now=0)
+    log.flush()
+    assert log.state._workflows == {}  # every one closed and stored
+    opened, total = log.store.counts()
+    assert (opened, total) == (0, 20)
+    restored = log.restored()
+    assert restored._workflows == {}
+    assert restored.current_run(flows[3].workflow_id) == flows[3].run_id  # read back
+
+
+def test_a_closed_parents_recorded_children_are_tombstoned(tmp_path: Path) -> None:
+    log = Logged(tmp_path / "w.sqlite")
+    parent, child = Flow(), Flow()
+    log.state.apply(parent.start(), partition=0, now=0)
+    log.state.apply(child.start(parent.link()), partition=0, now=0)
+    log.state.apply(child.complete(), partition=0, now=0)
+    log.state.apply(parent.record_child(child.workflow_id), partition=0, now=0)
+    log.flush()
+    assert log.store.counts()[0] == 2  # the open parent and its recorded child
+    log.state.apply(parent.complete(), partition=0, now=0)
+    log.flush()
+    assert log.store.counts() == (0, 2)  # two closed workflows, nothing open
+
+
+def test_an_unreadable_record_names_its_offset(tmp_path: Path) -> None:
+    from aion_common.kafka.changelog import Change
+
+    log = Logged(tmp_path / "w.sqlite")
+    log.store.write([(Change(b"wbad", b"{not json", open=True), 7)], 8)
+    with pytest.raises(ChangelogUnreadable, match="offset 7"):
+        log.restored()
+
+
+@pytest.mark.parametrize("stored_between", [True, False])
+def test_a_purged_id_started_again_is_a_new_history(tmp_path: Path, stored_between: bool) -> None:
+    import uuid
+
+    from test_watch_state import AT
+
+    from aion_common.domain import WorkflowPurged
+
+    log = Logged(tmp_path / "w.sqlite")
+    parent, child = Flow(workflow_id="p"), Flow(workflow_id="p-child")
+    log.state.apply(parent.start(), partition=0, now=0)
+    log.state.apply(child.start(parent.link()), partition=0, now=0)
+    log.state.apply(child.complete(), partition=0, now=0)
+    log.state.apply(parent.record_child(child.workflow_id), partition=0, now=0)
+    log.state.apply(parent.complete(), partition=0, now=0)
+    log.flush()  # both closed, in the store, out of memory
+    for flow in (child, parent):
+        purged = WorkflowPurged(
+            workflow_id=flow.workflow_id,
+            run_id=flow.run_id,
+            seq=flow.seq + 1,
+            recorded_at=AT,
+            command_id=str(uuid.uuid4()),
+            reason="retention ran out",
+        )
+        log.state.apply(flow.batch(purged), partition=0, now=1)
+    if stored_between:
+        log.flush()
+    again, again_child = Flow(workflow_id="p"), Flow(workflow_id="p-child")
+    assert not log.state.apply(again.start(), partition=0, now=2).duplicate
+    assert not log.state.apply(again_child.start(again.link()), partition=0, now=2).duplicate
+    (record,) = log.state.apply(again_child.complete(), partition=0, now=2).records
+    assert record.parent_run_id == again.run_id
