@@ -9,6 +9,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 FLOWS = "tests.e2e.retention.flows"
 REPO = Path(__file__).resolve().parents[3]
-AION = shutil.which("aion")
+AION = shutil.which("aion", path=str(Path(sys.executable).parent))
 
 
 @pytest.fixture(scope="module")
