@@ -485,6 +485,10 @@ class WatcherService:
                 else:
                     self.restores[partition] = {"seconds": 0.0, "replayed_to": 0}
                 if self._stores is not None:
+                    # What the store holds is what the rebuild replaces (an earlier build, or
+                    # the unreadable record): the fold must not read workflows back from it,
+                    # or those it read would stay out of the rebuilt facts and go stale.
+                    self._stores.store(partition).reset()
                     if committed:
                         self.state.silence(partition)  # written whole once rebuilt
                         self._building.add(partition)
