@@ -236,9 +236,15 @@ def acquire_in_process(settings: Settings, *, changelog: bool) -> dict[str, Any]
 
 
 async def engine_growth(
-    bootstrap: str, sizes: list[int], open_workflows: int, *, watcher: bool = True
+    bootstrap: str,
+    sizes: list[int],
+    open_workflows: int,
+    *,
+    watcher: bool = True,
+    engine: bool = True,
 ) -> None:
-    """Acquire time and RSS after each size of closed history (see the module docstring)."""
+    """Acquire time and RSS after each size of closed history (see the module docstring);
+    ``engine`` False: the watcher's figures only (same history)."""
     scratch = Path(tempfile.mkdtemp(prefix="aion-bench-recovery-"))
     settings = Settings(
         bootstrap_servers=bootstrap,
@@ -268,12 +274,17 @@ async def engine_growth(
             closed += more
             _say(f"history at {closed:,} closed events in {time.perf_counter() - began:.1f} s")
             shutil.rmtree(settings.state_dir, ignore_errors=True)
-            runs = {
-                "cold": acquire_in_process(settings, changelog=True),
-                "warm": acquire_in_process(settings, changelog=True),
-                "replay": acquire_in_process(settings, changelog=False),
-            }
-            figures[size] = runs
+            runs = (
+                {
+                    "cold": acquire_in_process(settings, changelog=True),
+                    "warm": acquire_in_process(settings, changelog=True),
+                    "replay": acquire_in_process(settings, changelog=False),
+                }
+                if engine
+                else {}
+            )
+            if runs:
+                figures[size] = runs
             for kind, run in runs.items():
                 line(
                     f"engine_acquire_s_{kind}",
@@ -313,7 +324,8 @@ async def engine_growth(
         changelog_bytes=sink.bytes.get(topics.engine_state, 0),
         event_bytes=sink.bytes[topics.events],
     )
-    _ratios("engine", figures)
+    if figures:
+        _ratios("engine", figures)
     if watcher_figures:
         _ratios("watcher", watcher_figures)
 
@@ -430,8 +442,14 @@ async def _topic_bytes(settings: Settings) -> tuple[int, int]:
 
 async def run(bootstrap: str, args: argparse.Namespace, broker_pid: int | None) -> None:
     """Every part, in turn."""
-    if "engine" in args.parts:
-        await engine_growth(bootstrap, args.sizes, args.open, watcher="watcher" in args.parts)
+    if args.parts & {"engine", "watcher"}:
+        await engine_growth(
+            bootstrap,
+            args.sizes,
+            args.open,
+            watcher="watcher" in args.parts,
+            engine="engine" in args.parts,
+        )
     if "throughput" in args.parts:
         await throughput(bootstrap, args.parents, args.rounds)
     if "failover" in args.parts:
