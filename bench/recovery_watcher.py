@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, UnknownMemberIdError
 
 from aion_common.kafka.options import client_options
 from aion_common.kafka.topics import Topics
@@ -31,8 +32,23 @@ from aion_common.settings import Settings
 __all__ = ["catch_up_watcher", "watcher_acquire"]
 
 
-async def _commit_end(settings: Settings) -> int:
-    """Set the watcher group's offset to the events partition's end (nothing left to issue)."""
+async def _commit_end(settings: Settings, patience_s: float = 60.0) -> int:
+    """Set the watcher group's offset to the events partition's end (nothing left to issue).
+
+    The broker takes an offset from outside the group only once the group is empty: a
+    watcher of the previous size that has not left yet (its session still open) makes the
+    commit fail, so it is retried until that member is gone."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return await _commit_end_once(settings)
+        except (CommitFailedError, UnknownMemberIdError, IllegalGenerationError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _commit_end_once(settings: Settings) -> int:
     topics = Topics(settings.topic_prefix)
     tp = TopicPartition(topics.events, 0)
     consumer = AIOKafkaConsumer(
