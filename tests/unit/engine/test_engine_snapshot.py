@@ -82,6 +82,8 @@ def _scenario(world: World) -> None:
     world.start("clean", "cleanup")
     world.start("st", "signal-timeout")
     world.signal("sig", "x", 1)
+    # a running run terminated and a new one started in its place, in one batch
+    world.start("st", "signal-timeout", id_reuse_policy=IdReusePolicy.TERMINATE_IF_RUNNING)
     world.cancel("fan/c2")
     world.fire_all()
     world.signal("sig", "x", 2)
