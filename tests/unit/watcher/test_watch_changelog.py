@@ -3,6 +3,7 @@ open work only; closed workflows leave memory and are read back on demand."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,13 @@ from test_watch_state import Flow
 from aion_common.codecs import Codec
 from aion_common.kafka.changelog import ChangelogStore
 from aion_watcher import ParentStatus, WatchState
-from aion_watcher.changelog import ChangelogUnreadable, decode_workflow, workflow_key
+from aion_watcher.changelog import (
+    ChangelogUnreadable,
+    WorkflowFacts,
+    decode_workflow,
+    workflow_key,
+)
+from aion_watcher.state import _Workflow
 
 
 class Logged:
@@ -148,3 +155,11 @@ def test_a_purged_id_started_again_is_a_new_history(tmp_path: Path, stored_betwe
     assert not log.state.apply(again_child.start(again.link()), partition=0, now=2).duplicate
     (record,) = log.state.apply(again_child.complete(), partition=0, now=2).records
     assert record.parent_run_id == again.run_id
+
+
+def test_every_fact_the_fold_keeps_of_a_workflow_is_in_its_changelog_record() -> None:
+    """A field added to the fold's per-workflow facts must be written to (and restored from)
+    the workflow record, or a restore would lose it: add it to ``WorkflowFacts`` too."""
+    kept = {f.name for f in dataclasses.fields(_Workflow)} - {"partition"}  # from the key
+    written = {f.name for f in dataclasses.fields(WorkflowFacts)} - {"workflow_id"}
+    assert kept == written
