@@ -121,16 +121,15 @@ class _Template:
             for i in (0, 1)
         ]
         first = made[0]
+        parent = _closed_id(prefix, 0)
         child = next(
-            c.key.decode() for s in first for c in s.changes if c.key.decode().count("-") == 4
+            key
+            for s in first
+            for c in s.changes
+            if (key := c.key.split(b"\0")[0].decode()) != parent and parent in key
         )
-        parent_run = derive_id("run", _closed_id(prefix, 0), f"start-{_closed_id(prefix, 0)}")
-        child_n = next(
-            str(n)
-            for n in range(4)
-            if derive_id("child", _closed_id(prefix, 0), parent_run, str(n)) == child
-        )
-        template = cls(first, _pair_ids(_closed_id(prefix, 0), child_n), child_n)
+        child_n = child.replace(parent, "\0")  # the child id with the parent's id held out
+        template = cls(first, _pair_ids(parent, child_n), child_n)
         copy = list(template.pair(1, prefix=prefix))
         expected = made[1]
         if [(s.key, s.value, s.changes) for s in copy] != [
@@ -169,9 +168,11 @@ class _Template:
 
 
 def _pair_ids(parent: str, child_n: str) -> tuple[str, ...]:
+    """The pair's ids: ``child_n`` is the child's id with NUL where the parent's id goes
+    (default child ids are ``<parent>/<type>/<n>``)."""
     start = f"start-{parent}"
     parent_run = derive_id("run", parent, start)
-    child = derive_id("child", parent, parent_run, child_n)
+    child = child_n.replace("\0", parent)
     child_start = derive_id("start-child", parent, parent_run, child)
     child_run = derive_id("run", child, child_start)
     record = record_child_terminal_id(parent, parent_run, child)
