@@ -19,7 +19,12 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorError,
+)
 
 from aion_common.kafka import Topics, client_options
 from aion_common.settings import Settings
@@ -28,6 +33,12 @@ __all__ = ["ClusterSnapshot", "ClusterView", "EngineMember", "KafkaClusterView",
 
 _CACHE_S = 2.0
 _TIMEOUT_S = 5.0
+_COORDINATOR_RETRY_S = 0.2
+_COORDINATOR_MOVING = (
+    CoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorError,
+)
 _MEMBER_SUFFIX = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -141,8 +152,17 @@ class KafkaClusterView:
         commands = [TopicPartition(self._topics.commands, p) for p in range(count)]
         events = [TopicPartition(self._topics.events, p) for p in range(count)]
         ends: dict[TopicPartition, int] = await self._consumer.end_offsets(commands + events)
-        committed = await self._admin.list_consumer_group_offsets(self._group, partitions=commands)
-        state, members = await self._members()
+        while True:  # bounded by the snapshot's timeout
+            try:
+                committed = await self._admin.list_consumer_group_offsets(
+                    self._group, partitions=commands
+                )
+                state, members = await self._members()
+                break
+            except _COORDINATOR_MOVING:
+                # a broker that never hosted a group creates __consumer_offsets on the first
+                # lookup (and a coordinator moves in a failover): ask again until it answers
+                await asyncio.sleep(_COORDINATOR_RETRY_S)
         owners = {p: m.name for m in members for p in m.partitions}
         partitions = tuple(
             PartitionState(
