@@ -49,6 +49,7 @@ from aion_common.domain import (
     ParentClosePolicy,
     ParentLink,
     Payload,
+    PurgeWorkflow,
     QueryAnswer,
     QueryStatus,
     QueryWorkflow,
@@ -73,6 +74,7 @@ from aion_common.domain import (
     WorkflowError,
     WorkflowFailed,
     WorkflowMoved,
+    WorkflowPurged,
     WorkflowStarted,
     WorkflowTimedOut,
 )
@@ -149,6 +151,7 @@ def _events() -> list[Event]:
         ActivityCancelled(**activity, seq=23, attempt=2, reason="stop"),
         WorkflowBlocked(**e, seq=24, reason="replay diverged at seq 3", error=ERROR),
         WorkflowMoved(**e, seq=25, package_version="b" * 64, previous_version="a" * 64),
+        WorkflowPurged(**e, seq=26, reason="retention of 7 days ran out"),
     ]  # fmt: skip
     return samples
 
@@ -194,6 +197,7 @@ def _commands() -> list[Command]:
             non_retryable=True,
         ),
         MoveWorkflow(**c, command_id="cmd-move", run_id=RUN, package_version="c" * 64),
+        PurgeWorkflow(**c, command_id="cmd-purge", last_seq=26),
         QueryWorkflow(
             **c, command_id="cmd-query", name="status", args=Payload.from_json([1]), deadline=AT,
             run_id=RUN,
