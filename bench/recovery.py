@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import gc
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -53,7 +52,7 @@ from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from bench import _history
-from bench.recovery_watcher import watcher_acquire
+from bench.recovery_watcher import in_spawned_process, watcher_acquire
 
 BENCH = "recovery"
 
@@ -204,32 +203,7 @@ async def _acquire(settings: Settings, changelog: bool) -> dict[str, Any]:
 
 def acquire_in_process(settings: Settings, *, changelog: bool) -> dict[str, Any]:
     """Acquire partition 0 in a fresh spawned engine process; its figures."""
-    options = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "topic_prefix": settings.topic_prefix,
-        "partitions": settings.partitions,
-        "transactions": "on",
-        "instance_id": settings.instance_id,
-        "state_dir": settings.state_dir,
-        "retention_ms": None,
-    }
-    parent, child = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(
-        target=_acquire_process, args=(options, changelog, child), daemon=True
-    )
-    process.start()
-    try:
-        if not parent.poll(1800):
-            raise TimeoutError("the engine process did not report its acquisition")
-        result: dict[str, Any] = parent.recv()
-    finally:
-        process.join(60)
-        if process.is_alive():
-            process.kill()
-            process.join()
-    if "error" in result:
-        raise RuntimeError(f"engine process failed: {result['error']}")
-    return result
+    return in_spawned_process(_acquire_process, settings, changelog=changelog, what="engine")
 
 
 # -- the engine's acquisitions as history grows --------------------------------------------------

@@ -18,6 +18,7 @@ import gc
 import multiprocessing
 import shutil
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,11 @@ async def _acquire(settings: Settings, changelog: bool) -> dict[str, Any]:
     }
 
 
-def _in_process(settings: Settings, changelog: bool) -> dict[str, Any]:
+def in_spawned_process(
+    target: Callable[..., None], settings: Settings, *, changelog: bool, what: str
+) -> dict[str, Any]:
+    """Run ``target(options, changelog, pipe)`` in a fresh spawned process (the engine's or the
+    watcher's acquisition, measured alone); the figures it sends back through the pipe."""
     options = {
         "bootstrap_servers": settings.bootstrap_servers,
         "topic_prefix": settings.topic_prefix,
@@ -172,12 +177,12 @@ def _in_process(settings: Settings, changelog: bool) -> dict[str, Any]:
     }
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
-        target=_process, args=(options, changelog, child), daemon=True
+        target=target, args=(options, changelog, child), daemon=True
     )
     process.start()
     try:
         if not parent.poll(1800):
-            raise TimeoutError("the watcher process did not report")
+            raise TimeoutError(f"the {what} process did not report")
         result: dict[str, Any] = parent.recv()
     finally:
         process.join(60)
@@ -185,7 +190,7 @@ def _in_process(settings: Settings, changelog: bool) -> dict[str, Any]:
             process.kill()
             process.join()
     if "error" in result:
-        raise RuntimeError(f"watcher process failed: {result['error']}")
+        raise RuntimeError(f"{what} process failed: {result['error']}")
     return result
 
 
@@ -206,9 +211,9 @@ async def watcher_acquire(settings: Settings) -> dict[str, dict[str, Any]]:
     caught = await catch_up_watcher(watcher)
     shutil.rmtree(watcher.state_dir, ignore_errors=True)
     runs = {
-        "cold": _in_process(watcher, changelog=True),
-        "warm": _in_process(watcher, changelog=True),
-        "replay": _in_process(watcher, changelog=False),
+        "cold": in_spawned_process(_process, watcher, changelog=True, what="watcher"),
+        "warm": in_spawned_process(_process, watcher, changelog=True, what="watcher"),
+        "replay": in_spawned_process(_process, watcher, changelog=False, what="watcher"),
     }
     runs["cold"]["build_s"] = round(caught, 3)
     return runs
