@@ -113,6 +113,7 @@ async def test_apache_kafka_supports_idempotence_and_transactions(
     assert capabilities.transactional, capabilities.transactional_error
     assert capabilities.api_versions  # ApiVersions answered
     assert 22 in capabilities.api_versions  # InitProducerId
+    assert not capabilities.inconclusive
     print(f"probe took {elapsed:.2f}s")
 
 
@@ -125,6 +126,8 @@ async def test_the_probe_never_hangs_on_a_dead_broker() -> None:
     assert not capabilities.transactional
     assert capabilities.idempotent_error
     assert capabilities.transactional_error
+    # Unreachable says nothing about what the broker can do: ask again, do not conclude.
+    assert capabilities.inconclusive
 
 
 async def test_keyed_producer_uses_the_workflow_partition(aion_settings: Settings) -> None:

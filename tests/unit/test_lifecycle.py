@@ -110,6 +110,25 @@ async def test_a_second_signal_exits_at_once() -> None:
     assert code == EXIT_OK  # the fake hard exit returned, so the graceful stop finished
 
 
+async def test_a_signal_during_a_start_that_waits_cancels_it_and_stops() -> None:
+    class WaitingForABroker(FakeService):
+        async def start(self) -> None:
+            self.events.append("start")
+            self.started.set()  # the signal is sent now: start() is still waiting
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.events.append("start cancelled")
+                raise
+
+    service = WaitingForABroker()
+    sender = asyncio.create_task(_signal_when_running(service, [signal.SIGTERM]))
+    code = await asyncio.wait_for(run_until_signalled(service, stop_timeout_s=5), 30)
+    await sender
+    assert code == EXIT_OK
+    assert service.events == ["start", "start cancelled", "stop"]
+
+
 async def test_a_run_that_returns_by_itself_exits_ok() -> None:
     class OneShot(FakeService):
         async def run(self) -> None:

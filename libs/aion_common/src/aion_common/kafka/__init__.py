@@ -17,13 +17,17 @@ from aion_common.kafka.dead_letter import (
     read_dead_letters,
 )
 from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.link import RETRYING, Backoff, BrokerLink, is_retriable
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import BrokerCapabilities, probe_capabilities
 from aion_common.kafka.producer import Headers, KeyedProducer
 from aion_common.kafka.topics import Topics, partition_for
 
 __all__ = [
+    "RETRYING",
+    "Backoff",
     "BrokerCapabilities",
+    "BrokerLink",
     "DeadLetter",
     "DeadLetterPublisher",
     "Headers",
@@ -36,6 +40,7 @@ __all__ = [
     "client_options",
     "ensure_topics",
     "infrastructure_error",
+    "is_retriable",
     "max_record_bytes",
     "parse_dead_letter",
     "partition_for",

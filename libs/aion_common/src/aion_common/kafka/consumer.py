@@ -77,16 +77,17 @@ class ManualCommitConsumer:
             )
             if value is not None
         }
-        self._consumer = AIOKafkaConsumer(
+        self._options = {
             **client_options(settings),
-            group_id=group_id,
-            client_id=client_id or f"aion-{settings.instance_id}",
-            enable_auto_commit=False,
-            isolation_level=isolation_level,
-            auto_offset_reset=auto_offset_reset,
-            max_poll_records=max_poll_records,
+            "group_id": group_id,
+            "client_id": client_id or f"aion-{settings.instance_id}",
+            "enable_auto_commit": False,
+            "isolation_level": isolation_level,
+            "auto_offset_reset": auto_offset_reset,
+            "max_poll_records": max_poll_records,
             **tuning,
-        )
+        }
+        self._consumer = AIOKafkaConsumer(**self._options)
         self._started = False
         self._stopped = False
 
@@ -96,19 +97,24 @@ class ManualCommitConsumer:
         return self._consumer
 
     async def start(self) -> None:
-        """Connect and subscribe; partitions arrive through the group's rebalance."""
+        """Connect and subscribe; partitions arrive through the group's rebalance.
+
+        A failed start (the broker is away) may be retried: the next attempt uses a fresh
+        client, since aiokafka's cannot be started again once its start failed.
+        """
         if self._started:
             return
-        self._started = True
         if self._listener is None:
             self._consumer.subscribe(self._topics)
         else:
             self._consumer.subscribe(self._topics, listener=self._listener)
         try:
             await self._consumer.start()
-        except KafkaError as err:
+        except (KafkaError, OSError) as err:
             await self._consumer.stop()
+            self._consumer = AIOKafkaConsumer(**self._options)
             raise infrastructure_error(err, f"starting a consumer of {self._topics}") from err
+        self._started = True
 
     async def stop(self) -> None:
         """Leave the group and close; safe to call twice, or without :meth:`start`."""

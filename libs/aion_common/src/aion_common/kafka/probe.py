@@ -5,7 +5,10 @@ does; some Kafka-protocol brokers (Tansu, measured) answer ``InitProducerId`` wi
 The probe starts an idempotent producer (which obtains a producer id) and a transactional one
 with a throwaway transactional id (which also finds the transaction coordinator), then begins
 and aborts an empty transaction. Every step is bounded by a timeout: the probe never hangs,
-and a failure becomes ``False`` with its reason kept.
+and a failure becomes ``False`` with its reason kept. A failure that says nothing about the
+broker's abilities — it was not reached, or did not answer in time — makes the answer
+``inconclusive``: ask again later rather than conclude it lacks transactions (an engine started
+during an outage would otherwise run at-least-once on a broker that has them).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.protocol.admin import ApiVersionRequest
 
 from aion_common.kafka.options import client_options
@@ -37,17 +40,19 @@ class BrokerCapabilities:
     idempotent_error: str | None = None
     transactional_error: str | None = None
     api_versions: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    inconclusive: bool = False
+    """A check failed for want of an answer (broker unreachable, timed out), not a refusal."""
 
 
 async def probe_capabilities(
     settings: Settings, *, timeout_s: float = _DEFAULT_TIMEOUT_S
 ) -> BrokerCapabilities:
     """Try an idempotent and a transactional producer against the configured broker."""
-    idempotent_error = await _attempt(
+    idempotent_error, idempotent_unanswered = await _attempt(
         settings, timeout_s, enable_idempotence=True, client_id="aion-probe-idempotent"
     )
     transactional_id = f"aion-probe-{settings.instance_id}-{uuid.uuid4().hex}"
-    transactional_error = await _attempt(
+    transactional_error, transactional_unanswered = await _attempt(
         settings, timeout_s, transactional_id=transactional_id, client_id="aion-probe-txn"
     )
     return BrokerCapabilities(
@@ -56,6 +61,7 @@ async def probe_capabilities(
         idempotent_error=idempotent_error,
         transactional_error=transactional_error,
         api_versions=await _api_versions(settings, timeout_s),
+        inconclusive=idempotent_unanswered or transactional_unanswered,
     )
 
 
@@ -66,8 +72,9 @@ async def _attempt(
     client_id: str,
     enable_idempotence: bool = False,
     transactional_id: str | None = None,
-) -> str | None:
-    """Start a producer (and run an empty transaction if transactional); ``None`` if it worked."""
+) -> tuple[str | None, bool]:
+    """Start a producer (and run an empty transaction if transactional): ``(None, False)`` if
+    it worked, else the error and whether it was a want of an answer rather than a refusal."""
     producer = AIOKafkaProducer(
         **client_options(settings),
         client_id=client_id,
@@ -84,12 +91,15 @@ async def _attempt(
                 await producer.begin_transaction()
                 await producer.abort_transaction()
     except TimeoutError:
-        return f"no answer within {timeout_s:g}s"
+        return f"no answer within {timeout_s:g}s", True
     except (KafkaError, OSError) as err:
-        return repr(err)
+        unanswered = isinstance(err, OSError | KafkaTimeoutError) or bool(
+            getattr(err, "retriable", False)
+        )
+        return repr(err), unanswered
     finally:
         await _close(producer)
-    return None
+    return None, False
 
 
 async def _api_versions(settings: Settings, timeout_s: float) -> dict[int, tuple[int, int]]:

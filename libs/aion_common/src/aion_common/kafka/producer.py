@@ -8,6 +8,7 @@ module as :class:`InfrastructureError` carrying aiokafka's ``retriable`` verdict
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from aion_common.settings import Settings
 __all__ = ["Headers", "KeyedProducer"]
 
 _log = logging.getLogger(__name__)
+_STOP_TIMEOUT_S = 10.0
 
 Headers: TypeAlias = Sequence[tuple[str, bytes]]
 
@@ -83,13 +85,24 @@ class KeyedProducer:
             raise infrastructure_error(err, "starting the Kafka producer") from err
         self._producer = producer
 
-    async def stop(self) -> None:
-        """Flush and close; safe to call twice, or without :meth:`start`."""
+    async def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
+        """Flush and close; safe to call twice, or without :meth:`start`.
+
+        Bounded: aiokafka flushes for as long as the broker is away, so after ``timeout_s``
+        what is still unsent is dropped (every caller awaits its sends' acknowledgements, so
+        nothing it was told is durable is lost).
+        """
         producer, self._producer = self._producer, None
         if producer is None:
             return
         try:
-            await producer.stop()
+            await asyncio.wait_for(producer.stop(), timeout_s)
+        except TimeoutError:
+            _log.warning(
+                "the Kafka producer did not flush within %.0f s; closed anyway",
+                timeout_s,
+                extra={"client_id": self._client_id},
+            )
         except KafkaError as err:
             raise infrastructure_error(err, "stopping the Kafka producer") from err
 

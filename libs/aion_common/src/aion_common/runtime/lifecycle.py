@@ -6,7 +6,9 @@ releases everything — and is idempotent, because both a signal and a crash may
 
 :func:`run_until_signalled` is what a service's ``__main__`` calls. On the first signal it
 calls ``stop()`` and waits up to ``stop_timeout_s`` for ``run()`` to return, then cancels it.
-A second signal exits the process at once (an operator pressing Ctrl-C twice means it).
+A signal that arrives while ``start()`` is still waiting (for a broker that is away, say)
+cancels ``start()`` and stops the service. A second signal exits the process at once (an
+operator pressing Ctrl-C twice means it).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ async def run_until_signalled(
     for signum in _SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await service.start()
+        if not await _start(service, signalled):
+            return EXIT_OK
         return await _run(service, signalled, stop_timeout_s)
     finally:
         try:
@@ -81,6 +84,22 @@ async def run_until_signalled(
         finally:
             for signum in _SIGNALS:
                 loop.remove_signal_handler(signum)
+
+
+async def _start(service: Service, signalled: asyncio.Event) -> bool:
+    """Run ``start()`` unless a signal comes first (then cancel it); whether it completed."""
+    starting = asyncio.create_task(service.start(), name="service.start")
+    waiting = asyncio.create_task(signalled.wait(), name="service.signal")
+    try:
+        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if starting.done():
+        starting.result()  # re-raise a failed start
+        return True
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
+    return False
 
 
 async def _run(service: Service, signalled: asyncio.Event, stop_timeout_s: float) -> int:
