@@ -37,6 +37,7 @@ async def test_an_engine_is_ready_once_it_owns_rebuilt_partitions(aion_settings:
     try:
         status, body = await get_json(port, "/health/ready")
         assert (status, body["phase"], body["partitions"]) == (503, "created", [])
+        assert "not reached yet" in body["not_ready"]
         await monitored.start()
         running = asyncio.create_task(monitored.run())
         await wait_for(lambda: status_is(port, "/health/ready", 200), what="engine ready")
@@ -46,6 +47,9 @@ async def test_an_engine_is_ready_once_it_owns_rebuilt_partitions(aion_settings:
         assert body["partitions"] == [0, 1, 2], "the only instance owns every partition"
         assert body["transactional"] is True, "the test broker is Apache Kafka"
         assert body["instance"] == "engine-t"
+        assert body["kafka"]["reachable"] is True
+        assert body["kafka"]["bootstrap"] == aion_settings.bootstrap_servers
+        assert "not_ready" not in body
         _, text = await get(port, "/metrics")
         assert b"aion_engine_owned_partitions 3.0" in text
         assert b"aion_engine_up 1.0" in text

@@ -78,11 +78,25 @@ async def test_a_projector_is_ready_once_caught_up(aion_settings: Settings) -> N
         await server.stop()
 
 
+class _Link:
+    """A broker link whose answer the test sets."""
+
+    def __init__(self) -> None:
+        self.down: str | None = None
+
+    def not_ready_reason(self) -> str | None:
+        return self.down
+
+    def report(self) -> dict[str, object]:
+        return {"reachable": self.down is None}
+
+
 class _Stub:
-    """A projector view with a status set by the test."""
+    """A projector view with a status (and a Kafka link) set by the test."""
 
     def __init__(self, status: ProjectorStatus) -> None:
         self.status = status
+        self.link = _Link()
 
     async def start(self) -> None:
         pass
@@ -104,6 +118,13 @@ async def test_readiness_needs_assigned_partitions_within_the_lag_bound() -> Non
     stub.status.lag = {0: 5, 1: 5}
     report = projector_report(monitored, stub, 10)
     assert (report["ready"], report["ok"], report["total_lag"]) == (True, True, 10)
+    assert "not_ready" not in report
+    stub.link.down = "kafka at 127.0.0.1:9 unreachable: KafkaConnectionError"
+    report = projector_report(monitored, stub, 10)
+    assert (report["ready"], report["ok"]) == (False, True), "live, not ready, while Kafka is away"
+    assert report["not_ready"] == stub.link.down
+    assert report["kafka"] == {"reachable": False}
+    stub.link.down = None
     await monitored.stop()
     assert projector_report(monitored, stub, 10)["ready"] is False, "stopped"
 

@@ -74,11 +74,16 @@ class CommittedOffsets:
     async def start(self) -> None:
         """Connect (aiokafka's client must be created inside the running loop)."""
         if self._client is None:
-            self._client = AIOKafkaClient(
+            client = AIOKafkaClient(
                 **client_options(self._settings),
                 client_id=f"aion-{self._settings.instance_id}-offsets",
             )
-            await self._client.bootstrap()
+            try:
+                await client.bootstrap()
+            except BaseException:
+                await client.close()
+                raise  # the broker is away: a later start() tries again with a fresh client
+            self._client = client
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -2,8 +2,10 @@
 
 - live (``/health``, ``/health/live``): 200 while the instance is starting or running;
 - ready (``/health/ready``): 200 once it owns at least one partition whose state is rebuilt
-  (a partition appears in :attr:`EngineService.owned_partitions` only after its rebuild), so an
-  instance mid-rebalance, or a surplus one beyond the partition count, is live but not ready;
+  (a partition appears in :attr:`EngineService.owned_partitions` only after its rebuild) and
+  the Kafka cluster answers, so an instance mid-rebalance, a surplus one beyond the partition
+  count, or one waiting for a broker that went away, is live but not ready (``not_ready`` says
+  why, ``kafka`` shows the link);
 - ``/metrics``: ``aion_engine_up``, ``aion_engine_owned_partitions``,
   ``aion_engine_transactional``, ``aion_engine_versions_loaded``;
 - the report lists ``versions_loaded``: the package versions whose code the engine has.
@@ -19,6 +21,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from aion_common.kafka.link import BrokerLink
 from aion_common.runtime.health import HealthEndpoint, MonitoredService, serve_monitored
 from aion_common.runtime.lifecycle import Service
 
@@ -46,20 +49,34 @@ class EngineView(Service, Protocol):
         """The package versions this process has the code of."""
         ...
 
+    @property
+    def link(self) -> BrokerLink:
+        """Whether the Kafka cluster answers."""
+        ...
+
 
 def engine_report(
     monitored: MonitoredService, engine: EngineView, instance: str
 ) -> dict[str, object]:
-    """The ``/health`` body: ``ok`` (alive), ``ready`` (owns a rebuilt partition), and detail."""
+    """The ``/health`` body: ``ok`` (alive), ``ready`` (owns a rebuilt partition and reaches
+    Kafka), ``not_ready`` (why not), and detail."""
     partitions = list(engine.owned_partitions)
     body = monitored.report()
+    reason = engine.link.not_ready_reason()
+    if reason is None and not monitored.running:
+        reason = f"the engine is {monitored.phase.value}"
+    if reason is None and not partitions:
+        reason = "no partition owned yet (rebalancing, rebuilding, or more engines than partitions)"
     body.update(
-        ready=monitored.running and bool(partitions),
+        ready=reason is None,
         instance=instance,
         partitions=partitions,
         transactional=engine.transactional,
         versions_loaded=list(engine.versions_loaded),
+        kafka=engine.link.report(),
     )
+    if reason is not None:
+        body["not_ready"] = reason
     return body
 
 

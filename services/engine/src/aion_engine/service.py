@@ -38,6 +38,12 @@ Every owned partition converges on its own, whatever the broker does (decision 2
   producers are closed within ``_CLOSE_TIMEOUT_S``; partitions are released concurrently, so a
   revocation always ends well inside the group's rebalance timeout.
 
+Broker outages (issue 19): :attr:`EngineService.link` probes the cluster; ``start()`` waits for
+it and retries each step (topics, the delivery-mode probe, the clients) with capped, jittered
+backoff instead of exiting, and the per-partition retries above wait for its return rather than
+finishing a long backoff. Only a non-retriable error (mismatched topics, transactions required
+but missing, a bug) ends the process.
+
 With ``group_instance_id`` (``AION_INSTANCE_ID``, see ``__main__``) the member is static
 (KIP-345): an instance restarted under the same id takes its assignment back without a
 rebalance instead of waiting for its predecessor's session to expire (decision 22).
@@ -86,6 +92,7 @@ from aion_common.kafka.catalog import CatalogReader
 from aion_common.kafka.changelog import Change, ChangelogStore, store_path
 from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.dead_letter import dead_letter_headers
+from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.topics import Topics
@@ -124,8 +131,7 @@ _CLOSE_TIMEOUT_S = 5.0  # a producer's stop (it flushes first: during an outage,
 _TIMER_SEND_TIMEOUT_S = 30.0
 _CATALOG_WAIT_S = 30.0  # at start: read the packages and routes before taking commands
 _LOCAL_THREADS = 8  # threads for local steps that are plain functions (ctx.run)
-_BACKOFF_FIRST_S = 0.2
-_BACKOFF_MAX_S = 5.0
+_ACQUIRE_BACKOFF = Backoff(initial=0.2, maximum=5.0)
 
 # A transactional producer's first AddPartitionsToTxn after a commit is refused with
 # CONCURRENT_TRANSACTIONS until the coordinator has written the commit markers (KAFKA-5477),
@@ -253,6 +259,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._timer_producer: AIOKafkaProducer | None = None
         self._timer_producer_lock = asyncio.Lock()
         self._offsets = CommittedOffsets(settings, self._group)
+        self.link = BrokerLink(settings, name="engine")
+        """Whether the cluster answers (readiness); retries wait on it."""
         self._transactional = False
         self._stopping = asyncio.Event()
         self._stopped = False
@@ -320,7 +328,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
             if self._freezer not in gc.callbacks:
                 gc.callbacks.append(self._freezer)
-        await ensure_topics(self._settings, self._topics)
+        await self.link.start()
+        retry = self.link.retry
+        await retry(lambda: ensure_topics(self._settings, self._topics), what="ensuring topics")
         self._catalog = CatalogReader(self._settings, self._versions, codec=self._codec)
         await self._catalog.start()
         if not await self._catalog.caught_up(_CATALOG_WAIT_S):
@@ -328,7 +338,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 "the version catalog is not read yet; runs needing its packages wait blocked",
                 extra={"waited_s": _CATALOG_WAIT_S},
             )
-        self._transactional = await self._choose_mode()
+        self._transactional = await retry(self._choose_mode, what="probing the broker")
         self._changelog = self._transactional and self._changelog_setting is not False
         if self._changelog_setting and not self._transactional:
             raise InfrastructureError(
@@ -346,28 +356,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if self._changelog and self._standbys > 0 and self._standby is None:
             self._standby = Standby(self._settings, self._topics.engine_state, self._store)
             self._standby.start()
-        await self._offsets.start()
-        self._timer_producer = self._new_timer_producer()
-        await self._timer_producer.start()
-        static = (
-            {}
-            if self._group_instance_id is None
-            else {"group_instance_id": self._group_instance_id}
-        )
-        self._consumer = AIOKafkaConsumer(
-            **client_options(self._settings),
-            group_id=self._group,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_poll_records=_MAX_RECORDS,
-            session_timeout_ms=self._session_timeout_ms,
-            heartbeat_interval_ms=min(1_000, self._session_timeout_ms // 3),
-            rebalance_timeout_ms=_REBALANCE_TIMEOUT_MS,
-            **static,
-        )
-        self._consumer.subscribe([self._topics.commands], listener=self)
-        await self._consumer.start()
+        await retry(self._offsets.start, what="connecting the offsets reader")
+        self._timer_producer = await retry(self._start_timer_producer, what="starting a producer")
+        self._consumer = await retry(self._start_consumer, what="joining the group")
         _log.info(
             "engine started",
             extra={
@@ -380,11 +371,57 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             },
         )
 
+    async def _start_timer_producer(self) -> AIOKafkaProducer:
+        producer = self._new_timer_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await _close_producer(producer, what="timer producer")
+            raise
+        return producer
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        """A new consumer each attempt: aiokafka's cannot start again after a failed start."""
+        static = (
+            {}
+            if self._group_instance_id is None
+            else {"group_instance_id": self._group_instance_id}
+        )
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings),
+            group_id=self._group,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_poll_records=_MAX_RECORDS,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, self._session_timeout_ms // 3),
+            rebalance_timeout_ms=_REBALANCE_TIMEOUT_MS,
+            **static,
+        )
+        consumer.subscribe([self._topics.commands], listener=self)
+        # Set before start(): the group may assign partitions (and their workers use the
+        # consumer) before start() returns.
+        self._consumer = consumer
+        try:
+            await consumer.start()
+        except BaseException:
+            self._consumer = None
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(consumer.stop(), _CLOSE_TIMEOUT_S)
+            raise
+        return consumer
+
     async def _choose_mode(self) -> bool:
         mode = self._settings.transactions
         if mode == "off":
             return False
         capabilities = await probe_capabilities(self._settings)
+        if capabilities.inconclusive:  # unreachable is not "lacks transactions": ask again
+            raise InfrastructureError(
+                f"probing the broker's transactions: {capabilities.transactional_error}",
+                retriable=True,
+            )
         if mode == "on" and not capabilities.transactional:
             raise InfrastructureError(
                 "AION_TRANSACTIONS=on but the broker does not support transactions: "
@@ -457,6 +494,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if self._state_lock is not None:
             self._state_lock.release()
             self._state_lock = None
+        await self.link.stop()
         _log.info("engine stopped", extra={"instance": self._settings.instance_id})
 
     # -- versions ----------------------------------------------------------------------------
@@ -638,7 +676,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         async with self._timer_producer_lock:
             if self._timer_producer is not failed or self._stopped:
                 return  # another timer replaced it already
-            _log.warning("timer producer failed; replacing it", extra={"error": repr(err)})
+            _log.warning(
+                "timer producer failed; replacing it", extra={"error": repr(err), **RETRYING}
+            )
             await _close_producer(failed, what="timer producer")
             fresh = self._new_timer_producer()
             try:
@@ -670,11 +710,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 )
                 self._discard_store(owned)
                 await self._drop(owned)
-                await _sleep_unless(owned, _BACKOFF_FIRST_S)
+                await _sleep_unless(owned, _ACQUIRE_BACKOFF.delay(1))
                 continue
             except (KafkaError, InfrastructureError, TimeoutError) as err:
                 failures += 1
-                delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (failures - 1))
+                delay = _ACQUIRE_BACKOFF.delay(failures)
                 _log.warning(
                     "partition acquisition failed; retrying",
                     extra={
@@ -682,10 +722,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                         "attempt": failures,
                         "retry_in_s": delay,
                         "error": repr(err),
+                        **RETRYING,
                     },
                 )
                 await self._drop(owned)
-                await _sleep_unless(owned, delay)
+                await self._pause(owned, delay)
                 continue
             failures = 0
             outcome = await self._serve(owned)
@@ -697,6 +738,19 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 # a rebalance is under way and will revoke it from this instance. Should it
                 # not, acquire it again after a session timeout (fencing the other back).
                 await _sleep_unless(owned, self._session_timeout_ms / 1000)
+
+    async def _pause(self, owned: _Owned, delay: float) -> None:
+        """Back off ``delay`` seconds; less when revoked, or when the cluster returns."""
+        waits = [
+            asyncio.ensure_future(_sleep_unless(owned, delay)),
+            asyncio.ensure_future(self.link.pause(delay)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _acquire(self, owned: _Owned) -> None:
         """Fence, rebuild, re-arm timers, rewind the consumer to the committed offset."""
@@ -914,9 +968,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             )
             return "fenced"
         except (KafkaError, TimeoutError, _ProducerBroken) as err:
+            self.link.suspect()
             _log.warning(
                 "emit failed; acquiring the partition again (rebuild from the log)",
-                extra={"partition": owned.partition, "error": repr(err)},
+                extra={"partition": owned.partition, "error": repr(err), **RETRYING},
             )
             return "failed"
         finally:

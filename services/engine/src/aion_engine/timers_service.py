@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aion_common.domain import FireTimer, InfrastructureError
+from aion_common.kafka.link import RETRYING
 
 __all__ = ["TimerScheduler"]
 
@@ -84,11 +85,16 @@ class TimerScheduler:
                 continue  # disarmed
             try:
                 await self._send(command)
-            except InfrastructureError:
+            except InfrastructureError as err:
                 # A send that fails is retried: the timer goes back on the heap a second later.
-                _log.exception(
+                _log.warning(
                     "timer send failed; retrying",
-                    extra={"workflow_id": command.workflow_id, "command_id": command_id},
+                    extra={
+                        "workflow_id": command.workflow_id,
+                        "command_id": command_id,
+                        "error": str(err),
+                        **RETRYING,
+                    },
                 )
                 retry_at = datetime.now(UTC).timestamp() + 1.0
                 heapq.heappush(

@@ -1,9 +1,10 @@
 """The projector consumer's health report and metrics, served when ``AION_PROJECTOR_PORT`` is set.
 
 - live (``/health``, ``/health/live``): 200 while the consume loop is starting or running;
-- ready (``/health/ready``): 200 once partitions are assigned and the views are within
-  ``AION_PROJECTOR_READY_LAG`` records (default 1000) of the log's end, i.e. caught up; a
-  projector replaying a long history is live but not ready;
+- ready (``/health/ready``): 200 once partitions are assigned, the views are within
+  ``AION_PROJECTOR_READY_LAG`` records (default 1000) of the log's end, i.e. caught up, and
+  the Kafka cluster answers; a projector replaying a long history, or waiting for a broker
+  that went away, is live but not ready (``not_ready`` says why, ``kafka`` shows the link);
 - ``/metrics``: the loop's counters (``aion_projector_records`` …) and per-partition lag.
 
 Only :attr:`ProjectorService.status` is read (:class:`ProjectorView`), never internals. The HTTP
@@ -19,6 +20,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from aion_common.kafka.link import BrokerLink
 from aion_common.runtime.health import HealthEndpoint, MonitoredService, serve_monitored
 from aion_common.runtime.lifecycle import Service
 from aion_common.settings import SettingsError
@@ -49,6 +51,11 @@ class ProjectorView(Service, Protocol):
         """Counters and per-partition lag."""
         ...
 
+    @property
+    def link(self) -> BrokerLink:
+        """Whether the Kafka cluster answers."""
+        ...
+
 
 def ready_lag_from_env(env: Mapping[str, str] | None = None) -> int:
     """``AION_PROJECTOR_READY_LAG``: records behind the log end still counted as caught up."""
@@ -68,18 +75,29 @@ def ready_lag_from_env(env: Mapping[str, str] | None = None) -> int:
 def projector_report(
     monitored: MonitoredService, projector: ProjectorView, ready_lag: int
 ) -> dict[str, object]:
-    """The ``/health`` body: ``ok`` (alive), ``ready`` (assigned and caught up), and detail."""
+    """The ``/health`` body: ``ok`` (alive), ``ready`` (reaches Kafka, assigned and caught
+    up), ``not_ready`` (why not), and detail."""
     status = projector.status
     lag = dict(sorted(status.lag.items()))
     body = monitored.report()
+    reason = projector.link.not_ready_reason()
+    if reason is None and not monitored.running:
+        reason = f"the projector is {monitored.phase.value}"
+    if reason is None and not lag:
+        reason = "no partition assigned yet"
+    if reason is None and status.total_lag > ready_lag:
+        reason = f"the views are {status.total_lag} records behind (ready at {ready_lag})"
     body.update(
-        ready=monitored.running and bool(lag) and status.total_lag <= ready_lag,
+        ready=reason is None,
         partitions=sorted(status.next_offsets),
         lag=lag,
         total_lag=status.total_lag,
         applied=status.applied,
         held=status.held,
+        kafka=projector.link.report(),
     )
+    if reason is not None:
+        body["not_ready"] = reason
     return body
 
 

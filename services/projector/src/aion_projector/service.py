@@ -37,6 +37,12 @@ the topic's other records, are for whoever asked: they are stepped over, never s
 are the records of the dead-letter topic, in ``dead_letters`` (see
 :mod:`aion_projector.dead_letters`: any record there gives a row, and one that still cannot be
 stored is skipped with an error logged, never dead-lettered again, which would loop).
+
+Broker outages (issue 19) are waited out, never a reason to exit: :attr:`ProjectorService.link`
+probes the cluster; ``start()`` retries ensuring the topics and starting the clients with
+capped, jittered backoff; in the loop a retriable Kafka error (a fetch, a dead letter that
+could not be published) backs off until the cluster answers, then rewinds to the stored
+offsets like a transient database error does (a fetch abandoned halfway is fetched again).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ from aion_common.kafka import (
     ensure_topics,
     infrastructure_error,
 )
+from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
 from aion_common.settings import Settings
 from aion_projector.archive import Archive
 from aion_projector.changes import ApplyStats
@@ -91,6 +98,7 @@ _KAFKA_COMMIT_INTERVAL_S = 1.0  # offsets for lag tooling only: SQL holds the on
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
 _MAX_TRANSIENT_FAILURES = 10
+_KAFKA_BACKOFF = Backoff(initial=0.2, maximum=5.0)
 _TRANSIENT_MESSAGES = ("database is locked", "database is busy")
 _REASON_MAX = 2000
 
@@ -204,6 +212,8 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._projection = Projection(self._topics.events, archive=archive)
         self._codec = Codec(payload_limit=settings.payload_limit_bytes)
         self._status = ProjectorStatus()
+        self.link = BrokerLink(settings, name="projector")
+        """Whether the cluster answers (readiness); retries wait on it."""
         # Held while a fetch is applied; a revocation waits for it, so a partition never
         # moves to another member halfway through a transaction.
         self._applying = asyncio.Lock()
@@ -243,8 +253,13 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create/verify topics, migrate (or reset, for a rebuild) the views, join the group."""
-        await ensure_topics(self._settings, self._topics)
+        """Create/verify topics, migrate (or reset, for a rebuild) the views, join the group.
+
+        Waits for a Kafka cluster that is away (retrying each step), rather than failing.
+        """
+        await self.link.start()
+        retry = self.link.retry
+        await retry(lambda: ensure_topics(self._settings, self._topics), what="ensuring topics")
         self._engine = connect(self._database_url)
         self._sessions = session_factory(self._engine)
         if self._rebuild:
@@ -255,8 +270,20 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._producer = KeyedProducer(
             self._settings, idempotent=True, client_id=f"{self._group_id}-dlq"
         )
-        await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
+        await retry(self._producer.start, what="starting the dead-letter producer")
+        self._consumer = await retry(self._start_consumer, what="joining the group")
+        _log.info(
+            "projector started",
+            extra={
+                "topics": self._consumed_topics(),
+                "group": self._group_id,
+                "rebuild": self._rebuild,
+            },
+        )
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        """A new consumer each attempt: aiokafka's cannot start again after a failed start."""
+        consumer = AIOKafkaConsumer(
             **client_options(self._settings),
             group_id=self._group_id,
             # Static membership: a projector restarted after a crash takes its partitions
@@ -268,19 +295,18 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             auto_offset_reset="earliest",
             max_poll_records=self._max_records,
         )
-        self._consumer.subscribe(self._consumed_topics(), listener=self)
+        consumer.subscribe(self._consumed_topics(), listener=self)
+        # Set before start(): the group may assign partitions (and the listener seeks this
+        # consumer to the stored offsets) before start() returns.
+        self._consumer = consumer
         try:
-            await self._consumer.start()
-        except KafkaError as err:
+            await consumer.start()
+        except (KafkaError, OSError) as err:
+            self._consumer = None
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(consumer.stop(), 5)
             raise infrastructure_error(err, "starting the projector's consumer") from err
-        _log.info(
-            "projector started",
-            extra={
-                "topics": self._consumed_topics(),
-                "group": self._group_id,
-                "rebuild": self._rebuild,
-            },
-        )
+        return consumer
 
     def _consumed_topics(self) -> list[str]:
         return [self._topics.events, self._topics.replies, self._topics.dead_letter]
@@ -289,12 +315,17 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         """Project until :meth:`stop`; raise on an error a restart must handle."""
         done = self._run_done = asyncio.Event()
         self._started_at = time.monotonic()
-        failures = 0
+        failures = kafka_failures = 0
         try:
             while not self._stopping.is_set():
                 try:
                     await self._step()
-                    failures = 0
+                    failures = kafka_failures = 0
+                except InfrastructureError as err:
+                    if not err.retriable:
+                        raise
+                    kafka_failures += 1
+                    await self._kafka_back_off(err, kafka_failures)
                 except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as err:
                     if not is_transient(err):
                         raise
@@ -326,6 +357,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             finally:
                 if engine is not None:
                     await engine.dispose()
+                await self.link.stop()
         _log.info("projector stopped", extra=self._counters())
 
     # -- rebalance -----------------------------------------------------------------------
@@ -580,6 +612,23 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             _log.info(
                 "kafka offset commit skipped (SQL holds the offsets)", extra={"err": repr(err)}
             )
+
+    async def _kafka_back_off(self, err: InfrastructureError, failures: int) -> None:
+        """Wait for the cluster (or a backoff), then rewind: a half-done fetch is refetched."""
+        self.link.suspect()
+        _log.warning(
+            "kafka error: backing off, then rewinding to stored offsets",
+            extra={"err": str(err), "attempt": failures, **RETRYING},
+        )
+        self._rewind_needed = True
+        pausing = asyncio.ensure_future(self.link.pause(_KAFKA_BACKOFF.delay(failures)))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({pausing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in (pausing, stopping):
+                wait.cancel()
+            await asyncio.gather(pausing, stopping, return_exceptions=True)
 
     async def _back_off(self, err: BaseException, failures: int) -> None:
         if failures > _MAX_TRANSIENT_FAILURES:

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from aion_common.codecs import Codec
 from aion_common.domain import InfrastructureError, RecordChildTerminal
-from aion_common.kafka import KeyedProducer
+from aion_common.kafka import RETRYING, KeyedProducer
 from aion_watcher.config import WatcherConfig
 
 __all__ = ["CommandSender", "KafkaCommandSender", "deliver", "record_fields"]
@@ -81,7 +81,12 @@ async def deliver(
             on_retry()
             _log.warning(
                 "record send failed transiently; retrying with backoff",
-                extra={**record_fields(command), "reason": str(err), "backoff_s": backoff},
+                extra={
+                    **record_fields(command),
+                    "reason": str(err),
+                    "backoff_s": backoff,
+                    **RETRYING,
+                },
             )
             await sleep(backoff)
             backoff = min(backoff * 2, config.max_backoff)

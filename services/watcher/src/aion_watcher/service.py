@@ -32,6 +32,11 @@ Reconciliation (the reference's "missed doorbell degrades to store polling"): ev
 ``sweep_interval`` the state lists records whose parent run is open (or unknown here) and has
 not recorded the child ``grace_period`` after the record was issued, and they are sent again.
 The truth is the watcher's own fold of ``aion.events``: no projector is needed.
+
+Broker outages (issue 19): :attr:`WatcherService.link` probes the cluster. ``start()`` opens the
+health endpoint first, then waits for the cluster and retries each step instead of exiting;
+a failed poll backs off until the cluster answers again; sends retry as before (waiting for
+the cluster's return rather than a long backoff). Readiness is false while it is away.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from aion_common.kafka import (
     Topics,
     ensure_topics,
 )
+from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
 from aion_common.settings import Settings
 from aion_watcher.changelog import WORKFLOW, ChangelogUnreadable
 from aion_watcher.config import WatcherConfig
@@ -72,6 +78,7 @@ _POLL_MS = 100
 _COMMIT_SPACING = 0.05  # seconds between offset commits; a crash re-issues at most this much more
 _MAX_IN_FLIGHT = 5_000  # records sent and not yet acknowledged before polling pauses
 _LAG_EVERY = 1.0  # seconds between consumer-lag gauge updates
+_POLL_BACKOFF = Backoff(initial=0.2, maximum=5.0)
 
 
 @dataclass(slots=True)
@@ -105,6 +112,8 @@ class WatcherService:
         self.topics = Topics(settings.topic_prefix)
         self.group_id = f"{settings.topic_prefix}.watcher"
         self.metrics = WatcherMetrics()
+        self.link = BrokerLink(settings, name="watcher")
+        """Whether the cluster answers (readiness); retries wait on it."""
         self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
         use = self.config.changelog
         self.uses_changelog = settings.transactions != "off" if use is None else use
@@ -174,18 +183,20 @@ class WatcherService:
         if self._started:
             return
         self._started = True
-        await ensure_topics(self.settings, self.topics)
-        await self._producer.start()
-        if self._stores is not None:
-            await self._stores.start()
-        real = KafkaCommandSender(self._producer, self.topics.commands, self._codec)
-        self._sender = real if self._wrap is None else self._wrap(real)
-        await self._consumer.start()
-        if self.config.port:
+        if self.config.port:  # first: a watcher waiting for the broker answers live, not ready
             self._http = HealthServer(
                 self.health, self.metrics.registry, host=self.config.host, port=self.config.port
             )
             await self._http.start()
+        await self.link.start()
+        retry = self.link.retry
+        await retry(lambda: ensure_topics(self.settings, self.topics), what="ensuring topics")
+        await retry(self._producer.start, what="starting the producer")
+        if self._stores is not None:
+            await retry(self._stores.start, what="starting the changelog producer")
+        real = KafkaCommandSender(self._producer, self.topics.commands, self._codec)
+        self._sender = real if self._wrap is None else self._wrap(real)
+        await retry(self._consumer.start, what="joining the group")
         _log.info(
             "watcher started",
             extra={
@@ -201,10 +212,19 @@ class WatcherService:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="watcher.sweep")
         self._committer = asyncio.create_task(self._commit_loop(), name="watcher.commit")
         background = (self._sweeper, self._committer)
+        failures = 0
         try:
             while not self._stopping.is_set():
                 await self._throttle()
-                batches = await self._consumer.poll(timeout_ms=_POLL_MS)
+                try:
+                    batches = await self._consumer.poll(timeout_ms=_POLL_MS)
+                except InfrastructureError as err:
+                    if not err.retriable:
+                        raise
+                    failures += 1
+                    await self._poll_failed(err, failures)
+                    continue
+                failures = 0
                 if batches:
                     async with self._lock:
                         await self._process(batches)
@@ -219,6 +239,14 @@ class WatcherService:
             if not self._stopping.is_set():
                 await self._abandon()  # crashed or cancelled: nothing more is sent or committed
             self._run_done.set()
+
+    async def _poll_failed(self, err: InfrastructureError, failures: int) -> None:
+        self.link.suspect()
+        _log.warning(
+            "polling the events failed; retrying",
+            extra={"error": str(err), "attempt": failures, **RETRYING},
+        )
+        await self.link.pause(_POLL_BACKOFF.delay(failures))
 
     async def stop(self) -> None:
         """Let ``run`` finish its batch, then close everything; idempotent."""
@@ -239,21 +267,30 @@ class WatcherService:
             await self._producer.stop()
             if self._stores is not None:
                 await self._stores.stop()
+            await self.link.stop()
         for partition in self.state.owned:  # released with the group membership
             self.state.drop_partition(partition)
         _log.info("watcher stopped", extra={"group": self.group_id})
 
     def health(self) -> Mapping[str, object]:
-        """The ``/health`` body: ok while running, with partitions and watch counts."""
+        """The ``/health`` body: ``ok`` (live) while starting or running, ``ready`` while
+        it also reaches Kafka (``not_ready`` says why not), partitions and watch counts."""
         crashed = not self._stopping.is_set() and any(
             task is not None and task.done() for task in (self._sweeper, self._committer)
         )
-        return {
-            "ok": self._started and not self._stopping.is_set() and not crashed,
+        ok = self._started and not self._stopping.is_set() and not crashed
+        reason = self.link.not_ready_reason()
+        body: dict[str, object] = {
+            "ok": ok,
+            "ready": ok and reason is None,
             "partitions": sorted(self.state.owned),
             "rebuilding": sorted(self._replaying),
             "watches": self.state.watch_count(),
+            "kafka": self.link.report(),
         }
+        if reason is not None:
+            body["not_ready"] = reason
+        return body
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -373,6 +410,7 @@ class WatcherService:
                 extra={
                     "error": str(err),
                     "offsets": {tp.partition: o for tp, o in offsets.items()},
+                    **RETRYING,
                 },
             )
 
@@ -397,10 +435,20 @@ class WatcherService:
 
     async def _send(self, command: RecordChildTerminal) -> None:
         assert self._sender is not None, "start() wires the sender"
-        await deliver(self._sender, command, self.config, on_retry=self.metrics.retries.inc)
+        await deliver(
+            self._sender,
+            command,
+            self.config,
+            on_retry=self._send_failed,
+            sleep=self.link.pause,  # a retry goes out as soon as the cluster is back
+        )
         self.metrics.records_issued.inc()
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("child terminal record issued", extra=record_fields(command))
+
+    def _send_failed(self) -> None:
+        self.metrics.retries.inc()
+        self.link.suspect()
 
     async def _after_poll(self) -> None:
         now = asyncio.get_running_loop().time()

@@ -89,6 +89,7 @@ class CatalogReader:
         self._topics = Topics(settings.topic_prefix)
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
+        self._connected = False  # the current attempt's consumer started
 
     async def start(self) -> None:
         """Begin tailing (in the background; retries while the broker is away)."""
@@ -109,11 +110,17 @@ class CatalogReader:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             try:
                 await self._tail()
             except (KafkaError, OSError, InfrastructureError) as err:
-                _log.warning("reading the catalog failed; retrying", extra={"error": repr(err)})
+                if self._connected:
+                    failures, self._connected = 0, False
+                # one warning per outage, not one a second (the process's link logs loss/return)
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                _log.log(level, "reading the catalog failed; retrying", extra={"error": repr(err)})
                 await asyncio.sleep(_RETRY_S)
 
     async def _tail(self) -> None:
@@ -128,6 +135,7 @@ class CatalogReader:
             max_partition_fetch_bytes=CATALOG_RECORD_BYTES,
         )
         await consumer.start()
+        self._connected = True
         try:
             partitions = [
                 TopicPartition(topic, p)
