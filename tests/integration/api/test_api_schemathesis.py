@@ -85,7 +85,7 @@ def test_openapi_contract(api_schema: schemathesis.BaseSchema) -> None:
     # schemathesis's pytest plugin does not run under pytest 9 (it reads a removed private
     # attribute), so each operation's strategy is driven by hypothesis here instead.
     operations = _operations(api_schema)
-    assert len(operations) == 25
+    assert len(operations) == 27
     for operation in operations:
 
         @given(case=operation.as_strategy())

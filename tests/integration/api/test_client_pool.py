@@ -14,9 +14,10 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aion import AionClient, AionUnavailable
-from aion.client import _KeepAlivePool
+from aion.client import _KEEPALIVE_EXPIRY, _KeepAlivePool
 from aion_common.settings import Settings
 from aion_projector.api import create_app
+from aion_projector.api._server import KEEP_ALIVE_S
 
 from .conftest import MemorySink, Sessions
 
@@ -130,3 +131,73 @@ async def test_unreachable_and_closed_clients_fail_clearly() -> None:
 
 async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
     raise AssertionError("never called")
+
+
+class _ClosesAtItsKeepAlive:
+    """An HTTP/1.1 server whose keep-alive timer fires exactly as the next request arrives:
+    it answers the first request on a connection and closes the connection, unanswered, when
+    a second one comes. That is the race a client keeping idle connections as long as the
+    server does loses now and then; here it is lost every time."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered: list[bytes] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            body = await reader.readexactly(length)
+            self.answered.append(head.split(b"\r\n", 1)[0] + b" " + body)
+            reply = b'{"workflow_id": "w", "command_id": "c", "status": "ok"}'
+            writer.write(
+                b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(reply)}\r\n\r\n".encode()
+                + reply
+            )
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # the next request: hang up unanswered
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_request_on_a_connection_the_server_closes_as_it_arrives_is_sent_again() -> None:
+    """The "Server disconnected without sending a response" seen in use: the request is sent
+    once more on a fresh connection (the server never read it), body and all."""
+    server = _ClosesAtItsKeepAlive()
+    async with server as url, AionClient(url, retry_for=0) as client:
+        first = await client.start("order", 1, id="a", request_id="r-1")
+        second = await client.start("order", 2, id="b", request_id="r-2")  # reuses, is dropped
+        third = await client.signal("a", "go", {"n": 3}, request_id="r-3")
+    assert (first.command_id, second.command_id, third.command_id) == ("c", "c", "c")
+    assert server.connections == 3, "one fresh connection for each retried request"
+    assert len(server.answered) == 3
+    assert b'"request_id":"r-2"' in server.answered[1].replace(b" ", b"")
+    assert b'"n":3' in server.answered[2].replace(b" ", b"")
+
+
+def test_idle_connections_are_dropped_before_the_api_server_closes_them() -> None:
+    # With both at 5 s, a request sent just as the server's timer fired was lost now and then.
+    assert _KEEPALIVE_EXPIRY < KEEP_ALIVE_S
+    assert KEEP_ALIVE_S - _KEEPALIVE_EXPIRY >= 1.0, "a margin for a busy event loop"

@@ -165,3 +165,52 @@ def test_a_server_that_is_not_aion_is_named_and_exits_3(tmp_path: Path) -> None:
         assert done.returncode == 3, done.stderr
         assert f"no aion API at {url} (it answered HTTP {status} with HTML)" in done.stderr
         assert "<html" not in done.stderr.lower() + done.stdout.lower()
+
+
+def test_without_kafka_the_api_reads_and_refuses_commands_fast_and_the_cli_retries(
+    sqlite_url: str,
+) -> None:
+    """Kafka away (here: never there): the API starts anyway, answers reads, answers commands
+    503 + Retry-After with a problem naming the broker, reports not-ready (live stays up), and
+    the CLI re-sends a command with one request id until its --retry-for runs out."""
+    dead_kafka = f"127.0.0.1:{_free_port()}"
+    env = os.environ | {
+        "AION_DATABASE_URL": sqlite_url,
+        "AION_KAFKA_BOOTSTRAP": dead_kafka,
+        "AION_API_PRODUCE_TIMEOUT_MS": "2000",
+    }
+    env.pop("AION_API_TOKEN", None)
+    with _serving(env) as url:
+        assert httpx.get(f"{url}/health/live", timeout=5).status_code == 200
+        deadline = time.monotonic() + 15
+        while (ready := httpx.get(f"{url}/health/ready", timeout=5)).json()["kafka"].get(
+            "error"
+        ) == "not probed yet":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert ready.status_code == 503
+        assert f"kafka at {dead_kafka} unreachable" in ready.json()["not_ready"]
+        listed = aion(url, "--json", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["items"] == []
+
+        began = time.monotonic()
+        answer = httpx.post(
+            f"{url}/v1/workflows", json={"type": "order", "request_id": "r-1"}, timeout=10
+        )
+        assert time.monotonic() - began < 2, "refused at once, not after the produce timeout"
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"].isdigit()
+        problem = answer.json()
+        assert problem["type"] == "https://aion.dev/problems/unavailable"
+        assert f"kafka at {dead_kafka} unreachable" in problem["detail"]
+        assert "not queued" in problem["detail"]
+
+        result = aion(url, "--retry-for", "2", "signal", "w-1", "go", "--request-id", "sig-1")
+        assert result.returncode == 3
+        waits = [line for line in result.stderr.splitlines() if line.startswith("waiting:")]
+        assert waits, result.stderr
+        assert all("request id sig-1" in line for line in waits)
+        assert "signal 'go' to w-1 was not confirmed" in result.stderr
+        assert "request id sig-1" in result.stderr
+        assert "unreachable" in result.stderr

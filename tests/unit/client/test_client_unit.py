@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from aion import (
     AionUnavailable,
     AionWorkflowFailed,
     AionWrongServer,
+    RetryNote,
 )
 
 
@@ -40,6 +42,7 @@ def test_public_names_are_pinned() -> None:
             "IdReusePolicy",
             "KafkaCommands",
             "Refusal",
+            "RetryNote",
             "Run",
             "WaitItem",
             "WaitingOn",
@@ -67,7 +70,11 @@ async def test_start_sends_only_given_fields_and_token() -> None:
     assert json.loads(seen[0].content) == {"type": "order", "input": {"a": 1}, "request_id": "r"}
     assert seen[0].headers["authorization"] == "Bearer tok"
     assert seen[1].url.raw_path == b"/v1/workflows/w%2F1/signals/go"
-    assert json.loads(seen[1].content) == {"payload": None}
+    signal = json.loads(seen[1].content)
+    assert signal.pop("payload") is None
+    # No request id given: the client makes one up, so a re-sent signal is the same command.
+    assert uuid.UUID(signal.pop("request_id"))
+    assert signal == {}
 
 
 async def test_problems_become_typed_errors() -> None:
@@ -240,3 +247,101 @@ async def test_a_package_archive_is_aions_own_answer() -> None:
     async with AionClient("http://x:8080", transport=transport) as client:
         response = await client._call("GET", "/v1/packages/abc/archive")
     assert response.content == archive
+
+
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-sends after ~10 ms, 20 ms, … instead of 0.5 s, 1 s, …"""
+    monkeypatch.setattr("aion.client._RETRY_FIRST_S", 0.01)
+
+
+def _problem(status: int, detail: str, retry_after: str | None = None) -> httpx.Response:
+    headers = {"content-type": "application/problem+json"}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    body = {
+        "type": "https://aion.dev/problems/unavailable",
+        "title": "Service unavailable",
+        "status": status,
+        "detail": detail,
+    }
+    return httpx.Response(status, json=body, headers=headers)
+
+
+@pytest.mark.usefixtures("quick_backoff")
+async def test_a_command_is_resent_with_the_same_request_id_until_it_is_queued() -> None:
+    bodies: list[dict[str, object]] = []
+    answers = iter(
+        [
+            _problem(503, "kafka at 127.0.0.1:9 unreachable", retry_after="0"),
+            "refused",
+            _problem(504, "gateway timeout"),
+            httpx.Response(202, json={"workflow_id": "w", "command_id": "c"}),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        answer = next(answers)
+        if answer == "refused":
+            raise httpx.ConnectError("refused", request=request)
+        assert isinstance(answer, httpx.Response)
+        return answer
+
+    notes: list[RetryNote] = []
+    transport = httpx.MockTransport(handler)
+    async with AionClient("http://x", transport=transport, on_retry=notes.append) as client:
+        accepted = await client.cancel("w", "enough")
+    assert accepted.command_id == "c"
+    assert len(bodies) == 4
+    assert len({b["request_id"] for b in bodies}) == 1, "every attempt is the same command"
+    assert [n.attempt for n in notes] == [1, 2, 3]
+    assert notes[0].what == "cancel of w"
+    assert "503 kafka at 127.0.0.1:9 unreachable" in notes[0].reason
+    assert "cannot reach the aion API" in notes[1].reason
+    assert notes[0].request_id == bodies[0]["request_id"]
+    assert "retrying in" in notes[0].describe()
+
+
+@pytest.mark.usefixtures("quick_backoff")
+async def test_a_command_gives_up_after_retry_for_saying_what_was_tried() -> None:
+    calls = 0
+
+    def handler(_request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return _problem(503, "kafka unreachable", retry_after="0")
+
+    transport = httpx.MockTransport(handler)
+    async with AionClient(
+        "http://x", transport=transport, retry_for=0.3, on_retry=lambda _n: None
+    ) as client:
+        with pytest.raises(AionUnavailable) as caught:
+            await client.signal("w", "go", 1, request_id="sig-1")
+    assert calls >= 2
+    assert caught.value.attempts == calls
+    assert caught.value.request_id == "sig-1"
+    message = str(caught.value)
+    assert "signal 'go' to w was not confirmed" in message
+    assert f"sent {calls} times" in message
+    assert "request id sig-1" in message
+
+
+async def test_refusals_and_reads_are_not_resent() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if request.method == "POST":
+            return httpx.Response(
+                400, json={"type": "https://aion.dev/problems/invalid-input", "detail": "bad"}
+            )
+        return _problem(503, "database unavailable")
+
+    async with AionClient("http://x", transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(AionApiError) as refused:
+            await client.start("order", 1)
+        with pytest.raises(AionApiError) as unavailable:
+            await client.describe("w")
+    assert (refused.value.status, unavailable.value.status) == (400, 503)
+    assert calls == ["POST", "GET"]

@@ -13,11 +13,14 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from aion.client import RetryNote
 
 __all__ = ["Output", "compact", "plain", "table", "terminal_width", "when"]
 
@@ -56,6 +59,10 @@ class Output:
     def note(self, message: str) -> None:
         """A warning on stderr that does not change the outcome (``--json`` keeps stdout)."""
         self.errors.print(f"[yellow]note:[/] {message}")
+
+    def retrying(self, note: RetryNote) -> None:
+        """The progress note before a command is sent again, on stderr."""
+        self.errors.print(f"[yellow]waiting:[/] {note.describe()}", markup=True, highlight=False)
 
 
 def plain(value: Any) -> Any:

@@ -22,12 +22,22 @@ class AionClientError(Exception):
 class AionApiError(AionClientError):
     """The API answered with a problem: ``kind`` is the last part of its ``type`` URI."""
 
-    def __init__(self, status: int, problem_type: str, title: str, detail: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        problem_type: str,
+        title: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status = status
         self.problem_type = problem_type
         self.title = title
         self.detail = detail
+        self.retry_after = retry_after
+        """Seconds the API asked to wait before retrying (its ``Retry-After``), if it said."""
 
     @property
     def kind(self) -> str:
@@ -36,7 +46,17 @@ class AionApiError(AionClientError):
 
 
 class AionUnavailable(AionClientError):
-    """The API could not be reached (connection refused, DNS, timeout)."""
+    """The API could not be reached (connection refused, DNS, timeout), or — after retrying a
+    command for as long as the client was allowed to — the command was not confirmed.
+
+    For a command, ``request_id`` is its idempotency key (send it again with it to be sure it
+    is applied, once) and ``attempts`` how many times it was sent.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.attempts = attempts
 
 
 class AionWrongServer(AionClientError):

@@ -18,6 +18,12 @@ Exit codes (stable, for scripts):
 Where the API is: ``--api``, else ``AION_API_URL``, else the ``aion dev`` running from this
 directory or the nearest ``.aion/`` above it, else ``http://127.0.0.1:8080``. ``--json``
 prints machine-readable JSON on stdout; errors always go to stderr.
+
+Commands (``start``, ``signal``, ``cancel``, ``terminate``) ride through outages: while the API
+answers 503 (it cannot reach Kafka) or cannot be reached, the command is sent again with the
+same request id (applied once) for up to ``--retry-for`` seconds (default 60; 0: no retries),
+with a note on stderr before each wait; giving up exits 3 and names the request id to send it
+again with (``--request-id``).
 """
 
 from __future__ import annotations
@@ -97,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser.add_argument("--request-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=os.environ.get("AION_RETRY_FOR", "60"),  # a string: argparse checks it
+        metavar="SECONDS",
+        help="re-send a command while the API or Kafka is away, for at most this long "
+        "(env AION_RETRY_FOR; default %(default)s; 0: never)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_command_parsers(sub)
     add_view_parsers(sub)
@@ -139,7 +153,13 @@ def _add_local_commands(sub: Any) -> None:
 async def _run(args: argparse.Namespace, out: Output) -> int:
     token = os.environ.get("AION_API_TOKEN") or None
     handler: Handler = args.handler
-    async with AionClient(args.api, token, timeout=args.request_timeout) as client:
+    async with AionClient(
+        args.api,
+        token,
+        timeout=args.request_timeout,
+        retry_for=args.retry_for,
+        on_retry=out.retrying,
+    ) as client:
         return await handler(client, args, out)
 
 
@@ -208,6 +228,9 @@ def _report(out: Output, err: Exception, found_by: str) -> int:
         return EXIT_USAGE
     if isinstance(err, AionWrongServer):
         out.error(f"{err}\nis aion dev running? it prints its API URL: pass it as --api")
+        return EXIT_UNAVAILABLE
+    if isinstance(err, AionUnavailable) and err.request_id is not None:
+        out.error(str(err))  # a command given up on: names the request id to send it again with
         return EXIT_UNAVAILABLE
     if isinstance(err, AionUnavailable):
         out.error(

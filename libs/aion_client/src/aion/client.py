@@ -11,18 +11,29 @@ a :class:`WorkflowHandle` bound to the run it opens: its ``result()`` (and ``res
 the client that started it) waits for that run, never an earlier run of the same id, and
 raises :class:`AionCommandRefused` (code and reason) if the engine refused the start.
 
+Commands (start, signal, cancel, terminate) ride through outages: each carries a request id
+(the caller's, or a random one the client makes up), so sending it again is the same command,
+which the engine applies once; the client re-sends it on ``503`` (the API could not reach Kafka:
+it honours ``Retry-After``), ``502``/``504``, connection errors and timeouts, with capped,
+jittered backoff, for at most ``retry_for`` seconds (60 by default; 0 turns it off), calling
+``on_retry`` (by default a warning on the ``aion.client`` logger) before each wait.
+
 Commands can also go straight to Kafka, without the API: see :class:`aion.KafkaCommands`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import random
 import ssl
 import time
+import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
@@ -87,6 +98,7 @@ __all__ = [
     "PackageEntry",
     "PackageInfo",
     "Refusal",
+    "RetryNote",
     "Route",
     "Run",
     "WaitItem",
@@ -121,7 +133,49 @@ _REMEMBERED_STARTS = 10_000
 
 # Connections a client keeps to the API: requests beyond this many in flight wait for one.
 _MAX_CONNECTIONS = 256
-_KEEPALIVE_EXPIRY = 5.0
+# An idle connection is used again for this long: less than the API server keeps it (5 s,
+# uvicorn's default), so a request is never sent on a connection the server is closing at that
+# very moment ("Server disconnected without sending a response"); with exactly 5 s, as before,
+# one now and then was.
+_KEEPALIVE_EXPIRY = 2.0
+_DEFAULT_RETRY_FOR_S = 60.0
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 5.0
+_RETRY_JITTER = 0.2
+_RETRY_STATUSES = frozenset({502, 503, 504})
+
+_log = logging.getLogger("aion.client")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryNote:
+    """What :class:`AionClient` tells ``on_retry`` before it waits to send a command again."""
+
+    what: str
+    """The command, e.g. ``signal 'go' to order-1``."""
+    request_id: str
+    attempt: int
+    """Attempts made so far (the next one is ``attempt + 1``)."""
+    delay_s: float
+    """How long it waits now."""
+    waited_s: float
+    """Seconds since the first attempt."""
+    limit_s: float
+    """It gives up once this many seconds have passed (``retry_for``)."""
+    reason: str
+    """Why the last attempt failed."""
+
+    def describe(self) -> str:
+        """One line for a terminal."""
+        return (
+            f"{self.what}: {self.reason}; retrying in {self.delay_s:.1f} s (attempt "
+            f"{self.attempt + 1}, {self.waited_s:.1f} of at most {self.limit_s:.0f} s, "
+            f"request id {self.request_id})"
+        )
+
+
+def _log_retry(note: RetryNote) -> None:
+    _log.warning("%s", note.describe())
 
 
 def _segment(text: str) -> str:
@@ -154,13 +208,19 @@ class AionClient:
         *,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry_for: float = _DEFAULT_RETRY_FOR_S,
+        on_retry: Callable[[RetryNote], None] | None = None,
     ) -> None:
+        """``timeout`` bounds each request; ``retry_for`` the time a command is re-sent for
+        (see the module docstring); ``on_retry`` hears about each wait before a re-send."""
         if base_url is None:
             base_url = os.environ.get("AION_API_URL") or find_api()[0]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         # workflow id -> (start command id, run id) of the newest start sent through this client
         self._starts: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._retry_for = max(0.0, retry_for)
+        self._on_retry = on_retry or _log_retry
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
@@ -217,6 +277,45 @@ class AionClient:
             raise _problem(response)
         return response
 
+    async def _command(self, what: str, path: str, body: dict[str, Any]) -> Accepted:
+        """POST a command (its body holds ``request_id``), re-sent while the API or Kafka is
+        away, for at most ``retry_for`` seconds."""
+        request_id = str(body["request_id"])
+        began = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return _accepted(await self._call("POST", path, json=body))
+            except (AionUnavailable, AionApiError) as err:
+                retry_after = _retry_after(err)
+                if retry_after is None:
+                    raise
+                waited = time.monotonic() - began
+                remaining = self._retry_for - waited
+                delay = min(max(retry_after, _backoff(attempt)), remaining)
+                if remaining <= 0:
+                    raise _gave_up(
+                        what,
+                        request_id=request_id,
+                        attempts=attempt,
+                        waited=waited,
+                        limit=self._retry_for,
+                        last=err,
+                    ) from err
+                self._on_retry(
+                    RetryNote(
+                        what=what,
+                        request_id=request_id,
+                        attempt=attempt,
+                        delay_s=delay,
+                        waited_s=waited,
+                        limit_s=self._retry_for,
+                        reason=_reason(err),
+                    )
+                )
+                await asyncio.sleep(delay)
+
     async def start(
         self,
         workflow_type: str,
@@ -242,12 +341,15 @@ class AionClient:
         policy = None if id_reuse_policy is None else IdReusePolicy.parse(id_reuse_policy)
         optional = {
             "id": id,
-            "request_id": request_id,
             "execution_timeout_ms": execution_timeout_ms,
             "id_reuse_policy": None if policy is None else policy.value,
             "package_version": package_version,
         }
-        body: dict[str, Any] = {"type": workflow_type, "input": input}
+        body: dict[str, Any] = {
+            "type": workflow_type,
+            "input": input,
+            "request_id": request_id or _new_request_id(),
+        }
         body |= {k: v for k, v in optional.items() if v is not None}
         accepted = _accepted(await self._call("POST", "/v1/workflows", json=body))
         self._remember(accepted)
@@ -268,23 +370,25 @@ class AionClient:
         self, workflow_id: str, name: str, payload: Any = None, *, request_id: str | None = None
     ) -> Accepted:
         """Send signal ``name`` with ``payload`` to the workflow's current run."""
-        body = {"payload": payload, "request_id": request_id}
+        body = {"payload": payload, "request_id": request_id or _new_request_id()}
         path = f"{_path(workflow_id)}/signals/{_segment(name)}"
-        return _accepted(await self._call("POST", path, json=_compact(body)))
+        return await self._command(f"signal {name!r} to {workflow_id}", path, body)
 
     async def cancel(
         self, workflow_id: str, reason: str = "", *, request_id: str | None = None
     ) -> Accepted:
         """Ask the workflow to cancel; its code decides how it ends."""
-        body = _compact({"reason": reason, "request_id": request_id})
-        return _accepted(await self._call("POST", f"{_path(workflow_id)}/cancel", json=body))
+        body = {"reason": reason, "request_id": request_id or _new_request_id()}
+        path = f"{_path(workflow_id)}/cancel"
+        return await self._command(f"cancel of {workflow_id}", path, body)
 
     async def terminate(
         self, workflow_id: str, reason: str = "", *, request_id: str | None = None
     ) -> Accepted:
         """End the workflow's current run at once (it fails with ``terminated:<reason>``)."""
-        body = _compact({"reason": reason, "request_id": request_id})
-        return _accepted(await self._call("POST", f"{_path(workflow_id)}/terminate", json=body))
+        body = {"reason": reason, "request_id": request_id or _new_request_id()}
+        path = f"{_path(workflow_id)}/terminate"
+        return await self._command(f"termination of {workflow_id}", path, body)
 
     async def describe(self, workflow_id: str) -> WorkflowDescription:
         """Status, current run, run chain and children."""
@@ -507,8 +611,11 @@ class AionClient:
     ) -> Accepted:
         """Move the workflow's current (or the given) open run to ``version``; the engine
         moves it only if that code replays its history, and refuses the move otherwise."""
-        body = _compact({"version": version, "run_id": run_id, "request_id": request_id})
-        return _accepted(await self._call("POST", f"{_path(workflow_id)}/move", json=body))
+        body: dict[str, Any] = {"version": version, "request_id": request_id or _new_request_id()}
+        if run_id is not None:
+            body["run_id"] = run_id
+        path = f"{_path(workflow_id)}/move"
+        return await self._command(f"move of {workflow_id} to {version}", path, body)
 
 
 def _default_transport(base_url: str) -> httpx.AsyncBaseTransport | None:
@@ -529,6 +636,11 @@ class _KeepAlivePool(httpx.AsyncBaseTransport):
     2.5 ms of CPU per request — the client, not the API, capped starts at ≈ 350/s. Here a
     request takes the most recently used idle connection (or opens one, up to
     ``max_connections``) and gives it back when its response is closed.
+
+    A request that fails on a *reused* connection before any response arrived — the server
+    closed it as the request went out (its keep-alive timer fired), so the request was not
+    read — is sent once more on a fresh connection. Every request this client sends may be
+    repeated: reads, and commands, which carry their request id.
     """
 
     def __init__(self, *, max_connections: int, keepalive_expiry: float) -> None:
@@ -552,7 +664,7 @@ class _KeepAlivePool(httpx.AsyncBaseTransport):
         port = request.url.port or (443 if scheme == b"https" else 80)
         origin = httpcore.Origin(scheme, request.url.raw_host, port)
         try:
-            connection = await self._checkout(origin)
+            connection, reused = await self._checkout(origin)
             core_request = httpcore.Request(
                 method=request.method,
                 url=httpcore.URL(
@@ -571,6 +683,18 @@ class _KeepAlivePool(httpx.AsyncBaseTransport):
         try:
             with _httpx_errors(request):
                 response = await connection.handle_async_request(core_request)
+        except _STALE_CONNECTION:
+            if not (reused and isinstance(request.stream, httpx.ByteStream)):
+                await self.give_back(connection)
+                raise
+            await connection.aclose()  # closed by the server: the slot goes to a fresh one
+            connection = self._connect(origin)
+            try:
+                with _httpx_errors(request):
+                    response = await connection.handle_async_request(core_request)
+            except BaseException:
+                await self.give_back(connection)
+                raise
         except BaseException:
             await self.give_back(connection)
             raise
@@ -582,13 +706,17 @@ class _KeepAlivePool(httpx.AsyncBaseTransport):
             extensions=response.extensions,
         )
 
-    async def _checkout(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
+    async def _checkout(self, origin: httpcore.Origin) -> tuple[httpcore.AsyncHTTPConnection, bool]:
+        """An idle connection to ``origin`` (and True), or a new one (and False)."""
         while self._idle:
             connection = self._idle.pop()
             usable = connection.can_handle_request(origin) and connection.is_idle()
             if usable and not connection.has_expired():  # expired also when the server hung up
-                return connection
+                return connection, True
             await connection.aclose()
+        return self._connect(origin), False
+
+    def _connect(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
         if origin.scheme == b"https" and self._ssl_context is None:
             self._ssl_context = httpx.create_ssl_context()
         return httpcore.AsyncHTTPConnection(
@@ -646,6 +774,11 @@ class _PooledStream(httpx.AsyncByteStream):
             await self._pool.give_back(self._connection)
 
 
+# What a request sent on a connection the server had just closed fails with: the server hung up
+# without answering (h11: "Server disconnected without sending a response"), reset it, or the
+# write hit a closed socket.
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
 _HTTPCORE_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     # most specific first
     (httpcore.ConnectTimeout, httpx.ConnectTimeout),
@@ -674,6 +807,55 @@ def _httpx_errors(request: httpx.Request) -> Iterator[None]:
             if isinstance(err, core_error):
                 raise httpx_error(str(err) or type(err).__name__, request=request) from err
         raise
+
+
+def _new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _retry_after(err: AionUnavailable | AionApiError) -> float | None:
+    """How long to wait before re-sending after ``err`` (0: no preference), or None: do not."""
+    if isinstance(err, AionUnavailable):
+        return 0.0  # refused, reset or timed out: the API may be restarting
+    if err.status in _RETRY_STATUSES:
+        return err.retry_after or 0.0
+    return None
+
+
+def _backoff(attempt: int) -> float:
+    base: float = min(_RETRY_MAX_S, _RETRY_FIRST_S * 2.0 ** (attempt - 1))
+    return base * (1 + random.uniform(-_RETRY_JITTER, _RETRY_JITTER))  # noqa: S311 - jitter
+
+
+def _reason(err: AionUnavailable | AionApiError) -> str:
+    if isinstance(err, AionApiError):
+        return f"{err.status} {err.detail}"
+    return str(err)
+
+
+def _gave_up(
+    what: str,
+    *,
+    request_id: str,
+    attempts: int,
+    waited: float,
+    limit: float,
+    last: AionUnavailable | AionApiError,
+) -> AionUnavailable:
+    if attempts > 1:
+        tried = (
+            f"sent {attempts} times over {waited:.0f} s, re-sent on 503, 502/504, connection "
+            f"errors and timeouts for at most {limit:.0f} s"
+        )
+    else:
+        tried = "sent once; retrying is off" if limit == 0 else "sent once"
+    return AionUnavailable(
+        f"{what} was not confirmed ({tried}); last error: {_reason(last).rstrip('.')}. "
+        f"Send it again with request id {request_id} to be sure it is applied (once, "
+        "whatever got through before)",
+        request_id=request_id,
+        attempts=attempts,
+    )
 
 
 def _compact(body: dict[str, Any]) -> dict[str, Any]:
@@ -728,6 +910,7 @@ def _problem(response: httpx.Response) -> AionApiError:
         str(body.get("title", response.reason_phrase)),
         str(body.get("detail", response.text[:200])),
     )
+    retry_after = _seconds(response.headers.get("retry-after"))
     refusal = body.get("refusal")
     if problem[1].rsplit("/", 1)[-1] in _QUERY_KINDS:
         known = body.get("known_queries")
@@ -743,4 +926,11 @@ def _problem(response: httpx.Response) -> AionApiError:
             code=str(refusal.get("code", "")),
             reason=str(refusal.get("reason", "")),
         )
-    return AionApiError(*problem)
+    return AionApiError(*problem, retry_after=retry_after)
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` of delay-seconds (an HTTP date is not honoured: None)."""
+    if header is None or not header.strip().isdigit():
+        return None
+    return float(header.strip())

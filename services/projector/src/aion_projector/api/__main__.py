@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from aion_common.settings import Settings
-from aion_projector.api._server import run_api
+from aion_common.runtime.logging import configure_logging
+from aion_common.settings import Settings, SettingsError
+from aion_projector.api._server import produce_timeout_from_env, run_api
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,7 +16,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
-    asyncio.run(run_api(Settings.from_env(), args.host, args.port))
+    configure_logging()  # JSON lines on stderr, as every service (uvicorn keeps its own)
+    try:
+        settings = Settings.from_env()
+        produce_timeout_s = produce_timeout_from_env()
+    except SettingsError as err:
+        parser.exit(2, f"aion API refused to start: {err}\n")
+    asyncio.run(run_api(settings, args.host, args.port, produce_timeout_s=produce_timeout_s))
 
 
 if __name__ == "__main__":

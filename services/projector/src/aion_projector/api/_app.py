@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aion_common.kafka.link import BrokerLink
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings
 from aion_projector.api import _command_status, _queries, _reads, _versions, _writes
@@ -45,7 +46,9 @@ from aion_projector.archive import Archive
 
 __all__ = ["OPEN_PATHS", "create_app"]
 
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/redoc"})
+OPEN_PATHS = frozenset(
+    {"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs", "/redoc"}
+)
 """Paths answered without a token even when bearer auth is on."""
 
 PACKAGES_PATH = "/v1/packages"
@@ -83,6 +86,7 @@ def create_app(
     package_limit: int = DEFAULT_PACKAGE_LIMIT,
     query_desk: QueryDesk | None = None,
     archive: Archive | None = None,
+    kafka_link: BrokerLink | None = None,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
@@ -90,6 +94,7 @@ def create_app(
     the lifecycle of the sessions' engine, of the sink and of ``cluster_view`` (which the web
     UI's registry page reads; see :func:`run_api`) and of ``query_desk`` (where queries are
     asked; without one they answer 503). The web UI is served at ``/``.
+    ``kafka_link`` (the sink's) makes ``/health/ready`` report whether commands can be queued.
     """
     app = FastAPI(
         title="aion",
@@ -116,21 +121,50 @@ def create_app(
     app.include_router(_queries.router)
     install_ui(app)
     metrics = _Metrics()
-    _add_health_and_metrics(app, session_factory, metrics)
+    _add_health_and_metrics(app, session_factory, metrics, kafka_link)
     _add_middleware(app, settings, metrics, api_token, package_limit)
     _customise_openapi(app, bearer=api_token is not None)
     return app
 
 
 def _add_health_and_metrics(
-    app: FastAPI, sessions: async_sessionmaker[AsyncSession], metrics: _Metrics
+    app: FastAPI,
+    sessions: async_sessionmaker[AsyncSession],
+    metrics: _Metrics,
+    link: BrokerLink | None,
 ) -> None:
-    @app.get("/health", tags=["operations"], summary="Liveness and database check")
+    @app.get("/health", tags=["operations"], summary="Database check: reads can be served")
     async def health() -> Health:
-        """200 when the API can query its database; 503 problem otherwise."""
+        """200 when the API can query its database; 503 problem otherwise. Reads keep being
+        served while Kafka is away, so this is what a load balancer should route on."""
         async with sessions() as session:
             await session.execute(text("SELECT 1"))
         return Health(status="ok")
+
+    @app.get("/health/live", tags=["operations"], summary="Liveness")
+    async def live() -> Health:
+        """200 while the process answers at all."""
+        return Health(status="ok")
+
+    @app.get(
+        "/health/ready",
+        tags=["operations"],
+        summary="Readiness: the database answers and commands can reach Kafka",
+        response_class=JSONResponse,
+    )
+    async def ready() -> JSONResponse:
+        """200 when the database answers and the Kafka cluster does; else 503 with
+        ``not_ready`` saying why (reads may still be served: see ``/health``)."""
+        async with sessions() as session:
+            await session.execute(text("SELECT 1"))
+        reason = None if link is None else link.not_ready_reason()
+        body: dict[str, Any] = {"status": "ok" if reason is None else "unavailable"}
+        body["ready"] = reason is None
+        if link is not None:
+            body["kafka"] = link.report()
+        if reason is not None:
+            body["not_ready"] = reason
+        return JSONResponse(body, status_code=200 if reason is None else 503)
 
     @app.get(
         "/metrics",

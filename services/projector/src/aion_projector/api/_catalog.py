@@ -4,11 +4,17 @@
 does and writes through :class:`~aion_common.kafka.catalog.CatalogWriter`; a write returns
 once the API has read it back, so ``aion deploy`` then ``aion route`` (or ``aion packages``)
 see it at once. :class:`MemoryCatalog` is the same without Kafka, for tests of the routes.
+
+Like the command sink, the catalog starts without Kafka (issue 19): its writer connects in the
+background through the API's :class:`~aion_common.kafka.link.BrokerLink`, and a write before
+then (or while the cluster is away) is refused as retriable, which the API answers with 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -16,9 +22,12 @@ from typing import Protocol
 from aion_common.codecs import Codec
 from aion_common.domain import InfrastructureError, PackageRecord, RouteRecord
 from aion_common.kafka.catalog import CatalogReader, CatalogWriter
+from aion_common.kafka.link import BrokerLink, is_retriable
 from aion_common.settings import Settings
 
 __all__ = ["CatalogState", "KafkaCatalog", "MemoryCatalog", "VersionCatalog"]
+
+_log = logging.getLogger("aion.api")
 
 _READ_BACK_S = 15.0
 _CATCH_UP_S = 30.0
@@ -101,37 +110,81 @@ class MemoryCatalog(CatalogState):
 class KafkaCatalog(CatalogState):
     """The catalog on Kafka, tailed in the background; writes wait to be read back."""
 
-    def __init__(self, settings: Settings, *, codec: Codec | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, codec: Codec | None = None, link: BrokerLink | None = None
+    ) -> None:
         super().__init__()
         codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
         self._reader = CatalogReader(settings, self, codec=codec)
         self._writer = CatalogWriter(settings, codec=codec)
+        self._link = link
+        self._connected = False
+        self._connecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connect the writer and start tailing; waits (bounded) for the catalog to be read."""
-        await self._writer.start()
+        """Connect the writer and start tailing; waits (bounded) for the catalog to be read.
+        Without Kafka (or a ``link`` that knows it is away) the writer goes on connecting in
+        the background and the API starts at once."""
         await self._reader.start()
+        if self._link is not None and self._link.known_down:
+            self._connecting = asyncio.create_task(self._connect(), name="api.catalog.connect")
+            return
+        try:
+            await self._writer.start()
+        except Exception as err:
+            if self._link is None or not is_retriable(err):
+                raise
+            self._connecting = asyncio.create_task(self._connect(), name="api.catalog.connect")
+            return
+        self._connected = True
         await self._reader.caught_up(_CATCH_UP_S)
+
+    async def _connect(self) -> None:
+        assert self._link is not None
+        try:
+            await self._link.retry(self._writer.start, what="starting the catalog writer")
+        except InfrastructureError:
+            _log.exception("the catalog writer cannot start: version changes are refused (503)")
+            return
+        self._connected = True
 
     async def stop(self) -> None:
         """Stop tailing and disconnect; idempotent."""
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InfrastructureError):
+                await connecting
         await self._reader.stop()
         await self._writer.stop()
 
+    def _check_connected(self) -> None:
+        if not self._connected:
+            where = (
+                "the Kafka cluster" if self._link is None else f"Kafka at {self._link.bootstrap}"
+            )
+            raise InfrastructureError(
+                f"{where} is not reachable yet; the version catalog cannot be written: retry",
+                retriable=True,
+            )
+
     async def deploy(self, records: Sequence[PackageRecord]) -> None:
         """Write the records in one transaction; wait until read back."""
+        self._check_connected()
         await self._writer.deploy(records)
         keys = [(r.workflow_type, r.version) for r in records]
         await _read_back(lambda: all(k in self._packages for k in keys), "the package")
 
     async def remove(self, workflow_type: str, version: str) -> None:
         """Tombstone a record; wait until read back."""
+        self._check_connected()
         await self._writer.remove(workflow_type, version)
         key = (workflow_type, version)
         await _read_back(lambda: key not in self._packages, "the deletion")
 
     async def route(self, record: RouteRecord) -> None:
         """Write a route; wait until read back."""
+        self._check_connected()
         await self._writer.route(record)
         await _read_back(lambda: self._routes.get(record.workflow_type) == record, "the route")
 

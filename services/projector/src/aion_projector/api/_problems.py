@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aion_common.domain import InfrastructureError, InvalidInput, PayloadTooLarge
 from aion_projector.api._models import RefusalOut
+from aion_projector.api._sink import CommandNotQueued
 
 __all__ = [
     "PROBLEM_BASE",
@@ -178,6 +179,13 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _not_queued(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CommandNotQueued)
+    return problem_response(
+        503, "unavailable", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+    )
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "internal", "an unexpected error occurred; see the server log")
@@ -191,6 +199,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(InfrastructureError, _unavailable)
+    app.add_exception_handler(CommandNotQueued, _not_queued)
     for unavailable in (OperationalError, InterfaceError, PoolTimeout, ConnectionError):
         app.add_exception_handler(unavailable, _unavailable)
     app.add_exception_handler(Exception, _internal)

@@ -14,25 +14,54 @@ from aion_projector.api._answers import KafkaQueryDesk
 from aion_projector.api._app import create_app
 from aion_projector.api._catalog import KafkaCatalog
 from aion_projector.api._cluster import KafkaClusterView
-from aion_projector.api._sink import KafkaCommandSink
+from aion_projector.api._sink import DEFAULT_PRODUCE_TIMEOUT_S, KafkaCommandSink
 from aion_projector.archive import archive_from_env
 from aion_projector.database import connect, migrate, session_factory
 
-__all__ = ["run_api"]
+__all__ = ["KEEP_ALIVE_S", "PRODUCE_TIMEOUT_ENV", "produce_timeout_from_env", "run_api"]
+
+KEEP_ALIVE_S = 5
+"""How long the server keeps an idle connection (uvicorn's default, stated): ``AionClient``
+keeps its idle connections for less, so it never sends on one the server is closing."""
+PRODUCE_TIMEOUT_ENV = "AION_API_PRODUCE_TIMEOUT_MS"
+
+
+def produce_timeout_from_env(env: Mapping[str, str] | None = None) -> float:
+    """``AION_API_PRODUCE_TIMEOUT_MS``: longest wait for Kafka's acknowledgement of a command
+    before the API answers 503 (default 5000, half the clients' 10 s default timeout)."""
+    source = os.environ if env is None else env
+    raw = source.get(PRODUCE_TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_PRODUCE_TIMEOUT_S
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise SettingsError(f"{PRODUCE_TIMEOUT_ENV}={raw!r}: expected milliseconds") from err
+    if value < 1:
+        raise SettingsError(f"{PRODUCE_TIMEOUT_ENV}={value}: must be at least 1 ms")
+    return value / 1000
 
 
 async def run_api(
-    settings: Settings, host: str = "127.0.0.1", port: int = 8080, *, api_token: str | None = None
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    api_token: str | None = None,
+    produce_timeout_s: float | None = None,
 ) -> None:
     """Serve the API on ``host:port`` until SIGINT/SIGTERM; closes the sink and database after.
 
-    The bearer token defaults to ``AION_API_TOKEN`` (auth is off when neither is set). The
-    views' schema is migrated first (idempotent), so the API may start before the projector.
+    The bearer token defaults to ``AION_API_TOKEN`` (auth is off when neither is set), the
+    produce timeout to ``AION_API_PRODUCE_TIMEOUT_MS`` (5 s). The views' schema is migrated
+    first (idempotent), so the API may start before the projector; it starts without Kafka
+    too (commands are answered 503 until the cluster answers).
     """
     token = api_token if api_token is not None else os.environ.get("AION_API_TOKEN") or None
     package_limit = package_limit_from_env(os.environ)
+    timeout_s = produce_timeout_s if produce_timeout_s is not None else produce_timeout_from_env()
     engine = connect(settings.database_url)
-    sink = KafkaCommandSink(settings)
+    sink = KafkaCommandSink(settings, produce_timeout_s=timeout_s)
     cluster = KafkaClusterView(settings)
     catalog = KafkaCatalog(settings)
     desk = KafkaQueryDesk(settings, sink)
@@ -52,8 +81,16 @@ async def run_api(
             package_limit=package_limit,
             query_desk=desk,
             archive=archive_from_env(),
+            kafka_link=sink.link,
         )
-        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
         await uvicorn.Server(config).serve()
     finally:
         try:
