@@ -47,6 +47,8 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("queries", [sys.executable, "-m", "bench.queries"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         ("recovery", [sys.executable, "-m", "bench.recovery"]),
+        # On an embedded broker of its own: it stops and kills it.
+        ("outage", [sys.executable, "-m", "bench.outage"]),
         *(
             (
                 f"projection-{backend}",

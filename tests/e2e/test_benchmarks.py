@@ -133,6 +133,10 @@ CASES = {
             "engine_failover_s_standbys_off",
         },
     ),
+    "outage": (  # on a broker of its own (it stops it); the first figures may be -0.0x s
+        ["-m", "bench.outage", "--partitions", "3", "--commands", "2", "--outage", "1"],
+        {"broker_start_s", "return_to_views_caught_up_s"},
+    ),
 }  # fmt: skip
 
 

@@ -16,10 +16,12 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from aion_common.kafka.link import LinkChange
 from aion_common.runtime.logging import JsonFormatter, configure_logging
 from aion_common.settings import SettingsError
 from aion_common.testing import free_port
@@ -245,8 +247,21 @@ async def _run(
 
 async def _start(stack: Stack) -> bool:
     await stack.start()
+    stack.kafka.on_change(_tell_kafka)
     await stack.wait_ready(timeout=READY_TIMEOUT_S)
     return True
+
+
+def _tell_kafka(change: LinkChange) -> None:
+    """What a person watching ``aion dev`` should know about the broker (not its first answer)."""
+    now = time.strftime("%H:%M:%S")
+    if not change.up:
+        _say(
+            f"{now} kafka went away ({change.error}): the services wait for it and stay up; "
+            "commands are answered 503 meanwhile (the aion CLI re-sends them), reads keep working"
+        )
+    elif not change.first:
+        _say(f"{now} kafka is back after {change.down_for_s or 0:.1f} s")
 
 
 async def _until(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:

@@ -10,6 +10,11 @@ per task queue (``worker`` for the ``default`` queue) — configured through ``A
 variables, plus the embedded Apache Kafka (``aion_common.testing.broker``) unless a bootstrap
 is given. Everything lives under ``home``: ``kafka/`` (the broker's data, kept across runs, so
 a stop and a start keep every workflow), ``aion.db`` (SQLite views), ``logs/<name>.log``.
+
+Every service gets a health endpoint of its own (``health_url(name)``: ``/health/live``,
+``/health/ready``, ``/metrics``), and the stack watches the Kafka cluster itself
+(:attr:`Stack.kafka`, a :class:`~aion_common.kafka.link.BrokerLink`): ``aion dev`` prints when
+it went away and when it came back.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import httpx
 
 from aion import AionClient
 from aion._stack_home import forget_api_url, write_api_url
+from aion_common.kafka.link import BrokerLink
 from aion_common.settings import Settings
 from aion_common.testing import free_port, port_is_free
 from aion_common.testing.broker import KafkaBroker
@@ -43,6 +49,11 @@ __all__ = ["Stack", "StackConfig", "StackError", "StartupError", "SupervisedProc
 
 _log = logging.getLogger("aion.dev")
 _SERVICES_GRACE_S = 20.0
+_HEALTH_PORT_VARS = {
+    "engine": "AION_ENGINE",
+    "watcher": "AION_WATCHER",
+    "projector": "AION_PROJECTOR",
+}
 _KAFKA_GRACE_S = 30.0
 
 
@@ -94,6 +105,8 @@ class StackConfig:
     user's code (an activity writing a file) land."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment for every child (the stack's own ``AION_*`` settings win)."""
+    health_ports: bool = True
+    """Give the engines, the watcher and the projector a health endpoint each (free ports)."""
 
 
 class Stack:
@@ -120,6 +133,8 @@ class Stack:
         self.timings: dict[str, float] = {}
         self._settings: Settings | None = None
         self._api_port = 0
+        self._health_ports: dict[str, int] = {}
+        self._kafka: BrokerLink | None = None
         self._lock = HomeLock(self.home)
         self._pids = PidFile(self.home)
         self._started = False
@@ -142,10 +157,27 @@ class Stack:
             raise StackError("the stack has not been started")
         return f"http://{self.config.api_host}:{self._api_port}"
 
-    def client(self, *, timeout: float = 10.0) -> AionClient:
-        """A new client of this stack's API (close it, or use it as ``async with``)."""
+    @property
+    def kafka(self) -> BrokerLink:
+        """The stack's own view of whether the Kafka cluster answers (once started)."""
+        if self._kafka is None:
+            raise StackError("the stack has not been started")
+        return self._kafka
+
+    def health_url(self, name: str) -> str:
+        """The base URL of ``name``'s health endpoint (``api``: the API's own)."""
+        if name == "api":
+            return self.api_url
+        port = self._health_ports.get(name)
+        if port is None:
+            raise StackError(f"{name} has no health endpoint (health_ports is off, or no such)")
+        return f"http://{self.config.api_host}:{port}"
+
+    def client(self, *, timeout: float = 10.0, retry_for: float = 60.0) -> AionClient:
+        """A new client of this stack's API (close it, or use it as ``async with``); it re-sends
+        a command for at most ``retry_for`` seconds while the API or Kafka is away."""
         token = self.config.env.get("AION_API_TOKEN", os.environ.get("AION_API_TOKEN"))
-        return AionClient(self.api_url, token=token or None, timeout=timeout)
+        return AionClient(self.api_url, token=token or None, timeout=timeout, retry_for=retry_for)
 
     @property
     def worker_names(self) -> dict[str, str]:
@@ -201,6 +233,8 @@ class Stack:
                 instance_id="aion-dev",
             )
             self._api_port = self._choose_api_port()
+            self._kafka = BrokerLink(self._settings, name="aion-dev")
+            await self._kafka.start()
             await self._start_services()
         except BaseException:
             await self.stop()
@@ -330,6 +364,11 @@ class Stack:
         instance: str | None = None,
     ) -> ChildProcess:
         env = self._child_env(instance or name)
+        variable = _HEALTH_PORT_VARS.get("engine" if name.startswith("engine-") else name)
+        if variable is not None and self.config.health_ports:
+            port = self._health_ports.setdefault(name, free_port(self.config.api_host))
+            env[f"{variable}_PORT"] = str(port)
+            env[f"{variable}_HOST"] = self.config.api_host
         process = ChildProcess(
             name,
             [*argv, *(extra_args or [])],
@@ -474,6 +513,8 @@ class Stack:
         self._stopped = True
         services = [p for n, p in self.processes.items() if n != "kafka"]
         await asyncio.gather(*(p.stop(_SERVICES_GRACE_S) for p in services))
+        if self._kafka is not None:  # first: the broker going away now is no news
+            await self._kafka.stop()
         if (kafka := self.processes.get("kafka")) is not None:
             await kafka.stop(_KAFKA_GRACE_S)
         if self._locked:  # else the pid file is another stack's

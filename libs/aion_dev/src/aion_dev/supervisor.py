@@ -7,7 +7,9 @@ leaves no service behind. A child that exits while it should be running is resta
 backoff that doubles (reset once it stays up for a while) and the restart is logged as
 ``restarted <name> (<exit code or signal>, restart <n>)`` — unless its ``on_exit`` callback
 says a restart cannot help (a service that refused to start because of the user's code or
-configuration): then it stays down and ``gave_up`` says how it exited.
+configuration): then it stays down and ``gave_up`` says how it exited. :meth:`SupervisedProcess.hold`
+stops a child on purpose and keeps it down until :meth:`SupervisedProcess.release` (an outage
+on demand, for tests and benchmarks); that is neither a crash nor a restart.
 """
 
 from __future__ import annotations
@@ -88,12 +90,16 @@ class SupervisedProcess(ABC):
         self.started_at = 0.0
         self.gave_up: str | None = None
         """How the child last exited, when ``on_exit`` said not to restart it."""
+        self.launch_s = 0.0
+        """How long the last launch took (for the broker: until it answered a request)."""
         self._backoff = backoff
         self._on_spawn = on_spawn
         self._on_exit = on_exit
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_delay: float | None = None
+        self._held: asyncio.Event | None = None  # set: the child is down, on purpose
+        self._released = asyncio.Event()
 
     @property
     def running(self) -> bool:
@@ -115,6 +121,31 @@ class SupervisedProcess(ABC):
             "signalling %s", self.name, extra={"child": self.name, "pid": self.pid, "signal": sig}
         )
         signal_group(self.pid, sig)
+
+    async def hold(self, grace: float = 30.0) -> None:
+        """Stop the child (SIGTERM, SIGKILL after ``grace``) and keep it down until
+        :meth:`release`; returns once it is down."""
+        if self._task is None or self.pid is None or self._held is not None:
+            raise ProcessLookupError(f"{self.name} is not running under supervision")
+        down = self._held = asyncio.Event()
+        self._released.clear()
+        pid = self.pid
+        _log.info("holding %s down", self.name, extra={"child": self.name, "pid": pid})
+        signal_group(pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(down.wait(), grace)
+        except TimeoutError:
+            signal_group(pid, signal.SIGKILL)
+            await down.wait()
+
+    async def release(self) -> float:
+        """Start a held child again; returns once it runs, with how long its launch took."""
+        if self._held is None:
+            raise ProcessLookupError(f"{self.name} is not held")
+        self._released.set()
+        while self._held is not None and not self._stopping.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the supervising task launches it
+        return self.launch_s
 
     def abandon(self) -> None:
         """SIGKILL the group and stop supervising (no restart); ``stop`` still awaits it."""
@@ -151,8 +182,10 @@ class SupervisedProcess(ABC):
         self.pid = None
 
     async def _spawn(self) -> None:
+        began = time.monotonic()
         self.pid = await self._launch()
         self.started_at = time.monotonic()
+        self.launch_s = self.started_at - began
         if self._on_spawn is not None:
             self._on_spawn(self)
 
@@ -165,6 +198,10 @@ class SupervisedProcess(ABC):
             signal_group(pid, signal.SIGKILL)  # anything it left in its group
             if self._stopping.is_set():
                 return
+            if self._held is not None:
+                if not await self._wait_release(describe_exit(returncode)):
+                    return
+                continue
             how = describe_exit(returncode)
             if self._on_exit is not None and not self._on_exit(self, returncode):
                 self.gave_up = how
@@ -191,6 +228,33 @@ class SupervisedProcess(ABC):
                 return
             if not await self._respawn(how):
                 return
+
+    async def _wait_release(self, how: str) -> bool:
+        """Held: stay down until released (then launch) or stopped; whether it runs again."""
+        held = self._held
+        assert held is not None
+        _log.info("%s is down (%s), held", self.name, how, extra={"child": self.name})
+        held.set()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        released = asyncio.ensure_future(self._released.wait())
+        try:
+            await asyncio.wait({stopping, released}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            released.cancel()
+        if self._stopping.is_set():
+            self._held = None
+            return False
+        try:
+            await self._spawn()
+        except Exception:  # noqa: BLE001 - a failed launch is retried like a crash
+            _log.exception("release of %s failed", self.name, extra={"child": self.name})
+            self._held = None
+            return await self._retry_launch()
+        finally:
+            self._held = None
+        _log.info("released %s", self.name, extra={"child": self.name, "pid": self.pid})
+        return True
 
     async def _respawn(self, how: str) -> bool:
         self.restarts += 1
