@@ -28,7 +28,7 @@ from aion_dev import Stack
 
 WORKFLOWS = "tests.e2e.watcher.workflows"
 KINDS = ("complete", "signal", "cancel", "signal", "cancel")
-SERVICES = ("engine-1", "watcher", "projector", "api")
+SERVICES = ("engine-1", "watcher", "projector", "api", "worker")
 
 
 @dataclass

@@ -53,6 +53,7 @@ _HEALTH_PORT_VARS = {
     "engine": "AION_ENGINE",
     "watcher": "AION_WATCHER",
     "projector": "AION_PROJECTOR",
+    "worker": "AION_WORKER",
 }
 _KAFKA_GRACE_S = 30.0
 
@@ -364,7 +365,8 @@ class Stack:
         instance: str | None = None,
     ) -> ChildProcess:
         env = self._child_env(instance or name)
-        variable = _HEALTH_PORT_VARS.get("engine" if name.startswith("engine-") else name)
+        kind = name.split("-", 1)[0] if name.startswith(("engine-", "worker-")) else name
+        variable = _HEALTH_PORT_VARS.get(kind)
         if variable is not None and self.config.health_ports:
             port = self._health_ports.setdefault(name, free_port(self.config.api_host))
             env[f"{variable}_PORT"] = str(port)

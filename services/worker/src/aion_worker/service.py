@@ -16,6 +16,10 @@ Topology, in one place:
   from ``heartbeat()`` in a sync one) or drops a task still waiting;
 - SIGTERM: stop fetching, give running attempts ``shutdown_grace`` to finish, abandon the rest
   (unreported and uncommitted: the next owner runs them again), commit, leave the group.
+
+Broker outages are waited out as by every aion service (issue 19): :attr:`WorkerService.link`
+probes the cluster, logs one line when it is lost and one when it is back, and makes the
+worker not ready meanwhile; start-up steps, polls and reports retry, waiting for its return.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from aion_common.domain import (
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
 from aion_common.kafka.consumer import ManualCommitConsumer, Record
 from aion_common.kafka.dead_letter import DeadLetterPublisher
+from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
 from aion_common.kafka.producer import KeyedProducer
 from aion_common.kafka.topics import Topics
 from aion_common.runtime.health import HealthServer
@@ -69,7 +74,7 @@ _COMMIT_EVERY_S = 0.2
 _LAZY_START_S = 0.1  # an attempt still running this long reports that it started
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
-_START_BACKOFF_MAX_S = 10.0
+_BACKOFF = Backoff(initial=_BACKOFF_FIRST_S, maximum=_BACKOFF_MAX_S)
 
 
 @dataclass(slots=True)
@@ -104,7 +109,6 @@ class _Status:
     started: bool = False
     stopping: bool = False
     partitions: set[int] = field(default_factory=set)
-    broker_error: str | None = None
 
 
 class WorkerService:
@@ -122,6 +126,8 @@ class WorkerService:
         self.config = config
         self.registry = registry
         self.metrics = WorkerMetrics()
+        self.link = BrokerLink(settings, name="worker")
+        """Whether the cluster answers (readiness); retries wait on it."""
         self.payload_limit = settings.payload_limit_bytes
         self.worker_id = f"{settings.instance_id}@{socket.gethostname()}:{os.getpid()}"[:128]
         self._codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
@@ -201,26 +207,15 @@ class WorkerService:
 
     async def _until_connected(self) -> None:
         """Topics, producer and consumer; a broker that is not there yet is waited for."""
-        delay = _BACKOFF_FIRST_S
-        while True:
-            try:
-                await ensure_topics(self.settings, self._topics)
-                await ensure_task_topic(self.settings, self._topics, self.config.task_queue)
-                await self._producer.start()
-                await self._consumer.start()
-            except InfrastructureError as err:
-                if not err.retriable:
-                    raise
-                if self._status.broker_error is None:
-                    _log.warning("broker unreachable; waiting for it", extra={"error": str(err)})
-                self._status.broker_error = str(err)
-                await asyncio.sleep(delay)
-                delay = min(_START_BACKOFF_MAX_S, delay * 2)
-                continue
-            if self._status.broker_error is not None:
-                _log.info("broker reachable again")
-                self._status.broker_error = None
-            return
+        await self.link.start()
+        retry = self.link.retry
+        await retry(lambda: ensure_topics(self.settings, self._topics), what="ensuring topics")
+        await retry(
+            lambda: ensure_task_topic(self.settings, self._topics, self.config.task_queue),
+            what="ensuring the task topic",
+        )
+        await retry(self._producer.start, what="starting the producer")
+        await retry(self._consumer.start, what="joining the group")
 
     async def run(self) -> None:
         """Fetch, run and report until :meth:`stop`; raise on a fatal error."""
@@ -254,14 +249,10 @@ class WorkerService:
         except InfrastructureError as err:
             if not err.retriable:
                 raise
-            if self._status.broker_error is None:
-                _log.warning("fetching tasks failed; retrying", extra={"error": str(err)})
-            self._status.broker_error = str(err)
-            await asyncio.sleep(0.5)
+            self.link.suspect()
+            _log.warning("fetching tasks failed; retrying", extra={"error": str(err), **RETRYING})
+            await self.link.pause(0.5)
             return {}
-        if self._status.broker_error is not None:
-            _log.info("fetching tasks again")
-            self._status.broker_error = None
         return batches
 
     async def stop(self) -> None:
@@ -296,6 +287,7 @@ class WorkerService:
             self._threads.shutdown(wait=False, cancel_futures=True)
             if self._http is not None:
                 await self._http.stop()
+            await self.link.stop()
         _log.info("worker stopped", extra={"worker": self.worker_id})
 
     async def _wait_background(self, seconds: float) -> None:
@@ -303,18 +295,25 @@ class WorkerService:
             await asyncio.wait(set(self._background), timeout=seconds)
 
     def health(self) -> Mapping[str, object]:
-        """The ``/health`` body: live while running; ready while the broker answers."""
-        ok = self._status.started and not self._status.stopping and self._failure is None
-        return {
+        """The ``/health`` body: live while starting or running; ready while the broker
+        answers (``not_ready`` says why not)."""
+        ok = not self._status.stopping and self._failure is None
+        reason = self.link.not_ready_reason()
+        if reason is None and not self._status.started:
+            reason = "starting"
+        body: dict[str, object] = {
             "ok": ok,
-            "ready": ok and self._status.broker_error is None,
-            "reason": self._status.broker_error,
+            "ready": ok and reason is None,
+            "kafka": self.link.report(),
             "task_queue": self.config.task_queue,
             "partitions": sorted(self._status.partitions),
             "running": len(self._running),
             "waiting": len(self._waiting),
             "activities": list(self.registry.names()),
         }
+        if reason is not None:
+            body["not_ready"] = reason
+        return body
 
     # -- rebalances -------------------------------------------------------------------------
 
@@ -508,7 +507,7 @@ class WorkerService:
         """Send ``command`` to the engine, retrying with capped backoff until the broker
         acknowledges it; False if it could not be sent (stopping, or refused for good)."""
         value = self._codec.encode_command(command)
-        delay = _BACKOFF_FIRST_S
+        attempt = 0
         while True:
             try:
                 await self._producer.send(self._topics.commands, command.workflow_id, value)
@@ -519,11 +518,12 @@ class WorkerService:
                         extra={"workflow_id": command.workflow_id, "error": str(err)},
                     )
                     return False
-                if self._status.broker_error is None:
-                    _log.warning("sending a report failed; retrying", extra={"error": str(err)})
-                self._status.broker_error = str(err)
-                await asyncio.sleep(delay)
-                delay = min(_BACKOFF_MAX_S, delay * 2)
+                attempt += 1
+                self.link.suspect()
+                _log.warning(
+                    "sending a report failed; retrying", extra={"error": str(err), **RETRYING}
+                )
+                await self.link.pause(_BACKOFF.delay(attempt))
                 continue
             return True
 
