@@ -7,9 +7,10 @@ leaves no service behind. A child that exits while it should be running is resta
 backoff that doubles (reset once it stays up for a while) and the restart is logged as
 ``restarted <name> (<exit code or signal>, restart <n>)`` — unless its ``on_exit`` callback
 says a restart cannot help (a service that refused to start because of the user's code or
-configuration): then it stays down and ``gave_up`` says how it exited. :meth:`SupervisedProcess.hold`
-stops a child on purpose and keeps it down until :meth:`SupervisedProcess.release` (an outage
-on demand, for tests and benchmarks); that is neither a crash nor a restart.
+configuration): then it stays down and ``gave_up`` says how it exited.
+:meth:`SupervisedProcess.hold` stops a child on purpose and keeps it down until
+:meth:`SupervisedProcess.release` (an outage on demand, for tests and benchmarks); that is
+neither a crash nor a restart.
 """
 
 from __future__ import annotations

@@ -160,9 +160,8 @@ class KafkaCatalog(CatalogState):
 
     def _check_connected(self) -> None:
         if not self._connected:
-            where = (
-                "the Kafka cluster" if self._link is None else f"Kafka at {self._link.bootstrap}"
-            )
+            link = self._link
+            where = "the Kafka cluster" if link is None else f"Kafka at {link.bootstrap}"
             raise InfrastructureError(
                 f"{where} is not reachable yet; the version catalog cannot be written: retry",
                 retriable=True,

@@ -63,7 +63,7 @@ async def run_api(
     engine = connect(settings.database_url)
     sink = KafkaCommandSink(settings, produce_timeout_s=timeout_s)
     cluster = KafkaClusterView(settings)
-    catalog = KafkaCatalog(settings)
+    catalog = KafkaCatalog(settings, link=sink.link)
     desk = KafkaQueryDesk(settings, sink)
     try:
         await migrate(engine)
