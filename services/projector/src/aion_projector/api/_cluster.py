@@ -11,6 +11,7 @@ rather than a failed page.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -102,32 +103,44 @@ class KafkaClusterView:
         self._settings = settings
         self._topics = Topics(settings.topic_prefix)
         self._group = f"{settings.topic_prefix}.engine"
-        self._admin = AIOKafkaAdminClient(**client_options(settings))
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings),
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._cached: ClusterSnapshot | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Connect; a broker that is away now is connected to at a later snapshot (the API
+        starts, and serves everything else, without Kafka: issue 19)."""
+        with contextlib.suppress(KafkaError, OSError):
+            await self._connect()
+
+    async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        """The clients, started now if they are not yet (new ones each time: aiokafka's
+        cannot start again after a failed start)."""
+        if self._admin is not None and self._consumer is not None:
+            return self._admin, self._consumer
+        admin = AIOKafkaAdminClient(**client_options(self._settings))
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
-        self._cached: ClusterSnapshot | None = None
-        self._lock = asyncio.Lock()
-        self._started = False
-
-    async def start(self) -> None:
-        """Connect; a broker that is away now is retried at each snapshot."""
-        await self._admin.start()
-        await self._consumer.start()
-        self._started = True
+        try:
+            await admin.start()
+            await consumer.start()
+        except BaseException:
+            await _close(admin, consumer)
+            raise
+        self._admin, self._consumer = admin, consumer
+        return admin, consumer
 
     async def stop(self) -> None:
         """Close both clients (idempotent)."""
-        if not self._started:
-            return
-        self._started = False
-        try:
-            await self._consumer.stop()
-        finally:
-            await self._admin.close()
+        admin, consumer = self._admin, self._consumer
+        self._admin = self._consumer = None
+        if admin is not None and consumer is not None:
+            await _close(admin, consumer)
 
     async def snapshot(self) -> ClusterSnapshot:
         """Cached for two seconds; a failure is reported in the snapshot, not raised."""
@@ -148,16 +161,17 @@ class KafkaClusterView:
             return fresh
 
     async def _read(self) -> ClusterSnapshot:
+        admin, consumer = await self._connect()
         count = self._settings.partitions
         commands = [TopicPartition(self._topics.commands, p) for p in range(count)]
         events = [TopicPartition(self._topics.events, p) for p in range(count)]
-        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(commands + events)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(commands + events)
         while True:  # bounded by the snapshot's timeout
             try:
-                committed = await self._admin.list_consumer_group_offsets(
+                committed = await admin.list_consumer_group_offsets(
                     self._group, partitions=commands
                 )
-                state, members = await self._members()
+                state, members = await self._members(admin)
                 break
             except _COORDINATOR_MOVING:
                 # a broker that never hosted a group creates __consumer_offsets on the first
@@ -178,8 +192,10 @@ class KafkaClusterView:
             group=self._group, group_state=state, members=members, partitions=partitions
         )
 
-    async def _members(self) -> tuple[str | None, tuple[EngineMember, ...]]:
-        responses: list[Any] = await self._admin.describe_consumer_groups([self._group])
+    async def _members(
+        self, admin: AIOKafkaAdminClient
+    ) -> tuple[str | None, tuple[EngineMember, ...]]:
+        responses: list[Any] = await admin.describe_consumer_groups([self._group])
         for response in responses:
             for group in response.to_object()["groups"]:
                 if group["group"] != self._group:
@@ -215,3 +231,11 @@ def _offset(meta: Any) -> int | None:
     if meta is None or meta.offset < 0:
         return None
     return int(meta.offset)
+
+
+async def _close(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
+    """Close both, bounded: a broker that is away must not hold the API's shutdown."""
+    with contextlib.suppress(KafkaError, OSError, TimeoutError):
+        await asyncio.wait_for(consumer.stop(), _TIMEOUT_S)
+    with contextlib.suppress(KafkaError, OSError, TimeoutError):
+        await asyncio.wait_for(admin.close(), _TIMEOUT_S)
