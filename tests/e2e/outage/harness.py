@@ -136,6 +136,8 @@ class Health:
         default_factory=lambda: defaultdict(list)
     )
     bodies: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
+    dead: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    """Per service, what each failed ``/health/live`` answered."""
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Health:
@@ -152,10 +154,13 @@ class Health:
             while True:
                 for name in SERVICES:
                     base = self.stack.health_url(name)
-                    live = (await _get(http, f"{base}/health/live"))[0] == 200
+                    live_status, live_body = await _get(http, f"{base}/health/live")
                     status, body = await _get(http, f"{base}/health/ready")
-                    self.samples[name].append((time.monotonic(), live, status == 200))
-                    self.bodies[name].append((time.monotonic(), f"{status} {body}"))
+                    now = time.monotonic()
+                    self.samples[name].append((now, live_status == 200, status == 200))
+                    self.bodies[name].append((now, f"{status} {body}"))
+                    if live_status != 200:
+                        self.dead[name].append(f"{live_status} {live_body}")
                 await asyncio.sleep(self.period)
 
     async def until_ready(self, timeout: float = 120) -> None:
@@ -177,8 +182,7 @@ class Health:
         for name in SERVICES:
             samples = self.samples[name]
             assert samples, f"no health samples of {name}"
-            dead = [t for t, live, _ in samples if not live]
-            assert not dead, f"{name}: /health/live failed {len(dead)} times"
+            assert not self.dead[name], f"{name}: /health/live failed: {self.dead[name]}"
             unready = [t for t, _, ready in samples if lost_at <= t <= back_at and not ready]
             seen = [f"{t - lost_at:+.1f}s {b}" for t, b in self.bodies[name]]
             assert unready, (

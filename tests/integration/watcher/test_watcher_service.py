@@ -112,15 +112,21 @@ async def test_health_and_metrics_endpoint(aion_settings: Settings) -> None:
         await rig.publish(parent.start(), child.start(parent), child.complete())
         await rig.wait_until(lambda: len(parent.child_terminals(child)) == 1)
         await rig.wait_until(lambda: watcher.state.watch_count() == 0)
+        await rig.wait_until(lambda: watcher.link.up)  # its probe runs beside the consumer
         assert watcher.http_port == config.port
         status, body = await _get(config.port, "/health")
         assert status == "HTTP/1.1 200 OK"
-        assert json.loads(body) == {
+        health = json.loads(body)
+        assert health.pop("kafka")["reachable"] is True
+        assert health == {
             "ok": True,
+            "ready": True,
             "partitions": [0, 1, 2],
             "rebuilding": [],
             "watches": 0,
         }
+        status, _ = await _get(config.port, "/health/ready")
+        assert status == "HTTP/1.1 200 OK"
         status, body = await _get(config.port, "/metrics")
         text = body.decode()
         assert status == "HTTP/1.1 200 OK"
