@@ -333,9 +333,10 @@ async def test_refusals_and_reads_are_not_resent() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.method)
         if request.method == "POST":
-            return httpx.Response(
-                400, json={"type": "https://aion.dev/problems/invalid-input", "detail": "bad"}
-            )
+            refused = _problem(400, "bad")
+            body = refused.json() | {"type": "https://aion.dev/problems/invalid-input"}
+            problem_type = {"content-type": "application/problem+json"}
+            return httpx.Response(400, json=body, headers=problem_type)
         return _problem(503, "database unavailable")
 
     async with AionClient("http://x", transport=httpx.MockTransport(handler)) as client:

@@ -118,13 +118,17 @@ class KafkaQueryDesk:
             self._waiting.pop(query.command_id, None)
 
     async def _read(self) -> None:
+        failures = 0
         while True:
             try:
                 # every aion topic has the same partition count (checked here, as services do)
                 counts = await ensure_topics(self._settings, Topics(self._settings.topic_prefix))
+                failures = 0
             except InfrastructureError as err:
                 self._problem = str(err)
-                _log.warning("query answers cannot be read yet", extra={"error": str(err)})
+                failures += 1  # one warning, not one a second while Kafka is away (issue 19)
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                _log.log(level, "query answers cannot be read yet", extra={"error": str(err)})
                 await asyncio.sleep(_RETRY_S)
                 continue
             consumer = AIOKafkaConsumer(
