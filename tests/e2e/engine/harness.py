@@ -203,6 +203,11 @@ def stacks_of(engine: EngineProcess) -> str:
     time.sleep(1.0)  # a failure report: nothing else needs the loop now
     dumps = [r for r in engine.log_records() if r.get("msg") == "asyncio task dump"]
     parts.append(str(dumps[-1].get("dump")) if dumps else "(no task dump logged)")
+    own = [  # the engine's own last lines (aiokafka's retry noise left out)
+        r for r in engine.log_records() if not str(r.get("logger", "")).startswith("aiokafka")
+    ]
+    parts.append("last engine log lines:")
+    parts.extend(str({k: v for k, v in r.items() if k != "dump"}) for r in own[-15:])
     py_spy = Path(sys.executable).with_name("py-spy")
     if py_spy.exists():
         dumped = subprocess.run(

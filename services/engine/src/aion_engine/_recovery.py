@@ -37,7 +37,7 @@ from aion_common.kafka.changelog import (
     Marker,
     catch_up,
 )
-from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.topics import Topics
@@ -284,7 +284,7 @@ async def _event_bounds(settings: Settings, topic: str, partition: int) -> tuple
     except KafkaError as err:
         raise infrastructure_error(err, f"reading the bounds of {topic}[{partition}]") from err
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     return beginning, end
 
 

@@ -17,7 +17,6 @@ store's checkpoint.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from aion_common.kafka.changelog import STALE_CHECKPOINT_MS, ChangelogStore, apply_records
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.options import client_options
 from aion_common.settings import Settings
 
@@ -93,8 +93,7 @@ class Standby:
             except KafkaError as err:
                 _log.warning("standby tailing failed; retrying", extra={"error": repr(err)})
             finally:
-                with contextlib.suppress(KafkaError):
-                    await consumer.stop()
+                await stop_consumer(consumer)
             await asyncio.sleep(_RETRY_S)
 
     async def _tail(self, consumer: AIOKafkaConsumer) -> None:

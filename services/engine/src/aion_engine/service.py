@@ -90,9 +90,9 @@ from aion_common.domain import (
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
 from aion_common.kafka.catalog import CatalogReader
 from aion_common.kafka.changelog import Change, ChangelogStore, store_path
-from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
 from aion_common.kafka.dead_letter import dead_letter_headers
-from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
+from aion_common.kafka.link import RETRYING, Backoff, BrokerLink, raise_if_cancelling
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.topics import Topics
@@ -474,7 +474,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         async with self._lock:
             await asyncio.gather(*(self._release(p) for p in list(self._owned)))
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         if self._catalog is not None:
             await self._catalog.stop()
         for task in list(self._moves):
@@ -582,8 +582,17 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
-            return
-        error = task.exception()
+            owned = next((o for o in self._owned.values() if o.worker is task), None)
+            if owned is None or owned.closing or self._stopping.is_set():
+                return  # released or stopping: the cancellation was ours
+            # Cancelled by nobody here: a library's cancellation that leaked out of an await.
+            # Never silent: the partition would not be served again.
+            error: BaseException | None = RuntimeError(
+                f"partition {owned.partition}'s worker ended cancelled while the partition is "
+                "still owned (a cancellation leaked from a Kafka client call)"
+            )
+        else:
+            error = task.exception()
         if error is not None and self._failure is None:
             # A bug: make run() raise, so the process exits and its supervisor restarts it
             # (state is rebuilt from the log). Broker trouble never ends a worker (see _work).
@@ -712,7 +721,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 await self._drop(owned)
                 await _sleep_unless(owned, _ACQUIRE_BACKOFF.delay(1))
                 continue
-            except (KafkaError, InfrastructureError, TimeoutError) as err:
+            except (KafkaError, InfrastructureError, TimeoutError, asyncio.CancelledError) as err:
+                if isinstance(err, asyncio.CancelledError):
+                    # Ours (revoked, stopping) ends the worker; one a Kafka client leaked out
+                    # of an await (aiokafka's stop cancels its own fetches) is broker trouble.
+                    raise_if_cancelling()
                 failures += 1
                 delay = _ACQUIRE_BACKOFF.delay(failures)
                 _log.warning(

@@ -79,6 +79,7 @@ from aion_common.kafka import (
     ensure_topics,
     infrastructure_error,
 )
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
 from aion_common.settings import Settings
 from aion_projector.archive import Archive
@@ -349,7 +350,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         try:
             if consumer is not None:
                 await self._flush_kafka_offsets(consumer)
-                await consumer.stop()
+                await stop_consumer(consumer)
         finally:
             try:
                 if producer is not None:

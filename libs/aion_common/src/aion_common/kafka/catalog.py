@@ -28,6 +28,7 @@ from aion_common.domain import (
     package_key,
 )
 from aion_common.kafka.admin import ensure_topics
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options
 from aion_common.kafka.producer import KeyedProducer
@@ -164,7 +165,7 @@ class CatalogReader:
                     if not remaining:
                         self._caught_up.set()
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None, offset: int) -> None:
         where = {"topic": topic, "offset": offset}

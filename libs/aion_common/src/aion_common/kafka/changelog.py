@@ -44,6 +44,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from aion_common.domain.errors import InfrastructureError
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options
 from aion_common.settings import Settings
@@ -391,7 +392,7 @@ async def catch_up(
     except KafkaError as err:
         raise infrastructure_error(err, f"reading {topic}[{partition}]") from err
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _apply(  # noqa: PLR0917 - one reading pass

@@ -11,6 +11,7 @@ transaction's records are neither read nor waited for.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Literal, Self, TypeAlias
@@ -21,16 +22,47 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from aion_common.domain.errors import InfrastructureError
 from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.link import raise_if_cancelling
 from aion_common.kafka.options import client_options
 from aion_common.settings import Settings
 
-__all__ = ["IsolationLevel", "ManualCommitConsumer", "Record", "read_partition_to_end"]
+__all__ = [
+    "IsolationLevel",
+    "ManualCommitConsumer",
+    "Record",
+    "read_partition_to_end",
+    "stop_consumer",
+]
 
 IsolationLevel = Literal["read_committed", "read_uncommitted"]
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 _FETCH_WAIT_MS = 500
 _DEFAULT_STALL_S = 30.0
+_STOP_TIMEOUT_S = 5.0
+
+_log = logging.getLogger("aion.kafka")
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer, *, timeout_s: float = _STOP_TIMEOUT_S) -> None:
+    """Stop ``consumer``, which is being discarded: bounded, and never leaking aiokafka's own
+    cancellations into the caller.
+
+    aiokafka 0.14's ``Fetcher.close()`` cancels the fetch requests in flight and then awaits
+    them, so stopping a consumer while a fetch is pending (the broker went away mid-fetch)
+    raises ``CancelledError`` in the caller (aio-libs/aiokafka#647, #983). A task that lets it
+    through ends *cancelled*, which nothing reports: an engine whose partition workers restored
+    their changelogs just as the broker went down lost every worker that way and never served
+    its partitions again (reproduced by ``test_engine_converges_after_broker_outages``). A
+    cancellation of the calling task itself is still raised.
+    """
+    try:
+        await asyncio.wait_for(consumer.stop(), timeout_s)
+    except asyncio.CancelledError:
+        raise_if_cancelling()
+        _log.debug("a Kafka consumer's stop was cut short by its own cancelled fetches")
+    except (KafkaError, OSError, TimeoutError) as err:
+        _log.warning("a Kafka consumer did not stop cleanly", extra={"error": repr(err)})
 
 
 class ManualCommitConsumer:
@@ -111,7 +143,7 @@ class ManualCommitConsumer:
         try:
             await self._consumer.start()
         except (KafkaError, OSError) as err:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             self._consumer = AIOKafkaConsumer(**self._options)
             raise infrastructure_error(err, f"starting a consumer of {self._topics}") from err
         self._started = True
@@ -195,7 +227,7 @@ async def read_partition_to_end(
     except KafkaError as err:
         raise infrastructure_error(err, f"reading {topic}[{partition}]") from err
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _records_until(

@@ -27,6 +27,7 @@ from aion_common.domain import (
     QueryWorkflow,
 )
 from aion_common.kafka import Topics, client_options, ensure_topics
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.options import max_record_bytes
 from aion_common.settings import Settings
 from aion_projector.api._sink import CommandSink
@@ -151,7 +152,7 @@ class KafkaQueryDesk:
                 _log.warning("reading query answers failed; retrying", extra={"error": repr(err)})
                 await asyncio.sleep(_RETRY_S)
             finally:
-                await consumer.stop()
+                await stop_consumer(consumer)
 
     async def _position(self, consumer: AIOKafkaConsumer, partitions: int) -> None:
         """Assign every replies partition and move to its end (resolved now, not lazily)."""
