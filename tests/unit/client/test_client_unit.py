@@ -304,6 +304,32 @@ async def test_a_command_is_resent_with_the_same_request_id_until_it_is_queued()
 
 
 @pytest.mark.usefixtures("quick_backoff")
+async def test_a_start_is_resent_like_every_command() -> None:
+    """A start is a command too (it was left out once, after a rebase: bench.outage's starts
+    failed on the first 503)."""
+    bodies: list[dict[str, object]] = []
+    answers = iter(
+        [
+            _problem(503, "kafka unreachable", retry_after="0"),
+            httpx.Response(202, json={"workflow_id": "o-1", "command_id": "c", "run_id": "r"}),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return next(answers)
+
+    notes: list[RetryNote] = []
+    transport = httpx.MockTransport(handler)
+    async with AionClient("http://x", transport=transport, on_retry=notes.append) as client:
+        handle = await client.start("order", {"n": 1}, id="o-1")
+    assert handle.workflow_id == "o-1"
+    assert len(bodies) == 2
+    assert bodies[0] == bodies[1], "the same command, with the same request id"
+    assert notes[0].what == "start of order as o-1"
+
+
+@pytest.mark.usefixtures("quick_backoff")
 async def test_a_command_gives_up_after_retry_for_saying_what_was_tried() -> None:
     calls = 0
 

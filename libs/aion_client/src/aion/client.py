@@ -351,7 +351,8 @@ class AionClient:
             "request_id": request_id or _new_request_id(),
         }
         body |= {k: v for k, v in optional.items() if v is not None}
-        accepted = _accepted(await self._call("POST", "/v1/workflows", json=body))
+        what = f"start of {workflow_type}" + ("" if id is None else f" as {id}")
+        accepted = await self._command(what, "/v1/workflows", body)
         self._remember(accepted)
         return WorkflowHandle(self, accepted)
 
