@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DISTS := -e libs/aion_common -e libs/aion_client -e services/engine -e services/watcher -e services/projector -e services/worker -e libs/aion_dev
+DISTS := -e libs/aion_common -e libs/aion_client -e services/engine -e services/watcher -e services/projector -e services/worker -e services/ingress -e services/scheduler -e libs/aion_dev
 STAMP := $(VENV)/.installed
 # The Docker daemon `make images`/`compose-up` start when none answers (`make docker-down` or
 # `make compose-down` stop it), and the one `make test` starts and stops for itself.
@@ -54,7 +54,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 types: install
-	$(VENV)/bin/mypy libs/aion_common/src libs/aion_client/src libs/aion_dev/src services/engine/src services/watcher/src services/projector/src services/worker/src examples
+	$(VENV)/bin/mypy libs/aion_common/src libs/aion_client/src libs/aion_dev/src services/engine/src services/watcher/src services/projector/src services/worker/src services/ingress/src services/scheduler/src examples
 
 imports: install
 	$(VENV)/bin/lint-imports

@@ -52,9 +52,11 @@ from aion_common.domain import (
     ParentLink,
     Payload,
     PayloadTooLarge,
+    PublishHeader,
     RecordActivityHeartbeat,
     RecordActivityStarted,
     RecordChildTerminal,
+    RecordPublished,
     RefusalCode,
     RetryOptions,
     RouteRecord,
@@ -192,6 +194,17 @@ def one_of_each_event() -> list[Event]:
         WorkflowBlocked(**ENV, seq=1, reason="replay diverged", error=ERR),
         WorkflowMoved(**ENV, seq=1, package_version="b" * 64, previous_version="a" * 64),
         WorkflowPurged(**ENV, seq=1, reason="retention 7d"),
+        RecordPublished(**ENV, seq=1, publish_id="pub-1", topic="order-shipped", value=DOC),
+        RecordPublished(
+            **ENV,
+            seq=1,
+            publish_id="pub-2",
+            topic="order-shipped",
+            key="order-7",
+            value=DOC,
+            value_format="avro/confluent",
+            headers=(PublishHeader(name="trace", value="t-1"),),
+        ),
     ]
     assert {type(e) for e in events} == set(EVENT_TYPES)
     return events

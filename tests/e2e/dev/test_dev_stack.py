@@ -143,7 +143,7 @@ async def test_ctrl_c_leaves_nothing_and_a_restart_keeps_every_workflow(tmp_path
         assert page.status_code == 200
         assert "COMPLETED" in page.text
         pids = first.children()
-        assert set(pids) == {"kafka", "shop", *SERVICES}
+        assert set(pids) == {"kafka", "shop", "scheduler", *SERVICES}
         first.signal(signal.SIGINT)
         assert await first.wait_exit() == 0, first.diagnostics()
     finally:

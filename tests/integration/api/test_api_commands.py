@@ -9,6 +9,7 @@ import httpx
 from aion_common.domain import (
     CancelWorkflow,
     IdReusePolicy,
+    SignalWithStartWorkflow,
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
@@ -148,3 +149,22 @@ async def test_invalid_commands_are_refused_and_never_sent(kafka_api: KafkaApi) 
     await api.post("/v1/workflows", json={"type": "marker", "id": "marker"})
     (first,) = await consume_commands(settings, 1)
     assert first.workflow_id == "marker"
+
+
+async def test_a_signal_with_start_is_one_command(kafka_api: KafkaApi) -> None:
+    api, settings = kafka_api
+    body = {
+        "payload": {"event": "paid"},
+        "request_id": "sws-1",
+        "start": {"type": "order", "input": {"n": 1}, "id_reuse_policy": "REJECT_DUPLICATE"},
+    }
+    answered = await api.post("/v1/workflows/o-7/signals/event", json=body)
+    assert answered.status_code == 202, answered.text
+    assert answered.json()["command_id"] == derive_id("api-signal-with-start:event", "o-7", "sws-1")
+    bad = {"start": {"type": "order", "id_reuse_policy": "SOMETIMES"}}
+    assert_problem(await api.post("/v1/workflows/o-7/signals/e", json=bad), 422, "invalid-input")
+    (command,) = await consume_commands(settings, 1)
+    assert isinstance(command, SignalWithStartWorkflow)
+    assert (command.workflow_type, command.input.to_json()) == ("order", {"n": 1})
+    assert (command.signal_name, command.signal_payload.to_json()) == ("event", {"event": "paid"})
+    assert command.id_reuse_policy is IdReusePolicy.REJECT_DUPLICATE

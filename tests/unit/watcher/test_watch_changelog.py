@@ -163,3 +163,25 @@ def test_every_fact_the_fold_keeps_of_a_workflow_is_in_its_changelog_record() ->
     kept = {f.name for f in dataclasses.fields(_Workflow)} - {"partition"}  # from the key
     written = {f.name for f in dataclasses.fields(WorkflowFacts)} - {"workflow_id"}
     assert kept == written
+
+
+def test_a_restore_keeps_the_runs_a_chain_continued_from(tmp_path: Path) -> None:
+    """A child carried over a parent's continue-as-new (issue 17) is watched under the run
+    that started it: after a restore that run is still open (its chain goes on), and the
+    chain's end closes it."""
+    log = Logged(tmp_path / "w.sqlite")
+    parent, child = Flow(), Flow()
+    log.state.apply(parent.start(), partition=0, now=0)
+    log.state.apply(child.start(parent.link()), partition=0, now=0)
+    origin = parent.run_id
+    log.state.apply(parent.continue_as_new(), partition=0, now=0)
+    log.flush()
+
+    again = log.restored()
+    assert again.parent_status(parent.workflow_id, origin) is ParentStatus.OPEN
+    assert again.watches() == log.state.watches()
+    (record,) = again.apply(child.complete(), partition=0, now=1).records
+    assert record.parent_run_id == origin
+    again.apply(parent.complete(), partition=0, now=2)  # the chain ends
+    assert again.parent_status(parent.workflow_id, origin) is ParentStatus.CLOSED
+    assert again.watch_count() == 0

@@ -300,3 +300,30 @@ def test_a_purged_workflow_is_forgotten_and_its_id_starts_afresh() -> None:
     applied = state.apply(again.start(), partition=0, now=2.0)
     assert not applied.duplicate
     assert state.current_run(parent.workflow_id) == again.run_id
+
+
+def test_a_child_carried_over_a_parents_continue_as_new_is_still_reported() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    origin = parent.run_id
+    state.apply(parent.continue_as_new(), partition=0, now=0)  # the child moves to run 2
+    assert state.parent_status(parent.workflow_id, origin) is ParentStatus.OPEN
+    assert state.watch_count() == 1
+    (record,) = state.apply(child.complete(), partition=0, now=1).records
+    assert record.parent_run_id == origin  # as its start names it; the engine redirects
+    state.apply(parent.record_child(child.workflow_id), partition=0, now=2)  # in run 2
+    assert state.watch_count() == 0
+    assert state.sweep(now=100, grace=GRACE) == []
+
+
+def test_the_chain_end_drops_the_watches_it_carried() -> None:
+    state, parent, child = new_state(), Flow(), Flow()
+    state.apply(parent.start(), partition=0, now=0)
+    state.apply(child.start(parent.link()), partition=0, now=0)
+    origin = parent.run_id
+    state.apply(parent.continue_as_new(), partition=0, now=0)
+    state.apply(parent.complete(), partition=0, now=0)  # the chain ends, the child still open
+    assert state.parent_status(parent.workflow_id, origin) is ParentStatus.CLOSED
+    assert state.watch_count() == 0
+    assert state.apply(child.complete(), partition=0, now=1).records == ()

@@ -159,8 +159,23 @@ async def _start(client: AionClient, args: argparse.Namespace, out: Output) -> i
 
 async def _signal(client: AionClient, args: argparse.Namespace, out: Output) -> int:
     payload = _json_arg(args.payload, "--payload")
-    accepted = await client.signal(args.id, args.name, payload, request_id=args.request_id)
-    return await _confirmed(client, out, args, accepted, f"signal {args.name!r} sent to {args.id}")
+    if args.start is None:
+        if args.input is not None:
+            raise UsageError("--input is the input of --start TYPE; give --start too")
+        accepted = await client.signal(args.id, args.name, payload, request_id=args.request_id)
+        done = f"signal {args.name!r} sent to {args.id}"
+        return await _confirmed(client, out, args, accepted, done)
+    accepted = await client.signal_with_start(
+        args.id,
+        args.name,
+        payload,
+        workflow_type=args.start,
+        input=_json_arg(args.input or "null", "--input"),
+        request_id=args.request_id,
+        id_reuse_policy=args.id_reuse_policy,
+    )
+    done = f"signal {args.name!r} sent to {args.id} (started as {args.start} if absent)"
+    return await _confirmed(client, out, args, accepted, done)
 
 
 async def _cancel(client: AionClient, args: argparse.Namespace, out: Output) -> int:
@@ -214,10 +229,22 @@ def add_command_parsers(sub: Any) -> None:
     _waiting(p, result=True)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
     p.set_defaults(handler=_start)
-    p = sub.add_parser("signal", help="send a signal")
+    p = sub.add_parser("signal", help="send a signal (with --start: signal-with-start)")
     p.add_argument("id")
     p.add_argument("name")
     p.add_argument("--payload", default="null", help="JSON payload (default null)")
+    p.add_argument(
+        "--start",
+        metavar="TYPE",
+        help="signal-with-start: start a TYPE run first if the workflow has no open run",
+    )
+    p.add_argument("--input", help="JSON input of the run --start starts (default null)")
+    p.add_argument(
+        "--id-reuse-policy",
+        type=_policy,
+        metavar="POLICY",
+        help="with --start, when the id was used before (default AllowDuplicate)",
+    )
     _waiting(p)
     p.set_defaults(handler=_signal)
     p = sub.add_parser("cancel", help="ask a workflow to cancel (its code decides how it ends)")

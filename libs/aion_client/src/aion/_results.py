@@ -15,6 +15,7 @@ __all__ = [
     "PendingActivity",
     "Refusal",
     "Run",
+    "Schedule",
     "WaitItem",
     "WaitingOn",
     "WorkflowDescription",
@@ -501,4 +502,54 @@ class WaitingOn:
             waiting_on=tuple(WaitItem.from_json(i) for i in d.get("waiting_on", ())),
             stack=tuple(d.get("stack", ())),
             last_seq=d.get("last_seq"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """A schedule: its definition and what the scheduler has done with it."""
+
+    id: str
+    type: str
+    input: Any
+    spec: str
+    overlap: str
+    jitter_ms: int
+    catchup_window_ms: int
+    paused: bool
+    note: str
+    next_fire: datetime | None
+    last_fire: datetime | None
+    started: int
+    skipped: int
+    missed: int
+    buffered: datetime | None
+    running: tuple[str, ...]
+    last_started: str | None
+    pending_triggers: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Schedule:
+        """From the API's JSON."""
+        return cls(
+            id=d["id"],
+            type=d["type"],
+            input=d["input"],
+            spec=d["spec"],
+            overlap=d["overlap"],
+            jitter_ms=d["jitter_ms"],
+            catchup_window_ms=d["catchup_window_ms"],
+            paused=d["paused"],
+            note=d["note"],
+            next_fire=_time(d.get("next_fire")),
+            last_fire=_time(d.get("last_fire")),
+            started=d["started"],
+            skipped=d["skipped"],
+            missed=d["missed"],
+            buffered=_time(d.get("buffered")),
+            running=tuple(d.get("running", ())),
+            last_started=d.get("last_started"),
+            pending_triggers=d.get("pending_triggers", 0),
+            raw=d,
         )

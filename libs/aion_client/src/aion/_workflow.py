@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, TypeVar, overload
 
+from aion._publish import AvroSchema
 from aion._retry import RetryPolicy
 from aion_common.domain import (
     InvalidInput,
@@ -123,6 +124,11 @@ class WorkflowContext(Protocol):
     ) -> Awaitable[ChildHandle]:
         """Schedule a child workflow; ``await`` it for a :class:`ChildHandle`."""
 
+    def get_child(self, workflow_id: str) -> ChildHandle:
+        """A handle to the child ``workflow_id`` this run started — or that an earlier run of
+        its chain started and was still open at its continue-as-new (children stay attached
+        to the chain: their results arrive in the run that holds them now)."""
+
     async def execute_child(
         self,
         workflow_type: str,
@@ -143,6 +149,20 @@ class WorkflowContext(Protocol):
 
     def continue_as_new(self, input: object, workflow_type: str | None = None) -> NoReturn:  # noqa: A002
         """Close this run and start a new run of the same workflow id with ``input``."""
+
+    def publish(
+        self,
+        topic: str,
+        value: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        schema: AvroSchema | None = None,
+    ) -> Awaitable[None]:
+        """Write a record to Kafka topic ``topic`` with this step: it appears exactly once for
+        read_committed readers (it is written in the engine's transaction for the step) and
+        never again on replay. ``value`` is JSON, or Avro with ``schema``
+        (:class:`AvroSchema`), checked now: :class:`InvalidInput` if it does not fit."""
 
     async def gather(self, *awaitables: Awaitable[T]) -> list[T]:
         """Await each in turn and return their results in order."""

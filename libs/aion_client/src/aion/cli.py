@@ -1,5 +1,6 @@
-"""``aion``: start, signal, cancel and inspect workflows from a shell; ``aion dev``, ``aion
-worker`` and ``aion init`` for the processes and projects around them.
+"""``aion``: start, signal, cancel and inspect workflows from a shell; schedules; ``aion dev``,
+``aion worker``, ``aion ingress``, ``aion scheduler`` and ``aion init`` for the processes and
+projects around them.
 
 Exit codes (stable, for scripts):
 
@@ -48,6 +49,7 @@ from aion._cli_commands import (
 from aion._cli_output import Output
 from aion._cli_queries import QueryUsageError
 from aion._cli_queries import add_commands as add_query_parsers
+from aion._cli_schedules import add_schedule_commands
 from aion._cli_versions import VersionUsageError
 from aion._cli_versions import add_commands as add_version_parsers
 from aion._cli_views import add_view_parsers
@@ -69,12 +71,15 @@ Handler = Callable[[AionClient, argparse.Namespace, Output], Awaitable[int]]
 _EXEC = {
     "dev": ("aion_dev", "aion-dev", "libs/aion_dev"),
     "worker": ("aion_worker", "aion-worker", "services/worker"),
+    "ingress": ("aion_ingress", "aion-ingress", "services/ingress"),
+    "scheduler": ("aion_scheduler", "aion-scheduler", "services/scheduler"),
 }
-_OWN_PARSER = frozenset({"dev", "worker"})  # `aion dev --help` is aion dev's own help
+_OWN_PARSER = frozenset(_EXEC)  # `aion dev --help` is aion dev's own help
 
 
 def _exec(command: str, rest: Sequence[str], out: Output) -> int:
-    """Replace this process with ``aion dev``'s supervisor or a worker, so Ctrl-C and SIGTERM
+    """Replace this process with ``aion dev``'s supervisor, a worker, an ingress or the
+    scheduler, so Ctrl-C and SIGTERM
     reach it directly."""
     module, distribution, path = _EXEC[command]
     if importlib.util.find_spec(module) is None:
@@ -116,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     add_view_parsers(sub)
     add_version_parsers(sub)
     add_query_parsers(sub)
+    add_schedule_commands(sub)
     _add_local_commands(sub)
     for name, command in sub.choices.items():  # `aion list --json` as well as `aion --json list`
         if name not in _OWN_PARSER:
@@ -124,8 +130,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_local_commands(sub: Any) -> None:
-    """``aion dev``, ``aion worker`` (processes of their own: ``main`` execs them) and
-    ``aion init`` (writes files; no API needed)."""
+    """``aion dev``, ``aion worker``, ``aion ingress``, ``aion scheduler`` (processes of their
+    own: ``main`` execs them) and ``aion init`` (writes files; no API needed)."""
     p = sub.add_parser(
         "dev",
         help="run the whole stack locally (Kafka, engine, watcher, projector, API, worker); "
@@ -142,6 +148,17 @@ def _add_local_commands(sub: Any) -> None:
     )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of `aion worker`")
     p.set_defaults(command="worker")
+    for name, text in (
+        (
+            "ingress",
+            "map your Kafka topics to workflow starts and signals: "
+            "`aion ingress --config FILE`; `aion ingress --help` for more",
+        ),
+        ("scheduler", "fire the schedules (`aion schedule create`); `aion dev` runs one"),
+    ):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=f"options of `aion {name}`")
+        p.set_defaults(command=name)
     p = sub.add_parser(
         "init",
         help="write a new project: a workflow, an activity, a test, pyproject.toml, README",

@@ -38,6 +38,7 @@ from aion_common.domain import (
     InfrastructureError,
     InvalidInput,
     Payload,
+    SignalWithStartWorkflow,
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
@@ -61,7 +62,8 @@ def start_ids_for(request_id: str) -> tuple[str, str]:
 def command_id_for(kind: str, workflow_id: str, request_id: str) -> str:
     """The command id of a signal/cancel/terminate with ``request_id`` — as the API's.
 
-    ``kind`` is ``api-signal:<name>``, ``api-cancel`` or ``api-terminate``.
+    ``kind`` is ``api-signal:<name>``, ``api-signal-with-start:<name>``, ``api-cancel`` or
+    ``api-terminate``.
     """
     validate_id(request_id, what="request id")
     return derive_id(kind, workflow_id, request_id)
@@ -163,6 +165,38 @@ class KafkaCommands:
                 workflow_id=workflow_id,
                 name=name,
                 payload=self._payload(payload),
+            )
+        return await self._send(command)
+
+    async def signal_with_start(
+        self,
+        workflow_id: str,
+        name: str,
+        payload: Any = None,
+        *,
+        workflow_type: str,
+        input: Any = None,  # noqa: A002  # the API's field name
+        request_id: str | None = None,
+        execution_timeout_ms: int | None = None,
+        id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE,
+    ) -> Accepted:
+        """Signal the workflow's open run, starting a run of ``workflow_type`` first when it
+        has none (as :meth:`aion.AionClient.signal_with_start`)."""
+        with _invalid():
+            validate_id(workflow_id)
+            validate_name(name, what="signal name")
+            command = SignalWithStartWorkflow(
+                command_id=self._command_id(
+                    f"api-signal-with-start:{name}", workflow_id, request_id
+                ),
+                issued_at=datetime.now(UTC),
+                workflow_id=workflow_id,
+                workflow_type=validate_name(workflow_type, what="workflow type"),
+                input=self._payload(input),
+                signal_name=name,
+                signal_payload=self._payload(payload),
+                execution_timeout_ms=execution_timeout_ms,
+                id_reuse_policy=id_reuse_policy,
             )
         return await self._send(command)
 

@@ -33,6 +33,7 @@ from aion._failures import (
     SandboxViolation,
     SignalTimeout,
 )
+from aion._publish import AvroSchema
 from aion._retry import RetryPolicy
 from aion._workflow import (
     ActivityHandle,
@@ -50,6 +51,7 @@ __all__ = [
     "ActivityError",
     "ActivityHandle",
     "ApplicationError",
+    "AvroSchema",
     "ChildHandle",
     "ChildWorkflowFailed",
     "ParentClosePolicy",

@@ -81,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help=f"API port (default: {PREFERRED_API_PORT} if free, else the last one, else any free)",
     )
+    parser.add_argument(
+        "--ingress",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="run `aion ingress --config FILE` too (repeatable)",
+    )
     parser.add_argument("--engines", type=int, default=1, help="engine instances (default 1)")
     parser.add_argument("--partitions", type=int, default=int(env("AION_PARTITIONS", "6")))
     parser.add_argument("--topic-prefix", default=env("AION_TOPIC_PREFIX", "aion"))
@@ -122,6 +130,8 @@ def build_config(args: argparse.Namespace) -> StackConfig:
             companions.append(("shop", ("-m", SHOP, "--port", str(port))))
             env[SHOP_URL_ENV] = f"http://127.0.0.1:{port}"
     workflows += [m for m in args.workflows if m not in workflows]
+    # locally, a topic a workflow publishes to is created on first use (off in production)
+    env.setdefault("AION_PUBLISH_CREATE_TOPICS", "on")
     return StackConfig(
         home=args.home,
         kafka_bootstrap=args.kafka,
@@ -130,6 +140,7 @@ def build_config(args: argparse.Namespace) -> StackConfig:
         activities=tuple(args.activities),
         task_queues=tuple(dict.fromkeys(("default", *args.task_queue))),
         companions=tuple(companions),
+        ingress=tuple(_ingress_files(args.ingress)),
         env=env,
         pythonpath=tuple(pythonpath),
         api_port=args.port,
@@ -138,6 +149,13 @@ def build_config(args: argparse.Namespace) -> StackConfig:
         topic_prefix=args.topic_prefix,
         partitions=args.partitions,
     )
+
+
+def _ingress_files(paths: list[Path]) -> list[Path]:
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SettingsError(f"--ingress: no such file: {', '.join(missing)}")
+    return paths
 
 
 def _configure_logging(level: str, home: Path) -> None:

@@ -6,7 +6,8 @@
 
 Children are the real service commands — ``python -m aion_engine``, ``python -m aion_watcher``,
 ``python -m aion_projector``, ``python -m aion_projector.api``, one ``python -m aion_worker``
-per task queue (``worker`` for the ``default`` queue) — configured through ``AION_*``
+per task queue (``worker`` for the ``default`` queue), ``python -m aion_scheduler`` and one
+``python -m aion_ingress --config FILE`` per ingress configuration — configured through ``AION_*``
 variables, plus the embedded Apache Kafka (``aion_common.testing.broker``) unless a bootstrap
 is given. Everything lives under ``home``: ``kafka/`` (the broker's data, kept across runs, so
 a stop and a start keep every workflow), ``aion.db`` (SQLite views), ``logs/<name>.log``.
@@ -84,6 +85,10 @@ class StackConfig:
     activities defined beside the workflows that call them are found."""
     task_queues: tuple[str, ...] = ("default",)
     """One worker per task queue."""
+    ingress: tuple[Path, ...] = ()
+    """Ingress configuration files: one supervised ``aion ingress --config FILE`` each."""
+    scheduler: bool = True
+    """Run the scheduler (``aion schedule …`` needs it to fire)."""
     companions: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Other supervised processes, ``(name, python arguments)``, started before the workers:
     the services the examples' activities call (``("shop", ("-m", "examples.shop", …))``)."""
@@ -186,6 +191,14 @@ class Stack:
         return {
             "worker" if queue == "default" else f"worker-{queue}": queue
             for queue in dict.fromkeys(self.config.task_queues)
+        }
+
+    @property
+    def ingress_names(self) -> dict[str, Path]:
+        """Ingress process name (``ingress``, ``ingress-2`` …) → its configuration file."""
+        return {
+            "ingress" if i == 1 else f"ingress-{i}": path
+            for i, path in enumerate(self.config.ingress, start=1)
         }
 
     @property
@@ -348,7 +361,16 @@ class Stack:
         companions = [
             self._child(name, [python, *arguments]) for name, arguments in self.config.companions
         ]
-        for process in (*companions, *engines, watcher, *workers):
+        extras = (  # registered only when it runs: a process never started counts as down
+            [self._child("scheduler", [python, "-m", "aion_scheduler"])]
+            if self.config.scheduler
+            else []
+        )
+        extras += [
+            self._child(name, [python, "-m", "aion_ingress", "--config", str(path.resolve())])
+            for name, path in self.ingress_names.items()
+        ]
+        for process in (*companions, *engines, watcher, *workers, *extras):
             await process.start()
         # The API migrates the views on start; the projector follows once it answers, so two
         # processes never race to create the same SQLite tables.

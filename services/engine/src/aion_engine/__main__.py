@@ -47,6 +47,7 @@ from aion_common.runtime.user_modules import EXIT_USER_CODE
 from aion_common.settings import Settings, SettingsError
 from aion_engine._debug import install_task_dump
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
+from aion_engine.publish_topics import PublishTopics
 from aion_engine.registry import WorkflowRegistry, load_modules
 from aion_engine.service import EngineService
 from aion_engine.versions import Versions
@@ -146,6 +147,17 @@ def _local_version(modules: list[str]) -> str:
         return ""
 
 
+def publish_create_topics(environ: Mapping[str, str]) -> bool:
+    """``AION_PUBLISH_CREATE_TOPICS``: create the topics ``ctx.publish`` names when missing
+    (on), or block the runs that publish to them (off, the default)."""
+    raw = environ.get("AION_PUBLISH_CREATE_TOPICS", "off").strip().lower()
+    if raw in {"on", "true", "1"}:
+        return True
+    if raw in {"off", "false", "0", ""}:
+        return False
+    raise SettingsError(f"AION_PUBLISH_CREATE_TOPICS={raw!r}: expected on or off")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aion-engine`` console script."""
     args = _parse(argv)
@@ -160,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         registry = WorkflowRegistry()
         types = load_modules(modules, registry)
         local_version = _local_version(modules)
+        create_topics = publish_create_topics(os.environ)
     except (SettingsError, AionError) as err:
         if args.check:
             print(err, file=sys.stderr)  # noqa: T201 - for people: the text, no JSON
@@ -186,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         changelog=state.changelog,
         closed_cache=state.closed_cache,
         standbys=state.standbys,
+        publish_topics=PublishTopics(settings, create=create_topics),
     )
 
     async def serve_with_task_dump() -> int:

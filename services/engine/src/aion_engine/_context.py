@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, NoReturn, TypeVar
@@ -39,6 +39,7 @@ __all__ = [
     "ChildResultOp",
     "ContinueAsNewRequested",
     "Op",
+    "PublishOp",
     "QueryViolation",
     "Raise",
     "SleepOp",
@@ -181,6 +182,18 @@ class CancelActivityOp(Op[None]):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PublishOp(Op[None]):
+    """Publish a record to a user topic (a decision; answered at once, or raising the problem
+    with the value, key or headers)."""
+
+    topic: str
+    value: object
+    key: str | None
+    headers: tuple[tuple[str, str], ...] | InvalidInput
+    schema: workflow.AvroSchema | None
+
+
 def _optional_ms(value: float | timedelta | None, what: str) -> int | None:
     if value is None:
         return None
@@ -280,6 +293,22 @@ def local_step_options(
     )
 
 
+def _headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    if headers is None:
+        return ()
+    if not isinstance(headers, Mapping):
+        raise InvalidInput(f"publish headers must be a mapping of str to str, got {headers!r}")
+    pairs = []
+    for name, value in headers.items():
+        validate_name(name, what="publish header name")
+        if not isinstance(value, str):
+            raise InvalidInput(f"publish header {name!r} must be a str, got {value!r}")
+        if name.startswith("aion."):
+            raise InvalidInput(f"publish header {name!r}: names starting with 'aion.' are aion's")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
 def duration_ms(value: float | timedelta) -> int:
     """Milliseconds in a duration given as seconds or a timedelta."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
@@ -294,6 +323,7 @@ class WorkflowContext:
         "_child_counter",
         "_info",
         "_now",
+        "_publish_counter",
         "_query",
         "_random_counter",
         "_start_seq",
@@ -307,6 +337,7 @@ class WorkflowContext:
         self._start_seq = start_seq  # the seq of this run's WorkflowStarted
         self._child_counter = 0
         self._activity_counter = 0
+        self._publish_counter = 0
         self._random_counter = 0
         self._uuid_counter = 0
         self._query: str | None = None
@@ -354,6 +385,12 @@ class WorkflowContext:
         timeout = None if execution_timeout is None else duration_ms(execution_timeout)
         return StartChildOp(child_id, workflow_type, input, parent_close_policy, timeout)
 
+    def get_child(self, workflow_id: str) -> ChildHandle:
+        """A handle to the child ``workflow_id`` this run started — or an earlier run of its
+        chain started and handed over at its continue-as-new (``await .result()`` raises if
+        it is neither)."""
+        return ChildHandle(workflow_id)
+
     async def execute_child(
         self,
         workflow_type: str,
@@ -392,6 +429,26 @@ class WorkflowContext:
         """Close this run and start a new run of the same workflow id with ``input``."""
         self._effect("continue_as_new")
         raise ContinueAsNewRequested(input, workflow_type)
+
+    def publish(
+        self,
+        topic: str,
+        value: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        schema: workflow.AvroSchema | None = None,
+    ) -> PublishOp:
+        """Write a record to ``topic`` in this step's transaction (a decision): exactly once
+        for read_committed readers, never again on replay. Problems with the value, key,
+        headers or schema are raised where the op is awaited."""
+        self._effect("publish")
+        pairs: tuple[tuple[str, str], ...] | InvalidInput
+        try:
+            pairs = _headers(headers)
+        except InvalidInput as err:
+            pairs = err
+        return PublishOp(topic, value, key, pairs, schema)
 
     async def gather(self, *awaitables: Awaitable[T]) -> list[T]:
         """Await each in turn and return their results in order (no event loop needed).
@@ -501,6 +558,10 @@ class WorkflowContext:
             if self._violation is None:
                 self._violation = call
             raise QueryViolation(call)
+
+    def _next_publish_id(self) -> str:
+        self._publish_counter += 1
+        return self._derive("publish", self._publish_counter)
 
     def _next_activity_id(self) -> str:
         self._activity_counter += 1

@@ -28,6 +28,7 @@ import aion.workflow as workflow_module
 from aion._workflow import running_code
 from aion.workflow import ActivityError, SignalTimeout, WorkflowInfo
 from aion.workflow import ChildWorkflowFailed as ChildFailedError
+from aion_common.codecs.user_formats import JsonFormat, validate_topic
 from aion_common.domain import (
     ActivityCancelled,
     ActivityCompleted,
@@ -60,6 +61,7 @@ __all__ = [
     "ContinueAsNewDecision",
     "Executor",
     "Finish",
+    "Publish",
     "RequestCancelActivity",
     "ScheduleActivity",
     "ScheduleChild",
@@ -110,6 +112,19 @@ class RequestCancelActivity:
 
 
 @dataclass(frozen=True, slots=True)
+class Publish:
+    """The code published a record: its JSON value for the history, its bytes for Kafka."""
+
+    publish_id: str
+    topic: str
+    key: str | None
+    value: Payload
+    value_format: str
+    encoded: bytes
+    headers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """The code returned, raised, or let a cancellation propagate."""
 
@@ -118,10 +133,14 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class ContinueAsNewDecision:
-    """The code called ``ctx.continue_as_new``."""
+    """The code called ``ctx.continue_as_new``; ``signals`` it had not consumed go to the next
+    run, in the order they arrived, and so do the results of its children it had not awaited
+    (``child_results``: child id → result or error, in the order they were recorded)."""
 
     input: Payload
     workflow_type: str | None
+    signals: tuple[tuple[str, Payload], ...] = ()
+    child_results: tuple[tuple[str, Payload | WorkflowError], ...] = ()
 
 
 WorkflowDecision = (
@@ -129,11 +148,13 @@ WorkflowDecision = (
     | ScheduleTimer
     | ScheduleActivity
     | RequestCancelActivity
+    | Publish
     | Finish
     | ContinueAsNewDecision
 )
 
 _BLOCKED = object()
+_JSON = JsonFormat()
 _ENDED = object()
 _NO_LOOP = "no running event loop"
 
@@ -269,6 +290,11 @@ def _activity_error(activity_type: str, event: Event) -> ActivityError:
             raise InvalidInput(f"{type(event).__name__} does not end an activity")
 
 
+def _check_key(key: object) -> None:
+    if key is not None and not isinstance(key, str):
+        raise InvalidInput(f"publish key must be a str or None, got {key!r}")
+
+
 class Executor:
     """One run's coroutine plus what it has seen: child results, fired timers, signals."""
 
@@ -276,6 +302,8 @@ class Executor:
         "_activities",
         "_activity_cancels",
         "_activity_results",
+        "_arrivals",
+        "_awaited_children",
         "_cancel_reason",
         "_child_results",
         "_coro",
@@ -318,9 +346,12 @@ class Executor:
         self._waiting: sdk.Op[Any] | None = None
         self._waiting_timer: str | None = None
         self._child_results: dict[str, Payload | WorkflowError] = {}
-        self._scheduled_children: set[str] = set()
+        self._awaited_children: set[str] = set()  # results the code has taken
+        # children a previous run of the chain scheduled and handed over at its continue-as-new
+        self._scheduled_children: set[str] = {c.child_workflow_id for c in started.carried_children}
         self._fired: set[str] = set()
-        self._signals: dict[str, deque[Payload]] = {}
+        self._signals: dict[str, deque[tuple[int, Payload]]] = {}
+        self._arrivals = 0  # signals delivered so far: their order across names
         self._timer_counter = 0
         self._cancel_reason: str | None = None
         self._activities: dict[str, str] = {}  # id -> type, every activity scheduled
@@ -358,18 +389,21 @@ class Executor:
             case ChildWorkflowCompleted(child_workflow_id=child, result=result):
                 self._child_results[child] = result
                 if self._waiting == sdk.ChildResultOp(child):
+                    self._awaited_children.add(child)
                     self._resume(result.to_json())
             case ChildWorkflowFailed(child_workflow_id=child, error=error):
                 self._child_results[child] = error
                 if self._waiting == sdk.ChildResultOp(child):
+                    self._awaited_children.add(child)
                     self._resume(sdk.Raise(ChildFailedError(child, error.message)))
             case ActivityCompleted() | ActivityFailed() | ActivityTimedOut() | ActivityCancelled():
                 self._activity_resolved(event)
             case SignalReceived(name=name, payload=payload):
-                self._signals.setdefault(name, deque()).append(payload)
+                self._arrivals += 1
+                self._signals.setdefault(name, deque()).append((self._arrivals, payload))
                 waiting = self._waiting
                 if isinstance(waiting, sdk.WaitSignalOp) and waiting.name == name:
-                    self._resume(self._signals[name].popleft().to_json())
+                    self._resume(self._signals[name].popleft()[1].to_json())
             case TimerFired(timer_id=timer_id):
                 self._fired.add(timer_id)
                 self._on_timer(timer_id)
@@ -547,6 +581,8 @@ class Executor:
                 return self._activity_result(aid)
             case sdk.CancelActivityOp(activity_id=aid, reason=reason):
                 return self._cancel_activity(aid, reason)
+            case sdk.PublishOp():
+                return self._publish(op)
             case _:
                 return sdk.Raise(InvalidInput(f"unsupported workflow operation {op!r}"))
 
@@ -556,6 +592,7 @@ class Executor:
         outcome = self._child_results.get(child)
         if outcome is None:
             return _BLOCKED
+        self._awaited_children.add(child)
         if isinstance(outcome, WorkflowError):
             return sdk.Raise(ChildFailedError(child, outcome.message))
         return outcome.to_json()
@@ -594,6 +631,21 @@ class Executor:
         self._decide(RequestCancelActivity(activity_id, str(reason)))
         return None
 
+    def _publish(self, op: sdk.PublishOp) -> object:
+        if isinstance(op.headers, InvalidInput):
+            return sdk.Raise(op.headers)
+        try:
+            topic = validate_topic(op.topic)
+            _check_key(op.key)
+            value = Payload.from_json(op.value)
+            fmt = _JSON if op.schema is None else op.schema.format
+            encoded = fmt.encode(op.value)
+        except InvalidInput as err:
+            return sdk.Raise(InvalidInput(f"publish to {op.topic!r}: {err}"))
+        publish_id = self.ctx._next_publish_id()
+        self._decide(Publish(publish_id, topic, op.key, value, fmt.name, encoded, op.headers))
+        return None
+
     def _sleep(self, ms: int) -> object:
         if ms <= 0:
             return None
@@ -620,7 +672,7 @@ class Executor:
     def _wait_signal(self, name: str, timeout_ms: int | None) -> object:
         buffered = self._signals.get(name)
         if buffered:
-            return buffered.popleft().to_json()
+            return buffered.popleft()[1].to_json()
         if timeout_ms is not None:
             if timeout_ms <= 0:
                 return sdk.Raise(SignalTimeout(name, timeout_ms))
@@ -653,7 +705,18 @@ class Executor:
         except InvalidInput as err:
             self._finish(Failed(error=WorkflowError(message=f"continue-as-new rejected: {err}")))
             return
-        self._decide(ContinueAsNewDecision(payload, request.workflow_type))
+        pending = sorted(
+            (order, name, payload)
+            for name, buffered in self._signals.items()
+            for order, payload in buffered
+        )
+        signals = tuple((name, payload) for _, name, payload in pending)
+        unawaited = tuple(
+            (child, outcome)
+            for child, outcome in self._child_results.items()
+            if child not in self._awaited_children
+        )
+        self._decide(ContinueAsNewDecision(payload, request.workflow_type, signals, unawaited))
         self._mark_finished()
 
     def _fail_from(self, err: Exception) -> None:

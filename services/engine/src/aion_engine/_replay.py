@@ -30,6 +30,7 @@ from aion_common.domain import (
     Event,
     InvalidInput,
     NonDeterminism,
+    RecordPublished,
     SignalReceived,
     TimerFired,
     TimerScheduled,
@@ -52,6 +53,7 @@ from aion_engine._executor import (
     ContinueAsNewDecision,
     Executor,
     Finish,
+    Publish,
     RequestCancelActivity,
     ScheduleActivity,
     ScheduleChild,
@@ -60,6 +62,7 @@ from aion_engine._executor import (
     execution_timeout_timer_id,
 )
 from aion_engine.registry import WorkflowFn
+from aion_engine.signal_start import leading_inputs
 
 __all__ = ["describe_decision", "describe_event", "replay_run"]
 
@@ -102,6 +105,8 @@ def describe_event(event: Event) -> str:  # noqa: PLR0911 - one form per event t
             return f"{type(event).__name__}({timer_id})"
         case SignalReceived(name=name):
             return f"SignalReceived({name})"
+        case RecordPublished(topic=topic):
+            return f"RecordPublished({topic})"
         case ActivityScheduled(activity_id=aid, activity_type=atype):
             return f"ActivityScheduled({aid}, type={atype})"
         case (
@@ -121,7 +126,7 @@ def describe_event(event: Event) -> str:  # noqa: PLR0911 - one form per event t
             return type(event).__name__
 
 
-def describe_decision(decision: WorkflowDecision) -> str:
+def describe_decision(decision: WorkflowDecision) -> str:  # noqa: PLR0911 - one per decision
     """The event a decision would record, described like :func:`describe_event`."""
     match decision:
         case ScheduleChild(child_id=child, workflow_type=wtype):
@@ -132,6 +137,8 @@ def describe_decision(decision: WorkflowDecision) -> str:
             return f"ActivityScheduled({aid}, type={atype})"
         case RequestCancelActivity(activity_id=aid):
             return f"ActivityCancelRequested({aid})"
+        case Publish(topic=topic):
+            return f"RecordPublished({topic})"
         case Finish(outcome=outcome):
             return _terminal_name(outcome)
         case ContinueAsNewDecision():
@@ -166,6 +173,8 @@ def _matches(decision: WorkflowDecision, event: Event) -> bool:  # noqa: PLR0911
             return decision.activity_id == event.activity_id
         case ContinueAsNewDecision(), WorkflowContinuedAsNew():
             return decision.workflow_type == event.workflow_type
+        case Publish(), RecordPublished():
+            return (decision.topic, decision.key) == (event.topic, event.key)
         case Finish(), _:
             return _terminal_name(decision.outcome) == type(event).__name__
         case _:
@@ -187,14 +196,21 @@ def replay_run(
     if not isinstance(started, WorkflowStarted):
         raise InvalidInput("a run segment starts with WorkflowStarted")
     executor = Executor(fn, started, trace=trace)
-    executor.start()
     timeout_timer = execution_timeout_timer_id(started.workflow_id, started.run_id)
+    # inputs recorded with the start reach the code before its first step, as they did live
+    leading = leading_inputs(segment, timeout_timer)
+    for event in leading:
+        executor.deliver(event)
+    executor.start()
     for event in segment[1:]:
         if isinstance(event, TimerScheduled) and event.timer_id == timeout_timer:
             continue
-        if isinstance(event, ChildWorkflowScheduled | TimerScheduled | ActivityScheduled) or (
-            isinstance(event, ActivityCancelRequested) and event.by_workflow_code
-        ):
+        if leading and event is leading[0]:
+            leading.pop(0)
+            continue
+        if isinstance(
+            event, ChildWorkflowScheduled | TimerScheduled | ActivityScheduled | RecordPublished
+        ) or (isinstance(event, ActivityCancelRequested) and event.by_workflow_code):
             _expect(executor, event)
         elif isinstance(event, (*_ENGINE_ONLY, ActivityCancelRequested)):
             continue

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, assert_never
 
 from aion_common.domain import (
     Cancelled,
     CancelWorkflow,
+    CarriedChild,
     ChildWorkflowScheduled,
     Command,
     Completed,
@@ -15,6 +17,7 @@ from aion_common.domain import (
     IdReusePolicy,
     ParentClosePolicy,
     ParentLink,
+    Payload,
     RecordChildTerminal,
     RefusalCode,
     StartWorkflow,
@@ -30,10 +33,11 @@ from aion_common.domain import (
     outcome_of,
     start_run_id,
 )
-from aion_engine import activities
+from aion_engine import activities, publishing
 from aion_engine._executor import (
     ContinueAsNewDecision,
     Finish,
+    Publish,
     RequestCancelActivity,
     ScheduleActivity,
     ScheduleChild,
@@ -42,14 +46,17 @@ from aion_engine._executor import (
 )
 from aion_engine._state import RunState, WorkflowState
 from aion_engine._work import Work
-from aion_engine.versions import Versions
+from aion_engine.publishing import TopicCheck
+from aion_engine.versions import Missing, Versions
 
 __all__ = [
     "MAX_CONTINUES_PER_COMMAND",
     "PARENT_CLOSE_REASON_PREFIX",
     "TERMINATED_ERROR_TYPE",
+    "Blocked",
     "NextRun",
     "RunClosed",
+    "carried_children",
     "child_terminal_record",
     "close_policy_commands",
     "close_policy_origin",
@@ -79,10 +86,20 @@ RunClosed: Final = _RunClosedType()
 
 
 @dataclass(frozen=True, slots=True)
+class Blocked:
+    """The decision cannot be carried out (its problem blocks the run)."""
+
+    problem: Missing
+
+
+@dataclass(frozen=True, slots=True)
 class NextRun:
-    """The run continued-as-new; ``started`` opens the next run (not yet appended)."""
+    """The run continued-as-new; ``started`` opens the next run (not yet appended), which
+    holds the run's open children and gets its unconsumed ``signals`` before its first step."""
 
     started: WorkflowStarted
+    signals: tuple[tuple[str, Payload], ...] = ()
+    child_results: tuple[tuple[str, Payload | WorkflowError], ...] = ()
 
 
 def loaded_types(versions: Versions) -> str:
@@ -173,9 +190,14 @@ def first_started_event(
 
 
 def record_decision(
-    work: Work, run: RunState, decision: WorkflowDecision, versions: Versions
-) -> _RunClosedType | NextRun | None:
-    """Append the events (and outgoing commands, timers) one decision of the code makes."""
+    work: Work,
+    run: RunState,
+    decision: WorkflowDecision,
+    versions: Versions,
+    topics: TopicCheck | None = None,
+) -> _RunClosedType | NextRun | Blocked | None:
+    """Append the events (and outgoing commands, timers, records) one decision of the code
+    makes."""
     env = work.envelope(run.run_id)
     match decision:
         case ScheduleChild():
@@ -186,6 +208,10 @@ def record_decision(
             activities.schedule(work, run, decision)
         case RequestCancelActivity():
             raise AssertionError("the engine's drain records activity cancellations itself")
+        case Publish():
+            problem = publishing.record(work, run, decision, topics)
+            if problem is not None:
+                return Blocked(problem)
         case Finish(outcome=Completed(result=result)):
             work.append(WorkflowCompleted(**env, result=result))
             return RunClosed
@@ -256,6 +282,8 @@ def _continue_as_new(
         )
         return RunClosed
     work.continues += 1
+    # before the run closes: a closed run keeps only its start and terminal
+    carried = carried_children(run, [c for c, _ in decision.child_results])
     next_run_id = derive_id("run", work.state.workflow_id, work.command_id, str(work.continues))
     work.append(
         WorkflowContinuedAsNew(
@@ -277,7 +305,35 @@ def _continue_as_new(
             package_version=version or "",
             execution_timeout_ms=previous.execution_timeout_ms,
             pinned=pinned,
+            carried_children=carried,
+        ),
+        decision.signals,
+        decision.child_results,
+    )
+
+
+def carried_children(run: RunState, unawaited: Sequence[str] = ()) -> tuple[CarriedChild, ...]:
+    """The children to hand over to the next run of its chain: the open ones (in the order
+    they were scheduled; a child carried in before keeps the run that scheduled it), then
+    those recorded ended whose result the code had not awaited (``unawaited``)."""
+    known: dict[str, ChildWorkflowScheduled | CarriedChild] = {
+        c.child_workflow_id: c for c in run.started.carried_children
+    }
+    known.update(
+        (e.child_workflow_id, e) for e in run.events if isinstance(e, ChildWorkflowScheduled)
+    )
+    children = [*run.open_children.values()]
+    children += [known[c] for c in unawaited if c in known and c not in run.open_children]
+    return tuple(
+        child
+        if isinstance(child, CarriedChild)
+        else CarriedChild(
+            child_workflow_id=child.child_workflow_id,
+            child_workflow_type=child.child_workflow_type,
+            parent_close_policy=child.parent_close_policy,
+            origin_run_id=run.run_id,
         )
+        for child in children
     )
 
 
@@ -289,9 +345,12 @@ def close_policy_commands(work: Work, run: RunState) -> list[Command]:
         policy = scheduled.parent_close_policy
         if policy is ParentClosePolicy.ABANDON:
             continue
-        command_id = _close_command_id(workflow_id, run.run_id, child_id)
+        # a carried child was started by an earlier run of the chain: its start names that
+        # run, and so must the policy's command for the child to recognise it
+        origin = scheduled.origin_run_id if isinstance(scheduled, CarriedChild) else run.run_id
+        command_id = _close_command_id(workflow_id, origin, child_id)
         # run ids are UUIDs (no ':'), so the parent's id, last, may hold anything
-        reason = f"{PARENT_CLOSE_REASON_PREFIX}{policy.value}:{run.run_id}:{workflow_id}"
+        reason = f"{PARENT_CLOSE_REASON_PREFIX}{policy.value}:{origin}:{workflow_id}"
         if policy is ParentClosePolicy.TERMINATE:
             commands.append(
                 TerminateWorkflow(

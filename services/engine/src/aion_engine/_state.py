@@ -21,6 +21,7 @@ from typing import Final
 
 from aion_common.domain import (
     CancelRequested,
+    CarriedChild,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
@@ -51,7 +52,9 @@ class RunState:
 
     started: WorkflowStarted
     events: list[Event]
-    open_children: dict[str, ChildWorkflowScheduled] = field(default_factory=dict)
+    open_children: dict[str, ChildWorkflowScheduled | CarriedChild] = field(default_factory=dict)
+    """Children not yet recorded ended: scheduled by this run, or carried over to it by a
+    continue-as-new of its chain."""
     timers: dict[str, TimerScheduled] = field(default_factory=dict)
     cancel_requested: bool = False
     terminal: Event | None = None
@@ -151,7 +154,11 @@ class WorkflowState:
                 self.closed_runs[run.run_id] = (run.started, run.terminal)
             if event.previous_run_id is None:
                 self.chain_starts.add(event.command_id)
-            self.run = RunState(started=event, events=[event])
+            self.run = RunState(
+                started=event,
+                events=[event],
+                open_children={c.child_workflow_id: c for c in event.carried_children},
+            )
         elif run is None or run.terminal is not None or event.run_id != run.run_id:
             raise InvariantViolation(
                 f"workflow {self.workflow_id!r}: seq {event.seq} does not belong to an open run"

@@ -15,7 +15,7 @@ from aion_common.domain import (
     derive_id,
 )
 from aion_engine._state import WorkflowState
-from aion_engine.decision import Decision, TimerRequest
+from aion_engine.decision import Decision, PublishedRecord, TimerRequest
 
 __all__ = ["Work", "fire_timer_command", "timer_request"]
 
@@ -49,6 +49,7 @@ class Work:
         "events",
         "now",
         "outgoing",
+        "published",
         "state",
         "tasks",
         "timers",
@@ -63,6 +64,7 @@ class Work:
         self.timers: list[TimerRequest] = []
         self.tasks: list[tuple[str, TaskRecord]] = []
         self.disarm: list[str] = []
+        self.published: list[PublishedRecord] = []
         self.continues = 0
 
     def envelope(self, run_id: str) -> dict[str, Any]:
@@ -103,4 +105,5 @@ class Work:
             timers=tuple(self.timers),
             tasks=tuple(self.tasks),
             disarm=tuple(self.disarm),
+            published=tuple(self.published),
         )

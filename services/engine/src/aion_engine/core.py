@@ -10,7 +10,7 @@ command against the same state yields the same output.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -20,6 +20,8 @@ from aion_common.domain import (
     AlreadyRecorded,
     CancelRequested,
     CancelWorkflow,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
     Command,
     CommandRefused,
     CompleteActivity,
@@ -31,6 +33,7 @@ from aion_common.domain import (
     MoveWorkflow,
     NonDeterminism,
     ParentTerminal,
+    Payload,
     PurgeWorkflow,
     QueryWorkflow,
     RecordActivityHeartbeat,
@@ -40,6 +43,7 @@ from aion_common.domain import (
     RecordRefused,
     RefusalCode,
     SignalReceived,
+    SignalWithStartWorkflow,
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
@@ -52,7 +56,16 @@ from aion_common.domain import (
     WorkflowTimedOut,
     decide_child_terminal_record,
 )
-from aion_engine import _runs, activities, blocking, local_steps, queries, retention
+from aion_engine import (
+    _runs,
+    activities,
+    blocking,
+    carry,
+    local_steps,
+    queries,
+    retention,
+    signal_start,
+)
 from aion_engine._executor import (
     Executor,
     Finish,
@@ -63,6 +76,7 @@ from aion_engine._replay import replay_run
 from aion_engine._state import RunState, WorkflowState
 from aion_engine._work import Work, fire_timer_command
 from aion_engine.decision import Decision, TimerRequest
+from aion_engine.publishing import TopicCheck
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.versions import Missing, Versions
 
@@ -90,6 +104,7 @@ class EngineCore:
         versions: Versions | None = None,
         closed: ClosedLoader | None = None,
         closed_cache: int = DEFAULT_CLOSED_CACHE,
+        topics: TopicCheck | None = None,
     ) -> None:
         """``registry`` holds the engine's own workflow modules (their version:
         ``package_version``); ``versions`` (shared by the cores of one process) adds the
@@ -103,6 +118,7 @@ class EngineCore:
             versions if versions is not None else Versions(registry, local_version=package_version)
         )
         self._writer = writer
+        self._topics = topics
         self._max_resident = max_resident
         self._workflows: dict[str, WorkflowState] = {}
         """Open workflows, and closed ones touched since they were last released."""
@@ -252,7 +268,7 @@ class EngineCore:
 
     # -- commands ------------------------------------------------------------------------
 
-    def handle(self, command: Command, *, now: datetime) -> Decision:  # noqa: PLR0911 - per type
+    def handle(self, command: Command, *, now: datetime) -> Decision:  # noqa: PLR0911, PLR0912 - per type
         """Apply ``command`` and return everything it produced.
 
         ``now`` stamps the new events: pass the consumed record's timestamp so that handling
@@ -293,15 +309,34 @@ class EngineCore:
                 )
             case PurgeWorkflow():
                 return self._purge(command, state, now)
+            case SignalWithStartWorkflow():
+                return signal_start.handle(
+                    command,
+                    state,
+                    signal=lambda signal: self._signal(signal, state, now),
+                    start=lambda start, signals: self._start(
+                        start, state, now, signals=signals, asked=command
+                    ),
+                )
             case _:
                 assert_never(command)
 
-    def _start(self, cmd: StartWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
+    def _start(
+        self,
+        cmd: StartWorkflow,
+        state: WorkflowState | None,
+        now: datetime,
+        *,
+        signals: Sequence[signal_start.Signal] = (),
+        asked: Command | None = None,
+    ) -> Decision:
+        """Open a new chain for ``cmd``; ``signals`` are recorded with the start (delivered
+        before the code's first step); ``asked`` is the command a refusal answers."""
         refused = _runs.start_refusal(cmd, state, self._versions)
         if refused is not None:
             code, reason = refused
             return Decision(
-                refusal=_refusal(cmd, code, reason, now),
+                refusal=_refusal(asked or cmd, code, reason, now),
                 outgoing=_report_refused_child(cmd, code, reason, now),
             )
         if state is None:
@@ -315,7 +350,7 @@ class EngineCore:
         version = self._versions.version_for_start(cmd.workflow_type, cmd.package_version)
         assert version is not None  # start_refusal checked it
         started = _runs.first_started_event(work, run_id, cmd, version)
-        return self._finish(work, self._open_run(work, started))
+        return self._finish(work, self._open_run(work, started, signals))
 
     def _signal(self, cmd: SignalWorkflow, state: WorkflowState | None, now: datetime) -> Decision:
         target = _open_target(cmd, state, now)
@@ -366,10 +401,11 @@ class EngineCore:
     def _record_child(
         self, cmd: RecordChildTerminal, state: WorkflowState | None, now: datetime
     ) -> Decision:
-        history = () if state is None else state.run_history(cmd.parent_run_id)
+        run_id = carry.holder_run(state, cmd)  # a child carried over at a continue-as-new
+        history = () if state is None else state.run_history(run_id)
         verdict = decide_child_terminal_record(
             history,
-            parent_run_id=cmd.parent_run_id,
+            parent_run_id=run_id,
             child_workflow_id=cmd.child_workflow_id,
             outcome=cmd.outcome,
             command_id=cmd.command_id,
@@ -586,8 +622,15 @@ class EngineCore:
             self._keep_resident(state.workflow_id, executor)
         return executor
 
-    def _open_run(self, work: Work, started: WorkflowStarted) -> Executor | None:
-        """Append a run's start (and its timeout timer), then run its code until it blocks."""
+    def _open_run(
+        self,
+        work: Work,
+        started: WorkflowStarted,
+        signals: Sequence[signal_start.Signal] = (),
+        child_results: Sequence[tuple[str, Payload | WorkflowError]] = (),
+    ) -> Executor | None:
+        """Append a run's start (its timeout timer, the signals and child results recorded
+        with it), then run its code, those inputs delivered first, until it blocks."""
         work.append(started)
         if started.execution_timeout_ms:
             timer_id = execution_timeout_timer_id(started.workflow_id, started.run_id)
@@ -595,6 +638,20 @@ class EngineCore:
             work.schedule_timer(
                 TimerScheduled(**work.envelope(started.run_id), timer_id=timer_id, fire_at=fire_at)
             )
+        received: list[Event] = []
+        for name, payload in signals:
+            signal = SignalReceived(**work.envelope(started.run_id), name=name, payload=payload)
+            work.append(signal)
+            received.append(signal)
+        for child, outcome in child_results:
+            env = work.envelope(started.run_id)
+            ended: Event = (
+                ChildWorkflowFailed(**env, child_workflow_id=child, error=outcome)
+                if isinstance(outcome, WorkflowError)
+                else ChildWorkflowCompleted(**env, child_workflow_id=child, result=outcome)
+            )
+            work.append(ended)
+            received.append(ended)
         fn = self._versions.workflow(started.workflow_type, started.package_version)
         if isinstance(fn, Missing):
             run = work.state.open_run
@@ -602,6 +659,8 @@ class EngineCore:
             blocking.block(work, run, fn)
             return None
         executor = Executor(fn, started)
+        for leading in received:
+            executor.deliver(leading)
         executor.start()
         return self._drain(work, executor)
 
@@ -640,22 +699,27 @@ class EngineCore:
             ):
                 blocking.block(work, run, decision.outcome.error)
                 return None
-            outcome = _runs.record_decision(work, run, decision, self._versions)
+            outcome = _runs.record_decision(work, run, decision, self._versions, self._topics)
+            if isinstance(outcome, _runs.Blocked):
+                blocking.block(work, run, outcome.problem)
+                return None
             if outcome is _runs.RunClosed:
                 self._close_run(work, run)
                 return None
             if isinstance(outcome, _runs.NextRun):
-                self._close_run(work, run)
-                return self._open_run(work, outcome.started)
+                self._close_run(work, run, continued=True)
+                return self._open_run(work, outcome.started, outcome.signals, outcome.child_results)
         return None if executor.finished else executor
 
-    def _close_run(self, work: Work, run: RunState) -> None:
-        """The run closed: drop its coroutine and apply the close policy to open children."""
+    def _close_run(self, work: Work, run: RunState, *, continued: bool = False) -> None:
+        """The run closed: drop its coroutine and apply the close policy to open children —
+        unless it ``continued`` as new: its children then stay attached to the chain."""
         executor = self._resident.pop(work.state.workflow_id, None)
         if executor is not None:
             executor.close()
-        work.outgoing.extend(_runs.close_policy_commands(work, run))
-        work.outgoing.extend(_runs.child_terminal_record(work, run))
+        if not continued:
+            work.outgoing.extend(_runs.close_policy_commands(work, run))
+        work.outgoing.extend(_runs.child_terminal_record(work, run))  # none at a continue-as-new
         activities.close_notices(work, run)
 
     def _finish(self, work: Work, executor: Executor | None) -> Decision:

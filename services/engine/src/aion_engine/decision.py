@@ -14,7 +14,7 @@ from aion_common.domain import (
     TaskRecord,
 )
 
-__all__ = ["Decision", "TimerRequest"]
+__all__ = ["Decision", "PublishedRecord", "TimerRequest"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +23,16 @@ class TimerRequest:
 
     fire_at: datetime
     command: FireTimer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishedRecord:
+    """A record ``ctx.publish`` wrote: to ``topic``, in the same transaction as its event."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +52,7 @@ class Decision:
     - ``disarm``: command ids of timers that are no longer needed (an activity ended before
       its clock ran out); firing them would be a no-op, so the service may forget them.
     - ``answer``: a query's answer, for the replies topic (a query changes nothing else).
+    - ``published``: records the code published to user topics (``ctx.publish``).
     """
 
     batch: EventBatch | None = None
@@ -52,6 +63,7 @@ class Decision:
     tasks: tuple[tuple[str, TaskRecord], ...] = ()
     disarm: tuple[str, ...] = ()
     answer: QueryAnswer | None = None
+    published: tuple[PublishedRecord, ...] = ()
 
     @property
     def is_noop(self) -> bool:
@@ -65,4 +77,5 @@ class Decision:
             and not self.tasks
             and not self.disarm
             and self.answer is None
+            and not self.published
         )

@@ -30,6 +30,7 @@ from aion_common.domain import (
     BUILTIN_QUERIES,
     STACK_TRACE_QUERY,
     WAITING_ON_QUERY,
+    ChildWorkflowScheduled,
     Event,
     EventBatch,
     InvalidInput,
@@ -423,7 +424,11 @@ def waiting_on(run: RunState, executor: Executor | None) -> dict[str, Any]:
                 "awaited": op == sdk.ChildResultOp(child_id),
                 "workflow_id": child_id,
                 "workflow_type": child.child_workflow_type,
-                "since": _iso(child.recorded_at),
+                "since": _iso(
+                    child.recorded_at  # a child carried in at a continue-as-new: since then
+                    if isinstance(child, ChildWorkflowScheduled)
+                    else run.started.recorded_at
+                ),
             }
         )
     for activity_id, activity in run.activities.items():

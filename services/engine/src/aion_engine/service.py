@@ -105,6 +105,7 @@ from aion_engine._standby import Standby
 from aion_engine._state_dir import StateDirLock
 from aion_engine.core import DEFAULT_CLOSED_CACHE, EngineCore
 from aion_engine.decision import Decision
+from aion_engine.publish_topics import PublishTopics
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.retention import RetentionSweep, expired_in
 from aion_engine.timers_service import TimerScheduler
@@ -152,6 +153,7 @@ class _Out:
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     queue: str = ""  # set on a task queue's record: its topic may need creating first
+    published: bool = False  # a user topic's record (ctx.publish): the topic is checked first
 
 
 class _ProducerBroken(Exception):
@@ -224,6 +226,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         changelog: bool | None = None,
         closed_cache: int = DEFAULT_CLOSED_CACHE,
         standbys: int = 0,
+        publish_topics: PublishTopics | None = None,
     ) -> None:
         """``changelog``: keep state in ``<prefix>.engine-state`` and a local store (None:
         whenever transactions are on; without them the engine rebuilds from the event log).
@@ -267,6 +270,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._failure: BaseException | None = None
         self._task_topics: set[str] = set()  # task queues' topics known to exist
         self._threads: ThreadPoolExecutor | None = None  # local steps' threads, when needed
+        self._publish_topics = publish_topics or PublishTopics(settings)
         self._catalog: CatalogReader | None = None
         self._moves: set[asyncio.Task[None]] = set()
 
@@ -356,6 +360,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if self._changelog and self._standbys > 0 and self._standby is None:
             self._standby = Standby(self._settings, self._topics.engine_state, self._store)
             self._standby.start()
+        await self._publish_topics.start()  # tolerates the broker away: it refreshes later
         await retry(self._offsets.start, what="connecting the offsets reader")
         self._timer_producer = await retry(self._start_timer_producer, what="starting a producer")
         self._consumer = await retry(self._start_consumer, what="joining the group")
@@ -477,6 +482,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await stop_consumer(self._consumer)
         if self._catalog is not None:
             await self._catalog.stop()
+        await self._publish_topics.stop()
         for task in list(self._moves):
             task.cancel()
         if self._timer_producer is not None:
@@ -611,6 +617,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 writer=self._settings.instance_id,
                 max_resident=self._max_resident,
                 versions=self._versions,
+                topics=self._publish_topics,
             )
         return EngineCore(
             self._registry,
@@ -619,6 +626,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             versions=self._versions,
             closed=lambda workflow_id: changelog.load_closed(store, workflow_id),
             closed_cache=self._closed_cache,
+            topics=self._publish_topics,
         )
 
     def _new_producer(self, partition: int) -> AIOKafkaProducer:
@@ -951,20 +959,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         except ChangelogCorrupt as err:
             self._corrupt(owned, err)
             return "failed"
-        new_queues = {o.queue for o in outputs if o.queue and o.topic not in self._task_topics}
-        if new_queues:
-            try:
-                await self._ensure_task_topics(new_queues)
-            except (KafkaError, InfrastructureError, TimeoutError) as err:
-                _log.warning(
-                    "creating a task queue's topic failed; acquiring the partition again",
-                    extra={
-                        "partition": owned.partition,
-                        "queues": sorted(new_queues),
-                        "error": repr(err),
-                    },
-                )
-                return "failed"
+        if not await self._output_topics_ready(owned, outputs):
+            return "failed"
         last = records[-1]
         owned.next_offset = last.offset + 1
         tp = TopicPartition(last.topic, last.partition)
@@ -992,6 +988,44 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         if owned.core is not None:
             owned.core.release_closed(touched)
         return None
+
+    async def _output_topics_ready(self, owned: _Owned, outputs: list[_Out]) -> bool:
+        """Whether every topic the outputs go to exists: task queues' topics are created on
+        first use; ``ctx.publish`` topics are checked (False: acquire the partition again)."""
+        new_queues = {o.queue for o in outputs if o.queue and o.topic not in self._task_topics}
+        if new_queues:
+            try:
+                await self._ensure_task_topics(new_queues)
+            except (KafkaError, InfrastructureError, TimeoutError) as err:
+                _log.warning(
+                    "creating a task queue's topic failed; acquiring the partition again",
+                    extra={
+                        "partition": owned.partition,
+                        "queues": sorted(new_queues),
+                        "error": repr(err),
+                    },
+                )
+                return False
+        publishing = self._publish_topics.unknown(o.topic for o in outputs if o.published)
+        if publishing:
+            try:
+                missing = await asyncio.wait_for(
+                    self._publish_topics.check(publishing), _STEP_TIMEOUT_S
+                )
+            except (KafkaError, InfrastructureError, TimeoutError) as err:
+                _log.warning(
+                    "checking the topics to publish to failed; acquiring the partition again",
+                    extra={"partition": owned.partition, "error": repr(err)},
+                )
+                return False
+            if missing:
+                # decided again after the acquisition, the runs publishing there block
+                _log.warning(
+                    "publishing to topics that do not exist; deciding the batch again",
+                    extra={"partition": owned.partition, "topics": sorted(missing)},
+                )
+                return False
+        return True
 
     async def _ensure_task_topics(self, queues: set[str]) -> None:
         """Create the topics of task queues used for the first time (once per process)."""
@@ -1150,6 +1184,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                     queue=queue,
                 )
             )
+        out.extend(
+            _Out(p.topic, p.key, p.value, headers=p.headers, published=True)
+            for p in decision.published
+        )
         reason = decision.dead_letter_reason
         if reason is not None:
             _log.error(
@@ -1255,13 +1293,17 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         # acknowledged
         # before the next: a crash between them leaves only duplicates that command-id
         # deduplication absorbs, never an event whose outgoing commands were lost.
+        # Published records go first too: at worst twice (each carries its aion.publish.id),
+        # never lost behind the event that says it was published.
         stages = (
-            [o for o in outputs if o.topic == self._topics.commands or o.queue],
+            [o for o in outputs if o.topic == self._topics.commands or o.queue or o.published],
             [o for o in outputs if o.topic == self._topics.events],
             [
                 o
                 for o in outputs
-                if o.topic not in (self._topics.commands, self._topics.events) and not o.queue
+                if o.topic not in (self._topics.commands, self._topics.events)
+                and not o.queue
+                and not o.published
             ],
         )
         for stage in stages:
@@ -1285,7 +1327,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         by_partition: dict[tuple[str, int], list[_Out]] = {}
         for out in outputs:
             if out.partition is None:
-                futures.append(await producer.send(out.topic, out.value, key=out.key))
+                headers = list(out.headers) or None
+                futures.append(
+                    await producer.send(out.topic, out.value, key=out.key, headers=headers)
+                )
             else:
                 by_partition.setdefault((out.topic, out.partition), []).append(out)
         for (topic, partition), outs in by_partition.items():

@@ -286,6 +286,7 @@ class ViewChanges:
             "owner": where.writer,
             "updated_at": event.recorded_at,
         }
+        self._carried(event)
         summary = self.summaries.get(event.workflow_id)
         if summary is None:
             summary = {"workflow_id": event.workflow_id, "last_seq": 0}
@@ -373,6 +374,29 @@ class ViewChanges:
             "error_message": None,
             "error_details": None,
         }
+
+    def _carried(self, event: WorkflowStarted) -> None:
+        """Children the previous run handed over at its continue-as-new: open in this run,
+        carried in that one."""
+        for child in event.carried_children:
+            key = (event.workflow_id, event.run_id, child.child_workflow_id)
+            self.new_children[key] = {
+                "parent_workflow_id": event.workflow_id,
+                "parent_run_id": event.run_id,
+                "child_workflow_id": child.child_workflow_id,
+                "child_workflow_type": child.child_workflow_type,
+                "state": ChildState.SCHEDULED.value,
+                "scheduled_seq": event.seq,
+                "scheduled_at": event.recorded_at,
+                "closed_at": None,
+                "result": None,
+                "error_message": None,
+                "error_details": None,
+            }
+            if event.previous_run_id is not None:
+                before = (event.workflow_id, event.previous_run_id, child.child_workflow_id)
+                values: Row = {"state": ChildState.CARRIED.value}
+                _fold(self.new_children, self.child_updates, before, values)
 
     def _child_closed(
         self,

@@ -74,6 +74,8 @@ class ChildState(enum.StrEnum):
     SCHEDULED = "SCHEDULED"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CARRIED = "CARRIED"
+    """Open when the parent continued-as-new: the chain's next run holds it now."""
 
 
 class ActivityState(enum.StrEnum):

@@ -5,7 +5,8 @@ that taught it):
 
 - a **workflow** (key ``w`` + id): its current run, parent link, whether it is open, and its
   latest run ids (the last :data:`RUNS_KEPT`, for telling a closed parent run from an unknown
-  one); written when a run starts or closes, tombstoned when the workflow is purged. Open ones
+  one) and the runs of its chain that continued-as-new (their children's watches go on);
+  written when a run starts or closes, tombstoned when the workflow is purged. Open ones
   are restored on acquisition, closed ones read back when a parent's status is asked;
 - a **watch** (key ``a`` + parent, run, child): the record to issue once the child's final
   terminal is known (the ``RecordChildTerminal``, codec-encoded) and its blind re-issues;
@@ -67,6 +68,9 @@ class WorkflowFacts:
     parent: ParentLink | None
     open: bool
     runs: tuple[str, ...]
+    continued: tuple[str, ...] = ()
+    """Runs of the current chain that continued-as-new: their children's watches go on (the
+    chain's newest run records their terminals); cleared when the chain ends."""
 
 
 def workflow_key(workflow_id: str) -> bytes:
@@ -98,6 +102,8 @@ def encode_workflow(facts: WorkflowFacts) -> bytes:
         "o": facts.open,
         "runs": list(facts.runs[-RUNS_KEPT:]),
     }
+    if facts.continued:  # most workflows never continue-as-new: no key for them
+        document["c"] = list(facts.continued)
     return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -120,6 +126,7 @@ def decode_workflow(workflow_id: str, value: bytes) -> WorkflowFacts:
             parent=parent,
             open=bool(document["o"]),
             runs=tuple(str(r) for r in document["runs"]),
+            continued=tuple(str(r) for r in document.get("c", ())),
         )
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise ChangelogUnreadable(f"not a watcher workflow record: {err!r}") from err

@@ -137,6 +137,9 @@ class _Workflow:
     parent: ParentLink | None
     open: bool
     runs: set[str] = field(default_factory=set)
+    continued: set[str] = field(default_factory=set)
+    """Runs of the current chain that continued-as-new: their open children were carried to
+    the chain's next run, which records their terminals (the engine redirects the record)."""
 
 
 @dataclass(slots=True)
@@ -236,6 +239,8 @@ class WatchState:
             return ParentStatus.UNKNOWN
         if workflow.run_id == parent_run_id and workflow.open:
             return ParentStatus.OPEN
+        if parent_run_id in workflow.continued:
+            return ParentStatus.OPEN  # its children live on in the chain's newest run
         if parent_run_id in workflow.runs:
             return ParentStatus.CLOSED
         # A run the parent's history does not name: not started yet as far as we know.
@@ -289,8 +294,13 @@ class WatchState:
         if outcome is None:
             return
         workflow.open = False
+        if isinstance(outcome, ContinuedAsNew):
+            workflow.continued.add(event.run_id)  # its watches go on: the chain holds them
+        else:
+            for run_id in (*workflow.continued, event.run_id):
+                self._close_parent_run(event.workflow_id, run_id)
+            workflow.continued.clear()
         self._note_workflow(event.workflow_id, workflow)
-        self._close_parent_run(event.workflow_id, event.run_id)
         if workflow.parent is not None and not isinstance(outcome, ContinuedAsNew):
             # A child's final terminal (a ContinuedAsNew is never reported: the chain goes on).
             key = WatchKey(workflow.parent.workflow_id, workflow.parent.run_id, event.workflow_id)
@@ -376,6 +386,10 @@ class WatchState:
             key = pair_key(RECORDED, event.workflow_id, event.run_id, event.child_workflow_id)
             self._note(run.partition, Change(key, b"1", open=True))
         self._forget(WatchKey(event.workflow_id, event.run_id, event.child_workflow_id))
+        workflow = self._workflows.get(event.workflow_id)
+        for run_id in () if workflow is None else workflow.continued:
+            # a child carried over from an earlier run of the chain, recorded here
+            self._forget(WatchKey(event.workflow_id, run_id, event.child_workflow_id))
 
     def _close_parent_run(self, workflow_id: str, run_id: str) -> None:
         closed = self._parent_runs.pop((workflow_id, run_id), None)
@@ -388,7 +402,13 @@ class WatchState:
 
     def _is_recorded(self, key: WatchKey) -> bool:
         run = self._parent_runs.get((key.parent_workflow_id, key.parent_run_id))
-        return run is not None and key.child_workflow_id in run.recorded
+        if run is not None and key.child_workflow_id in run.recorded:
+            return True
+        workflow = self._workflows.get(key.parent_workflow_id)
+        if workflow is None or key.parent_run_id not in workflow.continued:
+            return False
+        holder = self._parent_runs.get((key.parent_workflow_id, workflow.run_id))
+        return holder is not None and key.child_workflow_id in holder.recorded
 
     def _forget(self, key: WatchKey, *, record: bool = True) -> None:
         watch = self._watches.pop(key, None)
@@ -484,6 +504,7 @@ class WatchState:
                 facts.parent,
                 facts.open,
                 set(facts.runs),
+                set(facts.continued),
             )
             self._workflows[facts.workflow_id] = workflow
             if facts.open:
@@ -523,6 +544,7 @@ class WatchState:
                     facts.parent,
                     facts.open,
                     set(facts.runs),
+                    set(facts.continued),
                 )
                 self._cache[workflow_id] = workflow
         return workflow
@@ -614,4 +636,5 @@ def _facts(workflow_id: str, workflow: _Workflow) -> WorkflowFacts:
         parent=workflow.parent,
         open=workflow.open,
         runs=tuple(workflow.runs),
+        continued=tuple(sorted(workflow.continued)),
     )

@@ -25,6 +25,7 @@ from aion_common.domain.events import EventBatch
 from aion_common.domain.ids import validate_id
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
 from aion_common.domain.queries import QueryAnswer
+from aion_common.domain.schedules import ScheduleRecord, ScheduleState, ScheduleTrigger
 from aion_common.domain.tasks import ActivityTask, CancelActivityTask, TaskRecord
 from aion_common.domain.versions import PackageRecord, RouteRecord
 
@@ -39,7 +40,11 @@ _COMMANDS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in COMMAND_TYPES)
 _TASKS = frozenset(f"{NAMESPACE}.{cls.__name__}" for cls in (ActivityTask, CancelActivityTask))
 _PACKAGE = f"{NAMESPACE}.PackageRecord"
 _ROUTE = f"{NAMESPACE}.RouteRecord"
-_VALUE_TYPES = frozenset({_BATCH, _REFUSAL, _ANSWER, *_COMMANDS, *_TASKS, _PACKAGE, _ROUTE})
+_SCHEDULES = frozenset({f"{NAMESPACE}.ScheduleRecord", f"{NAMESPACE}.ScheduleTrigger"})
+_SCHEDULE_STATE = f"{NAMESPACE}.ScheduleState"
+_VALUE_TYPES = frozenset(
+    {_BATCH, _REFUSAL, _ANSWER, *_COMMANDS, *_TASKS, _PACKAGE, _ROUTE, *_SCHEDULES, _SCHEDULE_STATE}
+)
 
 # What fastavro raises on bytes that do not match the writer schema, found by fuzzing:
 # short reads (EOFError, IndexError), bad varints/lengths/indexes, bad UTF-8, out-of-range
@@ -257,6 +262,38 @@ class Codec:
             "RouteRecord", self._decode(data, frozenset({_ROUTE}), topic, partition, offset)
         )
 
+    def encode_schedule(self, record: ScheduleRecord | ScheduleTrigger | ScheduleState) -> bytes:
+        """One ``<prefix>.schedules`` (a definition or a trigger) or ``schedule-state`` value."""
+        return self._encode(f"{NAMESPACE}.{type(record).__name__}", record)
+
+    def decode_schedule(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> ScheduleRecord | ScheduleTrigger:
+        """Decode a schedules-topic value; :class:`DecodeError` if it is not one."""
+        found = self._decode(data, _SCHEDULES, topic, partition, offset)
+        return cast("ScheduleRecord | ScheduleTrigger", found)
+
+    def encode_schedule_state(self, state: ScheduleState) -> bytes:
+        """One ``<prefix>.schedule-state`` value (as :meth:`encode_schedule`)."""
+        return self.encode_schedule(state)
+
+    def decode_schedule_state(
+        self,
+        data: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> ScheduleState:
+        """Decode a schedule-state value; :class:`DecodeError` if it is not one."""
+        found = self._decode(data, frozenset({_SCHEDULE_STATE}), topic, partition, offset)
+        return cast("ScheduleState", found)
+
     def _encode(self, full_name: str, value: Any, trusted: bool = False) -> bytes:
         if trusted:
             return self._encode_direct(full_name, value)
@@ -357,6 +394,8 @@ _REPLIES = frozenset({_REFUSAL, _ANSWER})
 def _describe(expected: frozenset[str]) -> str:
     if len(expected) == 1:
         return next(iter(expected))
+    if expected == _SCHEDULES:
+        return "a schedule record"
     return "a task record" if expected == _TASKS else "a command"
 
 

@@ -12,7 +12,16 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from aion_common.domain import activities, commands, events, outcomes, queries, tasks, versions
+from aion_common.domain import (
+    activities,
+    commands,
+    events,
+    outcomes,
+    queries,
+    schedules,
+    tasks,
+    versions,
+)
 from aion_common.domain.errors import CodecError, InvalidInput, PayloadTooLarge
 from aion_common.domain.ids import validate_id, validate_name
 from aion_common.domain.payload import Payload, WorkflowError
@@ -43,6 +52,12 @@ RECORD_TYPES: Mapping[str, type] = {
         tasks.CancelActivityTask,
         versions.PackageRecord,
         versions.RouteRecord,
+        schedules.ScheduleRecord,
+        schedules.ScheduleTrigger,
+        schedules.ScheduleState,
+        schedules.ScheduledRun,
+        events.PublishHeader,
+        events.CarriedChild,
         outcomes.ParentLink,
         outcomes.Completed,
         outcomes.Failed,
@@ -62,6 +77,7 @@ ENUM_TYPES: Mapping[str, type[enum.Enum]] = {
         commands.RefusalCode,
         queries.QueryStatus,
         activities.TimeoutKind,
+        schedules.OverlapPolicy,
     )
 }
 
@@ -103,6 +119,7 @@ _ID_FIELDS = (
     "next_run_id",
     "child_workflow_id",
     "start_command_id",
+    "origin_run_id",
     "timer_id",
     "parent_run_id",
     "child_run_id",
@@ -113,6 +130,7 @@ _NAME_FIELDS = (
     "workflow_type",
     "child_workflow_type",
     "name",
+    "signal_name",
     "command_type",
     "activity_type",
     "worker",

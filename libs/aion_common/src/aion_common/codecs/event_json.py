@@ -22,10 +22,12 @@ import orjson
 from aion_common.domain import (
     EVENT_TYPES,
     ActivityOptions,
+    CarriedChild,
     Event,
     ParentClosePolicy,
     ParentLink,
     Payload,
+    PublishHeader,
     RetryOptions,
     TimeoutKind,
     WorkflowError,
@@ -42,7 +44,7 @@ def payload_text(payload: Payload | None) -> str | None:
     return None if payload is None else payload.data.decode("utf-8")
 
 
-def _plain(value: object) -> object:
+def _plain(value: object) -> object:  # noqa: PLR0911 - one form per field type
     if isinstance(value, Payload):
         return orjson.Fragment(value.data)
     if isinstance(value, WorkflowError):
@@ -61,6 +63,18 @@ def _plain(value: object) -> object:
         }
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, tuple) and value and isinstance(value[0], PublishHeader):
+        return [{"name": h.name, "value": h.value} for h in value]
+    if isinstance(value, tuple) and value and isinstance(value[0], CarriedChild):
+        return [
+            {
+                "child_workflow_id": c.child_workflow_id,
+                "child_workflow_type": c.child_workflow_type,
+                "parent_close_policy": c.parent_close_policy.value,
+                "origin_run_id": c.origin_run_id,
+            }
+            for c in value
+        ]
     return value
 
 
@@ -116,10 +130,30 @@ _REVIVERS: dict[Any, Callable[[Any], object]] = {
 }
 
 
+def _carried(value: Any) -> tuple[CarriedChild, ...]:
+    return tuple(
+        CarriedChild(
+            child_workflow_id=c["child_workflow_id"],
+            child_workflow_type=c["child_workflow_type"],
+            parent_close_policy=ParentClosePolicy(c["parent_close_policy"]),
+            origin_run_id=c["origin_run_id"],
+        )
+        for c in value
+    )
+
+
+def _headers(value: Any) -> tuple[PublishHeader, ...]:
+    return tuple(PublishHeader(name=h["name"], value=h["value"]) for h in value)
+
+
 def _revive(hint: Any, value: object) -> object:
     """Turn a JSON value back into the field type ``hint`` names (``X | None`` included)."""
     if value is None:  # a JSON null is a Payload's value (a signal sent with no payload)
         return _payload(None) if hint is Payload else None
+    if hint == tuple[PublishHeader, ...]:
+        return _headers(value)
+    if hint == tuple[CarriedChild, ...]:
+        return _carried(value)
     args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
     if len(args) == 1:
         hint = args[0]

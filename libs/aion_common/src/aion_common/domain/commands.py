@@ -33,6 +33,7 @@ __all__ = [
     "RecordActivityStarted",
     "RecordChildTerminal",
     "RefusalCode",
+    "SignalWithStartWorkflow",
     "SignalWorkflow",
     "StartWorkflow",
     "TerminateWorkflow",
@@ -67,6 +68,46 @@ class SignalWorkflow(CommandBase):
 
     name: str
     payload: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalWithStartWorkflow(CommandBase):
+    """Deliver signal ``signal_name`` to the workflow's open run; when it has none, start a
+    run of ``workflow_type`` with ``input`` first (as :class:`StartWorkflow` would, under the
+    same id reuse policy) and record the signal with that start, so the run's code sees it
+    before its first step."""
+
+    workflow_type: str
+    input: Payload
+    signal_name: str
+    signal_payload: Payload
+    execution_timeout_ms: int | None = None
+    id_reuse_policy: IdReusePolicy = IdReusePolicy.ALLOW_DUPLICATE
+    package_version: str = ""
+    """Pin a run it starts to this package version; empty: the type's route."""
+
+    def start(self) -> StartWorkflow:
+        """The start this command makes when the workflow has no open run (same command id)."""
+        return StartWorkflow(
+            command_id=self.command_id,
+            issued_at=self.issued_at,
+            workflow_id=self.workflow_id,
+            workflow_type=self.workflow_type,
+            input=self.input,
+            execution_timeout_ms=self.execution_timeout_ms,
+            id_reuse_policy=self.id_reuse_policy,
+            package_version=self.package_version,
+        )
+
+    def signal(self) -> SignalWorkflow:
+        """The signal this command delivers (same command id)."""
+        return SignalWorkflow(
+            command_id=self.command_id,
+            issued_at=self.issued_at,
+            workflow_id=self.workflow_id,
+            name=self.signal_name,
+            payload=self.signal_payload,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +267,7 @@ ACTIVITY_REPORT_TYPES: tuple[type[CommandBase], ...] = (
 Command = (
     StartWorkflow
     | SignalWorkflow
+    | SignalWithStartWorkflow
     | CancelWorkflow
     | TerminateWorkflow
     | RecordChildTerminal
@@ -250,6 +292,7 @@ COMMAND_TYPES: tuple[type[CommandBase], ...] = (
     MoveWorkflow,
     QueryWorkflow,
     PurgeWorkflow,
+    SignalWithStartWorkflow,
 )
 
 

@@ -30,12 +30,15 @@ __all__ = [
     "ActivityStarted",
     "ActivityTimedOut",
     "CancelRequested",
+    "CarriedChild",
     "ChildWorkflowCompleted",
     "ChildWorkflowFailed",
     "ChildWorkflowScheduled",
     "Event",
     "EventBase",
     "EventBatch",
+    "PublishHeader",
+    "RecordPublished",
     "SignalReceived",
     "TimerFired",
     "TimerScheduled",
@@ -63,6 +66,18 @@ class EventBase:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CarriedChild:
+    """A child still open when its parent continued-as-new: it stays attached to the chain,
+    and its terminal is recorded in (and awaitable from) the run that carries it now.
+    ``origin_run_id`` is the run that scheduled it (the run its own start names as parent)."""
+
+    child_workflow_id: str
+    child_workflow_type: str
+    parent_close_policy: ParentClosePolicy
+    origin_run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowStarted(EventBase):
     """A run began. ``first_run_id`` anchors the continue-as-new chain (temporal#364)."""
 
@@ -76,6 +91,8 @@ class WorkflowStarted(EventBase):
     attempt: int = 1
     pinned: bool = False
     """The start named its version (a new route does not move the run)."""
+    carried_children: tuple[CarriedChild, ...] = ()
+    """Children of the previous run still open at its continue-as-new, attached to this run."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,6 +318,30 @@ class WorkflowPurged(EventBase):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishHeader:
+    """One header of a published record."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordPublished(EventBase):
+    """The run's code published a record to the Kafka topic ``topic`` (``ctx.publish``); the
+    engine wrote it in the transaction that appended this event, so it exists exactly when
+    this event does. ``value`` is the JSON value the code gave, ``value_format`` how it was
+    written (``json``, ``avro/single-object``, ``avro/confluent``); ``publish_id`` (also the
+    record's ``aion.publish.id`` header) is derived from the run and the call's position."""
+
+    publish_id: str
+    topic: str
+    key: str | None = None
+    value: Payload
+    value_format: str = "json"
+    headers: tuple[PublishHeader, ...] = ()
+
+
 Event = (
     WorkflowStarted
     | WorkflowCompleted
@@ -328,6 +369,7 @@ Event = (
     | WorkflowBlocked
     | WorkflowMoved
     | WorkflowPurged
+    | RecordPublished
 )
 
 EVENT_TYPES: tuple[type[EventBase], ...] = (
@@ -357,6 +399,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     WorkflowBlocked,
     WorkflowMoved,
     WorkflowPurged,
+    RecordPublished,
 )
 
 ACTIVITY_RESOLUTION_TYPES: tuple[type[EventBase], ...] = (

@@ -197,8 +197,10 @@ async def read_partition_to_end(
     *,
     isolation_level: IsolationLevel = "read_committed",
     stall_timeout_s: float = _DEFAULT_STALL_S,
+    start: int | None = None,
 ) -> AsyncIterator[Record]:
-    """Yield every record of ``topic[partition]`` from its beginning to its end at call time.
+    """Yield every record of ``topic[partition]`` from its beginning (or offset ``start``) to
+    its end at call time.
 
     No group is joined and nothing is committed. The end is fixed when reading starts (the LSO
     under ``read_committed``); records appended later are not read. If no progress is made for
@@ -219,9 +221,9 @@ async def read_partition_to_end(
         # An explicit seek, not seek_to_beginning(): measured with aiokafka 0.14, the reset
         # that assign() starts can answer seek_to_beginning()'s wait, leaving the position at
         # the end, so the reader silently returned nothing.
-        start: int = (await consumer.beginning_offsets([tp]))[tp]
+        first: int = (await consumer.beginning_offsets([tp]))[tp]
         end: int = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, start)
+        consumer.seek(tp, first if start is None else max(first, start))
         async for record in _records_until(consumer, tp, end, stall_timeout_s):
             yield record
     except KafkaError as err:

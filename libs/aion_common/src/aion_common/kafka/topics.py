@@ -64,6 +64,17 @@ class Topics:
         Watcher reads and writes only."""
         return f"{self.prefix}.watcher-state"
 
+    @property
+    def schedules(self) -> str:
+        """Schedule definitions and trigger requests (compacted; key: schedule id), written by
+        the API, read by the scheduler."""
+        return f"{self.prefix}.schedules"
+
+    @property
+    def schedule_state(self) -> str:
+        """What the scheduler did with each schedule (compacted; key: schedule id)."""
+        return f"{self.prefix}.schedule-state"
+
     def tasks(self, queue: str) -> str:
         """Activity tasks (and cancel notices) of task queue ``queue``: engine writes, the
         ``aion worker`` group of that queue reads. Created on first use."""

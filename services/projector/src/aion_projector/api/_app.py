@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aion_common.kafka.link import BrokerLink
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.settings import Settings
-from aion_projector.api import _command_status, _queries, _reads, _versions, _writes
+from aion_projector.api import _command_status, _queries, _reads, _schedules, _versions, _writes
 from aion_projector.api._answers import QueryDesk
 from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
@@ -38,6 +38,7 @@ from aion_projector.api._problems import (
     install_problem_handlers,
     problem_response,
 )
+from aion_projector.api._schedules import ScheduleStore
 from aion_projector.api._session import SESSION_COOKIE, is_ui_path, is_ui_public, session_value
 from aion_projector.api._sink import CommandSink
 from aion_projector.api._state import ApiState
@@ -87,6 +88,7 @@ def create_app(
     query_desk: QueryDesk | None = None,
     archive: Archive | None = None,
     kafka_link: BrokerLink | None = None,
+    schedules: ScheduleStore | None = None,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
@@ -112,6 +114,7 @@ def create_app(
         package_limit=package_limit,
         queries=query_desk,
         archive=archive,
+        schedules=schedules,
     )
     install_problem_handlers(app)
     app.include_router(_reads.router)
@@ -119,6 +122,7 @@ def create_app(
     app.include_router(_versions.router)
     app.include_router(_command_status.router)
     app.include_router(_queries.router)
+    app.include_router(_schedules.router)
     install_ui(app)
     metrics = _Metrics()
     _add_health_and_metrics(app, session_factory, metrics, kafka_link)

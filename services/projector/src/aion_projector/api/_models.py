@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -411,13 +411,35 @@ class StartRequest(BaseModel):
     )
 
 
+class StartIfAbsent(BaseModel):
+    """Start a run of ``type`` with ``input`` when the workflow has no open run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=128, description="The workflow type name.")
+    input: JsonValue = Field(default=None, description="Any JSON value.")
+    execution_timeout_ms: int | None = Field(default=None, ge=1, le=2**53)
+    id_reuse_policy: Literal[
+        "ALLOW_DUPLICATE", "ALLOW_DUPLICATE_FAILED_ONLY", "REJECT_DUPLICATE"
+    ] = Field(default="ALLOW_DUPLICATE", description="Whether a closed id may start again.")
+    package_version: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="Pin a run it starts to this package version (default: the type's route).",
+    )
+
+
 class SignalRequest(BaseModel):
-    """Deliver a signal with ``payload``."""
+    """Deliver a signal with ``payload``; with ``start``, start the workflow first if it has
+    no open run (signal-with-start: the signal reaches the new run's first step)."""
 
     model_config = ConfigDict(extra="forbid")
 
     payload: JsonValue = Field(default=None, description="Any JSON value.")
     request_id: str | None = _REQUEST_ID
+    start: StartIfAbsent | None = Field(
+        default=None, description="Signal-with-start: the run to start when none is open."
+    )
 
 
 class ReasonRequest(BaseModel):

@@ -14,6 +14,7 @@ from aion_projector.api._answers import KafkaQueryDesk
 from aion_projector.api._app import create_app
 from aion_projector.api._catalog import KafkaCatalog
 from aion_projector.api._cluster import KafkaClusterView
+from aion_projector.api._schedules import KafkaSchedules
 from aion_projector.api._sink import DEFAULT_PRODUCE_TIMEOUT_S, KafkaCommandSink
 from aion_projector.archive import archive_from_env
 from aion_projector.database import connect, migrate, session_factory
@@ -65,12 +66,14 @@ async def run_api(
     cluster = KafkaClusterView(settings)
     catalog = KafkaCatalog(settings, link=sink.link)
     desk = KafkaQueryDesk(settings, sink)
+    schedules = KafkaSchedules(settings)
     try:
         await migrate(engine)
         await sink.start()
         await cluster.start()
         await catalog.start()
         await desk.start()
+        await schedules.start()
         app = create_app(
             settings,
             session_factory=session_factory(engine),
@@ -81,6 +84,7 @@ async def run_api(
             package_limit=package_limit,
             query_desk=desk,
             archive=archive_from_env(),
+            schedules=schedules,
             kafka_link=sink.link,
         )
         config = uvicorn.Config(
@@ -95,6 +99,7 @@ async def run_api(
     finally:
         try:
             await desk.stop()
+            await schedules.stop()
             await catalog.stop()
             await cluster.stop()
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -14,6 +15,9 @@ from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._sink import CommandSink
 from aion_projector.archive import Archive
+
+if TYPE_CHECKING:
+    from aion_projector.api._schedules import ScheduleStore
 
 __all__ = ["ApiState", "state"]
 
@@ -40,6 +44,8 @@ class ApiState:
     """Where queries are asked of the engine (None: the query endpoints answer 503)."""
     archive: Archive | None = None
     """Where purged workflows' histories were archived (None: no archive)."""
+    schedules: ScheduleStore | None = None
+    """Schedule definitions and states (None: the schedule endpoints answer 503)."""
 
 
 async def state(request: Request) -> ApiState:

@@ -22,7 +22,9 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 from aion_common.domain import (
     CancelWorkflow,
     Command,
+    IdReusePolicy,
     Payload,
+    SignalWithStartWorkflow,
     SignalWorkflow,
     StartWorkflow,
     TerminateWorkflow,
@@ -107,10 +109,30 @@ async def signal_route(
     response: Response,
     body: SignalBody = None,
 ) -> Accepted:
-    """Queue a ``SignalWorkflow`` delivering ``payload`` to the current run."""
+    """Queue a ``SignalWorkflow`` delivering ``payload`` to the current run; with ``start``,
+    a ``SignalWithStartWorkflow`` (start the workflow first when it has no open run)."""
     validate_id(workflow_id)
     validate_name(name, what="signal name")
     body = body or SignalRequest()
+    limit = st.settings.payload_limit_bytes
+    command: Command
+    if body.start is not None:
+        start = body.start
+        command = SignalWithStartWorkflow(
+            command_id=command_id_for(
+                f"api-signal-with-start:{name}", workflow_id, body.request_id
+            ),
+            issued_at=datetime.now(UTC),
+            workflow_id=workflow_id,
+            workflow_type=validate_name(start.type, what="workflow type"),
+            input=Payload.from_json(start.input, limit=limit),
+            signal_name=name,
+            signal_payload=Payload.from_json(body.payload, limit=limit),
+            execution_timeout_ms=start.execution_timeout_ms,
+            id_reuse_policy=IdReusePolicy(start.id_reuse_policy),
+            package_version=start.package_version or "",
+        )
+        return await _send(st, response, command)
     command = SignalWorkflow(
         command_id=command_id_for(f"api-signal:{name}", workflow_id, body.request_id),
         issued_at=datetime.now(UTC),

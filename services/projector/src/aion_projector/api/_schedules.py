@@ -1,0 +1,415 @@
+"""Schedule endpoints: create, list, describe, pause, resume, trigger, delete.
+
+Definitions are written to the compacted ``<prefix>.schedules`` topic and read back before
+the request is answered (so ``aion schedule create`` then ``aion schedule list`` shows it);
+the scheduler fires them and writes each schedule's state, which this API tails too
+(:class:`~aion_common.kafka.schedules.ScheduleView`). Every write sets the definition's
+``not_before`` to now: a new, changed or resumed schedule never catches up on fires from
+before it (a paused one's are skipped, not missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from aion_common.codecs import Codec
+from aion_common.domain import (
+    DEFAULT_CATCHUP_WINDOW_MS,
+    InfrastructureError,
+    InvalidInput,
+    OverlapPolicy,
+    Payload,
+    PayloadTooLarge,
+    ScheduleRecord,
+    ScheduleTrigger,
+    parse_duration_ms,
+    trigger_key,
+    validate_name,
+    validate_schedule_id,
+)
+from aion_common.kafka.schedules import ScheduleEntry, ScheduleView, ScheduleWriter
+from aion_common.settings import Settings
+from aion_projector.api._problems import ProblemError
+from aion_projector.api._state import ApiState, state
+
+__all__ = ["KafkaSchedules", "MemorySchedules", "ScheduleStore", "router"]
+
+router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+State = Annotated[ApiState, Depends(state)]
+ScheduleId = Annotated[str, Path(min_length=1, max_length=200, description="Schedule id.")]
+_READ_BACK_S = 15.0
+_CATCH_UP_S = 30.0
+_OVERLAP = {
+    "skip": OverlapPolicy.SKIP,
+    "buffer": OverlapPolicy.BUFFER_ONE,
+    "allow": OverlapPolicy.ALLOW_ALL,
+}
+
+
+class ScheduleStore(Protocol):
+    """What the schedule routes read and write."""
+
+    def get(self, schedule_id: str) -> ScheduleEntry | None:
+        """One schedule, or None."""
+
+    def all(self) -> list[ScheduleEntry]:
+        """Every schedule, by id."""
+
+    async def put(self, record: ScheduleRecord) -> None:
+        """Write a definition; return once it is read back."""
+
+    async def delete(self, schedule_id: str) -> None:
+        """Delete a schedule; return once read back."""
+
+    async def trigger(self, trigger: ScheduleTrigger) -> None:
+        """Ask for a fire now."""
+
+
+class MemorySchedules:
+    """Schedules in memory (tests of the routes)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, ScheduleEntry] = {}
+        self.triggers: list[ScheduleTrigger] = []
+
+    def get(self, schedule_id: str) -> ScheduleEntry | None:
+        """One schedule."""
+        return self.entries.get(schedule_id)
+
+    def all(self) -> list[ScheduleEntry]:
+        """Every schedule."""
+        return [self.entries[k] for k in sorted(self.entries)]
+
+    async def put(self, record: ScheduleRecord) -> None:
+        """Store it."""
+        previous = self.entries.get(record.schedule_id)
+        self.entries[record.schedule_id] = ScheduleEntry(
+            record, None if previous is None else previous.state
+        )
+
+    async def delete(self, schedule_id: str) -> None:
+        """Forget it."""
+        self.entries.pop(schedule_id, None)
+
+    async def trigger(self, trigger: ScheduleTrigger) -> None:
+        """Keep it."""
+        self.triggers.append(trigger)
+
+
+class KafkaSchedules:
+    """The schedule topics, tailed in the background; writes wait to be read back."""
+
+    def __init__(self, settings: Settings, *, codec: Codec | None = None) -> None:
+        codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
+        self._view = ScheduleView(settings, codec=codec)
+        self._writer = ScheduleWriter(settings, codec=codec)
+
+    async def start(self) -> None:
+        """Connect and start tailing (waits, bounded, for what is there)."""
+        await self._writer.start()
+        await self._view.start()
+        await self._view.caught_up(_CATCH_UP_S)
+
+    async def stop(self) -> None:
+        """Stop tailing and disconnect; idempotent."""
+        await self._view.stop()
+        await self._writer.stop()
+
+    def get(self, schedule_id: str) -> ScheduleEntry | None:
+        """One schedule as last read."""
+        return self._view.get(schedule_id)
+
+    def all(self) -> list[ScheduleEntry]:
+        """Every schedule as last read."""
+        return self._view.all()
+
+    async def put(self, record: ScheduleRecord) -> None:
+        """Write the definition; wait until read back."""
+        await self._writer.put(record)
+        await _read_back(lambda: _record_of(self._view.get(record.schedule_id)) == record)
+
+    async def delete(self, schedule_id: str) -> None:
+        """Tombstone the definition; wait until read back."""
+        await self._writer.delete(schedule_id)
+        await _read_back(lambda: self._view.get(schedule_id) is None)
+
+    async def trigger(self, trigger: ScheduleTrigger) -> None:
+        """Write the trigger request (the scheduler deletes it once handled)."""
+        await self._writer.trigger(trigger)
+
+
+def _record_of(entry: ScheduleEntry | None) -> ScheduleRecord | None:
+    return None if entry is None else entry.record
+
+
+async def _read_back(done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + _READ_BACK_S
+    while not done():
+        if time.monotonic() > deadline:
+            raise InfrastructureError(
+                f"the schedule was written to Kafka but not read back within {_READ_BACK_S:.0f} "
+                "s; it takes effect once the schedules topic is readable",
+                retriable=True,
+            )
+        await asyncio.sleep(0.02)
+
+
+class ScheduleRequest(BaseModel):
+    """A schedule's definition: give ``cron`` or ``every``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=128, description="The workflow type to start.")
+    input: JsonValue = Field(default=None, description="Each run's input (any JSON value).")
+    cron: str | None = Field(default=None, description="Five-field cron expression, UTC.")
+    every: str | int | float | None = Field(
+        default=None, description="An interval: 30s, 5m, 1h30m, or seconds (epoch-aligned)."
+    )
+    offset: str | int | float | None = Field(
+        default=None, description="Shift an interval's fires by this much (below the interval)."
+    )
+    overlap: Literal["skip", "buffer", "allow"] = Field(
+        default="skip",
+        description="While the previous run is open: skip the fire, buffer one, or allow it.",
+    )
+    jitter: str | int | float | None = Field(
+        default=None, description="Delay each fire by a deterministic amount below this."
+    )
+    catchup_window: str | int | float | None = Field(
+        default=None,
+        description="After an outage, fires older than this are not started (default 1m).",
+    )
+    paused: bool = False
+    note: str = Field(default="", max_length=1024)
+    execution_timeout_ms: int | None = Field(default=None, ge=1, le=2**53)
+
+
+class RequestBody(BaseModel):
+    """An optional idempotency key for a trigger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class ScheduleOut(BaseModel):
+    """A schedule, its definition and what the scheduler did with it."""
+
+    id: str
+    type: str
+    input: Any
+    spec: str
+    cron: str | None
+    every_ms: int | None
+    offset_ms: int
+    overlap: str
+    jitter_ms: int
+    catchup_window_ms: int
+    paused: bool
+    note: str
+    execution_timeout_ms: int | None
+    not_before: datetime
+    updated_at: datetime
+    next_fire: datetime | None = Field(description="The next nominal fire (None while paused).")
+    last_fire: datetime | None
+    started: int
+    skipped: int
+    missed: int = Field(description="Fires older than the catch-up window after an outage.")
+    buffered: datetime | None
+    running: list[str] = Field(description="Runs it watches for its overlap policy.")
+    last_started: str | None
+    pending_triggers: int
+
+    @classmethod
+    def of(cls, entry: ScheduleEntry) -> ScheduleOut:
+        """From what the API read."""
+        r, s = entry.record, entry.state
+        next_fire = None if r.paused else r.next_after(max(r.not_before, datetime.now(UTC)))
+        if s is not None and not r.paused and s.next_fire is not None:
+            next_fire = s.next_fire
+        return cls(
+            id=r.schedule_id,
+            type=r.workflow_type,
+            input=r.input.to_json(),
+            spec=r.spec,
+            cron=r.cron or None,
+            every_ms=r.every_ms,
+            offset_ms=r.offset_ms,
+            overlap=_overlap_name(r.overlap),
+            jitter_ms=r.jitter_ms,
+            catchup_window_ms=r.catchup_window_ms,
+            paused=r.paused,
+            note=r.note,
+            execution_timeout_ms=r.execution_timeout_ms,
+            not_before=r.not_before,
+            updated_at=r.updated_at,
+            next_fire=next_fire,
+            last_fire=None if s is None else s.last_fire,
+            started=0 if s is None else s.started,
+            skipped=0 if s is None else s.skipped,
+            missed=0 if s is None else s.missed,
+            buffered=None if s is None else s.buffered,
+            running=[] if s is None else [run.workflow_id for run in s.running],
+            last_started=(s.last_started or None) if s is not None else None,
+            pending_triggers=entry.pending_triggers,
+        )
+
+
+class ScheduleList(BaseModel):
+    """Every schedule."""
+
+    items: list[ScheduleOut]
+
+
+class TriggerAccepted(BaseModel):
+    """A trigger request was queued for the scheduler."""
+
+    schedule_id: str
+    request_id: str
+
+
+def _overlap_name(policy: OverlapPolicy) -> str:
+    return next(name for name, p in _OVERLAP.items() if p is policy)
+
+
+def _store(st: ApiState) -> ScheduleStore:
+    if st.schedules is None:
+        raise ProblemError(503, "unavailable", "this API has no schedule store configured")
+    return st.schedules
+
+
+def _existing(st: ApiState, schedule_id: str) -> ScheduleEntry:
+    validate_schedule_id(schedule_id)
+    entry = _store(st).get(schedule_id)
+    if entry is None:
+        raise ProblemError(404, "not-found", f"schedule {schedule_id!r} does not exist")
+    return entry
+
+
+def _ms(value: str | int | float | None, what: str, default: int) -> int:
+    return default if value is None else parse_duration_ms(value, what=what)
+
+
+def _record(st: ApiState, schedule_id: str, body: ScheduleRequest) -> ScheduleRecord:
+    if (body.cron is None) == (body.every is None):
+        raise ProblemError(
+            400, "invalid-input", "give exactly one of cron (an expression) and every (an interval)"
+        )
+    try:
+        now = datetime.now(UTC)
+        return ScheduleRecord(
+            schedule_id=validate_schedule_id(schedule_id),
+            workflow_type=validate_name(body.type, what="workflow type"),
+            input=Payload.from_json(body.input, limit=st.settings.payload_limit_bytes),
+            cron=body.cron or "",
+            every_ms=None if body.every is None else _ms(body.every, "every", 0),
+            offset_ms=_ms(body.offset, "offset", 0),
+            overlap=_OVERLAP[body.overlap],
+            jitter_ms=_ms(body.jitter, "jitter", 0),
+            catchup_window_ms=_ms(body.catchup_window, "catchup_window", DEFAULT_CATCHUP_WINDOW_MS),
+            paused=body.paused,
+            note=body.note,
+            execution_timeout_ms=body.execution_timeout_ms,
+            not_before=now,
+            updated_at=now,
+        )
+    except PayloadTooLarge:
+        raise  # the app answers it as 413 payload-too-large, as every other endpoint
+    except InvalidInput as err:
+        raise ProblemError(400, "invalid-input", str(err)) from err
+
+
+@router.get("", summary="List schedules")
+async def list_route(st: State) -> ScheduleList:
+    """Every schedule with its next fire and counts."""
+    return ScheduleList(items=[ScheduleOut.of(e) for e in _store(st).all()])
+
+
+@router.get("/{schedule_id}", summary="Describe a schedule")
+async def get_route(st: State, schedule_id: ScheduleId) -> ScheduleOut:
+    """One schedule; 404 if it does not exist."""
+    return ScheduleOut.of(_existing(st, schedule_id))
+
+
+@router.post("/{schedule_id}", status_code=201, summary="Create a schedule")
+async def create_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest) -> ScheduleOut:
+    """Create ``schedule_id``; 409 if it exists (``PUT`` replaces)."""
+    record = _record(st, schedule_id, body)
+    if _store(st).get(schedule_id) is not None:
+        raise ProblemError(
+            409, "conflict", f"schedule {schedule_id!r} exists; replace it with PUT (--replace)"
+        )
+    await _store(st).put(record)
+    return ScheduleOut.of(_existing(st, schedule_id))
+
+
+@router.put("/{schedule_id}", summary="Create or replace a schedule")
+async def replace_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest) -> ScheduleOut:
+    """Write ``schedule_id``'s definition; fires count from now."""
+    await _store(st).put(_record(st, schedule_id, body))
+    return ScheduleOut.of(_existing(st, schedule_id))
+
+
+async def _set_paused(st: ApiState, schedule_id: str, paused: bool) -> ScheduleOut:
+    entry = _existing(st, schedule_id)
+    if entry.record.paused != paused:
+        now = datetime.now(UTC)
+        record = entry.record
+        await _store(st).put(
+            ScheduleRecord(
+                **{
+                    **{f: getattr(record, f) for f in record.__dataclass_fields__},
+                    "paused": paused,
+                    "not_before": now,
+                    "updated_at": now,
+                }
+            )
+        )
+    return ScheduleOut.of(_existing(st, schedule_id))
+
+
+@router.post("/{schedule_id}/pause", summary="Pause a schedule")
+async def pause_route(st: State, schedule_id: ScheduleId) -> ScheduleOut:
+    """Stop firing (triggers still start runs); idempotent."""
+    return await _set_paused(st, schedule_id, True)
+
+
+@router.post("/{schedule_id}/resume", summary="Resume a schedule")
+async def resume_route(st: State, schedule_id: ScheduleId) -> ScheduleOut:
+    """Fire again from now on (fires while paused are skipped); idempotent."""
+    return await _set_paused(st, schedule_id, False)
+
+
+@router.post("/{schedule_id}/trigger", status_code=202, summary="Fire a schedule now")
+async def trigger_route(
+    st: State, schedule_id: ScheduleId, body: RequestBody | None = None
+) -> TriggerAccepted:
+    """Start a run now, under the schedule's overlap policy; a retried request with the same
+    ``request_id`` starts one run."""
+    _existing(st, schedule_id)
+    request_id = (body.request_id if body else None) or str(uuid.uuid4())
+    try:
+        trigger_key(schedule_id, request_id).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ProblemError(400, "invalid-input", f"request id: {err}") from err
+    await _store(st).trigger(
+        ScheduleTrigger(
+            schedule_id=schedule_id, request_id=request_id, requested_at=datetime.now(UTC)
+        )
+    )
+    return TriggerAccepted(schedule_id=schedule_id, request_id=request_id)
+
+
+@router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule")
+async def delete_route(st: State, schedule_id: ScheduleId) -> None:
+    """Delete ``schedule_id``: no more fires; runs it started go on."""
+    _existing(st, schedule_id)
+    await _store(st).delete(schedule_id)

@@ -1,0 +1,95 @@
+"""Schedule endpoints over an in-memory store: validation, conflicts, pause, trigger, delete."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aion_common.domain import OverlapPolicy, ScheduleState
+from aion_common.settings import Settings
+from aion_projector.api import create_app
+from aion_projector.api._schedules import MemorySchedules
+
+from .conftest import MemorySink, _client
+from .test_api_reads import assert_problem
+
+
+@pytest.fixture
+async def schedule_api(
+    sqlite_views: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[tuple[httpx.AsyncClient, MemorySchedules]]:
+    store = MemorySchedules()
+    app = create_app(
+        Settings(payload_limit_bytes=4096),
+        session_factory=sqlite_views,
+        command_sink=MemorySink(),
+        schedules=store,
+    )
+    async with _client(app) as client:
+        yield client, store
+
+
+async def test_create_list_describe_pause_resume_trigger_delete(
+    schedule_api: tuple[httpx.AsyncClient, MemorySchedules],
+) -> None:
+    api, store = schedule_api
+    body = {"type": "report", "input": {"days": 1}, "every": "30s", "overlap": "buffer"}
+    created = await api.post("/v1/schedules/nightly", json=body)
+    assert created.status_code == 201, created.text
+    out = created.json()
+    assert (out["spec"], out["overlap"], out["every_ms"]) == ("every 30s", "buffer", 30_000)
+    assert store.entries["nightly"].record.overlap is OverlapPolicy.BUFFER_ONE
+    assert out["next_fire"] is not None
+    again = await api.post("/v1/schedules/nightly", json=body)
+    assert_problem(again, 409, "conflict")
+    replaced = await api.put("/v1/schedules/nightly", json={**body, "every": "1m"})
+    assert replaced.json()["every_ms"] == 60_000
+    now = datetime.now(UTC)
+    store.entries["nightly"].state = ScheduleState(
+        schedule_id="nightly", last_fire=now, started=4, skipped=1, updated_at=now
+    )
+    listed = (await api.get("/v1/schedules")).json()["items"]
+    assert [(s["id"], s["started"], s["skipped"]) for s in listed] == [("nightly", 4, 1)]
+    paused = (await api.post("/v1/schedules/nightly/pause")).json()
+    assert paused["paused"] is True
+    assert paused["next_fire"] is None
+    resumed = (await api.post("/v1/schedules/nightly/resume")).json()
+    assert resumed["paused"] is False
+    triggered = await api.post("/v1/schedules/nightly/trigger", json={"request_id": "r-1"})
+    assert triggered.status_code == 202
+    assert triggered.json() == {"schedule_id": "nightly", "request_id": "r-1"}
+    assert [t.request_id for t in store.triggers] == ["r-1"]
+    assert (await api.delete("/v1/schedules/nightly")).status_code == 204
+    assert_problem(await api.get("/v1/schedules/nightly"), 404, "not-found")
+    assert_problem(await api.post("/v1/schedules/nightly/pause"), 404, "not-found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"type": "t"}, 400, "exactly one of cron"),
+        ({"type": "t", "cron": "* * *", "every": "1s"}, 400, "exactly one of cron"),
+        ({"type": "t", "cron": "61 * * * *"}, 400, "61 is outside 0-59"),
+        ({"type": "t", "every": "fast"}, 400, "not a duration"),
+        ({"type": "t", "every": "100ms"}, 400, "shortest is 1 s"),
+        ({"type": "t", "every": "1m", "offset": "2m"}, 400, "below the interval"),
+        ({"type": " t", "every": "1m"}, 400, "surrounding spaces"),
+        ({"type": "t", "every": "1m", "input": "x" * 5000}, 413, "exceeds the limit"),
+        ({"type": "t", "every": "1m", "overlap": "sometimes"}, 422, "overlap"),
+    ],
+)
+async def test_invalid_schedules_say_why(
+    schedule_api: tuple[httpx.AsyncClient, MemorySchedules],
+    body: dict[str, object],
+    status: int,
+    detail: str,
+) -> None:
+    api, store = schedule_api
+    answer = await api.post("/v1/schedules/s", json=body)
+    assert answer.status_code == status, answer.text
+    assert detail in answer.text
+    assert not store.entries
