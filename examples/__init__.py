@@ -6,9 +6,11 @@
 - :mod:`examples.poller` — a poller that continues-as-new between durable sleeps.
 - :mod:`examples.approval` — waits for a signal, with a timeout that decides the outcome.
 - :mod:`examples.cancellation` — a parent whose cancellation propagates to its children.
+- :mod:`examples.integration` — an ``orders`` topic whose records ``aion ingress`` turns into
+  one workflow each (``examples/integration/ingress.yaml``).
 - :mod:`examples.demo` — the cases ``aion dev --demo`` runs against every example.
 """
 
-from examples import approval, cancellation, demo, fanout, order, poller, shop
+from examples import approval, cancellation, demo, fanout, integration, order, poller, shop
 
-__all__ = ["approval", "cancellation", "demo", "fanout", "order", "poller", "shop"]
+__all__ = ["approval", "cancellation", "demo", "fanout", "integration", "order", "poller", "shop"]

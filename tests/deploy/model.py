@@ -19,9 +19,11 @@ import yaml
 from aion_common.runtime.health import LIVE_PATHS, READY_PATH
 from aion_common.settings import Settings
 from aion_engine.health import ENDPOINT_ENV_PREFIX as ENGINE_PREFIX
+from aion_ingress.options import IngressOptions
 from aion_projector.api import OPEN_PATHS
 from aion_projector.health import ENDPOINT_ENV_PREFIX as PROJECTOR_PREFIX
 from aion_projector.health import ready_lag_from_env
+from aion_scheduler.options import SchedulerOptions
 from aion_watcher.config import WatcherConfig
 from aion_worker.config import WorkerConfig
 
@@ -64,7 +66,13 @@ def _recorded() -> dict[str, set[str]]:
     ready_lag_from_env(projector)
     worker = _Recorder()
     WorkerConfig.from_env(worker)
+    ingress = _Recorder()
+    IngressOptions.from_env(ingress)
+    scheduler = _Recorder()
+    SchedulerOptions.from_env(scheduler)
     return {
+        "ingress": ingress.names,
+        "scheduler": scheduler.names,
         "common": common.names,
         "watcher": watcher.names,
         "worker": worker.names,
@@ -117,6 +125,12 @@ def env_read_by() -> dict[str, frozenset[str]]:
             | _literals(_sources(projector_src, skip=("api/", "bench")))
         ),
         "api": frozenset(common | _literals(_sources(projector_src / "api"))),
+        "ingress": frozenset(
+            common | recorded["ingress"] | _literals(_sources(ROOT / "services/ingress/src"))
+        ),
+        "scheduler": frozenset(
+            common | recorded["scheduler"] | _literals(_sources(ROOT / "services/scheduler/src"))
+        ),
         # a worker also reads what the activity modules it loads read (the examples' here)
         "worker": frozenset(
             common
@@ -141,7 +155,7 @@ def console_scripts() -> dict[str, str]:
 class Process:
     """What one container runs: its kind and the port its probes should use."""
 
-    kind: str  # engine | watcher | projector | api | worker
+    kind: str  # engine | watcher | projector | api | worker | ingress | scheduler
     argv: tuple[str, ...]
     env: Mapping[str, str]
 
@@ -154,6 +168,8 @@ class Process:
             "engine": "AION_ENGINE_PORT",
             "watcher": "AION_WATCHER_PORT",
             "worker": "AION_WORKER_PORT",
+            "ingress": "AION_INGRESS_PORT",
+            "scheduler": "AION_SCHEDULER_PORT",
         }.get(self.kind, "AION_PROJECTOR_PORT")
         return int(self.env.get(var, "0"))
 
@@ -183,6 +199,8 @@ def process_kind(argv: list[str] | tuple[str, ...]) -> str:
         "aion-watcher": "watcher",
         "aion-projector": "projector",
         "aion-worker": "worker",
+        "aion-ingress": "ingress",
+        "aion-scheduler": "scheduler",
     }
     if args and args[0] in kinds:
         return kinds[args[0]]

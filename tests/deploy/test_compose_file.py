@@ -90,7 +90,16 @@ def test_a_typo_fails_validation(tmp_path: Path, good: str, typo: str, reported:
 def test_the_whole_system_is_there() -> None:
     services = load_compose()["services"]
     kinds = sorted(p.kind for p in compose_processes().values())
-    assert kinds == ["api", "engine", "engine", "projector", "watcher", "worker"]
+    assert kinds == [
+        "api",
+        "engine",
+        "engine",
+        "ingress",
+        "projector",
+        "scheduler",
+        "watcher",
+        "worker",
+    ]
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller", "KRaft"
     assert services["postgres"]["image"].startswith("postgres:")

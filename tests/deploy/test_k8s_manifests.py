@@ -100,7 +100,15 @@ def test_one_deployment_per_service_with_two_engines() -> None:
     for deployment in _docs("Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         kinds[_process(container).kind] = deployment["spec"]["replicas"]
-    assert kinds == {"engine": 2, "watcher": 1, "projector": 1, "api": 2, "worker": 2}
+    assert kinds == {
+        "engine": 2,
+        "watcher": 1,
+        "projector": 1,
+        "api": 2,
+        "worker": 2,
+        "scheduler": 2,
+        "ingress": 2,
+    }
 
 
 def test_every_aion_variable_is_one_the_service_reads() -> None:
@@ -171,7 +179,9 @@ def test_services_select_pods_and_target_declared_ports() -> None:
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in declared, service["metadata"]["name"]
         names.add(_process(container).kind)
-    assert names == {"api", "engine", "watcher", "projector"}, "the API and each metrics port"
+    assert names == {"api", "engine", "watcher", "projector", "scheduler", "ingress"}, (
+        "the API and each metrics port"
+    )
 
 
 def test_pods_run_as_the_images_unprivileged_user() -> None:
