@@ -33,6 +33,17 @@ WARM_UP = [
     [sys.executable, "-m", "bench.engine", "--parents", "5000", "--rebuild-events", "10000"],
     [sys.executable, "-m", "bench.fanout", "--parents", "50", "--singles", "50"],
     [sys.executable, "-m", "bench.activities", "--workflows", "50", "--singles", "30"],
+    [
+        sys.executable,
+        "-m",
+        "bench.ingress",
+        "--records",
+        "500",
+        "--paced",
+        "50",
+        "--publishers",
+        "50",
+    ],
     [sys.executable, "-m", "aion_watcher.bench", "--seconds", "5", "--terminals", "5000"],
 ]
 
@@ -45,6 +56,7 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("activities", [sys.executable, "-m", "bench.activities"]),
         ("versions", [sys.executable, "-m", "bench.versions"]),
         ("queries", [sys.executable, "-m", "bench.queries"]),
+        ("ingress", [sys.executable, "-m", "bench.ingress"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         ("recovery", [sys.executable, "-m", "bench.recovery"]),
         # On an embedded broker of its own: it stops and kills it.

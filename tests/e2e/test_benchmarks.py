@@ -80,6 +80,21 @@ CASES = {
             "queries_per_s",
         },
     ),
+    "ingress": (
+        [
+            "-m", "bench.ingress", "--partitions", "3", "--records", "50", "--paced", "10",
+            "--rate", "50", "--publishers", "10", "--per-workflow", "3",
+        ],
+        {
+            "published_records_per_s",
+            "ratio_publishing_to_plain_workflows_per_s",
+            "ingress_starts_per_s",
+            "direct_starts_per_s",
+            "ratio_ingress_to_direct",
+            "record_to_started_p50_ms",
+            "record_to_started_p99_ms",
+        },
+    ),
     "watcher": (
         [
             "-m", "aion_watcher.bench", "--partitions", "3", "--rate", "20", "--seconds", "2",
