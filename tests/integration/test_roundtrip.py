@@ -31,6 +31,7 @@ from aion_common.domain import (
     Cancelled,
     CancelRequested,
     CancelWorkflow,
+    CarriedChild,
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     ChildWorkflowScheduled,
@@ -46,9 +47,11 @@ from aion_common.domain import (
     FireTimer,
     IdReusePolicy,
     MoveWorkflow,
+    OverlapPolicy,
     ParentClosePolicy,
     ParentLink,
     Payload,
+    PublishHeader,
     PurgeWorkflow,
     QueryAnswer,
     QueryStatus,
@@ -56,9 +59,15 @@ from aion_common.domain import (
     RecordActivityHeartbeat,
     RecordActivityStarted,
     RecordChildTerminal,
+    RecordPublished,
     RefusalCode,
     RetryOptions,
+    ScheduledRun,
+    ScheduleRecord,
+    ScheduleState,
+    ScheduleTrigger,
     SignalReceived,
+    SignalWithStartWorkflow,
     SignalWorkflow,
     StartWorkflow,
     TerminalOutcome,
@@ -80,6 +89,7 @@ from aion_common.domain import (
 )
 from aion_common.kafka import KeyedProducer, Topics, ensure_topics, partition_for
 from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.schedules import ensure_schedule_topics
 from aion_common.settings import Settings
 
 WORKFLOW = "order-2026-0042"
@@ -93,7 +103,7 @@ ERROR = WorkflowError(message="card declined", details=Payload.from_json({"code"
 
 
 def _events() -> list[Event]:
-    """One sample of every event type, optional fields set, seq 1…23."""
+    """One sample of every event type, optional fields set, seq 1…28."""
     e: dict[str, Any] = {
         "workflow_id": WORKFLOW,
         "run_id": RUN,
@@ -106,6 +116,12 @@ def _events() -> list[Event]:
             **e, seq=1, workflow_type="Checkout", input=INPUT, first_run_id=RUN,
             previous_run_id=NEXT_RUN, parent=PARENT, package_version="shop==1.2.3",
             execution_timeout_ms=60_000, attempt=2,
+            carried_children=(
+                CarriedChild(
+                    child_workflow_id="child-0", child_workflow_type="Charge",
+                    parent_close_policy=ParentClosePolicy.TERMINATE, origin_run_id=NEXT_RUN,
+                ),
+            ),
         ),
         ChildWorkflowScheduled(
             **e, seq=2, child_workflow_id="child-1", child_workflow_type="Charge", input=INPUT,
@@ -152,6 +168,14 @@ def _events() -> list[Event]:
         WorkflowBlocked(**e, seq=24, reason="replay diverged at seq 3", error=ERROR),
         WorkflowMoved(**e, seq=25, package_version="b" * 64, previous_version="a" * 64),
         WorkflowPurged(**e, seq=26, reason="retention of 7 days ran out"),
+        RecordPublished(
+            **e, seq=27, publish_id="pub-1", topic="order-shipped", value=INPUT,
+        ),
+        RecordPublished(
+            **e, seq=28, publish_id="pub-2", topic="order-shipped", key="order-7", value=INPUT,
+            value_format="avro/confluent",
+            headers=(PublishHeader(name="trace", value="t-1"), PublishHeader(name="ä", value="")),
+        ),
     ]  # fmt: skip
     return samples
 
@@ -173,6 +197,11 @@ def _commands() -> list[Command]:
         ),
         StartWorkflow(**c, command_id="cmd-start-minimal", workflow_type="Checkout", input=INPUT),
         SignalWorkflow(**c, command_id="cmd-signal", name="approve", payload=INPUT),
+        SignalWithStartWorkflow(
+            **c, command_id="cmd-signal-start", workflow_type="Checkout", input=INPUT,
+            signal_name="approve", signal_payload=INPUT,
+            id_reuse_policy=IdReusePolicy.REJECT_DUPLICATE,
+        ),
         CancelWorkflow(**c, command_id="cmd-cancel", reason="customer asked"),
         TerminateWorkflow(**c, command_id="cmd-terminate", reason="operator"),
         FireTimer(**c, command_id="cmd-timer", run_id=RUN, timer_id="timer-1"),
@@ -301,6 +330,47 @@ async def test_every_command_type_refusal_and_answer_round_trips_through_the_bro
     ]
     assert sent_commands == commands
     assert sent_refusals == refusals
+
+
+async def test_schedule_records_round_trip_through_the_broker(aion_settings: Settings) -> None:
+    """Schedule definitions, trigger requests (one topic) and states (another), keyed by the
+    schedule id, come back as sent."""
+    codec = Codec()
+    topics = Topics(aion_settings.topic_prefix)
+    await ensure_schedule_topics(aion_settings, topics)
+    definitions: list[ScheduleRecord | ScheduleTrigger] = [
+        ScheduleRecord(
+            schedule_id="nightly", workflow_type="Checkout", input=INPUT, cron="0 3 * * *",
+            overlap=OverlapPolicy.BUFFER_ONE, jitter_ms=5_000, catchup_window_ms=120_000,
+            note="the nightly run", not_before=AT, updated_at=AT,
+        ),
+        ScheduleTrigger(schedule_id="nightly", request_id="req-1", requested_at=AT),
+    ]  # fmt: skip
+    state = ScheduleState(
+        schedule_id="nightly", last_fire=AT, next_fire=AT, started=3, skipped=1, missed=2,
+        buffered=AT, last_started="nightly-1", updated_at=AT,
+        running=(
+            ScheduledRun(
+                workflow_id="nightly-1", command_id=COMMAND, nominal_at=AT, events_offset=41,
+                replies_offset=7,
+            ),
+        ),
+    )  # fmt: skip
+    async with KeyedProducer(aion_settings, idempotent=True) as producer:
+        for record in definitions:
+            await producer.send(topics.schedules, "nightly", codec.encode_schedule(record))
+        await producer.send(topics.schedule_state, "nightly", codec.encode_schedule_state(state))
+    partition = partition_for("nightly", aion_settings.partitions)
+    got = [
+        codec.decode_schedule(r.value)
+        async for r in read_partition_to_end(aion_settings, topics.schedules, partition)
+    ]
+    states = [
+        codec.decode_schedule_state(r.value)
+        async for r in read_partition_to_end(aion_settings, topics.schedule_state, partition)
+    ]
+    assert got == definitions
+    assert states == [state]
 
 
 @pytest.mark.parametrize("workflow_id", [WORKFLOW, "a", "ünïcødé-☃", "x" * 255, "wf 17"])

@@ -3,21 +3,26 @@ stay attached to the chain (recorded and awaitable there, closed by the chain's 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from engine_harness import World
 
 from aion.workflow import WorkflowContext
 from aion_common.domain import (
+    Completed,
+    RecordChildTerminal,
     SignalReceived,
     TerminateWorkflow,
     WorkflowContinuedAsNew,
     WorkflowFailed,
     WorkflowStarted,
 )
+from aion_common.kafka.changelog import ChangelogStore
 from aion_engine import EngineCore
 from aion_engine._replay import replay_run
 from aion_engine.registry import WorkflowRegistry
+from aion_engine.retention import purge_command
 
 
 def _registry() -> WorkflowRegistry:
@@ -143,3 +148,46 @@ def test_a_child_result_not_yet_awaited_goes_on_to_the_next_run() -> None:
     assert history[second + 1].command_id == history[second].command_id
     executor = replay_run(_registry().get("forgetful"), history[second:])  # type: ignore[arg-type]
     assert executor.finished
+
+
+def test_a_restore_from_the_changelog_holds_the_carried_child(tmp_path: Path) -> None:
+    """The next owner restores the chain from the changelog (issue 21), not the event log:
+    the carried child is still the new run's, and its result reaches it."""
+    world = World(_registry(), store=ChangelogStore(tmp_path / "p0.sqlite"))
+    world.start("r", "parent", {"wait": True})
+    world.restart()
+    state = world.core.state_of("r")
+    assert state is not None
+    assert state.open_run is not None
+    assert list(state.open_run.open_children) == ["kid"]
+    world.signal("kid", "go", 7)
+    assert world.result("r") == 7
+
+
+def test_retention_leaves_a_continued_chain_alone_and_purges_it_once_it_ends(
+    tmp_path: Path,
+) -> None:
+    """A chain that continued-as-new is open (its newest run is), so the sweep's purge is a
+    no-op while a carried child runs; once the chain ends it is purged like any closed
+    workflow, and a late record addressed to the run that started the child appends nothing."""
+    world = World(_registry(), store=ChangelogStore(tmp_path / "p0.sqlite"))
+    world.start("p", "parent", {"wait": True})
+    origin = world.history("p")[0].run_id
+    assert world.send(purge_command("p", len(world.history("p")), world.now)).is_noop
+    world.signal("kid", "go", "done")
+    assert world.result("p") == "done"
+    purged = world.send(purge_command("p", len(world.history("p")), world.now))
+    assert purged.batch is not None
+    assert world.core.state_of("p") is None
+    late = world.send(
+        RecordChildTerminal.of(
+            "p",
+            origin,
+            child_workflow_id="kid",
+            child_run_id=world.history("kid")[0].run_id,
+            outcome=Completed(result=world.history("kid")[-1].result),  # type: ignore[union-attr]
+            issued_at=world.now,
+        )
+    )
+    assert late.batch is None  # as for any purged parent: dead-lettered, saying why
+    assert late.dead_letter_reason == f"parent run {origin!r} does not exist"
