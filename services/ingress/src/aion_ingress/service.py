@@ -45,6 +45,7 @@ from aion_common.domain import (
 )
 from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.catalog import CatalogReader
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.offsets import CommittedOffsets
 from aion_common.kafka.options import client_options
@@ -222,7 +223,7 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         try:
             await consumer.start()
         except KafkaError as err:
-            await consumer.stop()
+            await stop_consumer(consumer)
             raise infrastructure_error(err, "joining the ingress group") from err
         self._consumer = consumer
 
@@ -312,8 +313,7 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         async with self._lock:
             await asyncio.gather(*(self._release(tp) for tp in list(self._owned)))
         if self._consumer is not None:
-            with contextlib.suppress(KafkaError):
-                await self._consumer.stop()
+            await stop_consumer(self._consumer)
         if self._catalog is not None:
             await self._catalog.stop()
         await self._offsets.close()

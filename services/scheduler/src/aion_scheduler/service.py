@@ -42,7 +42,7 @@ from aion_common.domain import (
     trigger_key,
 )
 from aion_common.kafka.admin import ensure_topics
-from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options
 from aion_common.kafka.probe import probe_capabilities
@@ -208,7 +208,7 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         try:
             await consumer.start()
         except KafkaError as err:
-            await consumer.stop()
+            await stop_consumer(consumer)
             raise infrastructure_error(err, "joining the scheduler group") from err
         self._consumer = consumer
 
@@ -260,8 +260,7 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         async with self._lock:
             await asyncio.gather(*(self._release(p) for p in list(self._owned)))
         if self._consumer is not None:
-            with contextlib.suppress(KafkaError):
-                await self._consumer.stop()
+            await stop_consumer(self._consumer)
         if self._http is not None:
             await self._http.stop()
         _log.info("scheduler stopped", extra={"group": self.group_id})

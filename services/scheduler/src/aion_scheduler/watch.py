@@ -24,7 +24,7 @@ from aion_common.domain import (
     WorkflowContinuedAsNew,
     outcome_of,
 )
-from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options
 from aion_common.kafka.topics import Topics, partition_for
@@ -65,7 +65,7 @@ class RunWatch:
         except KafkaError as err:
             raise infrastructure_error(err, "reading end offsets") from err
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
         return {
             w: (
                 ends[TopicPartition(self._topics.events, p)],

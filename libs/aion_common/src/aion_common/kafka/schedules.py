@@ -27,6 +27,7 @@ from aion_common.domain import (
     trigger_key,
 )
 from aion_common.kafka.admin import ensure_topics
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options
 from aion_common.kafka.producer import KeyedProducer
@@ -137,6 +138,7 @@ class ScheduleView:
         self._tables = _Tables()
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
+        self._reading = False  # the topics answered since the last failure
 
     def get(self, schedule_id: str) -> ScheduleEntry | None:
         """The schedule ``schedule_id`` as last read, or None."""
@@ -170,11 +172,19 @@ class ScheduleView:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             try:
                 await self._tail()
             except (KafkaError, OSError, InfrastructureError) as err:
-                _log.warning("reading the schedules failed; retrying", extra={"error": repr(err)})
+                if self._reading:
+                    failures, self._reading = 0, False
+                # one warning per outage, not one a second (the process's link logs loss/return)
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                _log.log(
+                    level, "reading the schedules failed; retrying", extra={"error": repr(err)}
+                )
                 await asyncio.sleep(_RETRY_S)
 
     async def _tail(self) -> None:
@@ -197,6 +207,7 @@ class ScheduleView:
             consumer.assign(partitions)
             starts = await consumer.beginning_offsets(partitions)
             ends = await consumer.end_offsets(partitions)
+            self._reading = True
             for tp in partitions:
                 consumer.seek(tp, starts[tp])
             remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
@@ -215,7 +226,7 @@ class ScheduleView:
         except KafkaError as err:
             raise infrastructure_error(err, "reading the schedules") from err
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         tables = self._tables

@@ -11,6 +11,8 @@ before it (a paused one's are skipped, not missed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from aion_common.domain import (
     validate_name,
     validate_schedule_id,
 )
+from aion_common.kafka.link import BrokerLink, is_retriable
 from aion_common.kafka.schedules import ScheduleEntry, ScheduleView, ScheduleWriter
 from aion_common.settings import Settings
 from aion_projector.api._problems import ProblemError
@@ -42,6 +45,7 @@ from aion_projector.api._state import ApiState, state
 
 __all__ = ["KafkaSchedules", "MemorySchedules", "ScheduleStore", "router"]
 
+_log = logging.getLogger("aion.api")
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 State = Annotated[ApiState, Depends(state)]
 ScheduleId = Annotated[str, Path(min_length=1, max_length=200, description="Schedule id.")]
@@ -105,23 +109,67 @@ class MemorySchedules:
 
 
 class KafkaSchedules:
-    """The schedule topics, tailed in the background; writes wait to be read back."""
+    """The schedule topics, tailed in the background; writes wait to be read back.
 
-    def __init__(self, settings: Settings, *, codec: Codec | None = None) -> None:
+    Like the version catalog, it starts without Kafka (issue 19): the writer connects in the
+    background through the API's :class:`~aion_common.kafka.link.BrokerLink`, and a write
+    before then is refused as retriable (the API answers 503)."""
+
+    def __init__(
+        self, settings: Settings, *, codec: Codec | None = None, link: BrokerLink | None = None
+    ) -> None:
         codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
         self._view = ScheduleView(settings, codec=codec)
         self._writer = ScheduleWriter(settings, codec=codec)
+        self._link = link
+        self._connected = False
+        self._connecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connect and start tailing (waits, bounded, for what is there)."""
-        await self._writer.start()
-        await self._view.start()
+        """Start tailing, connect the writer, and wait (bounded) for what is there; without
+        Kafka (or a ``link`` that knows it is away) the writer goes on connecting in the
+        background and this returns at once."""
+        await self._view.start()  # retries by itself while the broker is away
+        if self._link is not None and self._link.known_down:
+            self._connecting = asyncio.create_task(self._connect(), name="api.schedules.connect")
+            return
+        try:
+            await self._writer.start()
+        except Exception as err:
+            if self._link is None or not is_retriable(err):
+                raise
+            self._connecting = asyncio.create_task(self._connect(), name="api.schedules.connect")
+            return
+        self._connected = True
         await self._view.caught_up(_CATCH_UP_S)
+
+    async def _connect(self) -> None:
+        assert self._link is not None
+        try:
+            await self._link.retry(self._writer.start, what="starting the schedule writer")
+        except InfrastructureError:
+            _log.exception("the schedule writer cannot start: schedule changes are refused (503)")
+            return
+        self._connected = True
 
     async def stop(self) -> None:
         """Stop tailing and disconnect; idempotent."""
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InfrastructureError):
+                await connecting
         await self._view.stop()
         await self._writer.stop()
+
+    def _check_connected(self) -> None:
+        if not self._connected:
+            link = self._link
+            where = "the Kafka cluster" if link is None else f"Kafka at {link.bootstrap}"
+            raise InfrastructureError(
+                f"{where} is not reachable yet; the schedules cannot be written: retry",
+                retriable=True,
+            )
 
     def get(self, schedule_id: str) -> ScheduleEntry | None:
         """One schedule as last read."""
@@ -133,16 +181,19 @@ class KafkaSchedules:
 
     async def put(self, record: ScheduleRecord) -> None:
         """Write the definition; wait until read back."""
+        self._check_connected()
         await self._writer.put(record)
         await _read_back(lambda: _record_of(self._view.get(record.schedule_id)) == record)
 
     async def delete(self, schedule_id: str) -> None:
         """Tombstone the definition; wait until read back."""
+        self._check_connected()
         await self._writer.delete(schedule_id)
         await _read_back(lambda: self._view.get(schedule_id) is None)
 
     async def trigger(self, trigger: ScheduleTrigger) -> None:
         """Write the trigger request (the scheduler deletes it once handled)."""
+        self._check_connected()
         await self._writer.trigger(trigger)
 
 

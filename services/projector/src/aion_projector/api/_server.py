@@ -66,7 +66,7 @@ async def run_api(
     cluster = KafkaClusterView(settings)
     catalog = KafkaCatalog(settings, link=sink.link)
     desk = KafkaQueryDesk(settings, sink)
-    schedules = KafkaSchedules(settings)
+    schedules = KafkaSchedules(settings, link=sink.link)
     try:
         await migrate(engine)
         await sink.start()
