@@ -61,6 +61,8 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("recovery", [sys.executable, "-m", "bench.recovery"]),
         # On an embedded broker of its own: it stops and kills it.
         ("outage", [sys.executable, "-m", "bench.outage"]),
+        # A fresh single node and a fresh three-node cluster of its own, side by side.
+        ("replication", [sys.executable, "-m", "bench.replication"]),
         *(
             (
                 f"projection-{backend}",

@@ -306,6 +306,7 @@ async def _main(args: argparse.Namespace) -> None:
             topic_prefix=f"fanout-{uuid.uuid4().hex[:8]}",
             partitions=args.partitions,
             engines=args.engines,
+            brokers=args.brokers,
             pythonpath=(str(_ROOT),),
         )
         began = time.monotonic()
@@ -315,6 +316,12 @@ async def _main(args: argparse.Namespace) -> None:
             await watcher.start()
             try:
                 async with stack.client(timeout=60) as client:
+                    if args.warm_up:  # a fresh broker runs interpreted for a while
+                        await _fanout(
+                            stack, client, watcher, parents=args.warm_up,
+                            children=args.children, concurrency=args.concurrency, report=False,
+                        )  # fmt: skip
+                        await _singles(stack, client, watcher, count=args.warm_up, report=False)
                     await _singles(stack, client, watcher, count=10, report=False)  # warm-up
                     await _fanout(
                         stack, client, watcher, parents=10, children=args.children,
@@ -338,7 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="start requests in flight")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--engines", type=int, default=1)
+    parser.add_argument(
+        "--brokers", type=int, default=1, help="embedded Kafka nodes (3: a cluster, RF 3)"
+    )
+    parser.add_argument(
+        "--warm-up", type=int, default=0, help="first run this many parents and singles"
+    )
     args = parser.parse_args(argv)
+    if args.brokers > 1:
+        args.kafka = None  # a cluster of its own, never the shared broker
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(_main(args))
     return 0

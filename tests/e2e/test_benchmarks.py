@@ -148,6 +148,13 @@ CASES = {
             "engine_failover_s_standbys_off",
         },
     ),
+    "replication": (  # a single node and a three-node cluster of its own
+        [
+            "-m", "bench.replication", "--parents", "3", "--children", "2", "--singles", "3",
+            "--warm-up", "0",
+        ],
+        {"child_workflows_per_s_ratio", "single_parent_p99_ms_ratio"},
+    ),
     "outage": (  # on a broker of its own (it stops it); the first figures may be -0.0x s
         ["-m", "bench.outage", "--partitions", "3", "--commands", "2", "--outage", "1"],
         {"broker_start_s", "return_to_views_caught_up_s"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -26,6 +27,7 @@ from aion_common.kafka import (
     read_partition_to_end,
 )
 from aion_common.kafka.consumer import Record
+from aion_common.kafka.durability import ReplicationTooHigh
 from aion_common.settings import Settings
 
 
@@ -289,3 +291,69 @@ async def test_a_raw_producer_agrees_with_partition_for(aion_settings: Settings)
             assert metadata.partition == partition_for(workflow_id, 3)
     finally:
         await producer.stop()
+
+
+async def _topic_configs(settings: Settings, topic: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)]
+        )
+    finally:
+        await admin.close()
+    return {entry[0]: entry[1] for entry in response.resources[0][4]}
+
+
+async def test_topics_are_created_durable(aion_settings: Settings) -> None:
+    topics = Topics(aion_settings.topic_prefix)
+    await ensure_topics(aion_settings, topics)
+    for topic in topics.all():
+        configs = await _topic_configs(aion_settings, topic)
+        # min(2, RF) with RF 1 on this single broker; 2 at RF 3 (tests/e2e/outage, 3 nodes)
+        assert configs["min.insync.replicas"] == "1", topic
+        assert configs["unclean.leader.election.enable"] == "false", topic
+
+
+async def test_more_replicas_than_brokers_fails_fast_naming_both(aion_settings: Settings) -> None:
+    settings = dataclasses.replace(aion_settings, replication_factor=3)
+    with pytest.raises(ReplicationTooHigh) as caught:
+        await ensure_topics(settings, Topics(settings.topic_prefix))
+    error = caught.value
+    assert error.retriable is False, "a restart cannot cure it: the service exits and says why"
+    assert (error.replication_factor, error.brokers) == (3, 1)
+    assert "AION_REPLICATION_FACTOR=3" in str(error)
+    assert "has 1 broker registered" in str(error)
+    # Nothing was half-created: with RF 1 the same topics are created afterwards.
+    counts = await ensure_topics(aion_settings, Topics(aion_settings.topic_prefix))
+    assert set(counts) == set(Topics(aion_settings.topic_prefix).all())
+
+
+async def test_a_weaker_existing_topic_is_warned_about_once(
+    aion_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = Topics(aion_settings.topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=aion_settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    topics.events,
+                    aion_settings.partitions,
+                    1,
+                    topic_configs={"unclean.leader.election.enable": "true"},
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+    with caplog.at_level(logging.WARNING, logger="aion.kafka.durability"):
+        await ensure_topics(aion_settings, topics)
+        await ensure_topics(aion_settings, topics)
+    warnings = [r for r in caplog.records if r.name == "aion.kafka.durability"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert f"{topics.events}: unclean.leader.election.enable=true" in message
+    assert "kafka-configs.sh --alter" in message
+    assert topics.commands not in message, "the topics aion created are as configured"

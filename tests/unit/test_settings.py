@@ -112,3 +112,15 @@ def test_kafka_client_options_turn_tls_files_into_an_ssl_context() -> None:
     assert "ssl_cafile" not in options
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     assert options["security_protocol"] == "SSL"
+
+
+def test_min_insync_replicas_defaults_to_two_at_most_and_is_checked() -> None:
+    assert Settings().topic_min_insync_replicas == 1
+    assert Settings(replication_factor=2).topic_min_insync_replicas == 2
+    assert Settings(replication_factor=3).topic_min_insync_replicas == 2
+    env = {"AION_REPLICATION_FACTOR": "5", "AION_MIN_INSYNC_REPLICAS": "3"}
+    assert Settings.from_env(env).topic_min_insync_replicas == 3
+    with pytest.raises(SettingsError, match="AION_MIN_INSYNC_REPLICAS=4: must be between 1 and"):
+        Settings.from_env({"AION_REPLICATION_FACTOR": "3", "AION_MIN_INSYNC_REPLICAS": "4"})
+    with pytest.raises(SettingsError, match="AION_MIN_INSYNC_REPLICAS='two'"):
+        Settings.from_env({"AION_MIN_INSYNC_REPLICAS": "two"})

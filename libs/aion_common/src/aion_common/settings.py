@@ -57,6 +57,8 @@ class Settings:
     topic_prefix: str = "aion"
     partitions: int = 6
     replication_factor: int = 1
+    min_insync_replicas: int | None = None
+    """``min.insync.replicas`` of the topics aion creates; None: ``min(2, replication_factor)``."""
     database_url: str = "sqlite+aiosqlite:///.aion/aion.db"
     payload_limit_bytes: int = DEFAULT_PAYLOAD_LIMIT
     transactions: TransactionMode = "auto"
@@ -81,6 +83,13 @@ class Settings:
         if self.replication_factor < 1:
             raise SettingsError(
                 f"AION_REPLICATION_FACTOR={self.replication_factor}: must be at least 1"
+            )
+        isr = self.min_insync_replicas
+        if isr is not None and not 1 <= isr <= self.replication_factor:
+            raise SettingsError(
+                f"AION_MIN_INSYNC_REPLICAS={isr}: must be between 1 and "
+                f"AION_REPLICATION_FACTOR={self.replication_factor} (a write needs that many "
+                "replicas in sync)"
             )
         if self.payload_limit_bytes < 1:
             raise SettingsError(
@@ -108,6 +117,11 @@ class Settings:
             topic_prefix=source.get("AION_TOPIC_PREFIX", defaults.topic_prefix),
             partitions=_int(source, "AION_PARTITIONS", defaults.partitions),
             replication_factor=_int(source, "AION_REPLICATION_FACTOR", defaults.replication_factor),
+            min_insync_replicas=(
+                _int(source, "AION_MIN_INSYNC_REPLICAS", 0)
+                if source.get("AION_MIN_INSYNC_REPLICAS", "").strip()
+                else None
+            ),
             database_url=source.get("AION_DATABASE_URL", defaults.database_url),
             payload_limit_bytes=_int(
                 source, "AION_PAYLOAD_LIMIT_BYTES", defaults.payload_limit_bytes
@@ -120,6 +134,14 @@ class Settings:
             state_dir=source.get("AION_STATE_DIR", defaults.state_dir),
             retention_ms=_retention(source),
         )
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        """What aion's topics are created with: the setting, else ``min(2, RF)`` (with three
+        replicas, one broker may be lost without refusing or losing a write)."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return min(2, self.replication_factor)
 
     def kafka_client_options(self) -> dict[str, str]:
         """Options every aiokafka client gets: bootstrap servers plus security pass-through."""

@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run `aion ingress --config FILE` too (repeatable)",
     )
     parser.add_argument("--engines", type=int, default=1, help="engine instances (default 1)")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="embedded Kafka nodes (default 1); 3 runs a cluster with replication factor 3 "
+        "and 2 replicas in sync, to try a broker's failover (kill one: kill -9 <pid>, from "
+        "<home>/aion-dev.pids)",
+    )
     parser.add_argument("--partitions", type=int, default=int(env("AION_PARTITIONS", "6")))
     parser.add_argument("--topic-prefix", default=env("AION_TOPIC_PREFIX", "aion"))
     parser.add_argument(
@@ -146,6 +154,7 @@ def build_config(args: argparse.Namespace) -> StackConfig:
         api_port=args.port,
         preferred_api_port=PREFERRED_API_PORT,
         engines=args.engines,
+        brokers=args.brokers,
         topic_prefix=args.topic_prefix,
         partitions=args.partitions,
     )
@@ -189,12 +198,19 @@ def _banner(stack: Stack, version: str | None = None) -> str:
             f"from {Path.cwd()} or below; elsewhere: export AION_API_URL={stack.api_url})"
         ]
     )
+    nodes = len(stack.kafka_processes)
+    cluster = (
+        f" ({nodes} nodes, replication factor {stack.settings.replication_factor})"
+        if nodes > 1
+        else ""
+    )
     return "\n".join(
         [
             f"aion dev is up: API {stack.api_url} (OpenAPI at {stack.api_url}/docs)",
             *where,
             f"  web UI {stack.api_url}/  (workflows, registry, dead letters)",
-            f"  kafka {stack.settings.bootstrap_servers}, database {stack.settings.database_url}",
+            f"  kafka {stack.settings.bootstrap_servers}{cluster}, "
+            f"database {stack.settings.database_url}",
             f"  workflows from: {workflows}; logs in {stack.logs}",
             *(
                 [

@@ -42,6 +42,7 @@ from aion_common.kafka.link import BrokerLink
 from aion_common.settings import Settings
 from aion_common.testing import free_port, port_is_free
 from aion_common.testing.broker import KafkaBroker
+from aion_common.testing.cluster import KafkaCluster
 from aion_dev.pidfile import HomeLock, PidFile
 from aion_dev.startup import EARLY_EXITS, EXIT_USER_CODE, cause_from_log, check_user_code
 from aion_dev.supervisor import BrokerProcess, ChildProcess, SupervisedProcess
@@ -102,6 +103,9 @@ class StackConfig:
     """Import the workflow and activity modules in a check process while the broker starts,
     so a broken module fails the start within seconds with its error."""
     engines: int = 1
+    brokers: int = 1
+    """Embedded Kafka nodes: 1, or a cluster (``kafka-1`` … ``kafka-N``, replication factor
+    ``min(N, 3)``, 2 replicas in sync once there are 3) to try failover on."""
     topic_prefix: str = "aion"
     partitions: int = 6
     pythonpath: tuple[str, ...] = ()
@@ -133,6 +137,10 @@ class Stack:
         self._early_exits: dict[str, int] = {}
         if self.config.engines < 1:
             raise StackError(f"engines={self.config.engines}: need at least one engine")
+        if self.config.brokers < 1:
+            raise StackError(f"brokers={self.config.brokers}: need at least one Kafka node")
+        if self.config.brokers > 1 and self.config.kafka_bootstrap:
+            raise StackError("brokers and kafka_bootstrap exclude each other: pick one")
         self.home = self.config.home.resolve()
         self.logs = self.home / "logs"
         self.processes: dict[str, SupervisedProcess] = {}
@@ -140,6 +148,7 @@ class Stack:
         self._settings: Settings | None = None
         self._api_port = 0
         self._health_ports: dict[str, int] = {}
+        self._replication = 1
         self._kafka: BrokerLink | None = None
         self._lock = HomeLock(self.home)
         self._pids = PidFile(self.home)
@@ -245,6 +254,7 @@ class Stack:
                 database_url=self.config.database_url
                 or f"sqlite+aiosqlite:///{self.home / 'aion.db'}",
                 instance_id="aion-dev",
+                replication_factor=self._replication,
             )
             self._api_port = self._choose_api_port()
             self._kafka = BrokerLink(self._settings, name="aion-dev")
@@ -304,6 +314,8 @@ class Stack:
     async def _start_kafka(self) -> str:
         if self.config.kafka_bootstrap:
             return self.config.kafka_bootstrap
+        if self.config.brokers > 1:
+            return await self._start_cluster()
         broker = KafkaBroker(self.home / "kafka", die_with_parent=True)
         process = BrokerProcess(broker, on_spawn=self._record_pids)
         self.processes["kafka"] = process
@@ -315,6 +327,33 @@ class Stack:
             extra={"bootstrap": broker.bootstrap_servers, "pid": broker.pid, **self.timings},
         )
         return broker.bootstrap_servers
+
+    async def _start_cluster(self) -> str:
+        """Every node supervised on its own (``kafka-1`` …), launched together: a node answers
+        once a quorum of the controllers runs."""
+        cluster = KafkaCluster(
+            self.home / "kafka-cluster", nodes=self.config.brokers, die_with_parent=True
+        )
+        self._replication = cluster.replication
+        nodes = [
+            BrokerProcess(node, name=f"kafka-{index}", on_spawn=self._record_pids)
+            for index, node in enumerate(cluster.nodes, 1)
+        ]
+        self.processes.update((process.name, process) for process in nodes)
+        began = time.monotonic()
+        await asyncio.gather(*(process.start() for process in nodes))
+        await asyncio.to_thread(cluster.wait_registered, len(nodes))
+        self.timings["kafka_s"] = round(time.monotonic() - began, 3)
+        _log.info(
+            "kafka cluster started",
+            extra={"bootstrap": cluster.bootstrap_servers, "pids": cluster.pids, **self.timings},
+        )
+        return cluster.bootstrap_servers
+
+    @property
+    def kafka_processes(self) -> list[SupervisedProcess]:
+        """The embedded broker's process, or each node's (none with ``kafka_bootstrap``)."""
+        return [p for n, p in self.processes.items() if n == "kafka" or n.startswith("kafka-")]
 
     def _choose_api_port(self) -> int:
         if self.config.api_port:
@@ -412,6 +451,7 @@ class Stack:
             "AION_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
             "AION_TOPIC_PREFIX": settings.topic_prefix,
             "AION_PARTITIONS": str(settings.partitions),
+            "AION_REPLICATION_FACTOR": str(settings.replication_factor),
             "AION_DATABASE_URL": settings.database_url,
             "AION_INSTANCE_ID": instance,
             "AION_STATE_DIR": env.get("AION_STATE_DIR") or str(self.home / "state"),
@@ -535,12 +575,12 @@ class Stack:
         if self._stopped:
             return
         self._stopped = True
-        services = [p for n, p in self.processes.items() if n != "kafka"]
+        brokers = self.kafka_processes
+        services = [p for p in self.processes.values() if p not in brokers]
         await asyncio.gather(*(p.stop(_SERVICES_GRACE_S) for p in services))
         if self._kafka is not None:  # first: the broker going away now is no news
             await self._kafka.stop()
-        if (kafka := self.processes.get("kafka")) is not None:
-            await kafka.stop(_KAFKA_GRACE_S)
+        await asyncio.gather(*(p.stop(_KAFKA_GRACE_S) for p in brokers))
         if self._locked:  # else the pid file is another stack's
             forget_api_url(self.home)
             self._pids.remove()

@@ -123,16 +123,16 @@ class SupervisedProcess(ABC):
         )
         signal_group(self.pid, sig)
 
-    async def hold(self, grace: float = 30.0) -> None:
-        """Stop the child (SIGTERM, SIGKILL after ``grace``) and keep it down until
-        :meth:`release`; returns once it is down."""
+    async def hold(self, grace: float = 30.0, *, sig: int = signal.SIGTERM) -> None:
+        """Stop the child (``sig``, SIGKILL after ``grace``) and keep it down until
+        :meth:`release`; returns once it is down. ``sig=SIGKILL``: a crash left dead."""
         if self._task is None or self.pid is None or self._held is not None:
             raise ProcessLookupError(f"{self.name} is not running under supervision")
         down = self._held = asyncio.Event()
         self._released.clear()
         pid = self.pid
         _log.info("holding %s down", self.name, extra={"child": self.name, "pid": pid})
-        signal_group(pid, signal.SIGTERM)
+        signal_group(pid, sig)
         try:
             await asyncio.wait_for(down.wait(), grace)
         except TimeoutError:
@@ -404,12 +404,13 @@ class BrokerProcess(SupervisedProcess):
         self,
         broker: KafkaBroker,
         *,
+        name: str = "kafka",
         backoff: Backoff = Backoff(),
         on_spawn: Callable[[SupervisedProcess], None] | None = None,
     ) -> None:
-        super().__init__("kafka", backoff=backoff, on_spawn=on_spawn)
+        super().__init__(name, backoff=backoff, on_spawn=on_spawn)
         self.broker = broker
-        self._thread = _LaunchThread("aion-dev-kafka")
+        self._thread = _LaunchThread(f"aion-dev-{name}")
 
     @property
     def log_path(self) -> Path:

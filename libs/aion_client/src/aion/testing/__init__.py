@@ -126,6 +126,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="use this Kafka broker instead of starting an embedded one",
     )
     group.addoption(
+        "--aion-brokers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="embedded Kafka nodes (default 1; 3: a cluster with replication factor 3, to test "
+        "a broker's failover with AionStack.processes['kafka-1'] and its siblings)",
+    )
+    group.addoption(
         "--aion-database",
         default=None,
         metavar="URL",
@@ -137,6 +145,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("aion_kafka_bootstrap", "Kafka broker for the aion test stack", default="")
     parser.addini("aion_database_url", "database URL for the aion test stack", default="")
+    parser.addini("aion_brokers", "embedded Kafka nodes of the aion test stack", default="1")
 
 
 def _setting(config: pytest.Config, option: str, ini: str, env: str) -> str | None:
@@ -296,6 +305,7 @@ def aion_stack_config(
         activities=_modules(config, "activities"),
         topic_prefix=f"aiontest-{uuid.uuid4().hex[:10]}",
         partitions=3,
+        brokers=int(config.getoption("aion_brokers") or config.getini("aion_brokers") or 1),
         pythonpath=_import_paths(config),
     )
 

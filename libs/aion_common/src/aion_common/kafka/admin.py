@@ -5,8 +5,11 @@ events must share a partition number. :func:`ensure_topics` creates what is miss
 services starting at once both ask, and the loser's ``TOPIC_ALREADY_EXISTS`` is fine — then
 describes every topic and raises :class:`TopicMismatch` if any count differs.
 
-Topics are created *before* they are described: aiokafka's metadata request allows the broker
-to auto-create a topic it does not know, with the broker's default partition count.
+Which topics exist is asked without allowing the broker to auto-create them (aiokafka's own
+metadata requests allow it, which would create a topic with the broker's default partition
+count). Topics are created durable (:mod:`aion_common.kafka.durability`): with
+``min.insync.replicas``, unclean election off, and only when the cluster has the brokers for
+``AION_REPLICATION_FACTOR``; existing ones weaker than configured are warned about.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 
 from aion_common.domain.errors import InfrastructureError
+from aion_common.kafka.durability import check_replication, durable_configs, warn_weaker
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.topics import Topics
@@ -31,6 +36,7 @@ _log = logging.getLogger(__name__)
 
 _NO_ERROR = 0
 _TOPIC_ALREADY_EXISTS = 36
+_UNKNOWN_TOPIC = 3
 _RETRIABLE_METADATA = frozenset({3, 5})  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE
 _DESCRIBE_ATTEMPTS = 50
 _DESCRIBE_BACKOFF_S = 0.2
@@ -107,9 +113,10 @@ async def ensure_topics(
 ) -> dict[str, int]:
     """Create missing aion topics, verify every partition count; return ``{topic: count}``.
 
-    Raises :class:`TopicMismatch` (not retriable) when counts disagree, and
-    :class:`InfrastructureError` when the broker cannot be reached or refuses to create a topic
-    that does not exist.
+    Raises :class:`TopicMismatch` (not retriable) when counts disagree,
+    :class:`~aion_common.kafka.durability.ReplicationTooHigh` (not retriable) when topics to
+    create need more brokers than the cluster has, and :class:`InfrastructureError` when the
+    broker cannot be reached or refuses to create a topic that does not exist.
     """
     if configs is None:
         configs = topic_configs(topics, settings) if isinstance(topics, Topics) else {}
@@ -117,8 +124,13 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="aion-admin")
     try:
         await admin.start()
-        create_errors = await _create(admin, settings, names, configs)
+        replicas, brokers = await _existing(admin, names)
+        missing = [name for name in names if name not in replicas]
+        check_replication(settings, brokers, missing)
+        create_errors = await _create(admin, settings, missing, configs) if missing else {}
         counts = await _partition_counts(admin, names, create_errors)
+        if replicas:
+            await warn_weaker(admin, settings, replicas)
     except KafkaError as err:
         raise infrastructure_error(err, "ensuring aion topics") from err
     finally:
@@ -126,6 +138,20 @@ async def ensure_topics(
     if any(count != settings.partitions for count in counts.values()):
         raise TopicMismatch(settings.partitions, counts)
     return counts
+
+
+async def _existing(admin: AIOKafkaAdminClient, names: list[str]) -> tuple[dict[str, int], int]:
+    """Which of ``names`` exist (each with its fewest replicas over its partitions), and how
+    many brokers the cluster has registered; asked without allowing auto-creation."""
+    request = MetadataRequest(names, allow_auto_topic_creation=False)
+    response: Any = await admin._send_request(request)  # aiokafka has no public call for it
+    answer = response.to_object()
+    replicas: dict[str, int] = {}
+    for entry in answer["topics"]:
+        if entry["error_code"] == _UNKNOWN_TOPIC or not entry["partitions"]:
+            continue
+        replicas[entry["topic"]] = min(len(p["replicas"]) for p in entry["partitions"])
+    return replicas, len(answer["brokers"])
 
 
 async def _create(
@@ -140,7 +166,7 @@ async def _create(
             name,
             num_partitions=settings.partitions,
             replication_factor=settings.replication_factor,
-            topic_configs=dict(configs.get(name, {})),
+            topic_configs={**durable_configs(settings), **configs.get(name, {})},
         )
         for name in names
     ]

@@ -1,4 +1,5 @@
-"""A single-node Apache Kafka (KRaft) broker run with Java from Maven Central jars.
+"""An Apache Kafka (KRaft) node run with Java from Maven Central jars: a single-node broker,
+or one node of a cluster (:mod:`aion_common.testing.cluster`).
 
 Used by ``make dev``, ``make kafka-jars`` and the pytest plugin. The jars are fetched once with
 Maven into ``<repo>/.aion/cache/kafka-libs`` (``$AION_KAFKA_LIBS`` overrides); a data directory
@@ -19,6 +20,7 @@ import struct
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -32,7 +34,7 @@ from aion_common.testing._support import (
     run_command,
 )
 
-__all__ = ["KafkaBroker", "ensure_jars", "kafka_libs_dir", "pinned_kafka_version"]
+__all__ = ["ClusterNode", "KafkaBroker", "ensure_jars", "kafka_libs_dir", "pinned_kafka_version"]
 
 _POM = Path("deploy/kafka/pom.xml")
 _LOG_CONFIG = Path("deploy/kafka/log4j2.properties")
@@ -101,6 +103,25 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterNode:
+    """Where a node sits in a cluster: its id and ports, every controller (the static quorum,
+    ``1@127.0.0.1:p1,2@…``), the cluster id every node's storage is formatted with, and the
+    replication factor the cluster's defaults and internal topics use."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    voters: str
+    cluster_id: str
+    replication: int
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """2 once there are three replicas (one may be lost without refusing writes), else 1."""
+        return 2 if self.replication >= 3 else 1  # noqa: PLR2004
+
+
 class KafkaBroker:
     """One combined broker+controller KRaft node bound to 127.0.0.1.
 
@@ -113,6 +134,10 @@ class KafkaBroker:
     collections and 19 safepoint pauses over 5 ms, 1 GiB 10 and 12, 2 GiB 5 and 8. (A test
     broker that had accumulated ~1,000 partitions sat at G1's concurrent-cycle threshold at
     768 MiB, with remark and cleanup pauses of up to 40 ms.)
+
+    ``node`` makes it one node of a cluster (see :class:`~aion_common.testing.cluster.
+    KafkaCluster`, which starts them together: a node answers once a quorum of controllers
+    is up); without it, it is a cluster of its own (node 1, replication factor 1).
     """
 
     def __init__(
@@ -125,8 +150,10 @@ class KafkaBroker:
         heap: str = "1g",
         start_timeout: float = 60.0,
         die_with_parent: bool = False,
+        node: ClusterNode | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        self.node = node
         self.repo_root = repo_root or find_repo_root()
         self._libs_dir = libs_dir
         self._requested_port = port
@@ -160,9 +187,15 @@ class KafkaBroker:
 
     def start(self) -> None:
         """Fetch jars if needed, format a new data dir, launch the broker and wait for it."""
+        started = time.monotonic()
+        self.launch()
+        self.wait_ready()
+        self.start_seconds = time.monotonic() - started
+
+    def launch(self) -> None:
+        """:meth:`start` without the wait: the JVM is running, maybe not answering yet."""
         if self._process is not None:
             raise ProvisionError(f"broker at {self.bootstrap_servers} is already running")
-        started = time.monotonic()
         libs, self.fetch_seconds = ensure_jars(self.repo_root, self._libs_dir)
         self.kafka_version = installed_kafka_version(libs) or self.kafka_version
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -171,12 +204,14 @@ class KafkaBroker:
         if not (self.data_dir / "logs/meta.properties").exists():
             self._format(libs, properties)
         self._launch(libs, properties)
+
+    def wait_ready(self) -> None:
+        """Until the launched broker answers a metadata request (stopped if it never does)."""
         try:
             self._wait_ready(time.monotonic() + self._start_timeout)
         except BaseException:
             self.stop()
             raise
-        self.start_seconds = time.monotonic() - started
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the broker, SIGKILL it after ``timeout`` seconds; safe to call twice."""
@@ -231,6 +266,9 @@ class KafkaBroker:
         self.stop()
 
     def _choose_ports(self) -> None:
+        if self.node is not None:  # a cluster's ports are the cluster's to choose
+            self.port, self.controller_port = self.node.port, self.node.controller_port
+            return
         # A persistent data dir keeps its ports while they are free, so clients stay pointed at it.
         ports_file = self.data_dir / "ports"
         previous = ports_file.read_text().split() if ports_file.exists() else []
@@ -248,11 +286,16 @@ class KafkaBroker:
         ports_file.write_text(f"{self.port} {self.controller_port}\n")
 
     def _write_properties(self) -> Path:
+        node = self.node
+        replicas = "1" if node is None else str(node.replication)
+        min_isr = "1" if node is None else str(node.min_insync_replicas)
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": "1" if node is None else str(node.node_id),
             # Static voters (not --standalone): the quorum follows the ports chosen at each start.
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": (
+                f"1@127.0.0.1:{self.controller_port}" if node is None else node.voters
+            ),
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:"
             f"{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
@@ -261,16 +304,18 @@ class KafkaBroker:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            # An out-of-sync replica never becomes leader: it would lose acknowledged records.
+            "unclean.leader.election.enable": "false",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "10",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             # Crash tests use short session timeouts so a killed member leaves the group fast.
             "group.min.session.timeout.ms": "1000",
@@ -307,7 +352,7 @@ class KafkaBroker:
         ]
 
     def _format(self, libs: Path, properties: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id() if self.node is None else self.node.cluster_id
         # ``--cluster-id=`` keeps an id that starts with "-" (base64url can) from reading as a flag.
         argv = self._java(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}")
         run_command(
@@ -354,6 +399,11 @@ class KafkaBroker:
             f"{self._start_timeout:.0f} s ({last_error}); log {self.log_path}:\n"
             f"{log_tail(self.log_path)}"
         )
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id (``kafka-storage.sh random-uuid``'s form: base64url of 16 bytes)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
 def _die_with_parent() -> None:
