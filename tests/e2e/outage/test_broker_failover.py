@@ -4,7 +4,8 @@ most aion partitions while a fan-out waits for signals and cancels, sent at that
 
 1. SIGKILLed and restarted by the supervisor at once;
 2. SIGKILLed and left dead (the controller fences it seconds later; until then clients still
-   see it in the metadata), the fan-out then run from its start without it.
+   see it in the metadata), the engine and watcher SIGKILLed at once too, so they start again
+   beside the dead but unfenced broker; the fan-out then runs from its start without it.
 
 Each time: no process but that broker exits; every workflow has the right outcome; each
 (workflow, seq) is in the log once, without gaps; every command sent is applied exactly once;
@@ -38,6 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.timeout(600)]
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PARENTS = 4
 RETRY_FOR_S = 180.0
+RESTARTED = ("engine-1", "watcher")  # SIGKILLed by the test right after the broker
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +134,20 @@ async def _ride(stack: Stack, fanout: FanOut, kill: bool) -> dict[str, int]:
                     await asyncio.sleep(0.1)
             else:  # left dead: the whole fan-out runs on the two that remain
                 await victim.hold(sig=signal.SIGKILL)
+                # and the engine and watcher start again while the dead broker is still in the
+                # cluster's metadata (it is fenced ~9 s later): their start-up must ride it out
+                for name in RESTARTED:
+                    pid = stack.processes[name].pid
+                    assert pid is not None
+                    os.kill(pid, signal.SIGKILL)
                 await fanout.start(client)
                 await fanout.until_waiting(client)
                 await fanout.send_commands(client)
             await fanout.check_results(client)
             if not kill:
                 await victim.release()
-    assert {n: health.dead[n] for n in SERVICES} == {n: [] for n in SERVICES}, "live failed"
+    steady = [n for n in SERVICES if kill or n not in RESTARTED]
+    assert {n: health.dead[n] for n in steady} == {n: [] for n in steady}, "live failed"
     after = restarts(stack)
     return {name: after[name] - before[name] for name in after}
 
@@ -156,4 +165,6 @@ async def test_the_busiest_leader_left_dead(stack: Stack) -> None:
     moved = await _ride(stack, fanout, kill=False)
     figures = await fanout.check_log(stack.settings)
     print(f"restarts {moved}; {figures}")
-    assert not any(moved.values()), f"nothing restarted: the broker was held dead ({moved})"
+    # only the two the test killed, once each: neither exited again while starting beside the
+    # dead broker (the broker itself was held down, not restarted)
+    assert {n: c for n, c in moved.items() if c} == dict.fromkeys(RESTARTED, 1), moved
