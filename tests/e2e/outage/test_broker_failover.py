@@ -147,9 +147,25 @@ async def _ride(stack: Stack, fanout: FanOut, kill: bool) -> dict[str, int]:
             if not kill:
                 await victim.release()
     steady = [n for n in SERVICES if kill or n not in RESTARTED]
-    assert {n: health.dead[n] for n in steady} == {n: [] for n in steady}, "live failed"
+    dead = {n: health.dead[n] for n in steady if health.dead[n]}
+    assert not dead, f"live failed: {dead}; restarts {restarts(stack)}; " + "".join(
+        _log_tail(stack, name) for name in dead
+    )
     after = restarts(stack)
     return {name: after[name] - before[name] for name in after}
+
+
+def _log_tail(stack: Stack, name: str, lines: int = 40) -> str:
+    """The warnings and errors at the end of ``name``'s log, for a failure's message."""
+    path = stack.logs / f"{name}.log"
+    if not path.exists():
+        return f"\n{name}: no log at {path}"
+    noted = [
+        line
+        for line in path.read_text(errors="replace").splitlines()
+        if '"WARNING"' in line or '"ERROR"' in line or "Traceback" in line or "Error" in line
+    ]
+    return f"\n--- {name} ({path}):\n" + "\n".join(line[:400] for line in noted[-lines:])
 
 
 async def test_the_busiest_leader_sigkilled_and_restarted(stack: Stack) -> None:
