@@ -262,6 +262,9 @@ class SupervisedProcess(ABC):
         try:
             await self._spawn()
         except Exception as err:  # noqa: BLE001 - a failed launch is retried like a crash
+            if self._stopping.is_set():  # stopped while it started: not a failure
+                self.pid = None
+                return False
             _log.exception("restart of %s failed: %s", self.name, err, extra={"child": self.name})
             self.pid = None
             return await self._retry_launch()
@@ -447,7 +450,16 @@ class BrokerProcess(SupervisedProcess):
             return -signal.SIGTERM
 
     async def stop(self, grace: float = 30.0) -> None:
-        """Stop the JVM (SIGTERM, SIGKILL after ``grace``), then its launching thread."""
+        """Stop the JVM (SIGTERM, SIGKILL after ``grace``), then its launching thread.
+
+        A JVM still starting is stopped at once too: a restart waits up to 90 s for the broker
+        to answer (a cluster node restarted as the others stop never does), and ``pid`` is only
+        set once it has — Ctrl-C in ``aion dev`` during a node's restart waited those 90 s.
+        """
+        self._stopping.set()
+        starting = self.broker.pid
+        if self.pid is None and starting is not None:
+            signal_group(starting, signal.SIGTERM)
         await super().stop(grace)
         await asyncio.wrap_future(self._thread.submit(self.broker.stop))
         self._thread.shutdown()
