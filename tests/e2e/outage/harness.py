@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -141,6 +142,16 @@ class Health:
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Health:
+        # A service still starting is not a live failure: the stack returns once the API is
+        # up, while the projector (started last) may still be importing (seen: its endpoint
+        # not listening for the first 2 s of the samples).
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            deadline = time.monotonic() + 60
+            for name in SERVICES:
+                url = f"{self.stack.health_url(name)}/health/live"
+                while (await _get(http, url))[0] != 200:  # noqa: ASYNC110 - polling a server
+                    assert time.monotonic() < deadline, f"{name} never answered {url}"
+                    await asyncio.sleep(0.1)
         self._task = asyncio.create_task(self._sample())
         return self
 
@@ -160,7 +171,9 @@ class Health:
                     self.samples[name].append((now, live_status == 200, status == 200))
                     self.bodies[name].append((now, f"{status} {body}"))
                     if live_status != 200:
-                        self.dead[name].append(f"{live_status} {live_body}")
+                        self.dead[name].append(
+                            f"{live_status} {live_body} at {now:.1f}; {_listening(base)}"
+                        )
                 await asyncio.sleep(self.period)
 
     async def until_ready(self, timeout: float = 120) -> None:
@@ -195,6 +208,18 @@ class Health:
 
 async def _ok(http: httpx.AsyncClient, url: str) -> bool:
     return (await _get(http, url))[0] == 200
+
+
+def _listening(base: str) -> str:
+    """Who listens on ``base``'s port now (for a failed probe's report), from /proc/net/tcp."""
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return "listeners unknown"
+    states = [row.split()[3] for row in rows if int(row.split()[1].split(":")[1], 16) == port]
+    listening = "listening" if "0A" in states else "no listener"
+    return f"port {port}: {listening} ({len(states)} sockets)"
 
 
 async def _get(http: httpx.AsyncClient, url: str) -> tuple[int, str]:
