@@ -149,7 +149,7 @@ class Health:
             deadline = time.monotonic() + 60
             for name in SERVICES:
                 url = f"{self.stack.health_url(name)}/health/live"
-                while (await _get(http, url))[0] != 200:  # noqa: ASYNC110 - polling a server
+                while (await _get(http, url))[0] != 200:
                     assert time.monotonic() < deadline, f"{name} never answered {url}"
                     await asyncio.sleep(0.1)
         self._task = asyncio.create_task(self._sample())
