@@ -1,8 +1,8 @@
 """Every service starts without Kafka and waits for it (issue 19): started against an address
-nobody listens on, the engine, watcher, projector, worker and API stay up, answer
-``/health/live`` 200 and ``/health/ready`` 503 naming the unreachable cluster; the API serves
-reads from its views and answers a command 503 with ``Retry-After`` at once; SIGTERM stops each
-cleanly. No broker is needed (nothing listens at the address).
+nobody listens on, the engine, watcher, projector, worker, ingress, scheduler and API stay up,
+answer ``/health/live`` 200 and ``/health/ready`` 503 naming the unreachable cluster; the API
+serves reads from its views and answers a command 503 with ``Retry-After`` at once; SIGTERM
+stops each cleanly. No broker is needed (nothing listens at the address).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ async def test_every_service_starts_without_kafka_and_waits(tmp_path: Path) -> N
         "AION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'aion.db'}",
         "AION_API_PRODUCE_TIMEOUT_MS": "2000",
     }
-    ports = {name: free_port() for name in ("engine", "watcher", "projector", "worker", "api")}
+    names = ("engine", "watcher", "projector", "worker", "ingress", "scheduler", "api")
+    ports = {name: free_port() for name in names}
+    ingress_config = Path(__file__).resolve().parents[3] / "examples/integration/ingress.yaml"
     commands = {
         "engine": (
             ["-m", "aion_engine", "--workflows", "aion_engine.examples"],
@@ -55,6 +57,8 @@ async def test_every_service_starts_without_kafka_and_waits(tmp_path: Path) -> N
         "watcher": (["-m", "aion_watcher"], "AION_WATCHER_PORT"),
         "projector": (["-m", "aion_projector"], "AION_PROJECTOR_PORT"),
         "worker": (["-m", "aion_worker", "--task-queue", "default"], "AION_WORKER_PORT"),
+        "ingress": (["-m", "aion_ingress", "--config", str(ingress_config)], "AION_INGRESS_PORT"),
+        "scheduler": (["-m", "aion_scheduler"], "AION_SCHEDULER_PORT"),
         "api": (["-m", "aion_projector.api", "--port", str(ports["api"])], None),
     }
     procs: dict[str, asyncio.subprocess.Process] = {}

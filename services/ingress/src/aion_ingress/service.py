@@ -47,6 +47,7 @@ from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.catalog import CatalogReader
 from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.link import RETRYING, BrokerLink
 from aion_common.kafka.offsets import CommittedOffsets
 from aion_common.kafka.options import client_options
 from aion_common.kafka.probe import probe_capabilities
@@ -136,6 +137,8 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         self._failure: BaseException | None = None
         self._stopped = False
         self._http: HealthServer | None = None
+        self.link = BrokerLink(settings, name=f"ingress.{config.name}")
+        """Whether the cluster answers (readiness, one log line each way); waits wake on it."""
 
     @property
     def transactional(self) -> bool:
@@ -163,6 +166,7 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
                 self.health, self.metrics.registry, host=self.options.host, port=self.options.port
             )
             await self._http.start()
+        await self.link.start()
         delay = _BACKOFF_FIRST_S
         while True:
             try:
@@ -171,10 +175,11 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
             except InfrastructureError as err:
                 if not err.retriable or self._status.stopping:
                     raise
-                if self._status.waiting_for != str(err):
+                self.link.suspect()
+                if self._status.waiting_for != str(err) and self.link.up:  # else the link said
                     _log.warning("waiting for the broker", extra={"error": str(err)})
                 self._status.waiting_for = str(err)
-                await asyncio.sleep(delay)
+                await self.link.pause(delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
         self._status.waiting_for = None
         self._status.started = True
@@ -284,8 +289,9 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
                     timeout_ms=_FETCH_TIMEOUT_MS, max_records=_MAX_RECORDS
                 )
             except KafkaError as err:
-                _log.warning("fetching failed; retrying", extra={"error": repr(err)})
-                await asyncio.sleep(0.5)
+                self.link.suspect()
+                _log.warning("fetching failed; retrying", extra={"error": repr(err), **RETRYING})
+                await self.link.pause(0.5)
                 continue
             for tp, records in fetched.items():
                 owned = self._owned.get(tp)
@@ -317,6 +323,7 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         if self._catalog is not None:
             await self._catalog.stop()
         await self._offsets.close()
+        await self.link.stop()
         if self._http is not None:
             await self._http.stop()
         _log.info("ingress stopped", extra={"group": self.group_id})
@@ -325,10 +332,14 @@ class IngressService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         """The ``/health`` body: live once started; ready while every source topic exists
         and the broker answers."""
         ok = not self._status.stopping and self._failure is None
+        reason = self.link.not_ready_reason() or self._status.waiting_for
+        if reason is None and not self._status.started:
+            reason = "starting"
         return {
             "ok": ok,
-            "ready": ok and self._status.started and self._status.waiting_for is None,
-            "reason": self._status.waiting_for,
+            "ready": ok and reason is None,
+            "reason": reason,
+            "kafka": self.link.report(),
             "group": self.group_id,
             "mode": "transactional" if self.transactional else "at-least-once",
             "partitions": [f"{t}[{p}]" for t, p in self.owned_partitions],

@@ -44,6 +44,7 @@ from aion_common.domain import (
 from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
 from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.link import RETRYING, BrokerLink
 from aion_common.kafka.options import client_options
 from aion_common.kafka.probe import probe_capabilities
 from aion_common.kafka.schedules import decode_schedule_key, ensure_schedule_topics
@@ -139,6 +140,8 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._waiting_for: str | None = None
         self._failure: BaseException | None = None
         self._http: HealthServer | None = None
+        self.link = BrokerLink(settings, name="scheduler")
+        """Whether the cluster answers (readiness, one log line each way); waits wake on it."""
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -161,6 +164,7 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 self.health, self.metrics.registry, host=self.options.host, port=self.options.port
             )
             await self._http.start()
+        await self.link.start()
         delay = _BACKOFF_FIRST_S
         while True:
             try:
@@ -169,10 +173,11 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             except InfrastructureError as err:
                 if not err.retriable or self._stopping:
                     raise
-                if self._waiting_for is None:
+                self.link.suspect()
+                if self._waiting_for is None and self.link.up:  # else the link said it once
                     _log.warning("waiting for the broker", extra={"error": str(err)})
                 self._waiting_for = str(err)
-                await asyncio.sleep(delay)
+                await self.link.pause(delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
         self._waiting_for = None
         self._started = True
@@ -236,8 +241,11 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             try:
                 fetched = await consumer.getmany(timeout_ms=_FETCH_TIMEOUT_MS)
             except KafkaError as err:
-                _log.warning("fetching schedules failed; retrying", extra={"error": repr(err)})
-                await asyncio.sleep(0.5)
+                self.link.suspect()
+                _log.warning(
+                    "fetching schedules failed; retrying", extra={"error": repr(err), **RETRYING}
+                )
+                await self.link.pause(0.5)
                 continue
             for tp, records in fetched.items():
                 owned = self._owned.get(tp.partition)
@@ -261,6 +269,7 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             await asyncio.gather(*(self._release(p) for p in list(self._owned)))
         if self._consumer is not None:
             await stop_consumer(self._consumer)
+        await self.link.stop()
         if self._http is not None:
             await self._http.stop()
         _log.info("scheduler stopped", extra={"group": self.group_id})
@@ -268,10 +277,14 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
     def health(self) -> Mapping[str, object]:
         """The ``/health`` body."""
         ok = not self._stopping and self._failure is None
+        reason = self.link.not_ready_reason() or self._waiting_for
+        if reason is None and not self._started:
+            reason = "starting"
         return {
             "ok": ok,
-            "ready": ok and self._started and self._waiting_for is None,
-            "reason": self._waiting_for,
+            "ready": ok and reason is None,
+            "reason": reason,
+            "kafka": self.link.report(),
             "partitions": self.owned_partitions,
             "schedules": sum(len(o.book.definitions) for o in self._owned.values()),
         }
