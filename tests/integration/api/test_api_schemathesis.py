@@ -22,6 +22,7 @@ from aion_common.settings import Settings
 from aion_projector import connect, migrate, session_factory
 from aion_projector.api import create_app
 from aion_projector.api._catalog import MemoryCatalog
+from aion_projector.api._schedules import MemorySchedules
 
 from .conftest import MemorySink
 from .dataset import populate
@@ -65,6 +66,7 @@ async def api_schema(tmp_path: Path) -> schemathesis.BaseSchema:
         catalog=catalog,
         package_limit=16 * 1024,
         query_desk=MemoryDesk(lambda q: answered(q, {"asked": q.name})),
+        schedules=MemorySchedules(),
     )
     # 400 is aion's answer to input the schema cannot describe (ids with control characters
     # or surrounding spaces, a well-formed cursor the API never issued); 404 to an unknown id;
@@ -85,7 +87,7 @@ def test_openapi_contract(api_schema: schemathesis.BaseSchema) -> None:
     # schemathesis's pytest plugin does not run under pytest 9 (it reads a removed private
     # attribute), so each operation's strategy is driven by hypothesis here instead.
     operations = _operations(api_schema)
-    assert len(operations) == 27
+    assert len(operations) == 35
     for operation in operations:
 
         @given(case=operation.as_strategy())
