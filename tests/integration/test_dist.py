@@ -25,13 +25,15 @@ def test_make_dist_builds_every_distribution_as_a_wheel(tmp_path: Path) -> None:
     wheels = build_wheels(ROOT, tmp_path)
 
     names = sorted(w.name.split("-")[0] for w in wheels)
-    assert len(names) == len(distributions(ROOT)) == 7
+    assert len(names) == len(distributions(ROOT)) == 9
     assert names == [
         "aion",
         "aion_common",
         "aion_dev",
         "aion_engine",
+        "aion_ingress",
         "aion_projector",
+        "aion_scheduler",
         "aion_watcher",
         "aion_worker",
     ]
@@ -45,5 +47,6 @@ def test_make_dist_builds_every_distribution_as_a_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(dev) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith("METADATA"))
         requires = archive.read(metadata).decode()
-    for service in ("aion-engine", "aion-watcher", "aion-projector", "aion-worker"):
+    services = ("engine", "watcher", "projector", "worker", "ingress", "scheduler")
+    for service in (f"aion-{name}" for name in services):
         assert f"Requires-Dist: {service}" in requires
