@@ -62,7 +62,7 @@ imports: install
 # pytest's own exit code is kept (5 = no tests collected fails the build); the PostgreSQL cluster
 # that `make postgres` started is stopped either way.
 pytest: install kafka-jars postgres browser
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; $(PY) -m aion_common.testing.postgres stop; exit $$rc
+	$(PY) -m pytest --durations=30 $(PYTEST_ARGS); rc=$$?; $(PY) -m aion_common.testing.postgres stop; exit $$rc
 
 # CI runs exactly this. The container tests need a Docker engine: one that answers is used;
 # otherwise Debian's docker.io is installed where missing and dockerd started, then stopped by
