@@ -76,6 +76,7 @@ def topic_configs(topics: Topics, settings: Settings) -> dict[str, dict[str, str
         # a day (a local store whose checkpoint is older than half that is rebuilt from scratch,
         # see aion_common.kafka.changelog); cleaned when a fifth of the log is superseded.
         topics.engine_state: _changelog_config(settings),
+        topics.engine_closed: _changelog_config(settings),
         topics.watcher_state: _changelog_config(settings),
     }
 
