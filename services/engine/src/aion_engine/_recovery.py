@@ -53,12 +53,15 @@ from aion_common.settings import Settings
 from aion_engine._changelog import FORMAT, EngineChangelog
 from aion_engine.core import EngineCore
 
-__all__ = ["Restored", "load_closed", "restore_partition", "write_changes"]
+__all__ = ["ENGINE_STATE_STALE_MS", "Restored", "load_closed", "restore_partition", "write_changes"]
 
 _log = logging.getLogger("aion.engine")
 _BUILD_FLUSH_BATCHES = 20_000  # event batches between moves of closed workflows to the store
 _TXN_RECORDS = 2_000  # changelog records per transaction while building
 _PROGRESS_S = 5.0
+ENGINE_STATE_STALE_MS = 30 * 60 * 1000
+"""A local store of ``engine-state`` last in step longer ago than this restores cold (cheap:
+open work): the topic keeps tombstones an hour (``aion_common.kafka.admin``)."""
 
 
 @dataclass(frozen=True, slots=True)

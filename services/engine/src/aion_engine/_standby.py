@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from aion_common.kafka.changelog import STALE_CHECKPOINT_MS, ChangelogStore, apply_records
+from aion_common.kafka.changelog import ChangelogStore, apply_records
 from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.options import client_options
 from aion_common.settings import Settings
@@ -122,7 +122,7 @@ class Standby:
         for tp in tps:
             store = self._stores[tp.topic](tp.partition)
             age = store.checkpoint_age_ms
-            if age is not None and age > STALE_CHECKPOINT_MS:
+            if age is not None and age > store.stale_ms:
                 store.reset()  # it may have missed compacted tombstones: follow from scratch
             consumer.seek(tp, max(beginnings[tp], store.checkpoint or 0))
         _log.info("standby follows", extra={"partitions": partitions})

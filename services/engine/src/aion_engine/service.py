@@ -101,7 +101,13 @@ from aion_common.settings import Settings
 from aion_engine import local_steps, queries
 from aion_engine._changelog import ChangelogCorrupt, EngineChangelog
 from aion_engine._offsets import CommittedOffsets
-from aion_engine._recovery import Restored, load_closed, restore_partition, write_changes
+from aion_engine._recovery import (
+    ENGINE_STATE_STALE_MS,
+    Restored,
+    load_closed,
+    restore_partition,
+    write_changes,
+)
 from aion_engine._standby import Standby
 from aion_engine._state_dir import StateDirLock
 from aion_engine.core import DEFAULT_CLOSED_CACHE, EngineCore
@@ -951,7 +957,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         store = self._stores.get(partition)
         if store is None:
             store = self._stores[partition] = ChangelogStore(
-                store_path(self._settings, "engine", partition)
+                store_path(self._settings, "engine", partition), stale_ms=ENGINE_STATE_STALE_MS
             )
         return store
 

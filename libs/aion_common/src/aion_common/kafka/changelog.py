@@ -170,9 +170,12 @@ class ChangelogStore:
     transaction, so the file is always a consistent image of the changelog at its checkpoint.
     """
 
-    def __init__(self, path: Path) -> None:
-        """Open (creating) the store at ``path``."""
+    def __init__(self, path: Path, *, stale_ms: int = STALE_CHECKPOINT_MS) -> None:
+        """Open (creating) the store at ``path``. ``stale_ms``: a checkpoint older than this
+        is not trusted (:func:`catch_up` starts afresh): under half its changelog topic's
+        ``delete.retention.ms``, the time compaction keeps tombstones readable."""
         self.path = path
+        self.stale_ms = stale_ms
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -360,14 +363,14 @@ async def catch_up(
     or ``end`` when given: what a caller that writes the topic itself meanwhile knew was there).
 
     Reads from the store's checkpoint, or from the beginning when the store is empty or its
-    checkpoint is older than :data:`STALE_CHECKPOINT_MS` (then the store is reset first).
+    checkpoint is older than its ``stale_ms`` (then the store is reset first).
     ``progress(read, total)`` is called after every chunk applied. ``in_thread``: each chunk
     is written to the store in a worker thread, so the event loop goes on serving meanwhile
     (nothing else may use the store until this returns).
     """
     began = time.perf_counter()
     age = store.checkpoint_age_ms
-    if age is not None and age > STALE_CHECKPOINT_MS:
+    if age is not None and age > store.stale_ms:
         _log.warning(
             "local store too old to trust (it may have missed compacted tombstones); rebuilding",
             extra={"topic": topic, "partition": partition, "age_s": age // 1000},
