@@ -272,6 +272,35 @@ async def test_a_rebalance_while_partitions_restore_loses_nothing(
     assert await assert_changelog_matches_events(aion_settings, tmp_path) >= 46
 
 
+async def _quiesced(settings: Settings) -> None:
+    """Wait until the engine group has committed past every record of the commands topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from aion_common.kafka.consumer import read_partition_to_end
+
+    topic = Topics(settings.topic_prefix).commands
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"{settings.topic_prefix}.engine",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        pending = -1
+        for _ in range(100):
+            pending = 0
+            for partition in range(settings.partitions):
+                committed = await consumer.committed(TopicPartition(topic, partition)) or 0
+                async for record in read_partition_to_end(settings, topic, partition):
+                    pending += record.offset >= committed
+            if not pending:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{pending} commands not applied")
+    finally:
+        await consumer.stop()
+
+
 async def _count(settings: Settings, topic: str) -> int:
     from aion_common.kafka.consumer import read_partition_to_end
 
@@ -327,6 +356,9 @@ async def test_a_cold_restore_serves_open_work_while_closed_workflows_load(
     try:
         await _owned(rig)
         done, waiting = await _workload(rig, closed=12, open_=4)
+        # every command applied (a closing parent's commands to its children too): one left
+        # for a closed workflow would hold its partition until the closed load below
+        await _quiesced(aion_settings)
     finally:
         await rig.stop()
     shutil.rmtree(aion_settings.state_dir)  # a new machine: no local store

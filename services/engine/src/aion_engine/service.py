@@ -1030,6 +1030,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 records, held = self._split_at_closed(owned, records)
                 queue.extendleft(reversed(held))
                 if not records:
+                    _log.info(
+                        "a command waits for the closed workflows to load",
+                        extra={"partition": owned.partition, "offset": held[0].offset},
+                    )
                     outcome = await self._wait_closed(owned)
                     if outcome is not None:
                         return outcome
