@@ -401,8 +401,12 @@ async def test_a_cold_restore_serves_open_work_while_closed_workflows_load(
         assert started.command_id == again.command_id  # the duplicate appended nothing
         await cold.wait_closed(reused)
         assert (await cold.wait_closed(fresh))[0].seq == 1
-        loaded = await _owned(cold)
-        assert all(a["closed_complete_s"] is not None for a in loaded.values())
+        for _ in range(200):  # a partition no command waited on may still be loading
+            loaded = await _owned(cold)
+            if all(a["closed_complete_s"] is not None for a in loaded.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert all(a["closed_complete_s"] is not None for a in loaded.values()), loaded
         assert sum(int(a["closed_records_read"]) for a in loaded.values()) > 0  # type: ignore[call-overload]
     finally:
         gate.set()
