@@ -136,7 +136,6 @@ CASES = {
         ],
         {
             "engine_acquire_s_cold",
-            "engine_closed_complete_s_cold",
             "engine_acquire_s_warm",
             "engine_acquire_s_replay",
             "engine_acquire_ratio_warm",
