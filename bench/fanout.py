@@ -23,7 +23,9 @@ path a real parent takes is in it: API → ``aion.commands`` → engine → ``ai
 → ``RecordChildTerminal`` → engine. (Until 2026-11-28 the headline stopped at the event's
 ``recorded_at``, which is the watcher's ``RecordChildTerminal`` record timestamp — decision 9 —
 and so left the parent's last engine step out.) The CPU seconds each process used during the
-fan-out phase are printed too (``cpu_s``), which shows where the time goes.
+fan-out phase are printed too (``cpu_s``), which shows where the time goes, and
+``cpu_s_per_1000_workflows`` per process, counted until the views hold every parent closed
+(the projector is still applying the burst when the last parent completes).
 """
 
 from __future__ import annotations
@@ -232,6 +234,8 @@ async def _fanout(
     # views hold every parent closed.
     for index in range(parents):
         await client.result(f"fan-{run}-{index}", wait=60)
+    settled_s = time.time() - began
+    cpu_settled = _cpu_since(stack, cpu_before)
     total_children = parents * children
     if not report:
         return total_children / elapsed
@@ -260,6 +264,19 @@ async def _fanout(
         **shape,
     )
     _cpu_lines(cpu_used, elapsed, shape)
+    # Per 1,000 workflows (parents and children), up to the views holding every parent closed:
+    # the projector's share of a burst is mostly spent after the last parent completed.
+    thousands = (total_children + parents) / 1000
+    for name, seconds in cpu_settled.items():
+        _line(
+            "cpu_s_per_1000_workflows",
+            round(seconds / thousands, 3),
+            "s",
+            process=name,
+            note="from the first start until the views hold every parent closed",
+            settled_s=round(settled_s, 3),
+            **shape,
+        )
     return total_children / elapsed
 
 
