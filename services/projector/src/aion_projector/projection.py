@@ -67,30 +67,36 @@ class Projection:
         self.topic = topic
         self.archive = archive
 
-    async def apply(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
+    async def apply(
+        self, session: AsyncSession, deliveries: Sequence[Delivery], *, store_offsets: bool = True
+    ) -> ApplyStats:
         """Apply ``deliveries`` (in consume order) and store their offsets, atomically.
 
         Opens and commits a transaction on ``session`` unless one is already open, in which
         case the caller commits. Re-delivered events are skipped; see :mod:`.changes` for the
-        sequence rule (duplicates skipped, gaps held).
+        sequence rule (duplicates skipped, gaps held). ``store_offsets=False`` leaves the
+        offsets to a caller that stores them in the same transaction anyway (the consumer
+        loop stores its positions, which are never behind these): one statement fewer.
         """
         if session.in_transaction():
-            return await self._apply(session, deliveries)
+            return await self._apply(session, deliveries, store_offsets)
         async with session.begin():
-            return await self._apply(session, deliveries)
+            return await self._apply(session, deliveries, store_offsets)
 
-    async def _apply(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
+    async def _apply(
+        self, session: AsyncSession, deliveries: Sequence[Delivery], store_offsets: bool
+    ) -> ApplyStats:
         total = ApplyStats()
         run: list[Delivery] = []
         for delivery in deliveries:
             if isinstance(delivery[2].events[-1], WorkflowPurged):
-                total.add(await self._apply_run(session, run))
+                total.add(await self._apply_run(session, run, store_offsets))
                 run = []
                 await self._purge(session, delivery)
                 total.purged += 1
             else:
                 run.append(delivery)
-        total.add(await self._apply_run(session, run))
+        total.add(await self._apply_run(session, run, store_offsets))
         return total
 
     async def _purge(self, session: AsyncSession, delivery: Delivery) -> None:
@@ -129,7 +135,9 @@ class Projection:
             await session.execute(delete(table).where(table.c[column] == workflow_id))
         await self._store_offsets(session, {partition: offset + 1})
 
-    async def _apply_run(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> ApplyStats:
+    async def _apply_run(
+        self, session: AsyncSession, deliveries: Sequence[Delivery], store_offsets: bool
+    ) -> ApplyStats:
         if not deliveries:
             return ApplyStats()
         workflow_ids = sorted({batch.workflow_id for _, _, batch in deliveries})
@@ -141,6 +149,8 @@ class Projection:
         for partition, offset, batch in deliveries:
             changes.offer(partition, offset, batch.writer, batch.events)
         await self._write(session, changes)
+        if store_offsets:
+            await self._store_offsets(session, changes.offsets)
         return changes.stats
 
     async def _write(self, session: AsyncSession, changes: ViewChanges) -> None:
@@ -175,7 +185,6 @@ class Projection:
             await session.execute(
                 statement, [{"k_workflow_id": w, "k_seq": s} for w, s in changes.released_held]
             )
-        await self._store_offsets(session, changes.offsets)
 
     async def _store_offsets(self, session: AsyncSession, offsets: dict[int, int]) -> None:
         """Upsert the next offset per partition; never moves an offset backwards."""

@@ -525,7 +525,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 refusals.append((record.partition, record.offset, value))
             else:
                 deliveries.append((record.partition, record.offset, value))
-        stats = await self._projection.apply(session, deliveries)
+        stats = await self._projection.apply(session, deliveries, store_offsets=False)
         stats.refusals = await record_refusals(session, refusals)
         await record_dead_letters(session, dead)
         return stats
