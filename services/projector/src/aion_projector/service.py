@@ -95,7 +95,6 @@ __all__ = ["ProjectorService", "ProjectorStatus", "is_poison", "is_transient"]
 _log = logging.getLogger("aion.projector")
 
 _FETCH_TIMEOUT_MS = 500
-_APPLY_INTERVAL_S = 0.02  # decision 58: fewer, larger transactions under load
 _KAFKA_COMMIT_INTERVAL_S = 1.0  # offsets for lag tooling only: SQL holds the ones that count
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
@@ -201,12 +200,9 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         max_records: int = 500,
         progress_every: int = 10_000,
         archive: Archive | None = None,
-        apply_interval: float = _APPLY_INTERVAL_S,
     ) -> None:
         """``archive``: where purged workflows' histories go before their rows are deleted
-        (None: deleted without a copy). ``apply_interval``: while records keep coming, a
-        transaction starts at most this often (see :meth:`_gather_more`; 0: every fetch at
-        once)."""
+        (None: deleted without a copy)."""
         self._settings = settings
         self._database_url = database_url or settings.database_url
         self._rebuild = rebuild
@@ -233,8 +229,6 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._progress_mark = 0
         self._behind = True
         self._started_at = 0.0
-        self._apply_interval = apply_interval
-        self._applied_at = 0.0
         self._kafka_pending: dict[TopicPartition, int] = {}
         self._kafka_committed_at = 0.0
 
@@ -416,10 +410,13 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         if self._rewind_needed:
             async with self._applying:
                 await self._seek_to_stored(list(consumer.assignment()))
-        fetched = await self._fetch(consumer, _FETCH_TIMEOUT_MS, self._max_records)
-        if any(fetched.values()):
-            fetched = await self._gather_more(consumer, fetched)
-        # Read before any other await: the position steps over markers and aborted records.
+        try:
+            fetched: dict[TopicPartition, list[Record]] = await consumer.getmany(
+                timeout_ms=_FETCH_TIMEOUT_MS, max_records=self._max_records
+            )
+        except KafkaError as err:
+            raise infrastructure_error(err, f"consuming {self._topics.events}") from err
+        # Read before any await: the position steps over markers and aborted records.
         assigned = consumer.assignment()
         positions = {tp: await consumer.position(tp) for tp in fetched if tp in assigned}
         if not any(fetched.values()):
@@ -431,46 +428,8 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             positions = {tp: o for tp, o in positions.items() if tp in assigned}
             if not records:
                 return
-            self._applied_at = time.monotonic()
             stats = await self._apply(records, positions)
         await self._after_commit(records, positions, stats)
-
-    async def _fetch(
-        self, consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int
-    ) -> dict[TopicPartition, list[Record]]:
-        try:
-            fetched: dict[TopicPartition, list[Record]] = await consumer.getmany(
-                timeout_ms=timeout_ms, max_records=max_records
-            )
-        except KafkaError as err:
-            raise infrastructure_error(err, f"consuming {self._topics.events}") from err
-        return fetched
-
-    async def _gather_more(
-        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Record]]
-    ) -> dict[TopicPartition, list[Record]]:
-        """While busy, let a fetch grow until ``apply_interval`` passed since the last apply.
-
-        A transaction's fixed cost (its statements' round trips to the database driver, the
-        commit) is most of the CPU a small fetch costs: under a burst, the records that arrive
-        during this wait ride in the same transaction instead of a dozen more. A fetch after
-        a quiet spell (the last apply longer ago than the interval) is applied at once, so
-        light traffic sees no delay; a busy one is at most ``apply_interval`` later in the
-        views, well under the API's own result polling (from 100 ms). Records of a partition
-        revoked meanwhile are dropped by the caller as before; records fetched again after a
-        revoke and re-assign (seek to the stored offset) are duplicates the views skip.
-        """
-        count = sum(len(rs) for rs in fetched.values())
-        while count < self._max_records and not self._stopping.is_set():
-            wait = self._applied_at + self._apply_interval - time.monotonic()
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
-            more = await self._fetch(consumer, 0, self._max_records - count)
-            for tp, records in more.items():
-                fetched.setdefault(tp, []).extend(records)
-                count += len(records)
-        return fetched
 
     def _stored_of(self, tp: TopicPartition) -> dict[int, int]:
         """The status map holding ``tp``'s stored offset (events or replies)."""
