@@ -39,6 +39,7 @@ CASES = {
             "single_parent_p99_ms",
             "single_parent_max_ms",
             "single_parent_appended_p99_ms",
+            "cpu_s_per_1000_workflows",
         },
     ),
     "activities": (
