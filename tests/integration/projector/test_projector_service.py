@@ -182,11 +182,11 @@ async def test_a_transient_database_error_is_retried(
     real_apply = service._projection.apply
     failures = []
 
-    async def flaky_apply(session, deliveries):  # type: ignore[no-untyped-def]
+    async def flaky_apply(session, deliveries, **options):  # type: ignore[no-untyped-def]
         if not failures:
             failures.append(1)
             raise sa_exc.OperationalError("INSERT", {}, ConnectionResetError("gone"), True)
-        return await real_apply(session, deliveries)
+        return await real_apply(session, deliveries, **options)
 
     monkeypatch.setattr(service._projection, "apply", flaky_apply)
     await service.start()
@@ -209,7 +209,7 @@ async def test_a_permanent_database_error_stops_the_loop(
         await writer.write(interleaved(2))
     service = ProjectorService(settings)
 
-    async def broken_apply(session, deliveries):  # type: ignore[no-untyped-def]
+    async def broken_apply(session, deliveries, **options):  # type: ignore[no-untyped-def]
         raise sa_exc.ProgrammingError("INSERT", {}, ValueError("no such table: history"))
 
     monkeypatch.setattr(service._projection, "apply", broken_apply)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["connect", "migrate", "reset", "session_factory"]
+__all__ = ["connect", "migrate", "reset", "session_factory", "sqlite_pragmas"]
 
 # Serialises concurrent migrations of one PostgreSQL database (two projectors starting at once).
 _MIGRATION_LOCK = 0x6A10_0001
@@ -30,11 +30,12 @@ def connect(url: str, **options: Any) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL and a busy timeout for a reader beside us."""
     engine = create_async_engine(url, **options)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL, ``synchronous=NORMAL`` and a busy timeout on every new SQLite connection."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")

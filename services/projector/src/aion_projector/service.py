@@ -69,6 +69,7 @@ from aion_common.domain import (
     InfrastructureError,
     InvariantViolation,
     QueryAnswer,
+    WorkflowPurged,
 )
 from aion_common.kafka import (
     DeadLetterPublisher,
@@ -86,6 +87,7 @@ from aion_projector.archive import Archive
 from aion_projector.changes import ApplyStats
 from aion_projector.database import connect, migrate, reset, session_factory
 from aion_projector.dead_letters import record_dead_letters
+from aion_projector.one_hop import OneHopTransactions, one_hop_url
 from aion_projector.projection import Delivery, Projection, RefusalDelivery, record_refusals
 from aion_projector.queries import stored_offsets
 from aion_projector.schema import OffsetRow
@@ -222,6 +224,7 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._run_done: asyncio.Event | None = None
         self._rewind_needed = False
         self._engine: AsyncEngine | None = None
+        self._one_hop: OneHopTransactions | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._producer: KeyedProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -263,6 +266,9 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         await retry(lambda: ensure_topics(self._settings, self._topics), what="ensuring topics")
         self._engine = connect(self._database_url)
         self._sessions = session_factory(self._engine)
+        one_hop_target = one_hop_url(self._database_url)
+        if one_hop_target is not None:  # SQLite file: a fetch's transaction in one thread hop
+            self._one_hop = OneHopTransactions(one_hop_target)
         if self._rebuild:
             _log.warning("rebuild: dropping every view and offset, replaying from offset 0")
             await reset(self._engine)
@@ -358,6 +364,9 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             finally:
                 if engine is not None:
                     await engine.dispose()
+                one_hop, self._one_hop = self._one_hop, None
+                if one_hop is not None:
+                    one_hop.dispose()
                 await self.link.stop()
         _log.info("projector stopped", extra=self._counters())
 
@@ -448,10 +457,18 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 decoded.append(self._decode(record))
             except DecodeError as err:
                 await self._dead_letter(record, str(err), err)
+
+        async def work(session: AsyncSession) -> ApplyStats:
+            stats = await self._apply_decoded(session, decoded)
+            await _store_offsets(session, positions)
+            return stats
+
         try:
-            async with self.sessions() as session, session.begin():
-                stats = await self._apply_decoded(session, decoded)
-                await _store_offsets(session, positions)
+            if self._one_hop is not None and not any(_purges(v) for _, v in decoded):
+                stats = await self._one_hop.run(work)
+            else:
+                async with self.sessions() as session, session.begin():
+                    stats = await work(session)
         except (InvariantViolation, sa_exc.SQLAlchemyError) as err:
             if not is_poison(err):
                 raise
@@ -694,6 +711,11 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         if self._consumer is None:
             raise RuntimeError("ProjectorService is not started")
         return self._consumer
+
+
+def _purges(value: EventBatch | CommandRefused | QueryAnswer | None) -> bool:
+    """Whether applying ``value`` purges a workflow (its archive write awaits a thread)."""
+    return isinstance(value, EventBatch) and isinstance(value.events[-1], WorkflowPurged)
 
 
 def _by_partition(positions: Mapping[TopicPartition, int]) -> dict[str, int]:
