@@ -31,6 +31,11 @@ Per fetch (up to ``max_records`` records, one SQL transaction):
   rewinds to the stored offsets, since a commit whose answer was lost may or may not have
   happened; any other error propagates and the process restarts.
 
+On an SQLite file the fetch's transaction runs on a synchronous connection in one worker-thread
+hop (:mod:`aion_projector.one_hop`, decision 58) rather than through aiosqlite's hop per driver
+call; a fetch holding a purge, the record-by-record retry and the offsets reads keep the async
+engine. The rules above hold the same on either path.
+
 Refusals (``CommandRefused`` on the replies topic) are consumed by the same consumer and
 stored in the same transactions, offsets included, in ``command_refusals`` (query answers,
 the topic's other records, are for whoever asked: they are stepped over, never stored); so
