@@ -2,7 +2,7 @@
 
 The test runs on a broker of its own (it stops it). The engine is a subprocess (as deployed)
 in each delivery mode; test code plays the watcher in-process and keeps starting parents
-before, during and after each outage. The broker is stopped for 5-15 s (seeded:
+before, during and after each outage. The broker is stopped for 5-9 s (seeded:
 ``AION_OUTAGE_SEED``) three times:
 
 1. idle: every workflow so far closed, nothing in flight;
@@ -129,18 +129,18 @@ async def test_engine_converges_after_broker_outages(
     supervising = asyncio.create_task(run.supervise())
     try:
         await until(engine.acquired, 60, "the engine's partitions")
-        await run.feed(100)
+        await run.feed(40)
         await run.all_closed("before any outage")
 
         # 1. Idle: nothing in flight.
-        await run.outage(timing.uniform(5, 15), "idle")
-        await run.feed(60)
+        await run.outage(timing.uniform(5, 9), "idle")
+        await run.feed(20)
         await run.all_closed("after the idle outage")
 
         # 2. Mid-load: parents keep arriving through the outage.
-        feeding = asyncio.create_task(run.feed(400))
+        feeding = asyncio.create_task(run.feed(300))
         await asyncio.sleep(timing.uniform(3, 6))
-        await run.outage(timing.uniform(5, 15), "mid-load")
+        await run.outage(timing.uniform(5, 9), "mid-load")
         await feeding
         await run.all_closed("after the mid-load outage")
 
@@ -154,9 +154,9 @@ async def test_engine_converges_after_broker_outages(
         # a fraction of a second, so the broker goes as soon as the process says it started.
         await until(lambda: _started(engine, start), 60, "the restarted engine's start")
         acquired = len(engine.acquired(start))
-        await run.outage(timing.uniform(5, 15), f"rebuild, {acquired}/4 partitions acquired")
+        await run.outage(timing.uniform(5, 9), f"rebuild, {acquired}/4 partitions acquired")
         await feeding
-        await run.feed(40)
+        await run.feed(20)
         await run.all_closed("after the rebuild outage")
     finally:
         supervising.cancel()
