@@ -38,7 +38,7 @@ from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from aion_common.testing.broker import KafkaBroker
-from e2e.engine.harness import EngineProcess, count_records, read_all_events
+from e2e.engine.harness import EngineProcess, count_records, read_all_events, stacks_of
 
 from .harness import Driver, WatcherProcess, engine_env
 from .workflows import expected_outcome
@@ -199,7 +199,23 @@ async def test_every_child_terminal_recorded_once_through_watcher_kills_and_an_o
                     own_broker.restart(down_for=OUTAGE_S)
                     note(f"broker back after a {OUTAGE_S:.0f} s outage")
             await feeding
-            await driver.wait_closed(set(parents), timeout=150)
+            try:
+                await driver.wait_closed(set(parents), timeout=150)
+            except TimeoutError:
+                open_parents = sorted(set(parents) - driver.closed)
+                watcher_tail = [
+                    {k: v for k, v in r.items() if k != "dump"}
+                    for r in watcher.log_records()
+                    if not str(r.get("logger", "")).startswith("aiokafka")
+                ][-15:]
+                pytest.fail(
+                    f"{len(open_parents)} parents still open after 150 s: {open_parents[:10]}\n"
+                    + "\n".join(chaos_log)
+                    + "\n"
+                    + stacks_of(engine)
+                    + "\nlast watcher log lines:\n"
+                    + "\n".join(map(str, watcher_tail))
+                )
             note("all parents closed")
     finally:
         if supervising is not None:
