@@ -194,7 +194,8 @@ class EngineProcess(ServiceProcess):
 
 def stacks_of(engine: EngineProcess) -> str:
     """The running engine's stacks, for a failure's message: its asyncio tasks (the engine
-    logs them on SIGUSR1) and its threads (``py-spy dump``, when installed)."""
+    logs them on SIGUSR1), its threads (faulthandler on SIGUSR2, answered even when the event
+    loop is blocked; ``py-spy dump`` too, when installed)."""
     pid = engine.pid
     if pid is None or not engine.alive():
         return f"(engine not running; see {engine.log_path})"
@@ -208,6 +209,20 @@ def stacks_of(engine: EngineProcess) -> str:
     ]
     parts.append("last engine log lines:")
     parts.extend(str({k: v for k, v in r.items() if k != "dump"}) for r in own[-15:])
+    # Every thread's stack (faulthandler, on SIGUSR2): there even when the loop is blocked.
+    os.kill(pid, signal.SIGUSR2)
+    time.sleep(0.5)
+    text = engine.log_path.read_text(errors="replace").splitlines()
+    dumped_at = max(
+        (i for i, line in enumerate(text) if line.startswith(("Thread 0x", "Current thread 0x"))),
+        default=None,
+    )
+    if dumped_at is not None:
+        begin = dumped_at
+        while begin > 0 and not text[begin - 1].startswith("{"):
+            begin -= 1
+        parts.append("threads (faulthandler):")
+        parts.extend(line for line in text[begin:] if not line.startswith("{"))
     py_spy = Path(sys.executable).with_name("py-spy")
     if py_spy.exists():
         dumped = subprocess.run(

@@ -1,10 +1,13 @@
 """``SIGUSR1`` logs every asyncio task of the engine with its stack: a live process's answer
 to "what is it waiting for?", which ``py-spy dump`` cannot give (it sees only the thread's
-stack, idle in the selector, not the suspended coroutines)."""
+stack, idle in the selector, not the suspended coroutines). ``SIGUSR2`` writes every thread's
+Python stack to stderr (:mod:`faulthandler`, from a C signal handler): the answer when the
+event loop itself is blocked and cannot log the task dump."""
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import io
 import logging
 import signal
@@ -25,7 +28,9 @@ def task_dump() -> str:
 
 
 def install_task_dump(loop: asyncio.AbstractEventLoop) -> None:
-    """Log :func:`task_dump` on ``SIGUSR1`` (the main thread's loop only)."""
+    """Log :func:`task_dump` on ``SIGUSR1`` (the main thread's loop only); every thread's
+    stack to stderr on ``SIGUSR2``."""
     loop.add_signal_handler(
         signal.SIGUSR1, lambda: _log.warning("asyncio task dump", extra={"dump": task_dump()})
     )
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
