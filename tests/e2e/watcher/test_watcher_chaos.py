@@ -122,6 +122,28 @@ async def _record_commands(settings: Settings) -> Counter[str]:
     return counts
 
 
+async def _trace(settings: Settings, parent_id: str) -> str:
+    """What the logs hold for one parent: its events, its children's last events, and every
+    command keyed to it (for a failure's message: which side dropped what)."""
+    codec, topics = Codec(), Topics(settings.topic_prefix)
+    lines = [f"trace of {parent_id}:"]
+    lines.extend(
+        f"  event p{partition}@{offset} {event.workflow_id} #{event.seq} {type(event).__name__}"
+        for partition, offset, batch in await read_all_events(settings)
+        for event in batch.events
+        if event.workflow_id == parent_id or event.workflow_id.startswith(parent_id + "-")
+    )
+    for partition in range(settings.partitions):
+        async for record in read_partition_to_end(settings, topics.commands, partition):
+            if record.key is not None and record.key.decode(errors="replace") == parent_id:
+                command = codec.decode_command(record.value)
+                lines.append(
+                    f"  command p{partition}@{record.offset} {type(command).__name__} "
+                    f"{command.command_id} {getattr(command, 'child_workflow_id', '')}"
+                )
+    return "\n".join(lines)
+
+
 async def test_every_child_terminal_recorded_once_through_watcher_kills_and_an_outage(
     own_broker: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,6 +237,8 @@ async def test_every_child_terminal_recorded_once_through_watcher_kills_and_an_o
                     + stacks_of(engine)
                     + "\nlast watcher log lines:\n"
                     + "\n".join(map(str, watcher_tail))
+                    + "\n"
+                    + await _trace(settings, open_parents[0])
                 )
             note("all parents closed")
     finally:
