@@ -192,14 +192,14 @@ class EngineProcess(ServiceProcess):
         ]
 
 
-def stacks_of(engine: EngineProcess) -> str:
-    """The running engine's stacks, for a failure's message: its asyncio tasks (the engine
-    logs them on SIGUSR1), its threads (faulthandler on SIGUSR2, answered even when the event
+def stacks_of(engine: ServiceProcess) -> str:
+    """A running engine's (or watcher's) stacks, for a failure's message: its asyncio tasks
+    (logged on SIGUSR1), its threads (faulthandler on SIGUSR2, answered even when the event
     loop is blocked; ``py-spy dump`` too, when installed)."""
     pid = engine.pid
     if pid is None or not engine.alive():
-        return f"(engine not running; see {engine.log_path})"
-    parts = [f"engine pid {pid}, log {engine.log_path}"]
+        return f"({engine.instance_id} not running; see {engine.log_path})"
+    parts = [f"{engine.instance_id} pid {pid}, log {engine.log_path}"]
     os.kill(pid, signal.SIGUSR1)
     time.sleep(1.0)  # a failure report: nothing else needs the loop now
     dumps = [r for r in engine.log_records() if r.get("msg") == "asyncio task dump"]

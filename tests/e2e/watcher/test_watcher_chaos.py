@@ -225,18 +225,13 @@ async def test_every_child_terminal_recorded_once_through_watcher_kills_and_an_o
                 await driver.wait_closed(set(parents), timeout=150)
             except TimeoutError:
                 open_parents = sorted(set(parents) - driver.closed)
-                watcher_tail = [
-                    {k: v for k, v in r.items() if k != "dump"}
-                    for r in watcher.log_records()
-                    if not str(r.get("logger", "")).startswith("aiokafka")
-                ][-15:]
                 pytest.fail(
                     f"{len(open_parents)} parents still open after 150 s: {open_parents[:10]}\n"
                     + "\n".join(chaos_log)
                     + "\n"
                     + stacks_of(engine)
-                    + "\nlast watcher log lines:\n"
-                    + "\n".join(map(str, watcher_tail))
+                    + "\n"
+                    + stacks_of(watcher)
                     + "\n"
                     + await _trace(settings, open_parents[0])
                 )

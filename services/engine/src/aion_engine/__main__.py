@@ -41,11 +41,11 @@ from pathlib import Path
 
 from aion_common.domain import AionError
 from aion_common.packages import PackageError, package_of_modules, user_modules
+from aion_common.runtime.debug import install_task_dump
 from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
 from aion_common.runtime.user_modules import EXIT_USER_CODE
 from aion_common.settings import Settings, SettingsError
-from aion_engine._debug import install_task_dump
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
 from aion_engine.publish_topics import PublishTopics
 from aion_engine.registry import WorkflowRegistry, load_modules

@@ -1,6 +1,7 @@
-"""``SIGUSR1`` logs every asyncio task of the engine with its stack: a live process's answer
-to "what is it waiting for?", which ``py-spy dump`` cannot give (it sees only the thread's
-stack, idle in the selector, not the suspended coroutines). ``SIGUSR2`` writes every thread's
+"""``SIGUSR1`` logs every asyncio task of the process with its stack (the engine and the
+watcher install it): a live process's answer to "what is it waiting for?", which ``py-spy
+dump`` cannot give (it sees only the thread's stack, idle in the selector, not the suspended
+coroutines). ``SIGUSR2`` writes every thread's
 Python stack to stderr (:mod:`faulthandler`, from a C signal handler): the answer when the
 event loop itself is blocked and cannot log the task dump."""
 
@@ -14,7 +15,7 @@ import signal
 
 __all__ = ["install_task_dump", "task_dump"]
 
-_log = logging.getLogger("aion.engine.debug")
+_log = logging.getLogger("aion.debug")
 
 
 def task_dump() -> str:
