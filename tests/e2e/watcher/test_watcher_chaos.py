@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aion_common.codecs import Codec
 from aion_common.domain import (
@@ -141,7 +142,34 @@ async def _trace(settings: Settings, parent_id: str) -> str:
                     f"  command p{partition}@{record.offset} {type(command).__name__} "
                     f"{command.command_id} {getattr(command, 'child_workflow_id', '')}"
                 )
+    lines.extend(await _ends(settings))
     return "\n".join(lines)
+
+
+async def _ends(settings: Settings) -> list[str]:
+    """Each partition's last stable offset beside its high watermark: a transaction left open
+    holds every read_committed reader (the watcher, the views) at the first."""
+    topics = Topics(settings.topic_prefix)
+    lines = []
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, isolation_level=isolation
+        )
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(topic, p)
+                for topic in (topics.events, topics.commands, topics.engine_state)
+                for p in range(settings.partitions)
+            ]
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        lines.append(
+            f"  ends ({isolation}): "
+            + " ".join(f"{tp.topic}[{tp.partition}]={ends[tp]}" for tp in tps)
+        )
+    return lines
 
 
 async def test_every_child_terminal_recorded_once_through_watcher_kills_and_an_outage(
