@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from aion_common.codecs import Codec, encode_key
 from aion_common.domain import (
@@ -30,6 +31,7 @@ from aion_common.domain import (
     WorkflowStarted,
     outcome_of,
 )
+from aion_common.kafka.link import raise_if_cancelling
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from e2e.engine.harness import ServiceProcess
@@ -58,6 +60,9 @@ class WatcherProcess(ServiceProcess):
         ]
 
 
+_SEND_TIMEOUT_S = 10.0
+
+
 class Driver:
     """The test's client side: sends commands, and folds ``aion.events`` (no group, from 0).
 
@@ -76,6 +81,7 @@ class Driver:
         self.closed: set[str] = set()
         self.cancel_open: set[str] = set()
         self.child_terminals_seen = 0
+        self.send_failures: list[str] = []  # sends (and reads) retried, with the error
         self.changed = asyncio.Event()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True
@@ -141,6 +147,10 @@ class Driver:
     async def wait_closed(self, workflow_ids: set[str], timeout: float) -> None:
         async with asyncio.timeout(timeout):
             while not workflow_ids <= self.closed:
+                for task in self._tasks:  # a dead reader or canceller: say so, don't time out
+                    if task.done():
+                        error = None if task.cancelled() else task.exception()
+                        raise AssertionError(f"the driver's {task.get_name()} ended: {error!r}")
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), 1.0)
@@ -152,7 +162,13 @@ class Driver:
     async def _read(self) -> None:
         assert self._consumer is not None
         while True:
-            fetched = await self._consumer.getmany(timeout_ms=100)
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=100)
+            except (KafkaError, asyncio.CancelledError) as err:  # as in _cancel_loop
+                raise_if_cancelling()
+                self.send_failures.append(f"read: {err!r}")
+                await asyncio.sleep(0.5)
+                continue
             for records in fetched.values():
                 for record in records:
                     batch = self.codec.decode_batch(record.value)
@@ -185,12 +201,19 @@ class Driver:
                     continue
                 asked[workflow_id] = loop.time()
                 value = self.open[workflow_id].input.to_json()["value"]  # type: ignore[index]
-                with contextlib.suppress(Exception):  # an outage: the next round re-sends
-                    await self.send(
-                        CancelWorkflow(
-                            command_id=str(uuid.uuid4()),
-                            issued_at=datetime.now(UTC),
-                            workflow_id=workflow_id,
-                            reason=f"op-{value}",
-                        )
-                    )
+                cancel = CancelWorkflow(
+                    command_id=str(uuid.uuid4()),
+                    issued_at=datetime.now(UTC),
+                    workflow_id=workflow_id,
+                    reason=f"op-{value}",
+                )
+                try:
+                    await asyncio.wait_for(self.send(cancel), _SEND_TIMEOUT_S)
+                except (KafkaError, TimeoutError, asyncio.CancelledError) as err:
+                    # An outage, a send that hangs, or a CancelledError aiokafka let out of its
+                    # own retries after the broker came back (aio-libs/aiokafka#647): the next
+                    # round re-sends. Only this task's own cancellation ends the loop — before,
+                    # a leaked one ended it silently and every later cancel-kind child stayed
+                    # open (the watcher chaos test's rare 150 s timeout).
+                    raise_if_cancelling()
+                    self.send_failures.append(f"cancel {workflow_id}: {err!r}")

@@ -264,6 +264,8 @@ async def test_every_child_terminal_recorded_once_through_watcher_kills_and_an_o
                     + await _trace(settings, open_parents[0])
                 )
             note("all parents closed")
+            if driver.send_failures:
+                note(f"the driver retried {len(driver.send_failures)}: {driver.send_failures[:3]}")
     finally:
         if supervising is not None:
             supervising.cancel()
