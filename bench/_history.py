@@ -9,6 +9,7 @@ closed pair is a consistent partition (what the events say, the changelog says).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,11 +156,10 @@ class _Template:
                 _swap(step.value, swaps),
                 step.events,
                 [
-                    Change(
-                        _swap(c.key, swaps),
-                        None if c.value is None else _swap(c.value, swaps),
-                        c.open,
-                        c.closed_at_ms,
+                    dataclasses.replace(
+                        c,
+                        key=_swap(c.key, swaps),
+                        value=None if c.value is None else _swap(c.value, swaps),
                     )
                     for c in step.changes
                 ],

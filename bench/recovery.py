@@ -5,15 +5,18 @@ What a partition's acquisition costs as history grows, with changelogs and witho
 - **acquire time and RSS** after ``--sizes`` events (100,000, 1,000,000, 3,000,000) of closed
   history (parent/child pairs run to completion) with the same ``--open`` (10,000) open
   workflows (each waiting for a signal, with a durable timer armed): the history is made by the
-  engine's core and codec and written straight to one partition's ``aion.events`` and
-  ``engine-state`` topics (:mod:`bench._history`), growing in place from one size to the next.
-  At each size a fresh engine process (spawned, one partition) acquires the partition three
-  ways, each beside the others: **cold** (no local store: the compacted changelog is read
-  whole, O(live keys) — every closed workflow within retention is a live key), **warm** (the
-  store the cold run left: only the changelog's tail is read, O(open work)), and **replay**
-  (``changelog=False``: the event log read from offset 0, as before changelogs). Time is the
-  acquisition itself (producer start to ready); RSS is the process's resident memory after it
-  (``rss_added_mb``: above the process before the engine started), ``hwm_mb`` its peak;
+  engine's core and codec and written straight to one partition's ``aion.events``,
+  ``engine-state`` and ``engine-closed`` topics (:mod:`bench._history`) — as compaction leaves
+  the changelogs (``--uncompacted``: every record the engine wrote) — growing in place from one
+  size to the next. At each size a fresh engine process (spawned, one partition) acquires the
+  partition three ways, each beside the others: **cold** (no local store: the compacted
+  ``engine-state`` is read whole, O(open work), and the partition serves; ``engine-closed``,
+  one head per closed workflow within retention, loads in the background:
+  ``closed_complete_s``), **warm** (the stores the cold run left: only the changelogs' tails
+  are read), and **replay** (``changelog=False``: the event log read from offset 0, as before
+  changelogs). Time is the acquisition itself (producer start to ready: serving open work);
+  RSS is the process's resident memory after it (``rss_added_mb``: above the process before
+  the engine started; ``rss_after_closed_mb`` once the closed load ended), ``hwm_mb`` its peak;
 - **changelog bytes per event byte**: key + value bytes the engine wrote to its changelog over
   those it wrote to ``aion.events``, in the throughput runs below (and, for the generated
   history, ``generated_ratio``);
@@ -89,7 +92,7 @@ class Sink:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self.bytes[topic] = self.bytes.get(topic, 0) + len(key) + len(value or b"")
+        self.count(topic, key, value)
         where = (topic, partition)
         batch = self._batches.get(where)
         if batch is None:
@@ -101,6 +104,10 @@ class Sink:
         if len(self._futures) > 200:
             await asyncio.gather(*self._futures)
             self._futures.clear()
+
+    def count(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Count a record's key and value bytes as written to ``topic``."""
+        self.bytes[topic] = self.bytes.get(topic, 0) + len(key) + len(value or b"")
 
     async def _send(self, where: tuple[str, int]) -> None:
         batch = self._batches.pop(where)
@@ -121,17 +128,26 @@ async def write_history(
     *,
     closed_events: int,
     partition_of: Any = None,
+    compacted: bool = True,
 ) -> tuple[int, int]:
     """Write steps until ``closed_events`` events of closed pairs were written (after the open
-    workflows the generator yields first); returns (events, closed events) written."""
+    workflows the generator yields first); returns (events, closed events) written.
+
+    ``compacted``: the changelogs as compaction leaves them once their tombstones' time ran
+    out (an hour on engine-state): a closed pair's engine-state records — its runs' records
+    and their tombstones, all superseded when the pair closed — are counted in the bytes but
+    not written; engine-closed gets its heads either way."""
     events = closed = 0
     for step in steps:
         partition = 0 if partition_of is None else partition_of(step.key.decode())
         await sink.add(topics.events, partition, step.key, step.value)
+        superseded = compacted and b"-open-" not in step.key
         for change in step.changes:
-            await sink.add(
-                topics.engine_state, partition, change.key, change.value, change.headers()
-            )
+            topic = topics.engine_closed if change.closed_log else topics.engine_state
+            if superseded and not change.closed_log:
+                sink.count(topic, change.key, change.value)
+                continue
+            await sink.add(topic, partition, change.key, change.value, change.headers())
         events += step.events
         if b"-open-" not in step.key:
             closed += step.events
@@ -142,9 +158,13 @@ async def write_history(
 
 
 async def write_marker(sink: Sink, topics: Topics, partition: int) -> None:
-    """The changelog's build marker, first: complete since offset 0 (nothing is stale)."""
-    marker = Marker("complete", 0)
-    await sink.add(topics.engine_state, partition, MARKER_KEY, marker.encode())
+    """The changelogs' build markers, first: complete since offset 0 (nothing is stale), in
+    the current layout."""
+    from aion_engine._changelog import FORMAT  # noqa: PLC0415 - the engine's, not common
+
+    marker = Marker("complete", 0, FORMAT)
+    for topic in (topics.engine_state, topics.engine_closed):
+        await sink.add(topic, partition, MARKER_KEY, marker.encode())
     await sink.flush()
 
 
@@ -188,6 +208,15 @@ async def _acquire(settings: Settings, changelog: bool) -> dict[str, Any]:
         gc.collect()
         rss, hwm = _rss_mb()
         report = dict(engine.acquisitions()[0])
+        if changelog:  # serving open work now; closed workflows still loading: wait for them
+            while engine.acquisitions()[0].get("closed_complete_s") is None:
+                if runner.done():
+                    await runner
+                await asyncio.sleep(0.02)
+            loaded = engine.acquisitions()[0]
+            report["closed_complete_s"] = loaded["closed_complete_s"]
+            report["closed_records_read"] = loaded["closed_records_read"]
+            report["rss_after_closed_mb"] = round(_rss_mb()[0], 1)
     finally:
         await engine.stop()
         runner.cancel()
@@ -216,6 +245,7 @@ async def engine_growth(
     *,
     watcher: bool = True,
     engine: bool = True,
+    compacted: bool = True,
 ) -> None:
     """Acquire time and RSS after each size of closed history (see the module docstring);
     ``engine`` False: the watcher's figures only (same history)."""
@@ -244,7 +274,9 @@ async def engine_growth(
         closed = 0
         for size in sorted(sizes):
             began = time.perf_counter()
-            _, more = await write_history(sink, topics, steps, closed_events=size - closed)
+            _, more = await write_history(
+                sink, topics, steps, closed_events=size - closed, compacted=compacted
+            )
             closed += more
             _say(f"history at {closed:,} closed events in {time.perf_counter() - began:.1f} s")
             shutil.rmtree(settings.state_dir, ignore_errors=True)
@@ -260,6 +292,16 @@ async def engine_growth(
             if runs:
                 figures[size] = runs
             for kind, run in runs.items():
+                if run.get("closed_complete_s") is not None:
+                    line(
+                        f"engine_closed_complete_s_{kind}",
+                        run["closed_complete_s"],
+                        "s",
+                        closed_history_events=closed,
+                        closed_records_read=run.get("closed_records_read"),
+                        note="from the restore's start until every closed workflow is in the "
+                        "store (the partition serves open work from engine_acquire_s on)",
+                    )
                 line(
                     f"engine_acquire_s_{kind}",
                     run["seconds"],
@@ -291,11 +333,15 @@ async def engine_growth(
     finally:
         await producer.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+    changelog_bytes = sink.bytes.get(topics.engine_state, 0) + sink.bytes.get(
+        topics.engine_closed, 0
+    )
     line(
         "engine_generated_changelog_bytes_per_event_byte",
-        round(sink.bytes.get(topics.engine_state, 0) / max(1, sink.bytes[topics.events]), 3),
+        round(changelog_bytes / max(1, sink.bytes[topics.events]), 3),
         "ratio",
-        changelog_bytes=sink.bytes.get(topics.engine_state, 0),
+        changelog_bytes=changelog_bytes,
+        closed_changelog_bytes=sink.bytes.get(topics.engine_closed, 0),
         event_bytes=sink.bytes[topics.events],
     )
     if figures:
@@ -318,8 +364,21 @@ def _ratios(service: str, figures: dict[int, dict[str, dict[str, Any]]]) -> None
             large_s=b["seconds"],
             small_events=small,
             small_s=a["seconds"],
-            note=f"acquire({large:,}) / acquire({small:,}); target <= 1.5 (warm)",
+            note=f"acquire({large:,}) / acquire({small:,}), until open work is served; "
+            "target <= 1.5",
         )
+        if a.get("closed_complete_s") is not None:
+            line(
+                f"{service}_closed_complete_ratio_{kind}",
+                round(b["closed_complete_s"] / max(a["closed_complete_s"], 1e-3), 2),
+                "ratio",
+                large_events=large,
+                large_s=b["closed_complete_s"],
+                small_events=small,
+                small_s=a["closed_complete_s"],
+                note="until every closed workflow is loaded (in the background, after serving "
+                "began): grows with the closed history within retention",
+            )
         line(
             f"{service}_rss_ratio_{kind}",
             round(b["rss_mb"] / max(a["rss_mb"], 1e-3), 2),
@@ -389,7 +448,8 @@ async def throughput(bootstrap: str, parents: int, rounds: int) -> None:
         "ratio",
         changelog_bytes=changelog_bytes,
         event_bytes=event_bytes,
-        note="key+value bytes on <prefix>.engine-state over <prefix>.events; target <= 2",
+        note="key+value bytes on <prefix>.engine-state and .engine-closed over <prefix>.events; "
+        "target <= 2",
     )
 
 
@@ -400,7 +460,7 @@ def _quiet(metric: str, value: float, unit: str, **extra: Any) -> None:
 async def _topic_bytes(settings: Settings) -> tuple[int, int]:
     topics = Topics(settings.topic_prefix)
     totals = []
-    for topic in (topics.engine_state, topics.events):
+    for topic in (topics.engine_state, topics.engine_closed, topics.events):
         total = 0
         for partition in range(settings.partitions):
             async for record in read_partition_to_end(
@@ -408,7 +468,7 @@ async def _topic_bytes(settings: Settings) -> tuple[int, int]:
             ):
                 total += len(record.key or b"") + len(record.value or b"")
         totals.append(total)
-    return totals[0], totals[1]
+    return totals[0] + totals[1], totals[2]
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -423,6 +483,7 @@ async def run(bootstrap: str, args: argparse.Namespace, broker_pid: int | None) 
             args.open,
             watcher="watcher" in args.parts,
             engine="engine" in args.parts,
+            compacted=not args.uncompacted,
         )
     if "throughput" in args.parts:
         await throughput(bootstrap, args.parents, args.rounds)
@@ -446,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="off/on throughput pairs")
     parser.add_argument("--failover-closed", type=int, default=200_000)
     parser.add_argument("--failover-open", type=int, default=6_000)
+    parser.add_argument(
+        "--uncompacted",
+        action="store_true",
+        help="write every changelog record the engine wrote (as before compaction ran), not "
+        "what compaction leaves",
+    )
     parser.add_argument(
         "--parts",
         type=lambda text: set(text.split(",")),

@@ -137,6 +137,7 @@ CASES = {
         ],
         {
             "engine_acquire_s_cold",
+            "engine_closed_complete_s_cold",
             "engine_acquire_s_warm",
             "engine_acquire_s_replay",
             "engine_acquire_ratio_warm",

@@ -31,6 +31,7 @@ def test_topic_names_follow_the_prefix() -> None:
     assert topics.replies == "acme.replies"
     assert topics.dead_letter == "acme.dead-letter"
     assert topics.engine_state == "acme.engine-state"
+    assert topics.engine_closed == "acme.engine-closed"
     assert topics.watcher_state == "acme.watcher-state"
     assert topics.all() == (
         "acme.commands",
@@ -38,12 +39,13 @@ def test_topic_names_follow_the_prefix() -> None:
         "acme.replies",
         "acme.dead-letter",
         "acme.engine-state",
+        "acme.engine-closed",
         "acme.watcher-state",
     )
 
 
 def test_topic_names_are_distinct() -> None:
-    assert len(set(Topics("aion").all())) == 6
+    assert len(set(Topics("aion").all())) == 7
 
 
 @pytest.mark.parametrize(("key", "expected"), JAVA_MURMUR2.items())

@@ -394,32 +394,37 @@ def result_of(event: Event) -> object:
 
 
 async def changelog_states(settings: Settings, directory: Path) -> dict[str, dict[str, Any]]:
-    """Every workflow's state as a cold restore from ``<prefix>.engine-state`` sees it (a fresh
-    store per partition under ``directory``), in :func:`observable` form."""
+    """Every workflow's state as a cold restore from ``<prefix>.engine-state`` (open work) and
+    ``<prefix>.engine-closed`` (closed workflows) sees it (fresh stores per partition under
+    ``directory``), in :func:`observable` form. A workflow in both is an error."""
     from aion_common.kafka.changelog import ChangelogStore, catch_up
     from aion_engine._changelog import EngineChangelog
-    from aion_engine._snapshot import RUN_SEPARATOR, observable
+    from aion_engine._snapshot import observable
 
     codec = Codec()
-    topic = Topics(settings.topic_prefix).engine_state
+    topics = Topics(settings.topic_prefix)
     states: dict[str, dict[str, Any]] = {}
     for partition in range(settings.partitions):
-        store = ChangelogStore(directory / f"check-{uuid.uuid4().hex[:6]}-p{partition}.sqlite")
+        tag = uuid.uuid4().hex[:6]
+        store = ChangelogStore(directory / f"check-{tag}-p{partition}.sqlite")
+        closed_store = ChangelogStore(directory / f"check-{tag}-p{partition}-closed.sqlite")
         try:
-            await catch_up(settings, topic, partition, store)
+            await catch_up(settings, topics.engine_state, partition, store)
+            await catch_up(settings, topics.engine_closed, partition, closed_store)
+            assert store.counts()[0] == store.counts()[1], "engine-state holds closed entries"
             changelog = EngineChangelog(codec, partition)
             for state in changelog.restore(store):
                 states[state.workflow_id] = observable(state)
-            for key, _value, _offset in list(store.scan_all()):
-                if RUN_SEPARATOR in key:
-                    continue
+            for key, _value, _offset in list(closed_store.scan_all()):
                 workflow_id = key.decode()
-                if workflow_id not in states:
-                    closed = changelog.load_closed(store, workflow_id)
-                    assert closed is not None
-                    states[workflow_id] = observable(closed)
+                assert workflow_id not in states, f"{workflow_id} is open and closed"
+                closed = changelog.load_closed(closed_store, workflow_id)
+                assert closed is not None
+                assert closed.open_run is None, f"{workflow_id} in engine-closed is open"
+                states[workflow_id] = observable(closed)
         finally:
             store.close()
+            closed_store.close()
     return states
 
 

@@ -1,5 +1,6 @@
-"""The engine's changelog on the real broker: restores warm and cold, the upgrade from a log
-written without changelogs, a bad record, and a rebalance while a partition restores.
+"""The engine's changelogs on the real broker: restores warm and cold (open work served while
+the closed workflows load), the upgrade from a log written without changelogs and from the
+single-changelog layout, a bad record, a rebalance while a partition restores, standbys.
 
 After each, the changelog read cold from Kafka and the state rebuilt from ``aion.events``
 describe the same workflows (every transaction wrote both or neither).
@@ -22,10 +23,11 @@ from tests.e2e.engine.harness import assert_changelog_matches_events
 from aion_common.codecs import encode_key
 from aion_common.domain import SignalWorkflow, StartWorkflow, WorkflowCompleted
 from aion_common.kafka import partition_for
-from aion_common.kafka.changelog import STATE_HEADER
+from aion_common.kafka.changelog import MARKER_KEY, STATE_HEADER, Marker
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from aion_engine import _recovery
+from aion_engine import service as service_module
 from aion_engine.service import EngineService
 
 from .conftest import EngineRig
@@ -270,6 +272,35 @@ async def test_a_rebalance_while_partitions_restore_loses_nothing(
     assert await assert_changelog_matches_events(aion_settings, tmp_path) >= 46
 
 
+async def _quiesced(settings: Settings) -> None:
+    """Wait until the engine group has committed past every record of the commands topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from aion_common.kafka.consumer import read_partition_to_end
+
+    topic = Topics(settings.topic_prefix).commands
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"{settings.topic_prefix}.engine",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        pending = -1
+        for _ in range(100):
+            pending = 0
+            for partition in range(settings.partitions):
+                committed = await consumer.committed(TopicPartition(topic, partition)) or 0
+                async for record in read_partition_to_end(settings, topic, partition):
+                    pending += record.offset >= committed
+            if not pending:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{pending} commands not applied")
+    finally:
+        await consumer.stop()
+
+
 async def _count(settings: Settings, topic: str) -> int:
     from aion_common.kafka.consumer import read_partition_to_end
 
@@ -315,3 +346,109 @@ async def test_a_standby_keeps_the_partitions_it_does_not_own_warm(
         await second.stop()
         await first.stop()
     assert await assert_changelog_matches_events(aion_settings, tmp_path) == 44
+
+
+async def test_a_cold_restore_serves_open_work_while_closed_workflows_load(
+    aion_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = EngineRig(aion_settings)
+    await rig.start()
+    try:
+        await _owned(rig)
+        done, waiting = await _workload(rig, closed=12, open_=4)
+        # every command applied (a closing parent's commands to its children too): one left
+        # for a closed workflow would hold its partition until the closed load below
+        await _quiesced(aion_settings)
+    finally:
+        await rig.stop()
+    shutil.rmtree(aion_settings.state_dir)  # a new machine: no local store
+
+    gate = asyncio.Event()
+    loading: list[int] = []
+    real_load = service_module.load_closed
+
+    async def gated_load(*args: Any, **kwargs: Any) -> Any:
+        loading.append(args[2])
+        await gate.wait()
+        return await real_load(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "load_closed", gated_load)
+    cold = EngineRig(aion_settings)
+    cold.histories = rig.histories
+    await cold.start()
+    try:
+        acquired = await _owned(cold)  # serving, with every closed load held back
+        assert all(a["cold"] and a["closed_complete_s"] is None for a in acquired.values())
+        assert sum(int(a["open_workflows"]) for a in acquired.values()) == len(waiting)  # type: ignore[call-overload]
+        await _approve(cold, waiting)  # open work is served meanwhile
+
+        # a duplicate start and a new start of a closed id, and a start of a fresh id: each
+        # needs the closed workflows (the duplicate guard, the run before, "no such id")
+        reused, fresh = done[0], f"fresh-{uuid.uuid4().hex[:8]}"
+        before = len(cold.histories[reused])
+        await cold.send(_start_again(reused, cold))
+        again = dataclasses.replace(_start_again(reused, cold), command_id=str(uuid.uuid4()))
+        await cold.send(again)
+        await cold.start_workflow("it.parent", {"outcomes": ["complete"]}, workflow_id=fresh)
+        await asyncio.sleep(2)
+        assert len(cold.histories[reused]) == before, "applied before the closed load"
+        assert not cold.histories[fresh], "applied before the closed load"
+
+        gate.set()
+        history = await cold.wait_for(reused, lambda h: len(h) > before)
+        started = history[before]
+        assert started.seq == before + 1  # a new run after the closed one, not a new seq 1
+        assert started.command_id == again.command_id  # the duplicate appended nothing
+        await cold.wait_closed(reused)
+        assert (await cold.wait_closed(fresh))[0].seq == 1
+        for _ in range(200):  # a partition no command waited on may still be loading
+            loaded = await _owned(cold)
+            if all(a["closed_complete_s"] is not None for a in loaded.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert all(a["closed_complete_s"] is not None for a in loaded.values()), loaded
+        assert sum(int(a["closed_records_read"]) for a in loaded.values()) > 0  # type: ignore[call-overload]
+    finally:
+        gate.set()
+        await cold.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) == 31
+
+
+async def test_a_partition_built_in_the_single_changelog_layout_is_built_again(
+    aion_settings: Settings, tmp_path: Path
+) -> None:
+    rig = EngineRig(aion_settings)
+    await rig.start()
+    try:
+        await _owned(rig)
+        done, waiting = await _workload(rig, closed=8, open_=3)
+    finally:
+        await rig.stop()
+    # what the first layout's build ended with: a complete marker without a version
+    topics = Topics(aion_settings.topic_prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=aion_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for partition in range(aion_settings.partitions):
+            await producer.send_and_wait(
+                topics.engine_state,
+                Marker("complete", 0).encode(),
+                key=MARKER_KEY,
+                partition=partition,
+            )
+    finally:
+        await producer.stop()
+
+    upgraded = EngineRig(aion_settings)
+    upgraded.histories = rig.histories
+    await upgraded.start()
+    try:
+        acquired = await _owned(upgraded)
+        assert all(a["built_from_events"] is not None for a in acquired.values()), acquired
+        last = len(upgraded.histories[done[0]])
+        await upgraded.send(_start_again(done[0], upgraded))  # still a duplicate
+        await _approve(upgraded, waiting)
+        assert len(upgraded.histories[done[0]]) == last
+    finally:
+        await upgraded.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) == 19

@@ -65,6 +65,9 @@ class World:
     store: ChangelogStore | None = None
     """With a store, the core keeps closed workflows there (as the service does): every
     decision's changelog records are written to it and closed workflows leave the heap."""
+    closed_store: ChangelogStore | None = None
+    """With it, records for ``engine-closed`` go here (as the service writes them: engine-state
+    must then hold open work only, engine-closed closed heads only); else into ``store``."""
     closed_cache: int = 0
     changelog_bytes: int = 0
     _queue: deque[Command] = field(default_factory=deque)
@@ -80,11 +83,12 @@ class World:
         if store is None:
             return EngineCore(self.registry, writer="test", max_resident=self.max_resident)
         changelog = self._changelog = EngineChangelog(Codec(), 0, writer="test")
+        closed = self.closed_store or store
         return EngineCore(
             self.registry,
             writer="test",
             max_resident=self.max_resident,
-            closed=lambda workflow_id: changelog.load_closed(store, workflow_id),
+            closed=lambda workflow_id: changelog.load_closed(closed, workflow_id),
             closed_cache=self.closed_cache,
         )
 
@@ -103,7 +107,7 @@ class World:
         for state in changelog.restore(self.store):
             if state.workflow_id == workflow_id:
                 return state
-        return changelog.load_closed(self.store, workflow_id)
+        return changelog.load_closed(self.closed_store or self.store, workflow_id)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -232,11 +236,18 @@ class World:
         if batch is not None:
             changes = self._changelog.changes(self.core.state_of(batch.workflow_id), batch)
             written = []
+            closed = []
             for change in changes:
-                written.append((change, self._offset))
+                target = closed if change.closed_log and self.closed_store else written
+                target.append((change, self._offset))
                 self._offset += 1
                 self.changelog_bytes += len(change.key) + len(change.value or b"")
             self.store.write(written, self._offset)
+            if self.closed_store is not None:
+                self.closed_store.write(closed, self._offset)
+                opened, total = self.store.counts()
+                assert opened == total, "engine-state holds an entry that is not open work"
+                assert self.closed_store.counts()[0] == 0, "engine-closed holds open work"
         self.core.release_closed([command.workflow_id])
 
     def _watch(self, events: Iterable[Event]) -> None:

@@ -16,9 +16,12 @@ from aion_engine._snapshot import head_key
 from aion_engine.retention import RetentionSweep, expired_in, purge_command
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(make_registry(), store=ChangelogStore(tmp_path / "p0.sqlite"))
+@pytest.fixture(params=["one store", "split"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    closed = None
+    if request.param == "split":  # engine-closed's records in their own store, as the service
+        closed = ChangelogStore(tmp_path / "p0-closed.sqlite")
+    return World(make_registry(), store=ChangelogStore(tmp_path / "p0.sqlite"), closed_store=closed)
 
 
 def _closed(world: World, workflow_id: str = "w") -> int:
@@ -36,6 +39,8 @@ def test_a_purge_forgets_a_closed_workflow_and_frees_its_id(world: World) -> Non
     assert event.seq == last + 1
     assert world.store is not None
     assert world.store.get(head_key("w")) is None  # tombstoned in the changelog
+    if world.closed_store is not None:
+        assert world.closed_store.get(head_key("w")) is None
     assert world.core.state_of("w") is None
     world.restart()
     assert world.core.state_of("w") is None
@@ -100,8 +105,8 @@ async def test_the_sweep_sends_one_purge_per_expired_workflow(world: World) -> N
     _closed(world, "a")
     _closed(world, "b")
     world.start("c", "waiter")  # open: never expires
-    assert world.store is not None
-    store = world.store
+    store = world.closed_store or world.store  # the sweep reads engine-closed's store
+    assert store is not None
     sent: list[object] = []
 
     async def send(command: object) -> None:

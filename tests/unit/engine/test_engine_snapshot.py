@@ -39,6 +39,15 @@ def store(tmp_path: Path) -> ChangelogStore:
     return ChangelogStore(tmp_path / "p0.sqlite")
 
 
+@pytest.fixture(params=["one store", "split"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, ChangelogStore]:
+    """World's stores: every record in one, or engine-closed's in its own (as the service)."""
+    found = {"store": ChangelogStore(tmp_path / "p0.sqlite")}
+    if request.param == "split":
+        found["closed_store"] = ChangelogStore(tmp_path / "p0-closed.sqlite")
+    return found
+
+
 def view(state: WorkflowState | None) -> dict[str, Any] | None:
     return None if state is None else observable(state)
 
@@ -97,9 +106,9 @@ def _scenario(world: World) -> None:
 
 
 def test_a_restore_rebuilds_exactly_the_live_state_after_every_command(
-    store: ChangelogStore,
+    stores: dict[str, ChangelogStore],
 ) -> None:
-    world = World(make_registry(), store=store)
+    world = World(make_registry(), **stores)
     checked: list[str] = []
     original = world._handle
 
@@ -136,9 +145,9 @@ def test_a_restarted_core_continues_where_the_old_one_stopped(store: ChangelogSt
 
 
 def test_closed_workflows_leave_the_heap_and_every_guard_still_holds(
-    store: ChangelogStore,
+    stores: dict[str, ChangelogStore],
 ) -> None:
-    world = World(make_registry(), store=store)
+    world = World(make_registry(), **stores)
     world.start("p", "runs-counter", command_id="start-p")
     for _ in range(3):
         world.fire_all()
@@ -184,8 +193,10 @@ def world_completed() -> Any:
     return Completed(result=Payload.from_json(None))
 
 
-def test_changelog_bytes_stay_within_twice_the_event_bytes(store: ChangelogStore) -> None:
-    world = World(make_registry(), store=store)
+def test_changelog_bytes_stay_within_twice_the_event_bytes(
+    stores: dict[str, ChangelogStore],
+) -> None:
+    world = World(make_registry(), **stores)
     _scenario(world)
     codec = Codec()
     event_bytes = sum(
@@ -250,3 +261,35 @@ def test_batches_are_encoded_once_per_run_record() -> None:
     assert decoded.events == batch.events
     assert not any(isinstance(e, WorkflowCompleted) for e in decoded.events)
     assert StartWorkflow  # imported for the reader: starts open a run record
+
+
+def test_closed_heads_move_between_the_changelogs_in_the_batch_that_closes_or_reopens() -> None:
+    world = World(make_registry(), store=None)
+    changelog = EngineChangelog(Codec(), 0)
+
+    def changes() -> list[tuple[bytes, bool, bool, bool]]:
+        batch = world.batches[-1]
+        found = changelog.changes(world.core.state_of(batch.workflow_id), batch)
+        return [(c.key, c.value is None, c.open, c.closed_log) for c in found]
+
+    world.start("w", "waiter")
+    assert changes() == [(b"w\x00000000000001", False, True, False)]  # a first run: no head
+    world.signal("w", "go")
+    # closed: its run records go, its head goes to engine-closed (none in engine-state)
+    assert changes() == [
+        (b"w\x00000000000001", True, False, False),
+        (b"w", False, False, True),
+    ]
+    world.start("w", "waiter")  # the id reused: the head moves back, tombstoned first
+    third = world.history("w")[-1].seq
+    assert changes() == [
+        (b"w", True, False, True),
+        (b"w", False, True, False),
+        (b"w\x00%012d" % third, False, True, False),
+    ]
+    world.signal("w", "go")  # closed again: out of engine-state, into engine-closed
+    assert changes() == [
+        (b"w\x00%012d" % third, True, False, False),
+        (b"w", True, False, False),
+        (b"w", False, False, True),
+    ]

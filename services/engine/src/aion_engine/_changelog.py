@@ -1,20 +1,28 @@
-"""The engine's changelog: which records a decision writes, and how a partition is restored.
+"""The engine's changelogs: which records a decision writes, and how a partition is restored.
 
-Per workflow (see :mod:`aion_engine._snapshot` for the encodings):
+Two compacted topics, both written in the transaction of the event batch they come from:
+``<prefix>.engine-state`` holds open work only, ``<prefix>.engine-closed`` the heads of closed
+workflows (until retention purges them). Per workflow (see :mod:`aion_engine._snapshot` for
+the encodings):
 
-- a batch that starts or closes a run rewrites the workflow's *head*;
-- a batch that leaves a run open adds a *run record* with the events it added to that run;
+- a batch that starts a run (not a new workflow's first: its run records from seq 1 are its
+  whole state) writes the workflow's *head* to ``engine-state``; one that closes the run moves
+  the head to ``engine-closed`` (and tombstones it in ``engine-state`` if it was there), and
+  one that starts a run of a closed workflow tombstones its ``engine-closed`` head;
+- a batch that leaves a run open adds a *run record* to ``engine-state`` with the events it
+  added to that run;
 - a batch that closes a run tombstones that run's records;
-- a purge tombstones the head.
+- a purge tombstones the ``engine-closed`` head.
 
 So the bytes written grow with the events written, never with a run's size: an event is copied
 once into a run record, and once more into a head only if it is a run's start or terminal.
 
-Restoring a partition (:meth:`EngineChangelog.restore`) reads the open entries of its local
-store (heads of workflows with an open run, and the run records), decodes each head and
-applies the open run's events to it; closed workflows stay in the store and are read back one
-at a time when a command needs them (:meth:`EngineChangelog.load_closed`). Every record that
-cannot be read raises :class:`ChangelogCorrupt`, naming the partition and the offset.
+Restoring a partition (:meth:`EngineChangelog.restore`) reads the local store of
+``engine-state`` — open work only, O(open workflows) — decodes each head and applies the open
+run's events to it; closed workflows are read back one at a time from the store of
+``engine-closed`` when a command needs them (:meth:`EngineChangelog.load_closed`). Every
+record that cannot be read raises :class:`ChangelogCorrupt`, naming the partition and the
+offset.
 """
 
 from __future__ import annotations
@@ -39,7 +47,11 @@ from aion_engine._snapshot import (
 )
 from aion_engine._state import WorkflowState
 
-__all__ = ["ChangelogCorrupt", "EngineChangelog"]
+__all__ = ["FORMAT", "ChangelogCorrupt", "EngineChangelog"]
+
+FORMAT = 2
+"""The changelogs' layout (the build marker's version): 1 kept closed heads in
+``engine-state``; a partition built in it is built again from the event log."""
 
 
 class ChangelogCorrupt(AionError):
@@ -63,6 +75,8 @@ class EngineChangelog:
     writer: str = "engine"
     run_keys: dict[str, list[bytes]] = field(default_factory=dict)
     """Keys of the run records written for each workflow's open run."""
+    open_heads: set[str] = field(default_factory=set)
+    """Open workflows whose head is in ``engine-state`` (a run after the first is open)."""
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -71,22 +85,45 @@ class EngineChangelog:
     ) -> list[Change]:
         """The records the batch writes; ``state`` is the workflow's state after it (None
         once purged). ``encoded``: the batch as the events topic got it (trusted-encoded),
-        reused as the run record when every event of the batch is the open run's."""
+        reused as the run record when every event of the batch is the open run's. Records
+        for ``engine-closed`` are marked ``closed_log``; tombstones come first, so the list
+        applied in order to one store leaves the right entry per key too."""
         workflow_id = batch.workflow_id
         if state is None or isinstance(batch.events[-1], WorkflowPurged):
             return self.purged(workflow_id)
         out: list[Change] = []
-        boundary = any(
-            isinstance(e, WorkflowStarted) or outcome_of(e) is not None for e in batch.events
+        first_boundary = next(
+            (
+                e
+                for e in batch.events
+                if isinstance(e, WorkflowStarted) or outcome_of(e) is not None
+            ),
+            None,
         )
         run = state.open_run
-        if boundary:
-            # the run open before this batch (if any) closed in it, or none was open
+        if first_boundary is not None:
+            # open before the batch: the run open then closes in it (its first boundary is the
+            # terminal); else the workflow was new or closed, with a head in engine-closed if
+            # it had a run before
+            was_open = workflow_id in self.run_keys
             out.extend(Change(key, None) for key in self.run_keys.pop(workflow_id, ()))
-            if run is None or run.started.seq > 1:
+            had_open_head = workflow_id in self.open_heads
+            self.open_heads.discard(workflow_id)
+            was_closed = not was_open and first_boundary.seq > 1
+            if run is None:
+                if had_open_head:
+                    out.append(Change(head_key(workflow_id), None))
                 out.append(self.head(state))
-            # else a new workflow's first run: its head would be empty (its run records, from
-            # seq 1, are the whole state)
+            else:
+                if was_closed:
+                    out.append(Change(head_key(workflow_id), None, closed_log=True))
+                if run.started.seq > 1:
+                    out.append(self.head(state))
+                    self.open_heads.add(workflow_id)
+                elif had_open_head:
+                    out.append(Change(head_key(workflow_id), None))
+                # else a new workflow's first run: its head would be empty (its run records,
+                # from seq 1, are the whole state)
         if run is not None:
             events = tuple(e for e in batch.events if e.run_id == run.run_id)
             if events:
@@ -106,33 +143,46 @@ class EngineChangelog:
         return out
 
     def purged(self, workflow_id: str) -> list[Change]:
-        """Tombstones for every record of the workflow (it was purged)."""
-        return [
-            *(Change(key, None) for key in self.run_keys.pop(workflow_id, ())),
-            Change(head_key(workflow_id), None),
-        ]
+        """Tombstones for every record of the workflow (it was purged: closed, so its head
+        is in engine-closed)."""
+        out = [Change(key, None) for key in self.run_keys.pop(workflow_id, ())]
+        if workflow_id in self.open_heads:
+            self.open_heads.discard(workflow_id)
+            out.append(Change(head_key(workflow_id), None))
+        out.append(Change(head_key(workflow_id), None, closed_log=True))
+        return out
 
     def head(self, state: WorkflowState) -> Change:
-        """The workflow's head record."""
+        """The workflow's head record: in engine-state while a run is open, else in
+        engine-closed."""
         run = state.run
         closed_at = None
         if run is not None and run.terminal is not None:
             closed_at = int(run.terminal.recorded_at.timestamp() * 1000)
+        is_open = state.open_run is not None
         return Change(
             head_key(state.workflow_id),
             encode_head(self.codec, state),
-            open=state.open_run is not None,
+            open=is_open,
             closed_at_ms=closed_at,
+            closed_log=not is_open,
         )
 
     def rewrite(self, state: WorkflowState, *, limit_bytes: int) -> list[Change]:
         """Every record of the workflow from scratch (a build from the event log): its head
-        and, if a run is open, that run's events in records of at most ``limit_bytes``."""
+        and, if a run is open, that run's events in records of at most ``limit_bytes``. An
+        earlier flush of the same build may have written the workflow's head to the other
+        changelog: it is tombstoned there (when it can have been written)."""
         workflow_id = state.workflow_id
         out = [Change(key, None) for key in self.run_keys.pop(workflow_id, ())]
-        out.append(self.head(state))
+        self.open_heads.discard(workflow_id)
         run = state.open_run
+        if run is not None and run.started.seq > 1:
+            out.append(Change(head_key(workflow_id), None, closed_log=True))
+        head = self.head(state)
+        out.append(head)
         if run is not None:
+            self.open_heads.add(workflow_id)
             for batch in open_run_batches(
                 workflow_id, self.writer, run.events, limit_bytes=limit_bytes, codec=self.codec
             ):
@@ -144,8 +194,10 @@ class EngineChangelog:
     # -- reading ---------------------------------------------------------------------------
 
     def restore(self, store: ChangelogStore) -> Iterator[WorkflowState]:
-        """Every open workflow of the store, rebuilt (heads decoded, open runs re-applied)."""
+        """Every open workflow of the store (``engine-state``'s), rebuilt (heads decoded, open
+        runs re-applied)."""
         self.run_keys.clear()
+        self.open_heads.clear()
         current: WorkflowState | None = None
         for key, value, offset in store.scan_open():
             workflow_id = workflow_of_key(key)
@@ -153,6 +205,7 @@ class EngineChangelog:
                 if current is not None:
                     yield self._checked(current, store)
                 current = self._decode_head(workflow_id, key, value, offset)
+                self.open_heads.add(workflow_id)
                 continue
             batch = self._decode_run(key, value, offset)
             if current is None or current.workflow_id != workflow_id:
@@ -174,7 +227,8 @@ class EngineChangelog:
             yield self._checked(current, store)
 
     def load_closed(self, store: ChangelogStore, workflow_id: str) -> WorkflowState | None:
-        """A closed workflow's state from the store, or None if the store has no head."""
+        """A closed workflow's state from the store of ``engine-closed``, or None if the
+        store has no head."""
         found = store.get(head_key(workflow_id))
         if found is None:
             return None
@@ -184,6 +238,7 @@ class EngineChangelog:
     def forget(self, workflow_id: str) -> None:
         """Stop tracking the workflow's run records."""
         self.run_keys.pop(workflow_id, None)
+        self.open_heads.discard(workflow_id)
 
     def _checked(self, state: WorkflowState, store: ChangelogStore) -> WorkflowState:
         if state.open_run is None:

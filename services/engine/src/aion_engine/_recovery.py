@@ -1,19 +1,27 @@
-"""Acquiring a partition from its changelog: catch up the local store, build once, restore.
+"""Acquiring a partition from its changelogs: catch up, build once, restore, load the closed.
 
 The order, for partition *p* (its producer already started, so any zombie owner is fenced and
 its open transaction aborted):
 
-1. **catch up** the local store from its checkpoint to the changelog's end (a *warm* restore
-   reads the tail only; an empty store reads the compacted changelog: a *cold* restore,
-   O(live keys));
-2. **build** the changelog from ``aion.events`` if it was never built (no ``complete`` marker:
-   a log written before changelogs existed, an interrupted build) or a record could not be read
-   (the fallback for bad input): write the ``building`` marker, rebuild every workflow from
-   the event log — moving closed ones to the store as it goes, so memory stays bounded by open
-   work — write every workflow's records, then the ``complete`` marker naming where the build
-   began (everything older is stale). Needs the event log from offset 0;
-3. **restore** the open workflows from the store into a fresh core; closed ones are read back
-   when a command needs them.
+1. **catch up** the local store of ``engine-state`` — open work only — from its checkpoint to
+   the changelog's end (a *warm* restore reads the tail only; an empty store reads the
+   compacted changelog: a *cold* restore, O(open workflows));
+2. **build** both changelogs from ``aion.events`` if they were never built in this layout (no
+   ``complete`` marker of version :data:`~aion_engine._changelog.FORMAT`: a log written before
+   changelogs existed, one built before closed heads had their own changelog, an interrupted
+   build) or a record could not be read (the fallback for bad input): write the ``building``
+   markers, rebuild every workflow from the event log — moving closed ones to the store of
+   ``engine-closed`` as it goes, so memory stays bounded by open work — write every
+   workflow's records, then the ``complete`` markers naming where the build began
+   (everything older is stale). Needs the event log from offset 0;
+3. **restore** the open workflows from the store into a fresh core: the partition serves
+   from here;
+4. **load the closed** (:func:`load_closed`, run in the background by the service): the
+   store of ``engine-closed`` caught up to the end that changelog had at step 3, its writes
+   in a worker thread. Until it is done the service holds back every command that needs a
+   workflow not in memory (a closed one, or an id it does not know: a start must still see
+   a closed run of the id), and keeps the records its own transactions write to
+   ``engine-closed`` meanwhile to apply after it.
 """
 
 from __future__ import annotations
@@ -42,20 +50,24 @@ from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
-from aion_engine._changelog import EngineChangelog
+from aion_engine._changelog import FORMAT, EngineChangelog
 from aion_engine.core import EngineCore
 
-__all__ = ["Restored", "restore_partition", "write_changes"]
+__all__ = ["ENGINE_STATE_STALE_MS", "Restored", "load_closed", "restore_partition", "write_changes"]
 
 _log = logging.getLogger("aion.engine")
 _BUILD_FLUSH_BATCHES = 20_000  # event batches between moves of closed workflows to the store
 _TXN_RECORDS = 2_000  # changelog records per transaction while building
 _PROGRESS_S = 5.0
+ENGINE_STATE_STALE_MS = 30 * 60 * 1000
+"""A local store of ``engine-state`` last in step longer ago than this restores cold (cheap:
+open work): the topic keeps tombstones an hour (``aion_common.kafka.admin``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Restored:
-    """A restored partition: its core and bookkeeping, and what the restore cost."""
+    """A restored partition: its core and bookkeeping, what the restore cost, and where the
+    closed workflows' changelog ended when it was done (:func:`load_closed` reads to there)."""
 
     core: EngineCore
     changelog: EngineChangelog
@@ -63,18 +75,24 @@ class Restored:
     built_events: int | None
     open_workflows: int
     seconds: float
+    closed_end: int
 
 
 CoreFactory = Callable[[EngineChangelog, ChangelogStore], EngineCore]
+"""``new_core(changelog, closed_store)``: a core that reads closed workflows back from the
+store of ``engine-closed``."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Log:
-    """Where a partition's changelog records go: its producer, topic partition and store."""
+    """Where a partition's changelog records go: its producer, and per changelog the topic
+    and its local store."""
 
     producer: AIOKafkaProducer
     store: ChangelogStore
     topic: str
+    closed_store: ChangelogStore
+    closed_topic: str
     partition: int
 
 
@@ -84,6 +102,7 @@ async def restore_partition(
     *,
     producer: AIOKafkaProducer,
     store: ChangelogStore,
+    closed_store: ChangelogStore,
     partition: int,
     new_core: CoreFactory,
     rebuild: bool = False,
@@ -100,16 +119,37 @@ async def restore_partition(
     )
     built: int | None = None
     marker = store.marker
-    if rebuild or marker is None or marker.state != "complete":
-        log = _Log(producer, store, topics.engine_state, partition)
+    if rebuild or marker is None or marker.state != "complete" or marker.version != FORMAT:
+        log = _Log(
+            producer, store, topics.engine_state, closed_store, topics.engine_closed, partition
+        )
         built = await _build(settings, codec, log, new_core, marker)
+    _, closed_end = await _event_bounds(settings, topics.engine_closed, partition)
     changelog = EngineChangelog(codec, partition, writer=settings.instance_id)
-    core = new_core(changelog, store)
+    core = new_core(changelog, closed_store)
     count = 0
     for state in changelog.restore(store):
         core.adopt(state)
         count += 1
-    return Restored(core, changelog, caught, built, count, time.perf_counter() - started)
+    return Restored(
+        core, changelog, caught, built, count, time.perf_counter() - started, closed_end
+    )
+
+
+async def load_closed(
+    settings: Settings, closed_store: ChangelogStore, partition: int, end: int
+) -> CatchUp:
+    """Catch the store of ``engine-closed`` up to ``end`` (what the changelog held when the
+    partition was restored), writing to the store in a worker thread."""
+    return await catch_up(
+        settings,
+        Topics(settings.topic_prefix).engine_closed,
+        partition,
+        closed_store,
+        progress=_progress_logger("loading closed workflows", partition),
+        end=end,
+        in_thread=True,
+    )
 
 
 async def write_changes(
@@ -151,33 +191,41 @@ async def write_changes(
 
 
 async def _commit_changes(
-    log: _Log, changes: Sequence[Change], marker: Marker | None = None
-) -> int:
-    """One transaction of changelog records (and maybe the marker), then the store; returns
-    the marker's offset (or the last record's)."""
-    records = list(changes)
-    if marker is not None:
-        records.append(Change(MARKER_KEY, marker.encode()))
+    log: _Log, changes: Sequence[Change], markers: tuple[Marker, Marker] | None = None
+) -> tuple[int, int]:
+    """One transaction of changelog records (and maybe the markers: engine-state's, then
+    engine-closed's), then the stores; returns the markers' offsets (else -1, -1)."""
+    state = [c for c in changes if not c.closed_log]
+    closed = [c for c in changes if c.closed_log]
+    if markers is not None:
+        state.append(Change(MARKER_KEY, markers[0].encode()))
+        closed.append(Change(MARKER_KEY, markers[1].encode()))
     producer = log.producer
     await producer.begin_transaction()
     try:
-        written = await write_changes(producer, log.topic, log.partition, records)
+        written = await write_changes(producer, log.topic, log.partition, state)
+        written_closed = await write_changes(producer, log.closed_topic, log.partition, closed)
     except KafkaError:
         await producer.abort_transaction()
         raise
     await producer.commit_transaction()
-    last = written[-1][1]
-    if marker is None:
-        log.store.write(written, last + 1)
-    else:
-        log.store.write(written[:-1], last + 1, marker=(marker, last))
-    return last
+    offsets = (-1, -1)
+    for store, done, index in ((log.store, written, 0), (log.closed_store, written_closed, 1)):
+        if not done:
+            continue
+        last = done[-1][1]
+        if markers is None:
+            store.write(done, last + 1)
+        else:
+            store.write(done[:-1], last + 1, marker=(markers[index], last))
+            offsets = (last, offsets[1]) if index == 0 else (offsets[0], last)
+    return offsets
 
 
 async def _build(
     settings: Settings, codec: Codec, log: _Log, new_core: CoreFactory, marker: Marker | None
 ) -> int:
-    """Build the partition's changelog from ``aion.events``; returns the events read."""
+    """Build the partition's changelogs from ``aion.events``; returns the events read."""
     topics = Topics(settings.topic_prefix)
     partition, store = log.partition, log.store
     beginning, end = await _event_bounds(settings, topics.events, partition)
@@ -189,15 +237,23 @@ async def _build(
             "partition's state by hand; the partition is not served until then",
             retriable=True,
         )
-    reason = "never built" if marker is None else f"marker {marker.state}"
+    if marker is None:
+        reason = "never built"
+    elif marker.state == "complete" and marker.version != FORMAT:
+        reason = f"built in layout {marker.version}, now {FORMAT}"
+    else:
+        reason = f"marker {marker.state}"
     _log.warning(
         "building the engine changelog from the event log",
         extra={"partition": partition, "reason": reason, "events_offsets": end},
     )
-    store.reset()  # what it holds is what the build replaces (and may be what was unreadable)
-    begun = await _commit_changes(log, [], marker=Marker("building", -1))
+    # what they hold is what the build replaces (and may be what was unreadable)
+    store.reset()
+    log.closed_store.reset()
+    building = Marker("building", -1, FORMAT)
+    begun = await _commit_changes(log, [], markers=(building, building))
     changelog = EngineChangelog(codec, partition, writer=settings.instance_id)
-    core = new_core(changelog, store)
+    core = new_core(changelog, log.closed_store)
     limit = max_record_bytes(settings) // 2
     dirty: dict[str, None] = {}
     batches = events = 0
@@ -232,7 +288,11 @@ async def _build(
                 },
             )
     await _flush(log, core, changelog, dirty, limit=limit, everything=True)
-    await _commit_changes(log, [], marker=Marker("complete", begun))
+    await _commit_changes(
+        log,
+        [],
+        markers=(Marker("complete", begun[0], FORMAT), Marker("complete", begun[1], FORMAT)),
+    )
     _log.warning(
         "engine changelog built",
         extra={"partition": partition, "events": events, "batches": batches},

@@ -1,12 +1,13 @@
 """Standby replicas (Kafka Streams' ``num.standby.replicas``): warm stores of partitions this
 engine does not own.
 
-One group-less consumer follows ``<prefix>.engine-state`` for every partition the instance
-does not own and applies what it reads to that partition's local store, as the owner's
-commits land (read_committed). When the group assigns such a partition here, the acquisition
-finds its store a few records behind the changelog's end, so it reads only that tail (a warm
-restore) instead of the whole compacted changelog: failover after an owner dies is bounded by
-the group's session timeout, not by the restore.
+One group-less consumer follows ``<prefix>.engine-state`` and ``<prefix>.engine-closed`` for
+every partition the instance does not own and applies what it reads to that partition's local
+stores, as the owner's commits land (read_committed). When the group assigns such a partition
+here, the acquisition finds its stores a few records behind the changelogs' ends, so it reads
+only their tails (a warm restore, and a closed load done at once) instead of the whole
+compacted changelogs: failover after an owner dies is bounded by the group's session
+timeout, not by the restore.
 
 The tailer and the owner never write one store at once: :meth:`Standby.release` stops the
 tailing of a partition synchronously (every store write is synchronous, so none is half done
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from aion_common.kafka.changelog import STALE_CHECKPOINT_MS, ChangelogStore, apply_records
+from aion_common.kafka.changelog import ChangelogStore, apply_records
 from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.options import client_options
 from aion_common.settings import Settings
@@ -39,11 +40,11 @@ class Standby:
     """Keeps the stores of partitions not owned here in step with their changelog."""
 
     def __init__(
-        self, settings: Settings, topic: str, store_of: Callable[[int], ChangelogStore]
+        self, settings: Settings, stores: Mapping[str, Callable[[int], ChangelogStore]]
     ) -> None:
+        """``stores``: per changelog topic, the local store of a partition."""
         self._settings = settings
-        self._topic = topic
-        self._store_of = store_of
+        self._stores = dict(stores)
         self._following: set[int] = set(range(settings.partitions))
         self._moved = asyncio.Event()
         self._moved.set()
@@ -107,21 +108,21 @@ class Standby:
                 partition = tp.partition
                 if partition not in self._following or partition not in assigned or not records:
                     continue  # owned here now (or being handed over): the owner writes it
-                store = self._store_of(partition)
+                store = self._stores[tp.topic](partition)
                 apply_records(store, records, records[-1].offset + 1)
                 self.records += len(records)
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> set[int]:
         partitions = sorted(self._following)
-        tps = [TopicPartition(self._topic, p) for p in partitions]
+        tps = [TopicPartition(topic, p) for topic in self._stores for p in partitions]
         consumer.assign(tps)
         if not tps:
             return set()
         beginnings = await consumer.beginning_offsets(tps)
         for tp in tps:
-            store = self._store_of(tp.partition)
+            store = self._stores[tp.topic](tp.partition)
             age = store.checkpoint_age_ms
-            if age is not None and age > STALE_CHECKPOINT_MS:
+            if age is not None and age > store.stale_ms:
                 store.reset()  # it may have missed compacted tombstones: follow from scratch
             consumer.seek(tp, max(beginnings[tp], store.checkpoint or 0))
         _log.info("standby follows", extra={"partitions": partitions})

@@ -156,6 +156,10 @@ class EngineCore:
         self._closed.pop(state.workflow_id, None)
         self._workflows[state.workflow_id] = state
 
+    def holds(self, workflow_id: str) -> bool:
+        """Whether the workflow's state is in memory (a command to it reads nothing back)."""
+        return workflow_id in self._workflows or workflow_id in self._closed
+
     def state_of(self, workflow_id: str) -> WorkflowState | None:
         """The workflow's state, wherever it is kept (read back if closed and released)."""
         return self._peek(workflow_id)

@@ -63,6 +63,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiokafka.producer.sender as _aiokafka_sender
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -100,7 +101,13 @@ from aion_common.settings import Settings
 from aion_engine import local_steps, queries
 from aion_engine._changelog import ChangelogCorrupt, EngineChangelog
 from aion_engine._offsets import CommittedOffsets
-from aion_engine._recovery import Restored, restore_partition, write_changes
+from aion_engine._recovery import (
+    ENGINE_STATE_STALE_MS,
+    Restored,
+    load_closed,
+    restore_partition,
+    write_changes,
+)
 from aion_engine._standby import Standby
 from aion_engine._state_dir import StateDirLock
 from aion_engine.core import DEFAULT_CLOSED_CACHE, EngineCore
@@ -185,6 +192,16 @@ class _Owned:
         self.changelog: EngineChangelog | None = None
         self.rebuild = False  # the next acquisition builds the changelog from the event log
         self.restored: Restored | None = None  # how the last acquisition restored it
+        # The store of <prefix>.engine-closed, and its load after a restore (in the
+        # background: until it is done, commands needing a workflow not in memory wait, and
+        # what the partition's own transactions write to engine-closed waits in
+        # closed_pending, to be applied after it).
+        self.closed_store: ChangelogStore | None = None
+        self.closed_load: asyncio.Task[None] | None = None
+        self.closed_ready = False
+        self.closed_pending: list[tuple[Change, int]] = []
+        self.closed_s: float | None = None  # acquisition start to the closed load's end
+        self.closed_records = 0  # engine-closed records the last load read
         self.acquire_s = 0.0  # how long the last (successful) acquisition took
 
 
@@ -241,6 +258,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._standby: Standby | None = None
         self._sweep: RetentionSweep | None = None
         self._stores: dict[int, ChangelogStore] = {}
+        self._closed_stores: dict[int, ChangelogStore] = {}
         self._state_lock: StateDirLock | None = None
         self._registry = registry
         self._versions = versions if versions is not None else Versions(registry)
@@ -306,6 +324,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 "changelog_records_read": restored.catch_up.records,
                 "built_from_events": restored.built_events,
                 "open_workflows": restored.open_workflows,
+                "closed_complete_s": None if owned.closed_s is None else round(owned.closed_s, 3),
+                "closed_records_read": owned.closed_records,
             }
         return report
 
@@ -358,7 +378,13 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             self._sweep = RetentionSweep(retention, self._expired, self._send_timer)
             self._sweep.start()
         if self._changelog and self._standbys > 0 and self._standby is None:
-            self._standby = Standby(self._settings, self._topics.engine_state, self._store)
+            self._standby = Standby(
+                self._settings,
+                {
+                    self._topics.engine_state: self._store,
+                    self._topics.engine_closed: self._closed_store,
+                },
+            )
             self._standby.start()
         await self._publish_topics.start()  # tolerates the broker away: it refreshes later
         await retry(self._offsets.start, what="connecting the offsets reader")
@@ -494,9 +520,10 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await self._standby.stop()
         if self._sweep is not None:
             await self._sweep.stop()
-        for store in self._stores.values():
-            store.close()
-        self._stores.clear()
+        for stores in (self._stores, self._closed_stores):
+            for store in stores.values():
+                store.close()
+            stores.clear()
         if self._state_lock is not None:
             self._state_lock.release()
             self._state_lock = None
@@ -579,11 +606,13 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await asyncio.gather(worker, return_exceptions=True)
         owned.queue.clear()
         await self._drop(owned)
-        owned.store = None
+        owned.store = owned.closed_store = None
         if self._standby is not None and not self._stopping.is_set():
-            self._standby.follow(partition)  # keep its store warm
-        elif partition in self._stores:
-            self._stores.pop(partition).close()
+            self._standby.follow(partition)  # keep its stores warm
+        else:
+            for stores in (self._stores, self._closed_stores):
+                if partition in stores:
+                    stores.pop(partition).close()
         _log.info("partition released", extra={"partition": partition})
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
@@ -611,6 +640,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         changelog: EngineChangelog | None = None,
         store: ChangelogStore | None = None,
     ) -> EngineCore:
+        """A core for the partition; with a changelog, ``store`` is engine-closed's, from
+        which closed workflows are read back."""
         if changelog is None or store is None:
             return EngineCore(
                 self._registry,
@@ -836,6 +867,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             core = await self._restore(owned)
             return core, len(core)
         core = self._new_core(owned.partition)
+        owned.closed_ready = True  # every workflow is in memory
         return core, await self._rebuild(owned, core)
 
     async def _restore(self, owned: _Owned) -> EngineCore:
@@ -843,15 +875,20 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         unreadable record makes the next attempt rebuild it from the event log."""
         if owned.store is None:
             owned.store = self._store(owned.partition)
+        if owned.closed_store is None:
+            owned.closed_store = self._closed_store(owned.partition)
         producer = owned.producer
         assert producer is not None
         rebuild, owned.rebuild = owned.rebuild, False
+        began = time.perf_counter()
+        owned.closed_s, owned.closed_records = None, 0
         try:
             restored = await restore_partition(
                 self._settings,
                 self._codec,
                 producer=producer,
                 store=owned.store,
+                closed_store=owned.closed_store,
                 partition=owned.partition,
                 new_core=lambda changelog, store: self._new_core(owned.partition, changelog, store),
                 rebuild=rebuild,
@@ -861,14 +898,49 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             raise InfrastructureError(str(err), retriable=True) from err
         owned.restored = restored
         owned.changelog = restored.changelog
+        owned.closed_load = asyncio.create_task(
+            self._load_closed(owned, owned.closed_store, restored.closed_end, began),
+            name=f"engine-p{owned.partition}-closed",
+        )
         return restored.core
+
+    async def _load_closed(
+        self, owned: _Owned, store: ChangelogStore, end: int, began: float
+    ) -> None:
+        """Load engine-closed into its store (see :mod:`aion_engine._recovery`), then apply
+        what the partition wrote to it meanwhile and let the commands that waited go on.
+        Fails only on the broker or the store: the worker then acquires the partition again
+        (the store keeps what was loaded)."""
+        try:
+            caught = await load_closed(self._settings, store, owned.partition, end)
+            pending, owned.closed_pending = owned.closed_pending, []
+            if pending:
+                store.write(pending, pending[-1][1] + 1)
+        finally:
+            owned.wake.set()  # the worker may wait for this
+        owned.closed_ready = True
+        owned.closed_s = time.perf_counter() - began
+        owned.closed_records = caught.records
+        core = owned.core
+        if core is not None:  # closed ones touched meanwhile were kept in memory
+            core.release_closed([state.workflow_id for state in core.workflows_in_memory()])
+        _log.info(
+            "closed workflows loaded",
+            extra={
+                "partition": owned.partition,
+                "cold": caught.cold,
+                "changelog_records_read": caught.records,
+                "pending_applied": len(pending),
+                "since_acquisition_s": round(owned.closed_s, 3),
+            },
+        )
 
     def _expired(self, before_ms: int) -> list[tuple[int, str, int]]:
         """(partition, workflow id, last seq) of owned workflows closed before ``before_ms``."""
         found: list[tuple[int, str, int]] = []
         for partition, owned in list(self._owned.items()):
-            store, changelog = owned.store, owned.changelog
-            if not owned.ready or store is None or changelog is None:
+            store, changelog = owned.closed_store, owned.changelog
+            if not owned.ready or not owned.closed_ready or store is None or changelog is None:
                 continue
             try:
                 expired = expired_in(
@@ -885,19 +957,32 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         store = self._stores.get(partition)
         if store is None:
             store = self._stores[partition] = ChangelogStore(
-                store_path(self._settings, "engine", partition)
+                store_path(self._settings, "engine", partition), stale_ms=ENGINE_STATE_STALE_MS
+            )
+        return store
+
+    def _closed_store(self, partition: int) -> ChangelogStore:
+        """Partition ``partition``'s local store of engine-closed."""
+        store = self._closed_stores.get(partition)
+        if store is None:
+            store = self._closed_stores[partition] = ChangelogStore(
+                _closed_path(store_path(self._settings, "engine", partition))
             )
         return store
 
     def _discard_store(self, owned: _Owned) -> None:
-        owned.store = None
-        store = self._stores.pop(owned.partition, None)
-        path = store_path(self._settings, "engine", owned.partition)
-        if store is not None:
-            store.close()
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                path.with_name(path.name + suffix).unlink()
+        owned.store = owned.closed_store = None
+        state_path = store_path(self._settings, "engine", owned.partition)
+        for stores, path in (
+            (self._stores, state_path),
+            (self._closed_stores, _closed_path(state_path)),
+        ):
+            store = stores.pop(owned.partition, None)
+            if store is not None:
+                store.close()
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_name(path.name + suffix).unlink()
 
     def _corrupt(self, owned: _Owned, err: ChangelogCorrupt) -> None:
         _log.error(
@@ -907,10 +992,17 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         owned.rebuild = True
 
     async def _drop(self, owned: _Owned) -> None:
-        """Forget the partition's state; stop its timers and (bounded) its producer."""
+        """Forget the partition's state; stop its closed load, its timers and (bounded) its
+        producer."""
         owned.ready = False
         owned.core = None
         owned.changelog = None
+        load, owned.closed_load = owned.closed_load, None
+        if load is not None:
+            load.cancel()  # it waits for a store write in progress, not for the broker
+            await asyncio.gather(load, return_exceptions=True)
+        owned.closed_ready = False
+        owned.closed_pending = []
         timers, owned.timers = owned.timers, None
         if timers is not None:
             await timers.stop()
@@ -925,18 +1017,69 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         while True:
             if owned.closing:
                 return "closing"
+            load = owned.closed_load
+            if not owned.closed_ready and load is not None and load.done():
+                return await self._wait_closed(owned) or "failed"  # it failed: acquire again
             if not queue:
                 owned.wake.clear()
                 await owned.wake.wait()
                 continue
             records = [queue.popleft() for _ in range(min(len(queue), _MAX_BATCH))]
             records = [r for r in records if r.offset >= owned.next_offset]
+            if records and not owned.closed_ready:
+                records, held = self._split_at_closed(owned, records)
+                queue.extendleft(reversed(held))
+                if not records:
+                    _log.info(
+                        "a command waits for the closed workflows to load",
+                        extra={"partition": owned.partition, "offset": held[0].offset},
+                    )
+                    outcome = await self._wait_closed(owned)
+                    if outcome is not None:
+                        return outcome
+                    continue
             if records:
                 outcome = await self._process(owned, records)
                 if outcome is not None:
                     return outcome
             if owned.paused and len(queue) < _QUEUE_LOW and not owned.closing:
                 self._resume(owned)
+
+    @staticmethod
+    def _split_at_closed(
+        owned: _Owned, records: list[ConsumerRecord]
+    ) -> tuple[list[ConsumerRecord], list[ConsumerRecord]]:
+        """``records`` up to the first whose workflow is not in memory (it needs the closed
+        load: a closed workflow, or an id a start must check against closed runs), and the
+        rest. Records are processed in offset order, so the rest waits too."""
+        core = owned.core
+        assert core is not None
+        for index, record in enumerate(records):
+            try:
+                workflow_id = decode_key(record.key)
+            except DecodeError:
+                continue  # dead-lettered without any state
+            if not core.holds(workflow_id):
+                return records[:index], records[index:]
+        return records, []
+
+    async def _wait_closed(self, owned: _Owned) -> str | None:
+        """Wait for the closed load; "closing" if revoked meanwhile, "failed" if it failed
+        (the partition is acquired again)."""
+        while not owned.closed_ready:
+            if owned.closing:
+                return "closing"
+            load = owned.closed_load
+            if load is None or load.done():
+                error = None if load is None or load.cancelled() else load.exception()
+                _log.warning(
+                    "loading the closed workflows failed; acquiring the partition again",
+                    extra={"partition": owned.partition, "error": repr(error)},
+                )
+                return "failed"
+            owned.wake.clear()
+            await owned.wake.wait()
+        return None
 
     def _resume(self, owned: _Owned) -> None:
         owned.paused = False
@@ -985,7 +1128,9 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             return "failed"
         finally:
             owned.emitting = False
-        if owned.core is not None:
+        if owned.core is not None and owned.closed_ready:
+            # (during the closed load, closed workflows stay in memory: the store of
+            # engine-closed gets their records after it)
             owned.core.release_closed(touched)
         return None
 
@@ -1255,13 +1400,23 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         except AssertionError as err:  # aiokafka's state machine: a producer failed for good
             raise _ProducerBroken(f"begin_transaction refused: {err}") from err
         written: list[tuple[Change, int]] = []
+        written_closed: list[tuple[Change, int]] = []
         try:
             sends = await self._send_all(producer, outputs)
             if changes:
                 logged = write_changes(
-                    producer, self._topics.engine_state, owned.partition, changes
+                    producer,
+                    self._topics.engine_state,
+                    owned.partition,
+                    [c for c in changes if not c.closed_log],
                 )
-                written = (await asyncio.gather(logged, *sends))[0]  # type: ignore[assignment]
+                logged_closed = write_changes(
+                    producer,
+                    self._topics.engine_closed,
+                    owned.partition,
+                    [c for c in changes if c.closed_log],
+                )
+                written, written_closed, *_ = await asyncio.gather(logged, logged_closed, *sends)  # type: ignore[assignment]
             else:
                 await asyncio.gather(*sends)
             await producer.send_offsets_to_transaction(offsets, self._group)
@@ -1272,13 +1427,18 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 await producer.abort_transaction()
             raise
         await producer.commit_transaction()
-        if written and owned.store is not None:
-            # Committed: the local store follows (a crash before this line only leaves it
-            # behind its changelog, which the next acquisition reads).
-            try:
+        # Committed: the local stores follow (a crash before this only leaves them behind
+        # their changelogs, which the next acquisition reads).
+        try:
+            if written and owned.store is not None:
                 owned.store.write(written, written[-1][1] + 1)
-            except sqlite3.Error as err:
-                raise _ProducerBroken(f"the local store refused a write: {err!r}") from err
+            if written_closed and owned.closed_store is not None:
+                if owned.closed_ready:
+                    owned.closed_store.write(written_closed, written_closed[-1][1] + 1)
+                else:  # the closed load writes it now: after it
+                    owned.closed_pending.extend(written_closed)
+        except sqlite3.Error as err:
+            raise _ProducerBroken(f"the local store refused a write: {err!r}") from err
 
     async def _emit_at_least_once(
         self,
@@ -1352,6 +1512,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                         )
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
+
+
+def _closed_path(state_path: Path) -> Path:
+    """Where the store of engine-closed lives, beside engine-state's (``p<N>.sqlite``)."""
+    return state_path.with_name(state_path.stem + "-closed" + state_path.suffix)
 
 
 async def _sleep_unless(owned: _Owned, delay: float) -> None:

@@ -74,19 +74,26 @@ def topic_configs(topics: Topics, settings: Settings) -> dict[str, dict[str, str
         topics.dead_letter: {**common, "retention.ms": _FOREVER, "retention.bytes": _FOREVER},
         # State changelogs: the latest record per key is the state; tombstones stay readable for
         # a day (a local store whose checkpoint is older than half that is rebuilt from scratch,
-        # see aion_common.kafka.changelog); cleaned when a fifth of the log is superseded.
-        topics.engine_state: _changelog_config(settings),
+        # see aion_common.kafka.changelog); cleaned when a fifth of the log is superseded. The
+        # engine's changelog of open work is nearly all superseded soon after it is written
+        # (every closed run's records): its segments roll every hour and its tombstones stay an
+        # hour, so a cold restore reads open work plus at most a few hours of churn
+        # (ENGINE_STATE_STALE_MS in aion_engine._recovery is under half that hour).
+        topics.engine_state: _changelog_config(settings, hours=1),
+        topics.engine_closed: _changelog_config(settings),
         topics.watcher_state: _changelog_config(settings),
     }
 
 
-def _changelog_config(settings: Settings) -> dict[str, str]:
+def _changelog_config(settings: Settings, *, hours: int = 24) -> dict[str, str]:
+    """A compacted changelog whose segments roll, and whose tombstones stay, ``hours``."""
+    window = str(hours * _DAY_MS // 24)
     return {
         "cleanup.policy": "compact",
         "max.message.bytes": str(max_record_bytes(settings)),
-        "delete.retention.ms": str(_DAY_MS),
+        "delete.retention.ms": window,
         "min.cleanable.dirty.ratio": "0.2",
-        "segment.ms": str(_DAY_MS),
+        "segment.ms": window,
     }
 
 

@@ -29,7 +29,9 @@ work on acquisition.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -90,6 +92,9 @@ class Change:
     """The entry belongs to open work (restored into memory when the partition is acquired)."""
     closed_at_ms: int | None = None
     """When the workflow the entry describes closed (retention sweeps by it)."""
+    closed_log: bool = False
+    """The record goes to the service's changelog of closed state (the engine's
+    ``<prefix>.engine-closed``), not to its changelog of open state."""
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's headers (what the store indexes, readable without decoding)."""
@@ -121,14 +126,19 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class Marker:
     """The build marker: ``building`` since offset ``begun``, or ``complete`` (entries below
-    ``begun`` are stale)."""
+    ``begun`` are stale). ``version`` is the layout of the records the build wrote: a service
+    that changes its layout bumps it, and a changelog built in an older one is built again."""
 
     state: Literal["building", "complete"]
     begun: int
+    version: int = 1
 
     def encode(self) -> bytes:
         """The marker record's value."""
-        return json.dumps({"state": self.state, "begun": self.begun}).encode()
+        fields: dict[str, object] = {"state": self.state, "begun": self.begun}
+        if self.version != 1:
+            fields["version"] = self.version
+        return json.dumps(fields).encode()
 
     @classmethod
     def decode(cls, raw: bytes | None) -> Marker | None:
@@ -138,11 +148,12 @@ class Marker:
         try:
             data = json.loads(raw)
             state, begun = data["state"], int(data["begun"])
-        except (ValueError, KeyError, TypeError):
+            version = int(data.get("version", 1))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if state not in ("building", "complete"):
             return None
-        return cls(state, begun)
+        return cls(state, begun, version)
 
 
 def store_path(settings: Settings, service: str, partition: int) -> Path:
@@ -159,9 +170,12 @@ class ChangelogStore:
     transaction, so the file is always a consistent image of the changelog at its checkpoint.
     """
 
-    def __init__(self, path: Path) -> None:
-        """Open (creating) the store at ``path``."""
+    def __init__(self, path: Path, *, stale_ms: int = STALE_CHECKPOINT_MS) -> None:
+        """Open (creating) the store at ``path``. ``stale_ms``: a checkpoint older than this
+        is not trusted (:func:`catch_up` starts afresh): under half its changelog topic's
+        ``delete.retention.ms``, the time compaction keeps tombstones readable."""
         self.path = path
+        self.stale_ms = stale_ms
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -342,16 +356,21 @@ async def catch_up(
     *,
     progress: Callable[[int, int], None] | None = None,
     stall_timeout_s: float = _STALL_S,
+    end: int | None = None,
+    in_thread: bool = False,
 ) -> CatchUp:
-    """Bring ``store`` up to ``topic[partition]``'s end (read_committed, its end at call time).
+    """Bring ``store`` up to ``topic[partition]``'s end (read_committed, its end at call time,
+    or ``end`` when given: what a caller that writes the topic itself meanwhile knew was there).
 
     Reads from the store's checkpoint, or from the beginning when the store is empty or its
-    checkpoint is older than :data:`STALE_CHECKPOINT_MS` (then the store is reset first).
-    ``progress(read, total)`` is called after every chunk applied.
+    checkpoint is older than its ``stale_ms`` (then the store is reset first).
+    ``progress(read, total)`` is called after every chunk applied. ``in_thread``: each chunk
+    is written to the store in a worker thread, so the event loop goes on serving meanwhile
+    (nothing else may use the store until this returns).
     """
     began = time.perf_counter()
     age = store.checkpoint_age_ms
-    if age is not None and age > STALE_CHECKPOINT_MS:
+    if age is not None and age > store.stale_ms:
         _log.warning(
             "local store too old to trust (it may have missed compacted tombstones); rebuilding",
             extra={"topic": topic, "partition": partition, "age_s": age // 1000},
@@ -372,7 +391,8 @@ async def catch_up(
         await consumer.start()
         consumer.assign([tp])
         first: int = (await consumer.beginning_offsets([tp]))[tp]
-        end: int = (await consumer.end_offsets([tp]))[tp]
+        if end is None:
+            end = (await consumer.end_offsets([tp]))[tp]
         if checkpoint is not None and checkpoint > end:
             # the topic is shorter than what the store saw: it was recreated; start afresh
             _log.warning(
@@ -387,7 +407,9 @@ async def catch_up(
                 store.write([], end)
             return CatchUp(start, end, 0, checkpoint is None, time.perf_counter() - began)
         consumer.seek(tp, start)
-        records = await _apply(consumer, tp, (start, end), store, progress, stall_timeout_s)
+        records = await _apply(
+            consumer, tp, (start, end), store, progress, stall_timeout_s, in_thread=in_thread
+        )
         return CatchUp(start, end, records, checkpoint is None, time.perf_counter() - began)
     except KafkaError as err:
         raise infrastructure_error(err, f"reading {topic}[{partition}]") from err
@@ -402,23 +424,45 @@ async def _apply(  # noqa: PLR0917 - one reading pass
     store: ChangelogStore,
     progress: Callable[[int, int], None] | None,
     stall_timeout_s: float,
+    *,
+    in_thread: bool = False,
 ) -> int:
     """Apply ``tp`` from ``bounds[0]`` to ``bounds[1]`` to the store, in chunks."""
     start, end = bounds
     records = 0
     chunk: list[ConsumerRecord[bytes, bytes]] = []
+
+    async def apply(chunk: list[ConsumerRecord[bytes, bytes]], checkpoint: int) -> None:
+        if in_thread:
+            await _in_thread(apply_records, store, chunk, checkpoint)
+        else:
+            apply_records(store, chunk, checkpoint)
+
     async for record in _records(consumer, tp, end, stall_timeout_s):
         records += 1
         chunk.append(record)
         if len(chunk) >= _CHUNK:
-            apply_records(store, chunk, chunk[-1].offset + 1)
+            await apply(chunk, chunk[-1].offset + 1)
             chunk = []
             if progress is not None:
                 progress(record.offset + 1 - start, end - start)
-    apply_records(store, chunk, end)
+    await apply(chunk, end)
     if progress is not None:
         progress(end - start, end - start)
     return records
+
+
+async def _in_thread(fn: Callable[..., None], *args: object) -> None:
+    """``fn(*args)`` in a worker thread; a cancellation waits for it to finish first (the
+    store must not be used by two threads at once), then propagates."""
+    future = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        raise
 
 
 def apply_records(

@@ -59,6 +59,14 @@ class Topics:
         return f"{self.prefix}.engine-state"
 
     @property
+    def engine_closed(self) -> str:
+        """The engine's changelog of closed workflows (compacted): the head a closed workflow
+        keeps until retention purges it, moved here from ``engine-state`` when it closes (in
+        the same transaction), so restoring open work never reads it. Engine reads and writes
+        only."""
+        return f"{self.prefix}.engine-closed"
+
+    @property
     def watcher_state(self) -> str:
         """The watcher's changelog (compacted): open watches and the facts its fold keeps.
         Watcher reads and writes only."""
@@ -89,6 +97,7 @@ class Topics:
             self.replies,
             self.dead_letter,
             self.engine_state,
+            self.engine_closed,
             self.watcher_state,
         )
 
