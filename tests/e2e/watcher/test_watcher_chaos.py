@@ -159,7 +159,12 @@ async def _ends(settings: Settings) -> list[str]:
         try:
             tps = [
                 TopicPartition(topic, p)
-                for topic in (topics.events, topics.commands, topics.engine_state)
+                for topic in (
+                    topics.events,
+                    topics.commands,
+                    topics.engine_state,
+                    topics.engine_closed,
+                )
                 for p in range(settings.partitions)
             ]
             ends = await consumer.end_offsets(tps)
