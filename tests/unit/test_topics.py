@@ -33,6 +33,7 @@ def test_topic_names_follow_the_prefix() -> None:
     assert topics.engine_state == "acme.engine-state"
     assert topics.engine_closed == "acme.engine-closed"
     assert topics.watcher_state == "acme.watcher-state"
+    assert topics.watcher_closed == "acme.watcher-closed"
     assert topics.all() == (
         "acme.commands",
         "acme.events",
@@ -41,11 +42,12 @@ def test_topic_names_follow_the_prefix() -> None:
         "acme.engine-state",
         "acme.engine-closed",
         "acme.watcher-state",
+        "acme.watcher-closed",
     )
 
 
 def test_topic_names_are_distinct() -> None:
-    assert len(set(Topics("aion").all())) == 7
+    assert len(set(Topics("aion").all())) == 8
 
 
 @pytest.mark.parametrize(("key", "expected"), JAVA_MURMUR2.items())

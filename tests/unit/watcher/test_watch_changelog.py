@@ -10,7 +10,7 @@ import pytest
 from test_watch_state import Flow
 
 from aion_common.codecs import Codec
-from aion_common.kafka.changelog import ChangelogStore
+from aion_common.kafka.changelog import Change, ChangelogStore
 from aion_watcher import ParentStatus, WatchState
 from aion_watcher.changelog import (
     ChangelogUnreadable,
@@ -22,10 +22,13 @@ from aion_watcher.state import _Workflow
 
 
 class Logged:
-    """A fold whose changes go to a local store, as the service writes them."""
+    """A fold whose changes go to local stores as the service writes them: open work to the
+    store of ``watcher-state``, closed workflows to that of ``watcher-closed``, and a closed
+    workflow's open record tombstoned after (if it is still closed then)."""
 
     def __init__(self, path: Path) -> None:
         self.store = ChangelogStore(path)
+        self.closed = ChangelogStore(path.with_name(f"{path.stem}-closed.sqlite"))
         self.offset = 0
         self.state = self.fresh()
 
@@ -35,15 +38,22 @@ class Logged:
         return state
 
     def load(self, workflow_id: str) -> tuple[int, object] | None:
-        found = self.store.get(workflow_key(workflow_id))
+        found = self.closed.get(workflow_key(workflow_id))
         return None if found is None else (0, decode_workflow(workflow_id, found[0]))
 
     def flush(self) -> None:
+        changes = [c for _, c in self.state.take_changes()]
+        changes += [
+            Change(workflow_key(w), None)
+            for _, w, token in self.state.take_deferred()
+            if self.state.still_closed(w, token)
+        ]
         written = []
-        for _partition, change in self.state.take_changes():
+        for change in changes:
             written.append((change, self.offset))
             self.offset += 1
-        self.store.write(written, self.offset)
+        for store, closed in ((self.store, False), (self.closed, True)):
+            store.write([(c, o) for c, o in written if c.closed_log is closed], self.offset)
         self.state.release_closed(
             c.key[1:].decode() for c, _ in written if c.key[:1] == b"w" and not c.open
         )
@@ -92,8 +102,8 @@ def test_closed_workflows_leave_memory_once_stored(tmp_path: Path) -> None:
         log.state.apply(flow.complete(), partition=0, now=0)
     log.flush()
     assert log.state._workflows == {}  # every one closed and stored
-    opened, total = log.store.counts()
-    assert (opened, total) == (0, 20)
+    assert log.store.counts() == (0, 0)  # open work only: the open records were tombstoned
+    assert log.closed.counts() == (0, 20)
     restored = log.restored()
     assert restored._workflows == {}
     assert restored.current_run(flows[3].workflow_id) == flows[3].run_id  # read back
@@ -110,12 +120,11 @@ def test_a_closed_parents_recorded_children_are_tombstoned(tmp_path: Path) -> No
     assert log.store.counts()[0] == 2  # the open parent and its recorded child
     log.state.apply(parent.complete(), partition=0, now=0)
     log.flush()
-    assert log.store.counts() == (0, 2)  # two closed workflows, nothing open
+    assert log.store.counts() == (0, 0)  # nothing open
+    assert log.closed.counts() == (0, 2)  # two closed workflows
 
 
 def test_an_unreadable_record_names_its_offset(tmp_path: Path) -> None:
-    from aion_common.kafka.changelog import Change
-
     log = Logged(tmp_path / "w.sqlite")
     log.store.write([(Change(b"wbad", b"{not json", open=True), 7)], 8)
     with pytest.raises(ChangelogUnreadable, match="offset 7"):

@@ -1,4 +1,5 @@
-"""How the watcher's facts are written to ``<prefix>.watcher-state`` and read back.
+"""How the watcher's facts are written to ``<prefix>.watcher-state`` and
+``<prefix>.watcher-closed`` and read back.
 
 Three kinds of records, each on the partition its fact came from (the partition of the event
 that taught it):
@@ -6,8 +7,10 @@ that taught it):
 - a **workflow** (key ``w`` + id): its current run, parent link, whether it is open, and its
   latest run ids (the last :data:`RUNS_KEPT`, for telling a closed parent run from an unknown
   one) and the runs of its chain that continued-as-new (their children's watches go on);
-  written when a run starts or closes, tombstoned when the workflow is purged. Open ones
-  are restored on acquisition, closed ones read back when a parent's status is asked;
+  written when a run starts or closes, tombstoned when the workflow is purged. An open one is
+  in ``watcher-state``, restored on acquisition; a closed one in ``watcher-closed`` (its
+  ``watcher-state`` record tombstoned once the closed one is acknowledged), loaded into the
+  partition's closed store in the background and read back when a parent's status is asked;
 - a **watch** (key ``a`` + parent, run, child): the record to issue once the child's final
   terminal is known (the ``RecordChildTerminal``, codec-encoded) and its blind re-issues;
   tombstoned when the parent records the child or its run closes;
@@ -15,6 +18,8 @@ that taught it):
   tombstoned when that run closes.
 
 So a restore reads open work only: open workflows, watches, recorded children of open runs.
+:data:`FORMAT` is the layout's version, in the build marker: a changelog built in an older
+layout (1: closed workflows' records in ``watcher-state``) is built again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from aion_common.domain import (
 )
 
 __all__ = [
+    "FORMAT",
     "RECORDED",
     "RUNS_KEPT",
     "WATCH",
@@ -47,6 +53,9 @@ __all__ = [
     "workflow_key",
 ]
 
+FORMAT: Final = 2
+"""The changelog layout (the build marker's version): 2 keeps closed workflows' records in
+``watcher-closed``."""
 WORKFLOW: Final = b"w"
 WATCH: Final = b"a"
 RECORDED: Final = b"r"

@@ -19,14 +19,20 @@ A crash anywhere before step 3 re-reads from the last commit and re-issues the s
 the AlreadyRecorded rule), so re-delivery is harmless.
 
 Restore (issue 21): the state needs each run's ``WorkflowStarted`` (a terminal carries no
-parent link). It is kept in ``<prefix>.watcher-state`` (see :mod:`aion_watcher.stores`): when a
-partition is assigned its local store catches up with the changelog, the open facts (open
-workflows, watches, recorded children of open runs) are loaded, and the consumer goes on from
-the group's committed offset — O(open watches), whatever the history. A partition whose
-changelog was never built (an upgrade) is rebuilt as before changelogs: the consumer seeks to
-its beginning and folds everything below the committed offset *without* issuing, then the
-rebuilt facts are written whole. Records known from a restore or rebuild whose parent has not
-recorded them are left to the sweep.
+parent link). It is kept in ``<prefix>.watcher-state`` (open work) and
+``<prefix>.watcher-closed`` (closed workflows; see :mod:`aion_watcher.stores`): when a
+partition is assigned its local store of open work catches up with the changelog, the open
+facts (open workflows, watches, recorded children of open runs) are loaded, and the consumer
+goes on from the group's committed offset — O(open watches), whatever the history. The closed
+workflows' store is loaded in the background (decision 57); until it is, a batch that needs
+the facts of a workflow not in memory on that partition (:meth:`WatchState.waits_for`: a
+closed one, e.g. the parent of a child's terminal) is held: its partition is paused at that
+offset and resumed when the load ends. A load that fails or stalls (no progress for
+``_LOAD_STALL_S``) is retried; one that fails otherwise crashes the service. A partition
+whose changelog was never built in this layout (an upgrade) is rebuilt as before changelogs:
+the consumer seeks to its beginning and folds everything below the committed offset *without*
+issuing, then the rebuilt facts are written whole. Records known from a restore or rebuild
+whose parent has not recorded them are left to the sweep.
 
 Reconciliation (the reference's "missed doorbell degrades to store polling"): every
 ``sweep_interval`` the state lists records whose parent run is open (or unknown here) and has
@@ -44,16 +50,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import TopicPartition
 
 from aion_common.codecs import Codec
-from aion_common.domain import DecodeError, InfrastructureError, RecordChildTerminal
+from aion_common.domain import DecodeError, EventBatch, InfrastructureError, RecordChildTerminal
 from aion_common.kafka import (
     DeadLetterPublisher,
     KeyedProducer,
@@ -64,7 +72,7 @@ from aion_common.kafka import (
 )
 from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
 from aion_common.settings import Settings
-from aion_watcher.changelog import WORKFLOW, ChangelogUnreadable
+from aion_watcher.changelog import FORMAT, WORKFLOW, ChangelogUnreadable
 from aion_watcher.config import WatcherConfig
 from aion_watcher.delivery import CommandSender, KafkaCommandSender, deliver, record_fields
 from aion_watcher.metrics import HealthServer, WatcherMetrics
@@ -79,6 +87,7 @@ _COMMIT_SPACING = 0.05  # seconds between offset commits; a crash re-issues at m
 _MAX_IN_FLIGHT = 5_000  # records sent and not yet acknowledged before polling pauses
 _LAG_EVERY = 1.0  # seconds between consumer-lag gauge updates
 _POLL_BACKOFF = Backoff(initial=0.2, maximum=5.0)
+_LOAD_STALL_S = 30.0  # a closed load with no progress for this long is cancelled and retried
 
 
 @dataclass(slots=True)
@@ -123,8 +132,13 @@ class WatcherService:
             engine_reports=self.config.engine_reports_terminals,
             codec=self._codec if self._stores is not None else None,
             closed=None if self._stores is None else self._stores.load_closed,
+            partitions=settings.partitions,
         )
         self._building: set[int] = set()
+        self._loads: dict[int, asyncio.Task[None]] = {}
+        """Background loads of the owned partitions' closed workflows."""
+        self._held: dict[int, int] = {}
+        """Partitions paused at an offset whose batch waits for their closed load."""
         self._assigned_at: dict[int, float] = {}
         self.restores: dict[int, dict[str, object]] = {}
         """How each partition was last taken on: restored from the changelog, or replayed
@@ -229,8 +243,8 @@ class WatcherService:
                     async with self._lock:
                         await self._process(batches)
                 await self._after_poll()
-                for task in background:
-                    if task.done():  # a sweep or a send that failed for good crashes the service
+                for task in (*background, *self._loads.values()):
+                    if task.done():  # a sweep, send or load that failed for good crashes it
                         task.result()
                         raise RuntimeError(f"{task.get_name()} ended while the watcher runs")
         finally:
@@ -258,6 +272,7 @@ class WatcherService:
         if self._http is not None:
             await self._http.stop()
         try:
+            await self._stop_loads(list(self._loads))
             await self._drain()
             await self._consumer.stop()
         finally:
@@ -285,6 +300,7 @@ class WatcherService:
             "ready": ok and reason is None,
             "partitions": sorted(self.state.owned),
             "rebuilding": sorted(self._replaying),
+            "loading_closed": sorted(self.state.loading_partitions),
             "watches": self.state.watch_count(),
             "kafka": self.link.report(),
         }
@@ -299,21 +315,29 @@ class WatcherService:
         sends: list[asyncio.Task[None]] = []
         commits: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
-            if tp.partition not in self.state.owned:
-                continue  # revoked while the fetch was in flight
+            if tp.partition not in self.state.owned or tp.partition in self._held:
+                continue  # revoked while the fetch was in flight, or waiting for its load
             replay_end = self._replay_until.get(tp.partition, 0)
             for record in records:
                 emitting = record.offset >= replay_end
-                applied = await self._fold(record, emitting=emitting, now=loop.time())
+                batch = await self._decode(record, emitting=emitting)
+                if batch is not None and self._hold(tp, record, batch):
+                    if record.offset > replay_end:
+                        commits[tp] = record.offset
+                    break
+                applied = (
+                    Applied()
+                    if batch is None
+                    else self.state.apply(batch, partition=record.partition, now=loop.time())
+                )
                 if emitting:
                     sends.extend(asyncio.create_task(self._send(c)) for c in applied.records)
                     self._count(applied)
-            if records and records[-1].offset >= replay_end:
-                commits[tp] = records[-1].offset + 1
-        logged = None
-        changes = self.state.take_changes()
-        if changes and self._stores is not None:
-            logged = asyncio.create_task(self._stores.send(changes))
+            else:
+                if records and records[-1].offset >= replay_end:
+                    commits[tp] = records[-1].offset + 1
+        logged = self._log_changes()
+        if logged is not None:
             sends.append(asyncio.create_task(_settled(logged)))
         if sends or commits:
             # Sent now, acknowledged later: the committer commits ``commits`` once these and
@@ -321,6 +345,37 @@ class WatcherService:
             self._tickets.append(_Ticket(sends, commits, logged))
             self._in_flight += len(sends)
             self._ticket_added.set()
+
+    def _log_changes(self) -> asyncio.Task[Logged] | None:
+        """Send the fold's changelog records (then, acknowledged, its deferred tombstones)."""
+        changes = self.state.take_changes()
+        deferred = self.state.take_deferred()
+        if self._stores is None or not (changes or deferred):
+            return None
+        return asyncio.create_task(
+            self._stores.send(changes, deferred, still_closed=self.state.still_closed)
+        )
+
+    def _hold(self, tp: TopicPartition, record: Record, batch: EventBatch) -> bool:
+        """Whether ``batch`` waits for a closed load: then its partition is paused at it (the
+        records after it are fetched again once resumed) and True."""
+        waits_for = self.state.waits_for(batch)
+        if waits_for is None:
+            return False
+        self._held[tp.partition] = record.offset
+        raw = self._consumer.raw
+        raw.seek(tp, record.offset)
+        raw.pause(tp)
+        _log.info(
+            "events wait for the closed workflows to load",
+            extra={
+                "partition": tp.partition,
+                "offset": record.offset,
+                "workflow_id": batch.workflow_id,
+                "needs": waits_for,
+            },
+        )
+        return True
 
     async def _throttle(self) -> None:
         # Bounded memory while the commands topic is slow or away: stop polling until the
@@ -414,9 +469,9 @@ class WatcherService:
                 },
             )
 
-    async def _fold(self, record: Record, *, emitting: bool, now: float) -> Applied:
+    async def _decode(self, record: Record, *, emitting: bool) -> EventBatch | None:
         try:
-            batch = self._codec.decode_batch(
+            return self._codec.decode_batch(
                 record.value, topic=record.topic, partition=record.partition, offset=record.offset
             )
         except DecodeError as err:
@@ -424,8 +479,7 @@ class WatcherService:
                 _log.error("undecodable event record: dead-lettered", extra={"error": str(err)})
                 await self._dead_letters.publish(record, f"watcher: {err}", err)
                 self.metrics.dead_letters.inc()
-            return Applied()
-        return self.state.apply(batch, partition=record.partition, now=now)
+            return None
 
     def _count(self, applied: Applied) -> None:
         self.metrics.terminals_seen.inc(applied.terminals)
@@ -482,16 +536,16 @@ class WatcherService:
     async def sweep_once(self) -> int:
         """Re-issue what the parents have not recorded after the grace period; return how many.
 
-        Skipped while a partition rebuilds: its parents' facts are still incomplete.
+        Skipped while a partition rebuilds or loads its closed workflows: its parents' facts
+        are still incomplete.
         """
-        if self._replaying:
+        if self._replaying or self.state.loading_partitions:
             return 0
         async with self._lock:
             now = asyncio.get_running_loop().time()
             items = self.state.sweep(now=now, grace=self.config.grace_period)
-            changes = self.state.take_changes()
-            if changes and self._stores is not None:
-                logged = asyncio.create_task(self._stores.send(changes))
+            logged = self._log_changes()
+            if logged is not None:
                 self._tickets.append(_Ticket([asyncio.create_task(_settled(logged))], {}, logged))
                 self._in_flight += 1
                 self._ticket_added.set()
@@ -520,6 +574,10 @@ class WatcherService:
                 committed = await raw.committed(tp) or 0
                 if self._stores is not None and await self._restore(partition):
                     self.state.own(partition)  # after its facts are in: it counts as ready
+                    self.state.loading(partition)
+                    self._loads[partition] = asyncio.create_task(
+                        self._load_closed(partition), name=f"watcher.p{partition}.closed-load"
+                    )
                     raw.seek(tp, committed)
                     _log.info(
                         "partition assigned",
@@ -533,10 +591,12 @@ class WatcherService:
                 else:
                     self.restores[partition] = {"seconds": 0.0, "replayed_to": 0}
                 if self._stores is not None:
-                    # What the store holds is what the rebuild replaces (an earlier build, or
-                    # the unreadable record): the fold must not read workflows back from it,
-                    # or those it read would stay out of the rebuilt facts and go stale.
-                    self._stores.store(partition).reset()
+                    # What the closed store holds is what the rebuild replaces (an earlier
+                    # build, or the unreadable record): the fold must not read workflows back
+                    # from it, or those it read would stay out of the rebuilt facts and go
+                    # stale. (The open store is kept until the build: its keys that the
+                    # rebuilt facts lack are tombstoned then.)
+                    self._stores.reset_closed(partition)
                     if committed:
                         self.state.silence(partition)  # written whole once rebuilt
                         self._building.add(partition)
@@ -569,10 +629,14 @@ class WatcherService:
         read = await self._stores.catch_up(partition)
         store = self._stores.store(partition)
         marker = store.marker
-        if marker is None or marker.state != "complete":
+        if marker is None or marker.state != "complete" or marker.version != FORMAT:
             _log.warning(
-                "watcher changelog never built: rebuilding the partition from the event log",
-                extra={"partition": partition},
+                "watcher changelog never built in this layout: rebuilding the partition from "
+                "the event log",
+                extra={
+                    "partition": partition,
+                    "marker": None if marker is None else f"{marker.state} v{marker.version}",
+                },
             )
             return False
         now = asyncio.get_running_loop().time()
@@ -593,11 +657,63 @@ class WatcherService:
         }
         return True
 
+    async def _load_closed(self, partition: int) -> None:
+        """Load the partition's closed workflows into their store, retrying a failure or a
+        stall, then let the events held for them go on."""
+        assert self._stores is not None
+        stores = self._stores
+        began = self._assigned_at.get(partition, time.perf_counter())
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(_LOAD_STALL_S) as deadline:
+                    caught = await stores.load_closed_store(partition, _extends(deadline))
+                break
+            except (InfrastructureError, TimeoutError, sqlite3.Error, OSError) as err:
+                attempt += 1
+                _log.warning(
+                    "loading the closed workflows failed; retrying",
+                    extra={"partition": partition, "error": repr(err), "attempt": attempt},
+                )
+                await self.link.pause(_POLL_BACKOFF.delay(attempt))
+        async with self._lock:
+            applied = stores.closed_loaded(partition)
+            self.state.loading(partition, active=False)
+            held = self._held.pop(partition, None)
+            if held is not None:
+                with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                    self._consumer.raw.resume(TopicPartition(self.topics.events, partition))
+            seconds = round(time.perf_counter() - began, 3)
+            report = self.restores.get(partition)
+            if report is not None:
+                report.update(closed_loaded_s=seconds, closed_records_read=caught.records)
+            self._loads.pop(partition, None)
+        _log.info(
+            "closed workflows loaded",
+            extra={
+                "partition": partition,
+                "cold": caught.cold,
+                "changelog_records_read": caught.records,
+                "pending_applied": applied,
+                "held_from": held,
+                "since_assignment_s": seconds,
+            },
+        )
+
+    async def _stop_loads(self, partitions: Collection[int]) -> None:
+        """Cancel the partitions' closed loads (each waits for a store write in progress)."""
+        tasks = [t for p in partitions if (t := self._loads.pop(p, None)) is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
         """Drop what the revoked partitions taught the state (their new owner rebuilds it)."""
         async with self._lock:
             await self._drain()  # what was acknowledged is committed before handing over
+            await self._stop_loads([tp.partition for tp in partitions])
             for tp in partitions:
+                self._held.pop(tp.partition, None)
                 self.state.drop_partition(tp.partition)
                 self._replay_until.pop(tp.partition, None)
                 self._replaying.discard(tp.partition)
@@ -607,6 +723,15 @@ class WatcherService:
                 with contextlib.suppress(KeyError):
                     self.metrics.lag.remove(str(tp.partition))
                 _log.info("partition revoked", extra={"partition": tp.partition})
+
+
+def _extends(deadline: asyncio.Timeout) -> Callable[[int, int], None]:
+    """A load's progress callback: each chunk loaded moves its stall deadline on."""
+
+    def progress(_read: int, _total: int) -> None:
+        deadline.reschedule(asyncio.get_running_loop().time() + _LOAD_STALL_S)
+
+    return progress
 
 
 async def _settled(task: asyncio.Task[Logged]) -> None:

@@ -48,6 +48,13 @@ rebuilt from the event log is folded silently (:meth:`WatchState.silence`) and w
 the end (:meth:`WatchState.dump`). Closed workflows leave memory once their records are stored
 (:meth:`WatchState.release_closed`) and are read back through ``closed`` when asked about
 (a bounded cache keeps the most recent), so memory holds open work.
+
+A closed workflow's record goes to ``watcher-closed`` (``Change.closed_log``); its record in
+``watcher-state`` is tombstoned only once that one is acknowledged
+(:meth:`WatchState.take_deferred`, :meth:`WatchState.still_closed`), so no crash leaves a
+workflow in neither. While a partition's closed workflows load in the background
+(:meth:`WatchState.loading`), :meth:`WatchState.waits_for` names a batch that would need the
+facts of a workflow not in memory on such a partition: the service folds it after the load.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ from aion_common.domain import (
 )
 from aion_common.domain.events import Event
 from aion_common.kafka.changelog import Change
+from aion_common.kafka.topics import partition_for
 from aion_watcher.changelog import (
     RECORDED,
     WATCH,
@@ -174,6 +182,7 @@ class WatchState:
         codec: Codec | None = None,
         closed: ClosedLoader | None = None,
         closed_cache: int = 10_000,
+        partitions: int = 1,
     ) -> None:
         """Start empty; ``blind_limit`` caps re-issues of records to unknown-status parents.
 
@@ -183,7 +192,8 @@ class WatchState:
         issue, and the sweep covers the rest as it covers that one.
 
         With ``codec`` the fold records its changes for the changelog; with ``closed`` closed
-        workflows are read back from the store on demand.
+        workflows are read back from the store on demand (``partitions``: how many the events
+        topic has, to tell a workflow's partition from its id).
         """
         self._blind_limit = blind_limit
         self._engine_reports = engine_reports
@@ -200,6 +210,14 @@ class WatchState:
         self._cache_size = closed_cache
         self._forgotten: set[str] = set()
         """Purged, their tombstones not stored yet: not read back from the store meanwhile."""
+        self._partitions = partitions
+        self._loading: set[int] = set()
+        self._dirty: dict[str, _Workflow] = {}
+        self._closing: dict[str, tuple[int, int]] = {}
+        """Closed workflows whose ``watcher-state`` record awaits its tombstone: (partition,
+        token of the close)."""
+        self._deferred: list[tuple[int, str, int]] = []
+        self._tokens = 0
 
     # -- partitions -------------------------------------------------------------------------
 
@@ -211,7 +229,10 @@ class WatchState:
         """Forget every fact that came from ``partition`` (it was revoked)."""
         self._owned.discard(partition)
         self._silent.discard(partition)
+        self._loading.discard(partition)
         self._changes = [(p, c) for p, c in self._changes if p != partition]
+        self._deferred = [d for d in self._deferred if d[0] != partition]
+        self._closing = {k: c for k, c in self._closing.items() if c[0] != partition}
         self._workflows = {k: w for k, w in self._workflows.items() if w.partition != partition}
         self._cache = OrderedDict(
             (k, w) for k, w in self._cache.items() if w.partition != partition
@@ -270,6 +291,7 @@ class WatchState:
         tally = _Tally()
         for event in events:
             self._apply_event(event, partition, now, tally)
+        self._note_dirty()
         return Applied(
             records=tuple(tally.records), terminals=tally.terminals, suppressed=tally.suppressed
         )
@@ -347,7 +369,11 @@ class WatchState:
             return
         for run_id in workflow.runs:
             self._parent_runs.pop((workflow_id, run_id), None)
-        self._note(workflow.partition, Change(workflow_key(workflow_id), None))
+        self._dirty.pop(workflow_id, None)
+        self._closing.pop(workflow_id, None)
+        key = workflow_key(workflow_id)
+        self._note(workflow.partition, Change(key, None, closed_log=True))
+        self._note(workflow.partition, Change(key, None))
         self._forgotten.add(workflow_id)
 
     def _start(self, event: WorkflowStarted, workflow: _Workflow | None, partition: int) -> None:
@@ -437,6 +463,77 @@ class WatchState:
         """The changes recorded since the last call, with their partitions, in order."""
         changes, self._changes = self._changes, []
         return changes
+
+    def take_deferred(self) -> list[tuple[int, str, int]]:
+        """(partition, workflow id, token) of the workflows closed since the last call: their
+        ``watcher-state`` records are to be tombstoned once the changes taken with them (their
+        ``watcher-closed`` records) are acknowledged, if :meth:`still_closed` then."""
+        deferred, self._deferred = self._deferred, []
+        return deferred
+
+    def still_closed(self, workflow_id: str, token: int) -> bool:
+        """Whether the close ``token`` names is still the workflow's latest change: then its
+        ``watcher-state`` record is tombstoned now (and this returns False after). Not if it
+        was started again (its open record, written after, must stay) or closed again (that
+        close tombstones it), or purged (tombstoned then)."""
+        if self._closing.get(workflow_id, (0, 0))[1] != token:
+            return False
+        del self._closing[workflow_id]
+        return True
+
+    def loading(self, partition: int, *, active: bool = True) -> None:
+        """``partition``'s closed workflows are being loaded into its store (``active``), or
+        are loaded: until then the store is not read, and :meth:`waits_for` holds back what
+        needs it."""
+        if active:
+            self._loading.add(partition)
+        else:
+            self._loading.discard(partition)
+
+    @property
+    def loading_partitions(self) -> frozenset[int]:
+        """Partitions whose closed workflows are still loading."""
+        return frozenset(self._loading)
+
+    def waits_for(self, batch: EventBatch) -> str | None:
+        """The id of a workflow whose facts folding ``batch`` may need while they are not in
+        memory and its partition's closed workflows are still loading; None: fold it now.
+
+        What the fold reads: the batch's own workflow (not for a new one: a first event of
+        seq 1 is a new id or one purged), and, for a start or a terminal, its parent's."""
+        if not self._loading:
+            return None
+        workflow_id = batch.workflow_id
+        workflow = self._workflows.get(workflow_id) or self._cache.get(workflow_id)
+        if (
+            workflow is None
+            and batch.events
+            and batch.events[0].seq > 1
+            and self._unavailable(workflow_id)
+        ):
+            return workflow_id
+        parents = set()
+        if workflow is not None and workflow.parent is not None:
+            parents.add(workflow.parent.workflow_id)
+        for event in batch.events:
+            if isinstance(event, WorkflowStarted) and event.parent is not None:
+                parents.add(event.parent.workflow_id)
+        if parents and any(
+            isinstance(e, WorkflowStarted) or outcome_of(e) is not None for e in batch.events
+        ):
+            for parent in sorted(parents):
+                if self._unavailable(parent):
+                    return parent
+        return None
+
+    def _unavailable(self, workflow_id: str) -> bool:
+        """Not in memory, and its partition's store is still loading."""
+        return (
+            workflow_id not in self._workflows
+            and workflow_id not in self._cache
+            and workflow_id not in self._forgotten
+            and partition_for(workflow_id, self._partitions) in self._loading
+        )
 
     def dump(self, partition: int) -> list[Change]:
         """Every fact of ``partition`` as changelog records (a rebuilt partition, written whole)."""
@@ -533,6 +630,7 @@ class WatchState:
             workflow is None
             and self._load_closed is not None
             and workflow_id not in self._forgotten
+            and not (self._loading and self._unavailable(workflow_id))  # never mid-load
         ):
             found = self._load_closed(workflow_id)
             if found is not None:
@@ -564,8 +662,23 @@ class WatchState:
             self._changes.append((partition, change))
 
     def _note_workflow(self, workflow_id: str, workflow: _Workflow) -> None:
+        # Written once per batch, as the batch leaves it (a continue-as-new's close and its
+        # next run's start are one batch: one open record, not a closed one and an open one).
         if self._codec is not None and workflow.partition not in self._silent:
+            self._dirty[workflow_id] = workflow
+
+    def _note_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for workflow_id, workflow in dirty.items():
+            if self._workflows.get(workflow_id) is not workflow:
+                continue  # purged within the batch
             self._changes.append((workflow.partition, self._workflow_change(workflow_id, workflow)))
+            if workflow.open:
+                self._closing.pop(workflow_id, None)  # reopened: its open record stays
+                continue
+            self._tokens += 1
+            self._closing[workflow_id] = (workflow.partition, self._tokens)
+            self._deferred.append((workflow.partition, workflow_id, self._tokens))
 
     def _note_watch(self, key: WatchKey, watch: _Watch) -> None:
         if self._codec is not None and watch.partition not in self._silent:
@@ -577,6 +690,7 @@ class WatchState:
             workflow_key(workflow_id),
             encode_workflow(_facts(workflow_id, workflow)),
             open=workflow.open,
+            closed_log=not workflow.open,
         )
 
     def _watch_change(self, key: WatchKey, watch: _Watch) -> Change:

@@ -1,5 +1,6 @@
-"""The watcher's local stores of ``<prefix>.watcher-state``, one per owned partition, and the
-changelog writes that keep them (see :mod:`aion_watcher.changelog` for what is written).
+"""The watcher's local stores of ``<prefix>.watcher-state`` (open work) and
+``<prefix>.watcher-closed`` (closed workflows), two per owned partition, and the changelog
+writes that keep them (see :mod:`aion_watcher.changelog` for what is written).
 
 The watcher commits ``aion.events`` offsets only once every record a poll produced — the
 ``RecordChildTerminal`` commands *and* the changelog records of the facts it learnt — is
@@ -7,12 +8,19 @@ acknowledged, so the changelog is never behind the committed offset: a restart r
 changelog's facts and folds again from the committed offset, which at worst re-learns what the
 changelog already holds (the fold is idempotent, and a re-issued record is a duplicate the
 engine drops). The local store is written in poll order, after the acknowledgement.
+
+A poll's records are sent in two steps: everything, then — once acknowledged — the tombstones
+of the ``watcher-state`` records of workflows that closed in it (their ``watcher-closed``
+records are durable by then: a crash between leaves a workflow in both, which the restore
+resolves by re-folding, never in neither). Records are handed to the producer in the order
+the polls were folded (one lock), so a key's newer value is never sent before an older one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -22,6 +30,7 @@ from aion_common.codecs import Codec
 from aion_common.domain import InfrastructureError
 from aion_common.kafka.changelog import (
     MARKER_KEY,
+    CatchUp,
     Change,
     ChangelogStore,
     Marker,
@@ -31,11 +40,27 @@ from aion_common.kafka.changelog import (
 from aion_common.kafka.options import client_options
 from aion_common.kafka.topics import Topics, partition_for
 from aion_common.settings import Settings
-from aion_watcher.changelog import ChangelogUnreadable, WorkflowFacts, decode_workflow, workflow_key
+from aion_watcher.changelog import (
+    FORMAT,
+    WORKFLOW,
+    ChangelogUnreadable,
+    WorkflowFacts,
+    decode_workflow,
+    workflow_key,
+)
 
-__all__ = ["Logged", "WatcherStores"]
+__all__ = ["WATCHER_STATE_STALE_MS", "Logged", "WatcherStores"]
 
 _log = logging.getLogger("aion_watcher")
+
+WATCHER_STATE_STALE_MS = 30 * 60 * 1000
+"""A local store of ``watcher-state`` last in step longer ago than this restores cold (cheap:
+open work): the topic keeps tombstones an hour (``aion_common.kafka.admin``)."""
+
+_STALE_CHUNK = 5_000
+
+StillClosed = Callable[[str, int], bool]
+"""``still_closed(workflow_id, token)``: :meth:`aion_watcher.state.WatchState.still_closed`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +76,14 @@ class WatcherStores:
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self._settings = settings
         self._codec = codec
-        self._topic = Topics(settings.topic_prefix).watcher_state
+        topics = Topics(settings.topic_prefix)
+        self._topic = topics.watcher_state
+        self._closed_topic = topics.watcher_closed
         self._stores: dict[int, ChangelogStore] = {}
+        self._closed: dict[int, ChangelogStore] = {}
+        self._loading: dict[int, list[tuple[Change, int]]] = {}
+        """Partitions whose closed store is being loaded: what was written to it meanwhile."""
+        self._order = asyncio.Lock()
         self._producer = AIOKafkaProducer(
             **client_options(settings),
             client_id=f"aion-watcher-{settings.instance_id}-state",
@@ -69,35 +100,76 @@ class WatcherStores:
         try:
             await self._producer.stop()
         finally:
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
+            for partition in [*self._stores, *self._closed]:
+                self.close(partition)
 
     def store(self, partition: int) -> ChangelogStore:
-        """Partition ``partition``'s store (opened on first use)."""
+        """Partition ``partition``'s store of ``watcher-state`` (opened on first use)."""
         found = self._stores.get(partition)
         if found is None:
             found = self._stores[partition] = ChangelogStore(
-                store_path(self._settings, "watcher", partition)
+                store_path(self._settings, "watcher", partition), stale_ms=WATCHER_STATE_STALE_MS
+            )
+        return found
+
+    def closed_store(self, partition: int) -> ChangelogStore:
+        """Partition ``partition``'s store of ``watcher-closed`` (opened on first use)."""
+        found = self._closed.get(partition)
+        if found is None:
+            path = store_path(self._settings, "watcher", partition)
+            found = self._closed[partition] = ChangelogStore(
+                path.with_name(f"{path.stem}-closed{path.suffix}")
             )
         return found
 
     def close(self, partition: int) -> None:
-        """Close a revoked partition's store (its file stays for the next time)."""
-        store = self._stores.pop(partition, None)
-        if store is not None:
-            store.close()
+        """Close a revoked partition's stores (their files stay for the next time); its
+        closed load must be stopped first."""
+        self._loading.pop(partition, None)
+        for stores in (self._stores, self._closed):
+            store = stores.pop(partition, None)
+            if store is not None:
+                store.close()
 
     async def catch_up(self, partition: int) -> int:
-        """Bring the partition's store up to the changelog's end; records read."""
+        """Bring the partition's ``watcher-state`` store up to the changelog's end (open work);
+        records read."""
         caught = await catch_up(self._settings, self._topic, partition, self.store(partition))
         return caught.records
 
+    async def load_closed_store(
+        self, partition: int, progress: Callable[[int, int], None] | None = None
+    ) -> CatchUp:
+        """Bring the partition's ``watcher-closed`` store up to that changelog's end, writing
+        in a worker thread; what the watcher writes to it meanwhile is applied after. Nothing
+        may read the store until :meth:`closed_loaded`."""
+        store = self.closed_store(partition)
+        self._loading.setdefault(partition, [])
+        return await catch_up(
+            self._settings,
+            self._closed_topic,
+            partition,
+            store,
+            progress=progress,
+            in_thread=True,
+        )
+
+    def closed_loaded(self, partition: int) -> int:
+        """The load is done: apply what was written meanwhile; how many records."""
+        pending = self._loading.pop(partition, [])
+        store = self._closed.get(partition)
+        if pending and store is not None:
+            # it may be below where the load read to: never move the checkpoint back
+            checkpoint = max(pending[-1][1] + 1, store.checkpoint or 0)
+            store.write(pending, checkpoint)
+        return len(pending)
+
     def load_closed(self, workflow_id: str) -> tuple[int, WorkflowFacts] | None:
-        """A workflow's facts from the store of its partition, when that store is open here."""
+        """A closed workflow's facts from the closed store of its partition, when that store
+        is open here (and loaded: the fold does not ask before)."""
         partition = partition_for(workflow_id, self._settings.partitions)
-        store = self._stores.get(partition)
-        if store is None:
+        store = self._closed.get(partition)
+        if store is None or partition in self._loading:
             return None
         found = store.get(workflow_key(workflow_id))
         if found is None:
@@ -112,19 +184,41 @@ class WatcherStores:
             )
             return None
 
-    async def send(self, changes: Iterable[tuple[int, Change]]) -> Logged:
-        """Send changelog records and wait for the broker's acknowledgement of each."""
+    async def send(
+        self,
+        changes: Iterable[tuple[int, Change]],
+        deferred: Iterable[tuple[int, str, int]] = (),
+        still_closed: StillClosed | None = None,
+    ) -> Logged:
+        """Send changelog records and wait for the broker's acknowledgement of each; then the
+        ``watcher-state`` tombstones of the ``deferred`` closes (partition, id, token) that
+        ``still_closed`` confirms, and wait for those."""
+        written = await self._send_now(changes)
+        deferred = list(deferred)
+        if deferred and still_closed is not None:
+            # checked when sent, under the lock: a later poll's open record of the same id
+            # (started again) is then either already sent or sent after this tombstone
+            tombstones = (
+                (p, Change(workflow_key(w), None)) for p, w, t in deferred if still_closed(w, t)
+            )
+            written.extend(await self._send_now(tombstones))
+        return Logged(written)
+
+    async def _send_now(
+        self, changes: Iterable[tuple[int, Change]]
+    ) -> list[tuple[int, Change, int]]:
         pending = []
         try:
-            for partition, change in changes:
-                future = await self._producer.send(
-                    self._topic,
-                    value=change.value,
-                    key=change.key,
-                    partition=partition,
-                    headers=change.headers(),
-                )
-                pending.append((partition, change, future))
+            async with self._order:
+                for partition, change in changes:
+                    future = await self._producer.send(
+                        self._closed_topic if change.closed_log else self._topic,
+                        value=change.value,
+                        key=change.key,
+                        partition=partition,
+                        headers=change.headers(),
+                    )
+                    pending.append((partition, change, future))
             written = []
             for partition, change, future in pending:
                 metadata = await future
@@ -133,33 +227,71 @@ class WatcherStores:
             raise InfrastructureError(
                 f"writing the watcher changelog failed: {err!r}", retriable=True
             ) from err
-        return Logged(written)
+        return written
 
     def apply(self, logged: Logged) -> None:
         """Write acknowledged records to their stores (in the order they were sent)."""
-        by_partition: dict[int, list[tuple[Change, int]]] = {}
+        by_store: dict[tuple[int, bool], list[tuple[Change, int]]] = {}
         for partition, change, offset in logged.written:
-            by_partition.setdefault(partition, []).append((change, offset))
-        for partition, written in by_partition.items():
-            store = self._stores.get(partition)
+            by_store.setdefault((partition, change.closed_log), []).append((change, offset))
+        for (partition, closed), written in by_store.items():
+            if closed and partition in self._loading:
+                self._loading[partition].extend(written)  # applied after the load
+                continue
+            store = (self._closed if closed else self._stores).get(partition)
             if store is not None:  # revoked meanwhile: its next owner reads the changelog
-                store.write(written, written[-1][1] + 1)
+                store.write(written, max(o for _, o in written) + 1)
+
+    def reset_closed(self, partition: int) -> None:
+        """Empty the closed store (a rebuild replaces it; the fold must not read it)."""
+        self.closed_store(partition).reset()
 
     async def build(self, partition: int, facts: list[Change]) -> None:
-        """Write a partition rebuilt from the event log whole: ``building``, every fact, then
-        ``complete`` (everything older is stale)."""
-        store = self.store(partition)
+        """Write a partition rebuilt from the event log whole, in this layout (:data:`FORMAT`):
+        ``building`` markers, every fact (open work to ``watcher-state``, closed workflows to
+        ``watcher-closed``), a tombstone for every other key ``watcher-state`` held (an older
+        layout's closed workflows: a cold restore would read them), then ``complete``
+        markers (everything older is stale), ``watcher-state``'s last."""
+        store, closed = self.store(partition), self.closed_store(partition)
+        closed.reset()
+        begun = {}
+        for is_closed in (True, False):
+            opening = Change(
+                MARKER_KEY, Marker("building", -1, FORMAT).encode(), closed_log=is_closed
+            )
+            begun[is_closed] = (await self.send([(partition, opening)])).written[0][2]
+        keep = {c.key for c in facts if not c.closed_log}
+        stale = 0
+        chunk: list[tuple[int, Change]] = []
+        for key in _keys(store):  # nothing else uses this store while it is built
+            if key not in keep:
+                chunk.append((partition, Change(key, None)))
+            if len(chunk) >= _STALE_CHUNK:
+                stale += len((await self.send(chunk)).written)
+                chunk = []
+        stale += len((await self.send(chunk)).written)
         store.reset()
-        begun = await self.send([(partition, Change(MARKER_KEY, Marker("building", -1).encode()))])
-        begun_offset = begun.written[0][2]
-        logged = await self.send((partition, change) for change in facts)
-        self.apply(logged)
-        done = await self.send(
-            [(partition, Change(MARKER_KEY, Marker("complete", begun_offset).encode()))]
-        )
-        marker_offset = done.written[0][2]
-        store.write([], marker_offset + 1, marker=(Marker("complete", begun_offset), marker_offset))
+        self.apply(await self.send((partition, c) for c in facts))
+        for is_closed, target in ((True, closed), (False, store)):  # watcher-state's last
+            marker = Marker("complete", begun[is_closed], FORMAT)
+            done = await self.send(
+                [(partition, Change(MARKER_KEY, marker.encode(), closed_log=is_closed))]
+            )
+            offset = done.written[0][2]
+            target.write([], offset + 1, marker=(marker, offset))
+        if stale:
+            _log.info(
+                "watcher changelog: keys of the layout it replaces tombstoned",
+                extra={"partition": partition, "records": stale},
+            )
 
     async def mark_built(self, partition: int) -> None:
-        """A partition with nothing to rebuild: its marker alone."""
+        """A partition with nothing to rebuild: its markers alone."""
         await self.build(partition, [])
+
+
+def _keys(store: ChangelogStore) -> Iterator[bytes]:
+    """Every workflow, watch and recorded-child key the store holds."""
+    for key, _, _ in store.scan_all():
+        if key[:1] in (WORKFLOW, b"a", b"r"):
+            yield key

@@ -78,10 +78,12 @@ def topic_configs(topics: Topics, settings: Settings) -> dict[str, dict[str, str
         # engine's changelog of open work is nearly all superseded soon after it is written
         # (every closed run's records): its segments roll every hour and its tombstones stay an
         # hour, so a cold restore reads open work plus at most a few hours of churn
-        # (ENGINE_STATE_STALE_MS in aion_engine._recovery is under half that hour).
+        # (ENGINE_STATE_STALE_MS in aion_engine._recovery is under half that hour). The
+        # watcher's changelog of open work likewise (WATCHER_STATE_STALE_MS, aion_watcher.stores).
         topics.engine_state: _changelog_config(settings, hours=1),
         topics.engine_closed: _changelog_config(settings),
-        topics.watcher_state: _changelog_config(settings),
+        topics.watcher_state: _changelog_config(settings, hours=1),
+        topics.watcher_closed: _changelog_config(settings),
     }
 
 

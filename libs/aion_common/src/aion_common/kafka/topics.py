@@ -73,6 +73,13 @@ class Topics:
         return f"{self.prefix}.watcher-state"
 
     @property
+    def watcher_closed(self) -> str:
+        """The watcher's changelog of closed workflows (compacted): a closed workflow's record,
+        moved here from ``watcher-state`` when it closes, so restoring open watches never reads
+        it. Watcher reads and writes only."""
+        return f"{self.prefix}.watcher-closed"
+
+    @property
     def schedules(self) -> str:
         """Schedule definitions and trigger requests (compacted; key: schedule id), written by
         the API, read by the scheduler."""
@@ -99,6 +106,7 @@ class Topics:
             self.engine_state,
             self.engine_closed,
             self.watcher_state,
+            self.watcher_closed,
         )
 
 
