@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -249,12 +250,21 @@ class Rig:
     def commands_for(self, child: Flow) -> list[RecordChildTerminal]:
         return [c for c in self.commands if c.child_workflow_id == child.workflow_id]
 
+    @staticmethod
+    def settings_for(settings: Settings, *, instance_id: str) -> Settings:
+        """``settings`` of another watcher instance (its own, empty, local stores)."""
+        return dataclasses.replace(settings, instance_id=instance_id)
+
     @contextlib.asynccontextmanager
     async def watcher(
-        self, config: WatcherConfig = FAST, *, wrap: SenderWrapper | None = None
+        self,
+        config: WatcherConfig = FAST,
+        *,
+        wrap: SenderWrapper | None = None,
+        settings: Settings | None = None,
     ) -> AsyncIterator[WatcherService]:
         """A running watcher that owns every partition; stopped (cleanly) on exit."""
-        service = WatcherService(self.settings, config, wrap_sender=wrap)
+        service = WatcherService(settings or self.settings, config, wrap_sender=wrap)
         await service.start()
         task = asyncio.create_task(service.run())
         try:
