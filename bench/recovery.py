@@ -318,6 +318,16 @@ async def engine_growth(
                 watched = await watcher_acquire(settings)
                 watcher_figures[size] = watched
                 for kind, run in watched.items():
+                    if run.get("closed_complete_s") is not None:
+                        line(
+                            f"watcher_closed_complete_s_{kind}",
+                            run["closed_complete_s"],
+                            "s",
+                            closed_history_events=closed,
+                            closed_records_read=run.get("closed_records_read"),
+                            note="from assignment until every closed workflow is in the store "
+                            "(the partition serves open work from watcher_acquire_s on)",
+                        )
                     line(
                         f"watcher_acquire_s_{kind}",
                         run["seconds"],
