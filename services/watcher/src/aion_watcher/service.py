@@ -575,6 +575,8 @@ class WatcherService:
                 if self._stores is not None and await self._restore(partition):
                     self.state.own(partition)  # after its facts are in: it counts as ready
                     self.state.loading(partition)
+                    self._stores.begin_closed_load(partition)
+                    await self._stop_loads([partition])  # (revoked first: none is left)
                     self._loads[partition] = asyncio.create_task(
                         self._load_closed(partition), name=f"watcher.p{partition}.closed-load"
                     )

@@ -144,7 +144,7 @@ class WatcherStores:
         in a worker thread; what the watcher writes to it meanwhile is applied after. Nothing
         may read the store until :meth:`closed_loaded`."""
         store = self.closed_store(partition)
-        self._loading.setdefault(partition, [])
+        self.begin_closed_load(partition)
         return await catch_up(
             self._settings,
             self._closed_topic,
@@ -153,6 +153,12 @@ class WatcherStores:
             progress=progress,
             in_thread=True,
         )
+
+    def begin_closed_load(self, partition: int) -> None:
+        """From now on what is written to the partition's closed store waits for its load
+        (written before, it would move the checkpoint the load starts from past what the
+        load must read)."""
+        self._loading.setdefault(partition, [])
 
     def closed_loaded(self, partition: int) -> int:
         """The load is done: apply what was written meanwhile; how many records."""
