@@ -123,6 +123,7 @@ async def test_health_and_metrics_endpoint(aion_settings: Settings) -> None:
             "ready": True,
             "partitions": [0, 1, 2],
             "rebuilding": [],
+            "loading_closed": [],
             "watches": 0,
         }
         status, _ = await _get(config.port, "/health/ready")
