@@ -138,3 +138,28 @@ def test_dropping_a_partition_ends_its_load_and_its_pending_tombstones(tmp_path:
     log.state.drop_partition(0)
     assert log.state.loading_partitions == frozenset()
     assert log.state.take_deferred() == []
+
+
+async def test_what_is_written_to_a_loading_closed_store_waits_for_the_load(
+    tmp_path: Path,
+) -> None:
+    """Written before the load read its topic, a record would move the store's checkpoint past
+    what the load must read: it is applied after, never moving the checkpoint back."""
+    from aion_common.codecs import Codec
+    from aion_common.kafka.changelog import Change
+    from aion_common.settings import Settings
+    from aion_watcher.stores import Logged, WatcherStores
+
+    stores = WatcherStores(Settings(state_dir=str(tmp_path), partitions=1), Codec())
+    try:
+        stores.begin_closed_load(0)
+        stores.apply(Logged([(0, Change(b"wx", b"{}", closed_log=True), 7)]))
+        closed = stores.closed_store(0)
+        assert closed.get(b"wx") is None
+        assert stores.load_closed("x") is None  # not read while it loads
+        closed.write([], 20)  # the load read to offset 20
+        assert stores.closed_loaded(0) == 1
+        assert closed.get(b"wx") == (b"{}", 7)
+        assert closed.checkpoint == 20
+    finally:
+        await stores.stop()
