@@ -107,7 +107,12 @@ def test_while_the_closed_load_runs_what_needs_a_closed_workflow_waits(tmp_path:
     reads: list[str] = []
     loader = state._load_closed
     assert loader is not None
-    state._load_closed = lambda workflow_id: reads.append(workflow_id) or loader(workflow_id)
+
+    def counted(workflow_id: str) -> object:
+        reads.append(workflow_id)
+        return loader(workflow_id)
+
+    state._load_closed = counted  # type: ignore[assignment]  # a test spy
     state.loading(0)
     child, fresh = Flow(), Flow()
     assert state.waits_for(child.start(open_parent.link())) is None  # a new id, an open parent
