@@ -24,6 +24,7 @@ from aion_common.codecs import encode_key
 from aion_common.domain import SignalWorkflow, StartWorkflow, WorkflowCompleted
 from aion_common.kafka import partition_for
 from aion_common.kafka.changelog import MARKER_KEY, STATE_HEADER, Marker
+from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from aion_engine import _recovery
@@ -424,12 +425,28 @@ async def test_a_partition_built_in_the_single_changelog_layout_is_built_again(
         done, waiting = await _workload(rig, closed=8, open_=3)
     finally:
         await rig.stop()
-    # what the first layout's build ended with: a complete marker without a version
+    # What the first layout left: the closed workflows' heads in engine-state too (copied from
+    # engine-closed), then a complete marker without a version.
     topics = Topics(aion_settings.topic_prefix)
+    old_heads: dict[int, set[bytes]] = {}
     producer = AIOKafkaProducer(bootstrap_servers=aion_settings.bootstrap_servers)
     await producer.start()
     try:
         for partition in range(aion_settings.partitions):
+            heads = old_heads.setdefault(partition, set())
+            async for record in read_partition_to_end(
+                aion_settings, topics.engine_closed, partition
+            ):
+                if record.key == MARKER_KEY or record.value is None:
+                    continue
+                heads.add(record.key)
+                await producer.send_and_wait(
+                    topics.engine_state,
+                    record.value,
+                    key=record.key,
+                    partition=partition,
+                    headers=list(record.headers),
+                )
             await producer.send_and_wait(
                 topics.engine_state,
                 Marker("complete", 0).encode(),
@@ -452,3 +469,11 @@ async def test_a_partition_built_in_the_single_changelog_layout_is_built_again(
     finally:
         await upgraded.stop()
     assert await assert_changelog_matches_events(aion_settings, tmp_path) == 19
+    # The old layout's heads are tombstoned in engine-state (compaction would keep them live
+    # for ever otherwise, and every cold restore would read them).
+    assert sum(map(len, old_heads.values())) >= 8
+    for partition, heads in old_heads.items():
+        latest: dict[bytes, bytes | None] = {}
+        async for record in read_partition_to_end(aion_settings, topics.engine_state, partition):
+            latest[record.key] = record.value
+        assert {key for key in heads if latest.get(key) is not None} == set(), partition

@@ -247,6 +247,10 @@ async def _build(
         "building the engine changelog from the event log",
         extra={"partition": partition, "reason": reason, "events_offsets": end},
     )
+    # What engine-state holds from before (an older layout's closed heads, an interrupted
+    # build's records): the keys this build does not write again are tombstoned after it, or
+    # compaction would keep them for ever and every cold restore would read them again.
+    before = {key for key, _value, _offset in store.scan_all() if key != MARKER_KEY}
     # what they hold is what the build replaces (and may be what was unreadable)
     store.reset()
     log.closed_store.reset()
@@ -288,6 +292,7 @@ async def _build(
                 },
             )
     await _flush(log, core, changelog, dirty, limit=limit, everything=True)
+    stale = await _tombstone_stale(log, before)
     await _commit_changes(
         log,
         [],
@@ -295,10 +300,25 @@ async def _build(
     )
     _log.warning(
         "engine changelog built",
-        extra={"partition": partition, "events": events, "batches": batches},
+        extra={
+            "partition": partition,
+            "events": events,
+            "batches": batches,
+            "stale_keys_tombstoned": stale,
+        },
     )
     core.clear()
     return events
+
+
+async def _tombstone_stale(log: _Log, before: set[bytes]) -> int:
+    """Tombstone in engine-state the keys of ``before`` the build did not write again; return
+    how many."""
+    live = {key for key, _value, _offset in log.store.scan_all()}
+    stale = [Change(key, None) for key in sorted(before - live)]
+    for start in range(0, len(stale), _TXN_RECORDS):
+        await _commit_changes(log, stale[start : start + _TXN_RECORDS])
+    return len(stale)
 
 
 async def _flush(
