@@ -133,11 +133,6 @@ def test_an_unreadable_record_names_its_offset(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stored_between", [True, False])
 def test_a_purged_id_started_again_is_a_new_history(tmp_path: Path, stored_between: bool) -> None:
-    import uuid
-
-    from test_watch_state import AT
-
-    from aion_common.domain import WorkflowPurged
 
     log = Logged(tmp_path / "w.sqlite")
     parent, child = Flow(workflow_id="p"), Flow(workflow_id="p-child")
@@ -148,15 +143,7 @@ def test_a_purged_id_started_again_is_a_new_history(tmp_path: Path, stored_betwe
     log.state.apply(parent.complete(), partition=0, now=0)
     log.flush()  # both closed, in the store, out of memory
     for flow in (child, parent):
-        purged = WorkflowPurged(
-            workflow_id=flow.workflow_id,
-            run_id=flow.run_id,
-            seq=flow.seq + 1,
-            recorded_at=AT,
-            command_id=str(uuid.uuid4()),
-            reason="retention ran out",
-        )
-        log.state.apply(flow.batch(purged), partition=0, now=1)
+        log.state.apply(flow.purge(), partition=0, now=1)
     if stored_between:
         log.flush()
     again, again_child = Flow(workflow_id="p"), Flow(workflow_id="p-child")

@@ -68,26 +68,13 @@ def test_a_continue_as_new_writes_one_open_record(tmp_path: Path) -> None:
 
 
 def test_a_purge_tombstones_both_records(tmp_path: Path) -> None:
-    import uuid
-
-    from test_watch_state import AT
-
-    from aion_common.domain import WorkflowPurged
 
     log = Logged(tmp_path / "w.sqlite")
     flow = Flow()
     log.state.apply(flow.start(), partition=0, now=0)
     log.state.apply(flow.complete(), partition=0, now=0)
     log.flush()
-    purged = WorkflowPurged(
-        workflow_id=flow.workflow_id,
-        run_id=flow.run_id,
-        seq=flow.seq + 1,
-        recorded_at=AT,
-        command_id=str(uuid.uuid4()),
-        reason="retention ran out",
-    )
-    log.state.apply(flow.batch(purged), partition=0, now=1)
+    log.state.apply(flow.purge(), partition=0, now=1)
     assert sorted(_workflow_changes(log)) == [(False, True), (True, True)]
 
 

@@ -92,6 +92,9 @@ class Flow:
         self.run_id = next_run
         return self.batch(closing, self._started(previous))
 
+    def purge(self, reason: str = "retention ran out") -> EventBatch:
+        return self.batch(WorkflowPurged(**self._env(), reason=reason))  # type: ignore[arg-type]
+
     def record_child(self, child: str) -> EventBatch:
         return self.batch(
             ChildWorkflowCompleted(
@@ -285,15 +288,7 @@ def test_a_purged_workflow_is_forgotten_and_its_id_starts_afresh() -> None:
     state.apply(parent.complete(), partition=0, now=0.0)
     run = parent.run_id
     assert state.parent_status(parent.workflow_id, run) is ParentStatus.CLOSED
-    purged = WorkflowPurged(
-        workflow_id=parent.workflow_id,
-        run_id=run,
-        seq=parent.seq + 1,
-        recorded_at=AT,
-        command_id=str(uuid.uuid4()),
-        reason="retention ran out",
-    )
-    state.apply(parent.batch(purged), partition=0, now=1.0)
+    state.apply(parent.purge(), partition=0, now=1.0)
     assert state.current_run(parent.workflow_id) is None
     assert state.parent_status(parent.workflow_id, run) is ParentStatus.UNKNOWN
     again = Flow(workflow_id=parent.workflow_id)  # the freed id: a new history from seq 1
