@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -13,13 +14,14 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from aion_common.codecs import Codec, encode_key
 from aion_common.domain import (
@@ -34,12 +36,45 @@ from aion_common.domain import (
     WorkflowStarted,
     outcome_of,
 )
-from aion_common.kafka.consumer import read_partition_to_end
+from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
+from aion_common.kafka.link import raise_if_cancelling
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKFLOWS_MODULE = "tests.e2e.engine.crash_workflows"
+KAFKA_CALL_TIMEOUT_S = 10.0  # a test client's send or fetch that takes longer is cut and retried
+
+T = TypeVar("T")
+
+
+async def kafka_retrying(call: Callable[[], Awaitable[T]], failures: list[str], what: str) -> T:
+    """``await call()`` until it succeeds: for a test's own Kafka loops, which must outlive a
+    broker outage.
+
+    After an outage aiokafka can hang a send or a fetch, or let a ``CancelledError`` out of its
+    own retries (aio-libs/aiokafka#647); a loop that caught only ``Exception`` then ended
+    silently and the test waited out its whole timeout. So each attempt is bounded
+    (:data:`KAFKA_CALL_TIMEOUT_S`), and a ``KafkaError``, that timeout or a leaked cancellation
+    is noted in ``failures`` and retried after 0.5 s. Only a cancellation of the calling task
+    itself ends it.
+    """
+    while True:
+        try:
+            return await asyncio.wait_for(call(), KAFKA_CALL_TIMEOUT_S)
+        except (KafkaError, TimeoutError, asyncio.CancelledError) as err:
+            raise_if_cancelling()
+            failures.append(f"{what}: {err!r}")
+            await asyncio.sleep(0.5)
+
+
+def raise_if_ended(tasks: Iterable[asyncio.Task[Any]], owner: str) -> None:
+    """Fail at once, with its error, if one of ``owner``'s background loops (which run until
+    stopped) has ended: a wait on them would otherwise time out saying nothing."""
+    for task in tasks:
+        if task.done():
+            error = None if task.cancelled() else task.exception()
+            raise AssertionError(f"the {owner}'s {task.get_name()} ended: {error!r}")
 
 
 def expected_sum(spec: dict[str, Any]) -> int:
@@ -243,6 +278,7 @@ class Watcher:
     histories: dict[str, dict[int, Event]] = field(default_factory=lambda: defaultdict(dict))
     closed: dict[str, Event] = field(default_factory=dict)
     events_seen: int = 0
+    kafka_failures: list[str] = field(default_factory=list)  # reads and sends retried, why
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.settings.topic_prefix)
@@ -266,14 +302,14 @@ class Watcher:
         self._consumer.assign(
             [TopicPartition(self.topics.events, p) for p in range(self.settings.partitions)]
         )
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.create_task(self._run(), name="reader")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         await self._producer.stop()
 
     async def send_start(self, workflow_type: str, input_value: object, workflow_id: str) -> None:
@@ -297,19 +333,24 @@ class Watcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not workflow_ids <= self.closed.keys():
+            raise_if_ended([self._task] if self._task else [], "test watcher")
             remaining = deadline - loop.time()
             if remaining <= 0:
                 missing = sorted(workflow_ids - self.closed.keys())
-                raise AssertionError(f"{len(missing)} workflows not closed, e.g. {missing[:5]}")
+                raise AssertionError(
+                    f"{len(missing)} workflows not closed, e.g. {missing[:5]}; the test watcher"
+                    f" retried {len(self.kafka_failures)} Kafka calls: {self.kafka_failures[-3:]}"
+                )
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
 
     async def _run(self) -> None:
         assert self._consumer is not None
+        getmany = functools.partial(self._consumer.getmany, timeout_ms=100)
         while True:
-            fetched = await self._consumer.getmany(timeout_ms=100)
-            sends = []
+            fetched = await kafka_retrying(getmany, self.kafka_failures, "read")
+            commands = []
             for records in fetched.values():
                 for record in records:
                     batch = self.codec.decode_batch(record.value)
@@ -321,17 +362,23 @@ class Watcher:
                         self.events_seen += 1
                         command = self._on_event(event)
                         if command is not None:
-                            sends.append(
-                                await self._producer.send(
-                                    self.topics.commands,
-                                    self.codec.encode_command(command),
-                                    key=encode_key(command.workflow_id),
-                                )
-                            )
-            if sends:
-                await asyncio.gather(*sends)
+                            commands.append(command)
+            if commands:  # all again after a failure: the engine drops a terminal's repeats
+                send_all = functools.partial(self._send_all, commands)
+                await kafka_retrying(send_all, self.kafka_failures, f"send {len(commands)}")
             if fetched:
                 self.changed.set()
+
+    async def _send_all(self, commands: list[RecordChildTerminal]) -> None:
+        sends = [
+            await self._producer.send(
+                self.topics.commands,
+                self.codec.encode_command(command),
+                key=encode_key(command.workflow_id),
+            )
+            for command in commands
+        ]
+        await asyncio.gather(*sends)
 
     def _on_event(self, event: Event) -> RecordChildTerminal | None:
         if isinstance(event, WorkflowStarted):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from aion_common.codecs import Codec, encode_key
 from aion_common.domain import (
@@ -31,10 +31,10 @@ from aion_common.domain import (
     WorkflowStarted,
     outcome_of,
 )
-from aion_common.kafka.link import raise_if_cancelling
+from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
-from e2e.engine.harness import ServiceProcess
+from e2e.engine.harness import ServiceProcess, kafka_retrying, raise_if_ended
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKFLOWS_MODULE = "tests.e2e.watcher.workflows"
@@ -58,9 +58,6 @@ class WatcherProcess(ServiceProcess):
             for r in self.log_records(start or self.starts)
             if r.get("message", r.get("msg")) == "partition assigned"
         ]
-
-
-_SEND_TIMEOUT_S = 10.0
 
 
 class Driver:
@@ -112,7 +109,7 @@ class Driver:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         await self._producer.stop()
 
     async def send(self, command: Command) -> None:
@@ -147,10 +144,7 @@ class Driver:
     async def wait_closed(self, workflow_ids: set[str], timeout: float) -> None:
         async with asyncio.timeout(timeout):
             while not workflow_ids <= self.closed:
-                for task in self._tasks:  # a dead reader or canceller: say so, don't time out
-                    if task.done():
-                        error = None if task.cancelled() else task.exception()
-                        raise AssertionError(f"the driver's {task.get_name()} ended: {error!r}")
+                raise_if_ended(self._tasks, "driver")  # a dead reader or canceller: say so
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), 1.0)
@@ -161,14 +155,9 @@ class Driver:
 
     async def _read(self) -> None:
         assert self._consumer is not None
+        getmany = functools.partial(self._consumer.getmany, timeout_ms=100)
         while True:
-            try:
-                fetched = await self._consumer.getmany(timeout_ms=100)
-            except (KafkaError, asyncio.CancelledError) as err:  # as in _cancel_loop
-                raise_if_cancelling()
-                self.send_failures.append(f"read: {err!r}")
-                await asyncio.sleep(0.5)
-                continue
+            fetched = await kafka_retrying(getmany, self.send_failures, "read")
             for records in fetched.values():
                 for record in records:
                     batch = self.codec.decode_batch(record.value)
@@ -207,13 +196,8 @@ class Driver:
                     workflow_id=workflow_id,
                     reason=f"op-{value}",
                 )
-                try:
-                    await asyncio.wait_for(self.send(cancel), _SEND_TIMEOUT_S)
-                except (KafkaError, TimeoutError, asyncio.CancelledError) as err:
-                    # An outage, a send that hangs, or a CancelledError aiokafka let out of its
-                    # own retries after the broker came back (aio-libs/aiokafka#647): the next
-                    # round re-sends. Only this task's own cancellation ends the loop — before,
-                    # a leaked one ended it silently and every later cancel-kind child stayed
-                    # open (the watcher chaos test's rare 150 s timeout).
-                    raise_if_cancelling()
-                    self.send_failures.append(f"cancel {workflow_id}: {err!r}")
+                # Before kafka_retrying, a CancelledError aiokafka leaked after the outage ended
+                # this loop silently and every later cancel-kind child stayed open (the watcher
+                # chaos test's rare 150 s timeout).
+                send = functools.partial(self.send, cancel)
+                await kafka_retrying(send, self.send_failures, f"cancel {workflow_id}")
