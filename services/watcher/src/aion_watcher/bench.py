@@ -8,9 +8,10 @@ Starts its own Apache Kafka broker unless ``AION_BENCH_KAFKA=host:port`` names o
   ``ChildWorkflowCompleted`` for it being appended (record timestamps; p50, p99), and the same
   as seen by a read_committed consumer (``_visible``). Needs the repository checkout: the
   engine loads ``tests/e2e/watcher/workflows.py``.
-- *throughput*: the watcher alone (in-process, no engine): ``--terminals`` children (start +
-  terminal batches, 10 per parent) are on the topic before it starts; terminals/s is measured
-  from its first record issued to its last.
+- *throughput*: the watcher alone (in-process, no engine, so it issues each child's record
+  itself: ``engine_reports_terminals`` off): ``--terminals`` children (start + terminal
+  batches, 10 per parent) are on the topic before it starts; terminals/s is measured from its
+  first record issued to its last.
 """
 
 from __future__ import annotations
@@ -122,7 +123,12 @@ class _Bench:
         return starts, children
 
     async def watcher(self) -> tuple[WatcherService, asyncio.Task[None]]:
-        service = WatcherService(self.settings, WatcherConfig(grace_period=60, sweep_interval=5))
+        # No engine here reports the terminals (decision 44), so the watcher issues each record
+        # itself on reading the terminal, as it does for engines that do not. With the default
+        # (engine_reports_terminals on) it issued none until the sweep re-issued them all
+        # grace_period (60 s) later: the figure was the sweep's, after a minute's wait.
+        config = WatcherConfig(grace_period=60, sweep_interval=5, engine_reports_terminals=False)
+        service = WatcherService(self.settings, config)
         await service.start()
         task = asyncio.create_task(service.run())
         while len(service.state.owned) < self.settings.partitions:  # noqa: ASYNC110 - no event to wait on
