@@ -227,7 +227,9 @@ async def _served(prober: _Prober, orphaned: list[int], killed_at: float) -> dic
     return times
 
 
-async def _failover(bootstrap: str, standbys: int, closed: int, open_: int) -> dict[str, Any]:
+async def _failover(
+    bootstrap: str, standbys: int, closed: int, open_: int, settle_s: float
+) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="aion-bench-failover-"))
     settings = Settings(
         bootstrap_servers=bootstrap,
@@ -244,7 +246,8 @@ async def _failover(bootstrap: str, standbys: int, closed: int, open_: int) -> d
     await prober.start()
     try:
         owned = await _shared(scratch, names)
-        await asyncio.sleep(8 if standbys else 2)  # standbys catch up with what they follow
+        # Standbys catch up with what they follow (a small history needs far less than 8 s).
+        await asyncio.sleep(settle_s if standbys else min(2.0, settle_s))
         victim = names[0]
         orphaned = sorted(owned[victim])
         killed_at = time.monotonic()
@@ -281,12 +284,18 @@ async def _failover(bootstrap: str, standbys: int, closed: int, open_: int) -> d
 
 
 async def run(
-    bootstrap: str, closed: int, open_: int, line: Callable[..., None]
+    bootstrap: str,
+    closed: int,
+    open_: int,
+    line: Callable[..., None],
+    *,
+    settle_s: float = 8.0,
 ) -> dict[int, dict[str, Any]]:
-    """Failover with standbys off, then on; one line each."""
+    """Failover with standbys off, then on; one line each. Once every partition is owned the
+    engines get ``settle_s`` (standbys on; 2 s, or less, off) before the kill."""
     results = {}
     for standbys in (0, 1):
-        result = await _failover(bootstrap, standbys, closed, open_)
+        result = await _failover(bootstrap, standbys, closed, open_, settle_s)
         results[standbys] = result
         line(
             f"engine_failover_s_standbys_{'on' if standbys else 'off'}",

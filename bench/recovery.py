@@ -500,7 +500,9 @@ async def run(bootstrap: str, args: argparse.Namespace, broker_pid: int | None) 
     if "failover" in args.parts:
         from bench import failover  # noqa: PLC0415
 
-        await failover.run(bootstrap, args.failover_closed, args.failover_open, line)
+        await failover.run(
+            bootstrap, args.failover_closed, args.failover_open, line, settle_s=args.failover_settle
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="off/on throughput pairs")
     parser.add_argument("--failover-closed", type=int, default=200_000)
     parser.add_argument("--failover-open", type=int, default=6_000)
+    parser.add_argument(
+        "--failover-settle",
+        type=float,
+        default=8.0,
+        help="seconds the standbys get to catch up before the kill (a small history needs less)",
+    )
     parser.add_argument(
         "--uncompacted",
         action="store_true",

@@ -38,7 +38,10 @@ def _run(brokers: int, args: argparse.Namespace) -> dict[str, float]:
         sys.executable, "-m", "bench.fanout", "--brokers", str(brokers),
         "--parents", str(args.parents), "--children", str(args.children),
         "--singles", str(args.singles), "--warm-up", str(args.warm_up),
+        "--partitions", str(args.partitions),
     ]  # fmt: skip
+    if brokers == 1 and args.kafka:
+        argv += ["--kafka", args.kafka]
     env = {k: v for k, v in os.environ.items() if k not in ("AION_BENCH_KAFKA",)}
     env.pop("AION_BENCH_BROKER_PID", None)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -63,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=10)
     parser.add_argument("--singles", type=int, default=100)
     parser.add_argument("--warm-up", type=int, default=50)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--kafka",
+        default=None,
+        help="run the single-node side on this broker, not a fresh one (a smoke run: the ratios "
+        "then set a warm broker beside a fresh cluster)",
+    )
     args = parser.parse_args(argv)
     single = _run(1, args)
     cluster = _run(3, args)

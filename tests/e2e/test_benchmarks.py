@@ -134,6 +134,7 @@ CASES = {
         [
             "-m", "bench.recovery", "--sizes", "600,1800", "--open", "50", "--parents", "60",
             "--rounds", "1", "--failover-closed", "600", "--failover-open", "30",
+            "--failover-settle", "1",
         ],
         {
             "engine_acquire_s_cold",
@@ -153,7 +154,7 @@ CASES = {
     "replication": (  # a single node and a three-node cluster of its own
         [
             "-m", "bench.replication", "--parents", "3", "--children", "2", "--singles", "3",
-            "--warm-up", "0",
+            "--warm-up", "0", "--partitions", "3", "--kafka", "{kafka}",
         ],
         {"child_workflows_per_s_ratio", "single_parent_p99_ms_ratio"},
     ),
@@ -170,7 +171,7 @@ def test_benchmark_runs_and_prints_its_metrics(
     name: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     argv, expected = CASES[name]
-    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    argv = [arg.format(tmp=tmp_path, kafka=kafka_bootstrap) for arg in argv]
     env = {**os.environ, "AION_BENCH_KAFKA": kafka_bootstrap}
     done = subprocess.run(
         [sys.executable, *argv],
