@@ -5,7 +5,7 @@ Runs the stack ``make dev`` runs (``aion_dev.Stack``: embedded Apache Kafka — 
 separate processes) with :mod:`bench.fanout_workflows` loaded, and drives it through the HTTP
 API like a user would. Completion is observed on the events topic (read_committed).
 
-Two shapes, each after a short warm-up:
+Two shapes, each after a short warm-up (``--short-warm-up``, 10 parents of its shape):
 
 - **fan-out**: ``--parents`` (200) parents each start ``--children`` (10) children that return
   at once; every parent is started at once (``--concurrency`` requests in flight). Prints
@@ -339,9 +339,10 @@ async def _main(args: argparse.Namespace) -> None:
                             children=args.children, concurrency=args.concurrency, report=False,
                         )  # fmt: skip
                         await _singles(stack, client, watcher, count=args.warm_up, report=False)
-                    await _singles(stack, client, watcher, count=10, report=False)  # warm-up
+                    short = args.short_warm_up
+                    await _singles(stack, client, watcher, count=short, report=False)
                     await _fanout(
-                        stack, client, watcher, parents=10, children=args.children,
+                        stack, client, watcher, parents=short, children=args.children,
                         concurrency=args.concurrency, report=False,
                     )  # fmt: skip
                     await _fanout(
@@ -368,7 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warm-up", type=int, default=0, help="first run this many parents and singles"
     )
+    parser.add_argument(
+        "--short-warm-up",
+        type=int,
+        default=10,
+        help="then this many singles and fan-out parents, unreported (at least 1)",
+    )
     args = parser.parse_args(argv)
+    if args.short_warm_up < 1:
+        parser.error("--short-warm-up must be at least 1")
     if args.brokers > 1:
         args.kafka = None  # a cluster of its own, never the shared broker
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

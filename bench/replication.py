@@ -38,7 +38,7 @@ def _run(brokers: int, args: argparse.Namespace) -> dict[str, float]:
         sys.executable, "-m", "bench.fanout", "--brokers", str(brokers),
         "--parents", str(args.parents), "--children", str(args.children),
         "--singles", str(args.singles), "--warm-up", str(args.warm_up),
-        "--partitions", str(args.partitions),
+        "--partitions", str(args.partitions), "--short-warm-up", str(args.short_warm_up),
     ]  # fmt: skip
     if brokers == 1 and args.kafka:
         argv += ["--kafka", args.kafka]
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--singles", type=int, default=100)
     parser.add_argument("--warm-up", type=int, default=50)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--short-warm-up", type=int, default=10)
     parser.add_argument(
         "--kafka",
         default=None,

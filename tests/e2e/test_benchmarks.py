@@ -31,7 +31,10 @@ CASES = {
         {"commands_per_s", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "rebuild_s"},
     ),
     "fanout": (
-        ["-m", "bench.fanout", "--parents", "4", "--children", "3", "--singles", "5"],
+        [
+            "-m", "bench.fanout", "--parents", "4", "--children", "3", "--singles", "5",
+            "--short-warm-up", "1",
+        ],
         {
             "child_workflows_per_s",
             "fanout_parent_p99_ms",
@@ -154,7 +157,7 @@ CASES = {
     "replication": (  # a single node and a three-node cluster of its own
         [
             "-m", "bench.replication", "--parents", "3", "--children", "2", "--singles", "3",
-            "--warm-up", "0", "--partitions", "3", "--kafka", "{kafka}",
+            "--warm-up", "0", "--partitions", "3", "--kafka", "{kafka}", "--short-warm-up", "1",
         ],
         {"child_workflows_per_s_ratio", "single_parent_p99_ms_ratio"},
     ),
