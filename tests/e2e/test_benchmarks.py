@@ -31,10 +31,7 @@ CASES = {
         {"commands_per_s", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "rebuild_s"},
     ),
     "fanout": (
-        [
-            "-m", "bench.fanout", "--parents", "4", "--children", "3", "--singles", "5",
-            "--short-warm-up", "1",
-        ],
+        ["-m", "bench.fanout", "--parents", "4", "--children", "3", "--singles", "5"],
         {
             "child_workflows_per_s",
             "fanout_parent_p99_ms",
