@@ -60,3 +60,20 @@ async def test_static_membership_is_keyed_by_the_instance_id(
         assert service.group_instance_id == expected
     finally:
         await service.stop()  # closes the never-started clients
+
+
+def test_fetches_batch_while_the_engines_report_terminals_and_not_otherwise() -> None:
+    sweeping = WatcherConfig.from_env({})  # the engines report: the watcher only sweeps
+    assert (sweeping.fetch_wait, sweeping.fetch_bytes) == (0.2, 256 * 1024)
+    issuing = WatcherConfig.from_env({"AION_WATCHER_ENGINE_REPORTS": "0"})
+    assert (issuing.fetch_wait, issuing.fetch_bytes) == (0.01, 1)  # on every child's path
+    told = WatcherConfig.from_env(
+        {"AION_WATCHER_FETCH_WAIT_MS": "10", "AION_WATCHER_FETCH_MIN_BYTES": "1"}
+    )
+    assert (told.fetch_wait, told.fetch_bytes) == (0.01, 1)
+
+
+@pytest.mark.parametrize("raw", ["0", "1.5", "many", str(32 * 1024 * 1024)])
+def test_a_bad_fetch_min_bytes_is_refused(raw: str) -> None:
+    with pytest.raises(SettingsError, match="FETCH_MIN_BYTES|fetch min bytes"):
+        WatcherConfig.from_env({"AION_WATCHER_FETCH_MIN_BYTES": raw})

@@ -44,6 +44,7 @@ from aion_common.packages import PackageError, package_of_modules, user_modules
 from aion_common.runtime.debug import install_task_dump
 from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
+from aion_common.runtime.loop import run as run_loop
 from aion_common.runtime.user_modules import EXIT_USER_CODE
 from aion_common.settings import Settings, SettingsError
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return await serve(service, endpoint, settings.instance_id)
 
     try:
-        code = asyncio.run(serve_with_task_dump())
+        code = run_loop(serve_with_task_dump())
     except AionError as err:
         _log.error("engine stopped: %s", err)
         return 1

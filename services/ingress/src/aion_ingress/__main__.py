@@ -10,13 +10,13 @@ Exit codes: 0 stopped cleanly, 1 stopped by an error, 2 the configuration or set
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 
 from aion_common.domain import AionError
 from aion_common.runtime import configure_logging, run_until_signalled
+from aion_common.runtime.loop import run as run_loop
 from aion_common.settings import Settings, SettingsError
 from aion_ingress.config import IngressConfigError, load_config
 from aion_ingress.options import IngressOptions
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return await run_until_signalled(service)
 
     try:
-        return asyncio.run(serve())
+        return run_loop(serve())
     except AionError as err:
         _log.error("ingress stopped: %s", err)
         return 1

@@ -10,7 +10,6 @@ tables and replays the event log from offset 0, then keeps projecting as usual.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ import sys
 from aion_common.domain import AionError
 from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
+from aion_common.runtime.loop import run as run_loop
 from aion_common.settings import Settings, SettingsError
 from aion_projector.archive import archive_from_env
 from aion_projector.health import ENDPOINT_ENV_PREFIX, ready_lag_from_env, serve
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         settings, database_url=args.database, rebuild=args.rebuild, archive=archive
     )
     try:
-        return asyncio.run(serve(service, endpoint, ready_lag))
+        return run_loop(serve(service, endpoint, ready_lag))
     except AionError as err:
         _log.error("projector stopped: %s", err)
         return 1

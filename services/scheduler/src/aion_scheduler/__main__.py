@@ -7,13 +7,13 @@ by partition. Settings from ``AION_*`` and ``AION_SCHEDULER_*``; JSON logs to st
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 
 from aion_common.domain import AionError
 from aion_common.runtime import configure_logging, run_until_signalled
+from aion_common.runtime.loop import run as run_loop
 from aion_common.settings import Settings, SettingsError
 from aion_scheduler.options import SchedulerOptions
 from aion_scheduler.service import SchedulerService
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return await run_until_signalled(SchedulerService(settings, options))
 
     try:
-        return asyncio.run(serve())
+        return run_loop(serve())
     except AionError as err:
         _log.error("scheduler stopped: %s", err)
         return 1

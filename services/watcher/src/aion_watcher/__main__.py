@@ -11,6 +11,7 @@ import sys
 
 from aion_common.runtime import configure_logging, run_until_signalled
 from aion_common.runtime.debug import install_task_dump
+from aion_common.runtime.loop import run as run_loop
 from aion_common.settings import Settings
 from aion_watcher.config import WatcherConfig
 from aion_watcher.service import WatcherService
@@ -26,7 +27,7 @@ async def serve() -> int:
 def main() -> None:
     """Entry point of the ``aion-watcher`` console script."""
     configure_logging()
-    sys.exit(asyncio.run(serve()))
+    sys.exit(run_loop(serve()))
 
 
 if __name__ == "__main__":

@@ -166,7 +166,8 @@ class WatcherService:
             group_instance_id=self.group_instance_id,
             session_timeout_ms=round(self.config.session_timeout * 1000),
             heartbeat_interval_ms=round(self.config.heartbeat_interval * 1000),
-            fetch_max_wait_ms=round(self.config.fetch_max_wait * 1000),
+            fetch_max_wait_ms=round(self.config.fetch_wait * 1000),
+            fetch_min_bytes=self.config.fetch_bytes,
         )
         self._sender: CommandSender | None = None
         self._dead_letters = DeadLetterPublisher(self._producer, self.topics.dead_letter)

@@ -8,13 +8,13 @@ Activity modules come from ``--activities MODULE`` (repeatable) and/or ``AION_AC
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 
 from aion_common.domain import AionError
 from aion_common.runtime import configure_logging, run_until_signalled
+from aion_common.runtime.loop import run as run_loop
 from aion_common.runtime.user_modules import EXIT_USER_CODE
 from aion_common.settings import Settings, SettingsError
 from aion_worker.config import WorkerConfig
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return await run_until_signalled(service, stop_timeout_s=config.shutdown_grace + 20)
 
     try:
-        code = asyncio.run(serve())
+        code = run_loop(serve())
     except AionError as err:
         _log.error("worker stopped: %s", err)
         code = 1

@@ -77,7 +77,8 @@ class ManualCommitConsumer:
     ``session_timeout_ms`` unless it comes back), ``heartbeat_interval_ms``, and
     ``fetch_max_wait_ms`` (how long the broker holds a fetch that found nothing new; aiokafka
     sends one fetch per broker at a time, so records arriving on a partition left out of the
-    fetch in flight wait up to this long).
+    fetch in flight wait up to this long) and ``fetch_min_bytes`` (how much a fetch waits to
+    collect, up to ``fetch_max_wait_ms``: fewer, larger fetches for a reader off the hot path).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class ManualCommitConsumer:
         session_timeout_ms: int | None = None,
         heartbeat_interval_ms: int | None = None,
         fetch_max_wait_ms: int | None = None,
+        fetch_min_bytes: int | None = None,
     ) -> None:
         self._topics = tuple(topics)
         self._listener = listener
@@ -106,6 +108,7 @@ class ManualCommitConsumer:
                 ("session_timeout_ms", session_timeout_ms),
                 ("heartbeat_interval_ms", heartbeat_interval_ms),
                 ("fetch_max_wait_ms", fetch_max_wait_ms),
+                ("fetch_min_bytes", fetch_min_bytes),
             )
             if value is not None
         }

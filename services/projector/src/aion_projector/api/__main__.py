@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from aion_common.runtime.logging import configure_logging
+from aion_common.runtime.loop import run as run_loop
 from aion_common.settings import Settings, SettingsError
 from aion_projector.api._server import produce_timeout_from_env, run_api
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         produce_timeout_s = produce_timeout_from_env()
     except SettingsError as err:
         parser.exit(2, f"aion API refused to start: {err}\n")
-    asyncio.run(run_api(settings, args.host, args.port, produce_timeout_s=produce_timeout_s))
+    run_loop(run_api(settings, args.host, args.port, produce_timeout_s=produce_timeout_s))
 
 
 if __name__ == "__main__":

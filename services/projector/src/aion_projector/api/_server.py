@@ -9,6 +9,7 @@ import uvicorn
 
 from aion_common.kafka.catalog import CATALOG_RECORD_BYTES
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
+from aion_common.runtime.loop import http_implementation
 from aion_common.settings import Settings, SettingsError
 from aion_projector.api._answers import KafkaQueryDesk
 from aion_projector.api._app import create_app
@@ -94,6 +95,7 @@ async def run_api(
             log_level="info",
             access_log=False,
             timeout_keep_alive=KEEP_ALIVE_S,
+            http=http_implementation(),  # httptools beside uvloop (decision 59)
         )
         await uvicorn.Server(config).serve()
     finally:
