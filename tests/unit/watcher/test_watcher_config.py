@@ -75,5 +75,5 @@ def test_fetches_batch_while_the_engines_report_terminals_and_not_otherwise() ->
 
 @pytest.mark.parametrize("raw", ["0", "1.5", "many", str(32 * 1024 * 1024)])
 def test_a_bad_fetch_min_bytes_is_refused(raw: str) -> None:
-    with pytest.raises(SettingsError, match="FETCH_MIN_BYTES|fetch min bytes"):
+    with pytest.raises(SettingsError, match=r"FETCH_MIN_BYTES|fetch min bytes"):
         WatcherConfig.from_env({"AION_WATCHER_FETCH_MIN_BYTES": raw})
