@@ -218,9 +218,12 @@ Phase = Callable[[], Awaitable[dict[str, Any]]]
 class Driver:
     """One stack's phases; each returns the peers' JSON fields for that phase."""
 
-    def __init__(self, client: AionClient, watcher: HopWatcher) -> None:
+    def __init__(
+        self, client: AionClient, watcher: HopWatcher, *, in_flight: int | None = None
+    ) -> None:
         self.client = client
         self.watcher = watcher
+        self.in_flight = in_flight
         self._run = uuid.uuid4().hex[:6]
         self._count = 0
 
@@ -245,10 +248,11 @@ class Driver:
         return ids
 
     async def at_once(self, workflow_type: str, value: int, count: int) -> tuple[float, float]:
-        """``count`` workflows started together (32 requests in flight, as ``bench.fanout``);
-        returns (seconds from the first start to the last completion, seconds to start all).
+        """``count`` workflows started together: every start request sent at once, as the peers'
+        scripts send theirs (``in_flight`` caps them, e.g. 32 as ``bench.fanout``); returns
+        (seconds from the first start to the last completion, seconds to start all).
         Waits until the views hold them all closed (untimed) so the next phase starts calm."""
-        gate = asyncio.Semaphore(32)
+        gate = asyncio.Semaphore(self.in_flight or count)
 
         async def start() -> tuple[str, _Parent]:
             async with gate:
@@ -358,7 +362,7 @@ async def _with_stack(
             await watcher.start()
             try:
                 async with stack.client(timeout=60) as client:
-                    driver = Driver(client, watcher)
+                    driver = Driver(client, watcher, in_flight=args.in_flight)
                     # warm-up, as the peers' scripts do: 10 single-child parents (and one of
                     # every other shape, so each code path has run once in these processes)
                     await driver.one_by_one("bench.fanout.single", 1, 10)
@@ -422,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tp", default="100x10,500x10")
     parser.add_argument("--engines-beside", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--in-flight", type=int, default=None,
+        help="cap on start requests in flight in the at-once phases (default: all at once, as "
+        "the peers' scripts)",
+    )  # fmt: skip
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
