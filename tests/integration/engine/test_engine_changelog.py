@@ -83,6 +83,23 @@ async def _owned(rig: EngineRig) -> dict[int, dict[str, object]]:
     raise AssertionError(f"owned {rig.engine.owned_partitions}")
 
 
+async def _stopped_after(
+    settings: Settings, *, closed: int, open_: int, quiesce: bool = False
+) -> tuple[EngineRig, list[str], list[str]]:
+    """One engine takes every partition, runs :func:`_workload` (and, with ``quiesce``, waits
+    until every command is applied) and stops: the rig (for its histories), done and waiting."""
+    rig = EngineRig(settings)
+    await rig.start()
+    try:
+        await _owned(rig)
+        done, waiting = await _workload(rig, closed=closed, open_=open_)
+        if quiesce:
+            await _quiesced(settings)
+    finally:
+        await rig.stop()
+    return rig, done, waiting
+
+
 async def test_a_restart_reads_the_changelog_tail_and_a_lost_store_restores_cold(
     aion_settings: Settings, tmp_path: Path
 ) -> None:
@@ -184,13 +201,7 @@ async def test_an_upgrade_builds_the_changelog_once_from_a_log_without_one(
 async def test_an_unreadable_changelog_record_is_rebuilt_from_the_event_log(
     aion_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig = EngineRig(aion_settings)
-    await rig.start()
-    try:
-        await _owned(rig)
-        _, waiting = await _workload(rig, closed=10, open_=3)
-    finally:
-        await rig.stop()
+    rig, _, waiting = await _stopped_after(aion_settings, closed=10, open_=3)
     victim = waiting[0]
     partition = partition_for(victim, aion_settings.partitions)
     topics = Topics(aion_settings.topic_prefix)
@@ -228,13 +239,7 @@ async def test_an_unreadable_changelog_record_is_rebuilt_from_the_event_log(
 async def test_a_rebalance_while_partitions_restore_loses_nothing(
     aion_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rig = EngineRig(aion_settings)
-    await rig.start()
-    try:
-        await _owned(rig)
-        _, waiting = await _workload(rig, closed=20, open_=6)
-    finally:
-        await rig.stop()
+    rig, _, waiting = await _stopped_after(aion_settings, closed=20, open_=6)
     shutil.rmtree(aion_settings.state_dir)
 
     gate = asyncio.Event()
@@ -352,16 +357,9 @@ async def test_a_standby_keeps_the_partitions_it_does_not_own_warm(
 async def test_a_cold_restore_serves_open_work_while_closed_workflows_load(
     aion_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rig = EngineRig(aion_settings)
-    await rig.start()
-    try:
-        await _owned(rig)
-        done, waiting = await _workload(rig, closed=12, open_=4)
-        # every command applied (a closing parent's commands to its children too): one left
-        # for a closed workflow would hold its partition until the closed load below
-        await _quiesced(aion_settings)
-    finally:
-        await rig.stop()
+    # every command applied (a closing parent's commands to its children too): one left for a
+    # closed workflow would hold its partition until the closed load below
+    rig, done, waiting = await _stopped_after(aion_settings, closed=12, open_=4, quiesce=True)
     shutil.rmtree(aion_settings.state_dir)  # a new machine: no local store
 
     gate = asyncio.Event()
@@ -418,13 +416,7 @@ async def test_a_cold_restore_serves_open_work_while_closed_workflows_load(
 async def test_a_partition_built_in_the_single_changelog_layout_is_built_again(
     aion_settings: Settings, tmp_path: Path
 ) -> None:
-    rig = EngineRig(aion_settings)
-    await rig.start()
-    try:
-        await _owned(rig)
-        done, waiting = await _workload(rig, closed=8, open_=3)
-    finally:
-        await rig.stop()
+    rig, done, waiting = await _stopped_after(aion_settings, closed=8, open_=3)
     # What the first layout left: the closed workflows' heads in engine-state too (copied from
     # engine-closed), then a complete marker without a version.
     topics = Topics(aion_settings.topic_prefix)
