@@ -170,7 +170,7 @@ def test_a_restore_keeps_the_runs_a_chain_continued_from(tmp_path: Path) -> None
     log.state.apply(parent.start(), partition=0, now=0)
     log.state.apply(child.start(parent.link()), partition=0, now=0)
     origin = parent.run_id
-    log.state.apply(parent.continue_as_new(), partition=0, now=0)
+    log.state.apply(parent.continue_as_new({child.workflow_id: origin}), partition=0, now=0)
     log.flush()
 
     again = log.restored()

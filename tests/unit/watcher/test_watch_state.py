@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aion_common.domain import (
     Cancelled,
+    CarriedChild,
     ChildWorkflowCompleted,
     Completed,
     Event,
     EventBatch,
+    ParentClosePolicy,
     ParentLink,
     Payload,
     TimedOut,
@@ -49,7 +52,9 @@ class Flow:
             "command_id": str(uuid.uuid4()),
         }
 
-    def _started(self, previous: str | None = None) -> WorkflowStarted:
+    def _started(
+        self, previous: str | None = None, carried: tuple[CarriedChild, ...] = ()
+    ) -> WorkflowStarted:
         return WorkflowStarted(
             **self._env(),  # type: ignore[arg-type]
             workflow_type="t",
@@ -57,6 +62,7 @@ class Flow:
             first_run_id=self.first_run_id,
             previous_run_id=previous,
             parent=self.parent,
+            carried_children=carried,
         )
 
     def batch(self, *events: Event) -> EventBatch:
@@ -81,7 +87,18 @@ class Flow:
     def time_out(self, timeout: str) -> EventBatch:
         return self.batch(WorkflowTimedOut(**self._env(), timeout=timeout))  # type: ignore[arg-type]
 
-    def continue_as_new(self) -> EventBatch:
+    def continue_as_new(self, carry: Mapping[str, str] | None = None) -> EventBatch:
+        """The run continues-as-new; ``carry`` maps the children still open (child id to the
+        run that scheduled it) that the engine hands to the next run, as it lists them."""
+        carried = tuple(
+            CarriedChild(
+                child_workflow_id=child,
+                child_workflow_type="t",
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                origin_run_id=origin,
+            )
+            for child, origin in (carry or {}).items()
+        )
         previous, next_run = self.run_id, str(uuid.uuid4())
         closing = WorkflowContinuedAsNew(
             **self._env(),  # type: ignore[arg-type]
@@ -90,7 +107,7 @@ class Flow:
             next_run_id=next_run,
         )
         self.run_id = next_run
-        return self.batch(closing, self._started(previous))
+        return self.batch(closing, self._started(previous, carried))
 
     def purge(self, reason: str = "retention ran out") -> EventBatch:
         return self.batch(WorkflowPurged(**self._env(), reason=reason))  # type: ignore[arg-type]
@@ -302,7 +319,8 @@ def test_a_child_carried_over_a_parents_continue_as_new_is_still_reported() -> N
     state.apply(parent.start(), partition=0, now=0)
     state.apply(child.start(parent.link()), partition=0, now=0)
     origin = parent.run_id
-    state.apply(parent.continue_as_new(), partition=0, now=0)  # the child moves to run 2
+    # the child moves to run 2
+    state.apply(parent.continue_as_new({child.workflow_id: origin}), partition=0, now=0)
     assert state.parent_status(parent.workflow_id, origin) is ParentStatus.OPEN
     assert state.watch_count() == 1
     (record,) = state.apply(child.complete(), partition=0, now=1).records
@@ -317,7 +335,7 @@ def test_the_chain_end_drops_the_watches_it_carried() -> None:
     state.apply(parent.start(), partition=0, now=0)
     state.apply(child.start(parent.link()), partition=0, now=0)
     origin = parent.run_id
-    state.apply(parent.continue_as_new(), partition=0, now=0)
+    state.apply(parent.continue_as_new({child.workflow_id: origin}), partition=0, now=0)
     state.apply(parent.complete(), partition=0, now=0)  # the chain ends, the child still open
     assert state.parent_status(parent.workflow_id, origin) is ParentStatus.CLOSED
     assert state.watch_count() == 0

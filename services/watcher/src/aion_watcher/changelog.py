@@ -5,8 +5,9 @@ Three kinds of records, each on the partition its fact came from (the partition 
 that taught it):
 
 - a **workflow** (key ``w`` + id): its current run, parent link, whether it is open, and its
-  latest run ids (the last :data:`RUNS_KEPT`, for telling a closed parent run from an unknown
-  one) and the runs of its chain that continued-as-new (their children's watches go on);
+  latest run ids (the last :data:`RUNS_KEPT`, oldest first, for telling a closed parent run
+  from an unknown one) and the runs of its chain that continued-as-new and still hold a carried
+  child (their children's watches go on);
   written when a run starts or closes, tombstoned when the workflow is purged. An open one is
   in ``watcher-state``, restored on acquisition; a closed one in ``watcher-closed`` (its
   ``watcher-state`` record tombstoned once the closed one is acknowledged), loaded into the
@@ -77,9 +78,11 @@ class WorkflowFacts:
     parent: ParentLink | None
     open: bool
     runs: tuple[str, ...]
+    """The latest runs, oldest first (at most :data:`RUNS_KEPT` are written)."""
     continued: tuple[str, ...] = ()
-    """Runs of the current chain that continued-as-new: their children's watches go on (the
-    chain's newest run records their terminals); cleared when the chain ends."""
+    """Runs of the current chain that continued-as-new and still hold a carried child: their
+    children's watches go on (the chain's newest run records their terminals); a run leaves
+    once the chain carries none of its children, and all leave when the chain ends."""
 
 
 def workflow_key(workflow_id: str) -> bytes:

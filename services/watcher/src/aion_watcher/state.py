@@ -19,6 +19,13 @@ idempotent per parent and child in the same way. When the child's run ends:
 - ContinuedAsNew: nothing. The next run's ``WorkflowStarted`` carries the link forward and the
   chain is followed to its final, real terminal.
 
+A workflow that continues-as-new forever (a polling loop) must not grow the fold by a run each
+time. Its facts keep the latest :data:`~aion_watcher.changelog.RUNS_KEPT` run ids, in the order
+they started (the changelog writes the same ones), and, of the runs its chain continued from,
+only those the current run's start lists as the origin of a carried child: the others are
+closed as a final terminal closes a run (see :meth:`WatchState._release_continued` for why
+that is safe).
+
 The parent's side of the same fold clears watches: a ``ChildWorkflowCompleted/Failed`` in the
 parent run drops that child's watch (recorded), and a parent run that closes drops every watch
 of that run, and only of that run (the reference's ``abort_watches_for_parent``). A record is not
@@ -82,6 +89,7 @@ from aion_common.kafka.changelog import Change
 from aion_common.kafka.topics import partition_for
 from aion_watcher.changelog import (
     RECORDED,
+    RUNS_KEPT,
     WATCH,
     WORKFLOW,
     ChangelogUnreadable,
@@ -144,10 +152,13 @@ class _Workflow:
     run_id: str
     parent: ParentLink | None
     open: bool
-    runs: set[str] = field(default_factory=set)
+    runs: dict[str, None] = field(default_factory=dict)
+    """The latest :data:`RUNS_KEPT` runs started or let go from ``continued``, oldest first (a
+    dict as an ordered set): the runs known closed, apart from the current one."""
     continued: set[str] = field(default_factory=set)
-    """Runs of the current chain that continued-as-new: their open children were carried to
-    the chain's next run, which records their terminals (the engine redirects the record)."""
+    """Runs of the current chain that continued-as-new and still hold an open child: it was
+    carried to the chain's newest run, which records its terminal (the engine redirects the
+    record). A run leaves once the newest run's start carries none of its children."""
 
 
 @dataclass(slots=True)
@@ -367,7 +378,7 @@ class WatchState:
         workflow = workflow or cached
         if workflow is None:
             return
-        for run_id in workflow.runs:
+        for run_id in {*workflow.runs, *workflow.continued}:
             self._parent_runs.pop((workflow_id, run_id), None)
         self._dirty.pop(workflow_id, None)
         self._closing.pop(workflow_id, None)
@@ -383,7 +394,9 @@ class WatchState:
         else:
             workflow.last_seq, workflow.run_id = event.seq, event.run_id
             workflow.parent, workflow.open = event.parent, True
-        workflow.runs.add(event.run_id)
+        if workflow.continued:
+            self._release_continued(event.workflow_id, workflow, event)
+        _add_run(workflow, event.run_id)
         self._note_workflow(event.workflow_id, workflow)
         self._parent_runs[(event.workflow_id, event.run_id)] = _ParentRun(partition)
         if event.parent is not None:
@@ -395,6 +408,30 @@ class WatchState:
                 and key not in self._watches
             ):
                 self._note_watch(key, self._arm(key, partition))
+
+    def _release_continued(
+        self, workflow_id: str, workflow: _Workflow, started: WorkflowStarted
+    ) -> None:
+        """Close each run the chain continued from whose children the new run ``started`` no
+        longer carries, as a final terminal closes a run: its watches and recorded children go.
+
+        Why that is safe: the engine carries every child of the previous run still open in its
+        state (not yet recorded; a child scheduled but not started yet too), each naming the run
+        that scheduled it, so a run no carried child names holds nothing a record could still
+        be recorded in: the engine would answer a record to it ``ParentTerminal`` or
+        ``AlreadyRecorded``. The fold now answers the same, CLOSED: the run goes to the end of
+        ``runs`` (after :data:`RUNS_KEPT` more runs it reads UNKNOWN, as any older run does; a
+        late record to it is then issued blind and dropped by the engine). A late event for it
+        — a child's start or terminal read behind the parent's partition — is suppressed, as the
+        engine would drop its record. The carried list, not the watches this fold holds,
+        decides: a child's start may still be unread here while its parent's chain moves on,
+        and its watch must then still arm.
+        """
+        holding = {c.origin_run_id for c in started.carried_children}
+        for run_id in sorted(workflow.continued - holding):
+            workflow.continued.discard(run_id)
+            self._close_parent_run(workflow_id, run_id)
+            _add_run(workflow, run_id)
 
     def _arm(self, key: WatchKey, partition: int) -> _Watch:
         watch = self._watches.get(key)
@@ -594,15 +631,7 @@ class WatchState:
         kind = key[:1]
         if kind == WORKFLOW:
             facts = decode_workflow(key[1:].decode(), value)
-            workflow = _Workflow(
-                partition,
-                facts.last_seq,
-                facts.run_id,
-                facts.parent,
-                facts.open,
-                set(facts.runs),
-                set(facts.continued),
-            )
+            workflow = _workflow_of(partition, facts)
             self._workflows[facts.workflow_id] = workflow
             if facts.open:
                 opened += 1
@@ -635,15 +664,7 @@ class WatchState:
             found = self._load_closed(workflow_id)
             if found is not None:
                 partition, facts = found
-                workflow = _Workflow(
-                    partition,
-                    facts.last_seq,
-                    facts.run_id,
-                    facts.parent,
-                    facts.open,
-                    set(facts.runs),
-                    set(facts.continued),
-                )
+                workflow = _workflow_of(partition, facts)
                 self._cache[workflow_id] = workflow
         return workflow
 
@@ -732,6 +753,29 @@ class WatchState:
             watch.issued_at = now
             due.append(SweepItem(watch.command, status))
         return due
+
+
+def _add_run(workflow: _Workflow, run_id: str) -> None:
+    """Note a run started (or let go), keeping the latest :data:`RUNS_KEPT`: an older run then
+    reads UNKNOWN, not CLOSED, as after a restore; a late record to it is issued blind and the
+    engine drops it (``ParentTerminal``)."""
+    workflow.runs.pop(run_id, None)
+    workflow.runs[run_id] = None
+    if len(workflow.runs) > RUNS_KEPT:
+        del workflow.runs[next(iter(workflow.runs))]
+
+
+def _workflow_of(partition: int, facts: WorkflowFacts) -> _Workflow:
+    """A workflow's facts as read back from its changelog record."""
+    return _Workflow(
+        partition,
+        facts.last_seq,
+        facts.run_id,
+        facts.parent,
+        facts.open,
+        dict.fromkeys(facts.runs[-RUNS_KEPT:]),
+        set(facts.continued),
+    )
 
 
 def _parent(key: WatchKey) -> tuple[str, str]:
