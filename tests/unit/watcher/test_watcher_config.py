@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from aion_common.settings import Settings, SettingsError
@@ -77,3 +79,69 @@ def test_fetches_batch_while_the_engines_report_terminals_and_not_otherwise() ->
 def test_a_bad_fetch_min_bytes_is_refused(raw: str) -> None:
     with pytest.raises(SettingsError, match=r"FETCH_MIN_BYTES|fetch min bytes"):
         WatcherConfig.from_env({"AION_WATCHER_FETCH_MIN_BYTES": raw})
+
+
+NUMERIC = [
+    "AION_WATCHER_INITIAL_BACKOFF_MS",
+    "AION_WATCHER_MAX_BACKOFF_MS",
+    "AION_WATCHER_GRACE_MS",
+    "AION_WATCHER_SWEEP_MS",
+    "AION_WATCHER_SESSION_TIMEOUT_MS",
+    "AION_WATCHER_FETCH_WAIT_MS",
+    "AION_WATCHER_FETCH_MIN_BYTES",
+    "AION_WATCHER_BLIND_LIMIT",
+    "AION_WATCHER_PORT",
+]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *("inf", "-inf", "nan", "1e400"),
+        pytest.param("1" + "0" * 400, id="10**400"),  # float() reads it as inf
+        *("-1", "-0.5", "ten", "\u00b2"),  # a superscript 2: str.isdigit() but not int()
+    ],
+)
+def test_every_numeric_setting_refuses_what_it_cannot_mean_by_name(name: str, raw: str) -> None:
+    """Not finite, negative, or not a number: a SettingsError that names the variable (not an
+    OverflowError from int(inf), nor nan accepted because it fails every comparison)."""
+    with pytest.raises(SettingsError, match=name):
+        WatcherConfig.from_env({name: raw})
+
+
+_FIELDS = {"AION_WATCHER_BLIND_LIMIT": "blind_reissue_limit", "AION_WATCHER_PORT": "port"}
+
+
+@pytest.mark.parametrize("name", list(_FIELDS))
+def test_counts_are_whole_numbers(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name}='2.5': expected a whole number"):
+        WatcherConfig.from_env({name: "2.5"})
+    assert WatcherConfig.from_env({name: "0"}) == WatcherConfig(**{_FIELDS[name]: 0})
+
+
+def test_the_limits_that_are_meant_still_read() -> None:
+    config = WatcherConfig.from_env(
+        {
+            "AION_WATCHER_FETCH_WAIT_MS": "0",
+            "AION_WATCHER_FETCH_MIN_BYTES": "1e3",
+            "AION_WATCHER_PORT": "65535",
+            "AION_WATCHER_GRACE_MS": "0.5",
+        }
+    )
+    assert (config.fetch_wait, config.fetch_bytes, config.port) == (0.0, 1000, 65535)
+    assert config.grace_period == 0.0005
+    for raw in ("0", str(16 * 1024 * 1024 + 1)):
+        with pytest.raises(SettingsError, match=r"FETCH_MIN_BYTES=.*1\.\.16777216"):
+            WatcherConfig.from_env({"AION_WATCHER_FETCH_MIN_BYTES": raw})
+    with pytest.raises(SettingsError, match="AION_WATCHER_GRACE_MS='0': expected milliseconds > 0"):
+        WatcherConfig.from_env({"AION_WATCHER_GRACE_MS": "0"})
+
+
+@pytest.mark.parametrize("field", ["grace_period", "sweep_interval", "max_backoff"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_config_built_in_code_refuses_durations_that_are_not_finite(
+    field: str, value: float
+) -> None:
+    with pytest.raises(SettingsError, match="finite"):
+        WatcherConfig(**{field: value})

@@ -26,6 +26,7 @@ in fewer, larger fetches (200 ms, 256 KiB: decision 59).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ _ISSUE_FETCH_WAIT = 0.01
 _SWEEP_FETCH_WAIT = 0.2
 _SWEEP_FETCH_MIN_BYTES = 256 * 1024
 _MAX_FETCH_MIN_BYTES = 16 * 1024 * 1024
+_MAX_PORT = 65535
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,12 +64,17 @@ class WatcherConfig:
     ``AION_TRANSACTIONS=off``, a broker that may not compact either)."""
 
     def __post_init__(self) -> None:
+        durations = [self.initial_backoff, self.max_backoff, self.grace_period]
+        durations += [self.sweep_interval, self.session_timeout, self.fetch_wait]
+        # nan fails every comparison, so the range checks below would let it through
+        if not all(math.isfinite(d) for d in durations):
+            raise SettingsError("watcher durations must be finite")
         if not 0 < self.initial_backoff <= self.max_backoff:
             raise SettingsError("watcher backoff: need 0 < initial backoff <= max backoff")
         if self.grace_period <= 0 or self.sweep_interval <= 0:
             raise SettingsError("watcher grace period and sweep interval must be positive")
-        if self.blind_reissue_limit < 0 or not 0 <= self.port <= 65535:  # noqa: PLR2004
-            raise SettingsError("watcher blind re-issue limit >= 0 and port 0..65535")
+        if self.blind_reissue_limit < 0 or not 0 <= self.port <= _MAX_PORT:
+            raise SettingsError(f"watcher blind re-issue limit >= 0 and port 0..{_MAX_PORT}")
         if self.session_timeout < 1 or not 0 <= self.fetch_wait <= self.session_timeout:
             raise SettingsError(
                 "watcher session timeout must be >= 1 s, fetch max wait 0..session timeout"
@@ -111,47 +118,67 @@ class WatcherConfig:
             max_backoff=_ms(source, "AION_WATCHER_MAX_BACKOFF_MS", d.max_backoff),
             grace_period=_ms(source, "AION_WATCHER_GRACE_MS", d.grace_period),
             sweep_interval=_ms(source, "AION_WATCHER_SWEEP_MS", d.sweep_interval),
-            blind_reissue_limit=int(
-                _num(source, "AION_WATCHER_BLIND_LIMIT", d.blind_reissue_limit)
-            ),
+            blind_reissue_limit=_whole(source, "AION_WATCHER_BLIND_LIMIT", d.blind_reissue_limit),
             static_membership=_flag(source, "AION_WATCHER_STATIC_MEMBERSHIP", d.static_membership),
             session_timeout=_ms(source, "AION_WATCHER_SESSION_TIMEOUT_MS", d.session_timeout),
             fetch_max_wait=_ms_or_none(source, "AION_WATCHER_FETCH_WAIT_MS"),
-            fetch_min_bytes=_int_or_none(source, "AION_WATCHER_FETCH_MIN_BYTES"),
+            fetch_min_bytes=_whole_or_none(
+                source, "AION_WATCHER_FETCH_MIN_BYTES", low=1, high=_MAX_FETCH_MIN_BYTES
+            ),
             engine_reports_terminals=bool(
                 _flag(source, "AION_WATCHER_ENGINE_REPORTS", d.engine_reports_terminals)
             ),
-            port=int(_num(source, "AION_WATCHER_PORT", d.port)),
+            port=_whole(source, "AION_WATCHER_PORT", d.port, high=_MAX_PORT),
             host=source.get("AION_WATCHER_HOST", d.host),
             changelog=_flag(source, "AION_WATCHER_CHANGELOG", d.changelog),
         )
 
 
-def _ms(source: Mapping[str, str], name: str, default_s: float) -> float:
-    return _num(source, name, default_s * _MS) / _MS
+# Each parser refuses what its variable cannot mean with a SettingsError naming the variable:
+# float() reads "inf", "nan" and "1e400" (inf) without complaint, and int() of those raises
+# OverflowError/ValueError, which would surface as a crash instead of a settings error.
+
+
+def _ms(source: Mapping[str, str], name: str, default_s: float, *, zero: bool = False) -> float:
+    """A duration given in milliseconds, in seconds: finite and positive (or 0 with ``zero``)."""
+    value = _num(source, name, default_s * _MS)
+    if value < 0 or (value == 0 and not zero):
+        expected = ">= 0" if zero else "> 0"
+        raise SettingsError(f"{name}={source.get(name)!r}: expected milliseconds {expected}")
+    return value / _MS
 
 
 def _ms_or_none(source: Mapping[str, str], name: str) -> float | None:
-    return None if source.get(name) is None else _ms(source, name, 0.0)
+    return None if source.get(name) is None else _ms(source, name, 0.0, zero=True)
 
 
-def _int_or_none(source: Mapping[str, str], name: str) -> int | None:
-    if source.get(name) is None:
-        return None
-    value = _num(source, name, 0)
-    if value != int(value):
-        raise SettingsError(f"{name}={source[name]!r}: expected a whole number")
+def _whole(
+    source: Mapping[str, str], name: str, default: int, *, low: int = 0, high: int | None = None
+) -> int:
+    """A whole number within ``low``..``high`` (no upper bound when ``high`` is None)."""
+    value = _num(source, name, default)
+    if value != int(value) or value < low or (high is not None and value > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise SettingsError(f"{name}={source.get(name)!r}: expected a whole number {bounds}")
     return int(value)
 
 
+def _whole_or_none(source: Mapping[str, str], name: str, *, low: int, high: int) -> int | None:
+    return None if source.get(name) is None else _whole(source, name, low, low=low, high=high)
+
+
 def _num(source: Mapping[str, str], name: str, default: float) -> float:
+    """A finite number; ``default`` when the variable is unset."""
     raw = source.get(name)
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as err:
         raise SettingsError(f"{name}={raw!r}: expected a number") from err
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r}: expected a finite number")
+    return value
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
