@@ -5,6 +5,12 @@ schedule's definition, its trigger requests (written to its partition under
 :func:`~aion_common.domain.trigger_key`) and its state share a partition number, which the
 scheduler owns as a unit. :class:`ScheduleWriter` is the API's side (create, update, pause,
 resume, delete, trigger); :class:`ScheduleView` tails both topics for the API's reads.
+
+After the broker was lost the view reads both topics again from their beginnings (compaction
+may have removed records it never saw), into tables of its own: the view it had is served
+until the new one holds everything that was there when the reader reconnected, then the two
+are swapped. A reader that answered an empty list while it reloaded made every schedule
+vanish for a moment after an outage.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,6 +36,7 @@ from aion_common.domain import (
 from aion_common.kafka.admin import ensure_topics
 from aion_common.kafka.consumer import stop_consumer
 from aion_common.kafka.errors import infrastructure_error
+from aion_common.kafka.link import raise_if_cancelling
 from aion_common.kafka.options import client_options
 from aion_common.kafka.producer import KeyedProducer
 from aion_common.kafka.topics import Topics, partition_for
@@ -129,16 +137,44 @@ class _Tables:
 
 
 class ScheduleView:
-    """Tails both schedule topics from their beginnings into memory, for the API's reads."""
+    """Tails both schedule topics from their beginnings into memory, for the API's reads.
+
+    Reads answer from the last complete view: nothing until the first read of the topics
+    reached their ends (:attr:`loaded`), and after a failure the view from before it until
+    the topics were read again (:attr:`current` is false meanwhile).
+    """
 
     def __init__(self, settings: Settings, *, codec: Codec) -> None:
         self._settings = settings
         self._codec = codec
         self._topics = Topics(settings.topic_prefix)
-        self._tables = _Tables()
+        self._tables = _Tables()  # what reads answer from: the last complete view
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
         self._reading = False  # the topics answered since the last failure
+        self._current = False  # the served tables are being tailed (no failure since the load)
+        self._stale_since: float | None = None  # wall time the served tables stopped being tailed
+        self._loads = 0
+
+    @property
+    def loaded(self) -> bool:
+        """The topics were read to their ends at least once: the reads mean something."""
+        return self._caught_up.is_set()
+
+    @property
+    def loads(self) -> int:
+        """How often the topics were read to their ends: once, and again after each failure."""
+        return self._loads
+
+    @property
+    def current(self) -> bool:
+        """The view is complete and tailed since: no read failed since it was loaded."""
+        return self._current
+
+    @property
+    def stale_since(self) -> float | None:
+        """When (epoch seconds) a loaded view stopped being tailed, while it is not current."""
+        return None if self._current else self._stale_since
 
     def get(self, schedule_id: str) -> ScheduleEntry | None:
         """The schedule ``schedule_id`` as last read, or None."""
@@ -176,7 +212,12 @@ class ScheduleView:
         while True:
             try:
                 await self._tail()
-            except (KafkaError, OSError, InfrastructureError) as err:
+            except (KafkaError, OSError, InfrastructureError, asyncio.CancelledError) as err:
+                # aiokafka can let a CancelledError of its own out after an outage (see
+                # stop_consumer); only a cancellation of this task itself ends the reader.
+                raise_if_cancelling()
+                if self._current:
+                    self._current, self._stale_since = False, time.time()
                 if self._reading:
                     failures, self._reading = 0, False
                 # one warning per outage, not one a second (the process's link logs loss/return)
@@ -211,13 +252,18 @@ class ScheduleView:
             for tp in partitions:
                 consumer.seek(tp, starts[tp])
             remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
-            self._tables = _Tables()
+            # Built aside: reads keep the last complete view until this one is complete.
+            loading: _Tables | None = _Tables()
             while True:
-                if not remaining:
+                if loading is not None and not remaining:
+                    self._tables, loading = loading, None
+                    self._current, self._stale_since = True, None
+                    self._loads += 1
                     self._caught_up.set()
+                tables = self._tables if loading is None else loading
                 for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                     for record in records:
-                        self._apply(tp.topic, record.key, record.value)
+                        self._apply(tables, tp.topic, record.key, record.value)
                     if records and records[-1].offset + 1 >= ends[tp]:
                         remaining.discard(tp)
                 for tp in list(remaining):
@@ -228,8 +274,7 @@ class ScheduleView:
         finally:
             await stop_consumer(consumer)
 
-    def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        tables = self._tables
+    def _apply(self, tables: _Tables, topic: str, key: bytes | None, value: bytes | None) -> None:
         try:
             schedule_id, request_id = decode_schedule_key(key)
             if topic == self._topics.schedule_state:

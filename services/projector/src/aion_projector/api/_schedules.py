@@ -6,6 +6,12 @@ the scheduler fires them and writes each schedule's state, which this API tails 
 (:class:`~aion_common.kafka.schedules.ScheduleView`). Every write sets the definition's
 ``not_before`` to now: a new, changed or resumed schedule never catches up on fires from
 before it (a paused one's are skipped, not missed).
+
+While Kafka is away, and while the view is read again after it came back, the schedules are
+answered as last read, the list marked ``stale`` with the reason: a user whose schedules
+vanished for the length of an outage would think them deleted. Before the topics were read
+once there is nothing to answer from, and every route that reads the view answers 503 (an
+empty list, or a 404, would be a wrong answer, not an old one).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ State = Annotated[ApiState, Depends(state)]
 ScheduleId = Annotated[str, Path(min_length=1, max_length=200, description="Schedule id.")]
 _READ_BACK_S = 15.0
 _CATCH_UP_S = 30.0
+_NOT_LOADED_RETRY_AFTER_S = 2
 _OVERLAP = {
     "skip": OverlapPolicy.SKIP,
     "buffer": OverlapPolicy.BUFFER_ONE,
@@ -60,6 +67,13 @@ _OVERLAP = {
 
 class ScheduleStore(Protocol):
     """What the schedule routes read and write."""
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the schedules were read at least once (before that, reads mean nothing)."""
+
+    def stale_reason(self) -> str | None:
+        """Why the schedules as read may be out of date, or None while they are current."""
 
     def get(self, schedule_id: str) -> ScheduleEntry | None:
         """One schedule, or None."""
@@ -83,6 +97,12 @@ class MemorySchedules:
     def __init__(self) -> None:
         self.entries: dict[str, ScheduleEntry] = {}
         self.triggers: list[ScheduleTrigger] = []
+        self.loaded = True
+        self.stale: str | None = None
+
+    def stale_reason(self) -> str | None:
+        """What a test set in :attr:`stale`."""
+        return self.stale
 
     def get(self, schedule_id: str) -> ScheduleEntry | None:
         """One schedule."""
@@ -170,6 +190,27 @@ class KafkaSchedules:
                 f"{where} is not reachable yet; the schedules cannot be written: retry",
                 retriable=True,
             )
+
+    @property
+    def loaded(self) -> bool:
+        """The topics were read to their ends at least once."""
+        return self._view.loaded
+
+    @property
+    def view_loads(self) -> int:
+        """How often the view read the topics to their ends (again after each lost broker)."""
+        return self._view.loads
+
+    def stale_reason(self) -> str | None:
+        """Kafka is known to be away, or the view is being read again since it was lost."""
+        link = self._link
+        if link is not None and link.known_down:
+            return f"Kafka at {link.bootstrap} is unreachable: the schedules as last read"
+        since = self._view.stale_since
+        if since is not None:
+            at = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+            return f"reading the schedules again after losing Kafka at {at}: as last read"
+        return None
 
     def get(self, schedule_id: str) -> ScheduleEntry | None:
         """One schedule as last read."""
@@ -318,6 +359,11 @@ class ScheduleList(BaseModel):
     """Every schedule."""
 
     items: list[ScheduleOut]
+    stale: bool = Field(
+        default=False,
+        description="The schedules as last read: Kafka is away, or they are being read again.",
+    )
+    stale_reason: str | None = Field(default=None, description="Why the list may be old.")
 
 
 class TriggerAccepted(BaseModel):
@@ -337,9 +383,23 @@ def _store(st: ApiState) -> ScheduleStore:
     return st.schedules
 
 
+def _view(st: ApiState) -> ScheduleStore:
+    """The store, once it has something to answer from (503 before: not an empty answer)."""
+    store = _store(st)
+    if not store.loaded:
+        reason = store.stale_reason() or "they have not been read from Kafka yet"
+        raise ProblemError(
+            503,
+            "unavailable",
+            f"the schedules are not known yet ({reason}); retry",
+            headers={"Retry-After": str(_NOT_LOADED_RETRY_AFTER_S)},
+        )
+    return store
+
+
 def _existing(st: ApiState, schedule_id: str) -> ScheduleEntry:
     validate_schedule_id(schedule_id)
-    entry = _store(st).get(schedule_id)
+    entry = _view(st).get(schedule_id)
     if entry is None:
         raise ProblemError(404, "not-found", f"schedule {schedule_id!r} does not exist")
     return entry
@@ -380,8 +440,11 @@ def _record(st: ApiState, schedule_id: str, body: ScheduleRequest) -> ScheduleRe
 
 @router.get("", summary="List schedules")
 async def list_route(st: State) -> ScheduleList:
-    """Every schedule with its next fire and counts."""
-    return ScheduleList(items=[ScheduleOut.of(e) for e in _store(st).all()])
+    """Every schedule with its next fire and counts; ``stale`` while they are the last read."""
+    store = _view(st)
+    items = [ScheduleOut.of(e) for e in store.all()]
+    reason = store.stale_reason()
+    return ScheduleList(items=items, stale=reason is not None, stale_reason=reason)
 
 
 @router.get("/{schedule_id}", summary="Describe a schedule")
@@ -394,7 +457,7 @@ async def get_route(st: State, schedule_id: ScheduleId) -> ScheduleOut:
 async def create_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest) -> ScheduleOut:
     """Create ``schedule_id``; 409 if it exists (``PUT`` replaces)."""
     record = _record(st, schedule_id, body)
-    if _store(st).get(schedule_id) is not None:
+    if _view(st).get(schedule_id) is not None:
         raise ProblemError(
             409, "conflict", f"schedule {schedule_id!r} exists; replace it with PUT (--replace)"
         )
