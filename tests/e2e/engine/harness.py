@@ -34,6 +34,7 @@ from aion_common.domain import (
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowStarted,
+    derive_id,
     outcome_of,
 )
 from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
@@ -267,6 +268,15 @@ def stacks_of(engine: ServiceProcess) -> str:
     return "\n".join(parts)
 
 
+@dataclass(slots=True)
+class _Start:
+    """A start command's bytes, and its send's delivery while one is in flight."""
+
+    workflow_id: str
+    value: bytes
+    delivery: asyncio.Future[Any] | None = None
+
+
 @dataclass
 class Watcher:
     """Test code acting as the watcher: reads every events partition from its beginning
@@ -288,6 +298,7 @@ class Watcher:
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._starts: list[_Start] = []  # queued by send_start, not yet flushed
         self.changed = asyncio.Event()
 
     async def start(self) -> None:
@@ -313,21 +324,48 @@ class Watcher:
         await self._producer.stop()
 
     async def send_start(self, workflow_type: str, input_value: object, workflow_id: str) -> None:
+        """Queue a start of ``workflow_id``; :meth:`flush` waits until it is acknowledged.
+
+        The command id derives from the workflow id, so a start sent again after a failed or
+        timed-out send is the same command, which the engine applies once (a fresh id would
+        start the workflow twice, or be refused as a duplicate start).
+        """
         command = StartWorkflow(
-            command_id=str(uuid.uuid4()),
+            command_id=derive_id("e2e-start", workflow_id),
             issued_at=datetime.now(UTC),
             workflow_id=workflow_id,
             workflow_type=workflow_type,
             input=Payload.from_json(input_value),
         )
-        await self._producer.send(
-            self.topics.commands,
-            self.codec.encode_command(command),
-            key=encode_key(workflow_id),
+        start = _Start(workflow_id, self.codec.encode_command(command))
+        self._starts.append(start)
+        await kafka_retrying(
+            functools.partial(self._queue, start), self.kafka_failures, f"start {workflow_id}"
         )
 
     async def flush(self) -> None:
-        await self._producer.flush()
+        """Until every start queued so far is acknowledged; one whose send failed or timed
+        out (a broker outage) is sent again, the same command, until it is."""
+        starts, self._starts = self._starts, []
+        for start in starts:
+            deliver = functools.partial(self._deliver, start)
+            await kafka_retrying(deliver, self.kafka_failures, f"start {start.workflow_id}")
+
+    async def _queue(self, start: _Start) -> None:
+        start.delivery = await self._producer.send(
+            self.topics.commands, start.value, key=encode_key(start.workflow_id)
+        )
+
+    async def _deliver(self, start: _Start) -> None:
+        if start.delivery is None:  # never queued, or its send failed: send it again
+            await self._queue(start)
+        assert start.delivery is not None
+        try:
+            # Shielded: a timed-out wait must not cancel aiokafka's own future.
+            await asyncio.shield(start.delivery)
+        except BaseException:
+            start.delivery = None
+            raise
 
     async def wait_closed(self, workflow_ids: set[str], timeout: float) -> None:
         loop = asyncio.get_running_loop()

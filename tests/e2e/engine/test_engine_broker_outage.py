@@ -70,7 +70,13 @@ class _Run:
                 self.engine.start()
 
     async def feed(self, count: int) -> None:
-        """Start ``count`` more parents, paced at FEED_PER_S."""
+        """Start ``count`` more parents, paced at FEED_PER_S, through the outages too.
+
+        Each start goes through the test watcher's guarded send (bounded and retried as the
+        same command, its id derived from the workflow id), so a send cut off by an outage
+        neither ends the feed nor starts a parent twice; the flush waits until every start
+        is acknowledged.
+        """
         for _ in range(count):
             index = len(self.parents)
             workflow_id = f"o-{index:05d}"
