@@ -12,7 +12,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
 from aion_common.domain import InfrastructureError
-from aion_common.kafka.link import RETRYING, Backoff, BrokerLink, is_retriable
+from aion_common.kafka.link import RETRYING, Attempts, Backoff, BrokerLink, is_retriable
 from aion_common.settings import Settings
 
 
@@ -213,5 +213,62 @@ async def test_pause_ends_early_when_the_cluster_returns() -> None:
         probe.up = True
         await asyncio.wait_for(pausing, 5)
         assert loop.time() - began < 5
+    finally:
+        await link.stop()
+
+
+async def test_pause_ends_at_a_return_the_link_had_not_yet_seen_coming() -> None:
+    # A client's error is usually the first to know: the pause begins while the link still
+    # says up, then the probe sees the loss and the return within it.
+    probe = ScriptedProbe()
+    link = _link(probe)
+    await link.start()
+    try:
+        await _until(lambda: link.up)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        pausing = asyncio.create_task(link.pause(30.0))
+        probe.up = False
+        await _until(lambda: link.known_down)
+        assert not pausing.done()
+        probe.up = True
+        await asyncio.wait_for(pausing, 5)
+        assert loop.time() - began < 5
+        assert link.returns == 1
+    finally:
+        await link.stop()
+
+
+async def test_pause_sleeps_its_delay_while_the_cluster_stays_up() -> None:
+    probe = ScriptedProbe()
+    link = _link(probe)
+    await link.start()
+    try:
+        await _until(lambda: link.up)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await link.pause(0.3)
+        assert loop.time() - began >= 0.29
+    finally:
+        await link.stop()
+
+
+async def test_attempts_are_counted_afresh_after_the_cluster_returned() -> None:
+    probe = ScriptedProbe()
+    link = _link(probe)
+    await link.start()
+    try:
+        await _until(lambda: link.up)
+        attempts = Attempts(link)
+        assert [attempts.failed() for _ in range(3)] == [1, 2, 3]
+        probe.up = False
+        await _until(lambda: link.known_down)
+        assert attempts.failed() == 4  # the same outage: the backoff keeps growing
+        probe.up = True
+        await _until(lambda: link.up)
+        assert attempts.failed() == 1  # the first failure after the return
+        assert attempts.failed() == 2
+        attempts.succeeded()
+        assert attempts.failed() == 1
     finally:
         await link.stop()

@@ -48,6 +48,9 @@ probes the cluster; ``start()`` retries ensuring the topics and starting the cli
 capped, jittered backoff; in the loop a retriable Kafka error (a fetch, a dead letter that
 could not be published) backs off until the cluster answers, then rewinds to the stored
 offsets like a transient database error does (a fetch abandoned halfway is fetched again).
+The backoff ends as soon as the link sees the cluster back, and its attempts are counted
+afresh after a return (:class:`~aion_common.kafka.link.Attempts`), so the first error after
+an outage does not wait the capped backoff the outage ran up.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ from aion_common.kafka import (
     infrastructure_error,
 )
 from aion_common.kafka.consumer import stop_consumer
-from aion_common.kafka.link import RETRYING, Backoff, BrokerLink
+from aion_common.kafka.link import RETRYING, Attempts, Backoff, BrokerLink
 from aion_common.settings import Settings
 from aion_projector.archive import Archive
 from aion_projector.changes import ApplyStats
@@ -327,17 +330,18 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         """Project until :meth:`stop`; raise on an error a restart must handle."""
         done = self._run_done = asyncio.Event()
         self._started_at = time.monotonic()
-        failures = kafka_failures = 0
+        failures = 0
+        kafka_attempts = Attempts(self.link)
         try:
             while not self._stopping.is_set():
                 try:
                     await self._step()
-                    failures = kafka_failures = 0
+                    failures = 0
+                    kafka_attempts.succeeded()
                 except InfrastructureError as err:
                     if not err.retriable:
                         raise
-                    kafka_failures += 1
-                    await self._kafka_back_off(err, kafka_failures)
+                    await self._kafka_back_off(err, kafka_attempts.failed())
                 except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as err:
                     if not is_transient(err):
                         raise
@@ -637,7 +641,10 @@ class ProjectorService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             )
 
     async def _kafka_back_off(self, err: InfrastructureError, failures: int) -> None:
-        """Wait for the cluster (or a backoff), then rewind: a half-done fetch is refetched."""
+        """Wait for the cluster (or a backoff), then rewind: a half-done fetch is refetched.
+
+        The wait ends as soon as the link sees the cluster come back (:meth:`BrokerLink.pause`),
+        even if the probe had not noticed the loss yet when the wait began."""
         self.link.suspect()
         _log.warning(
             "kafka error: backing off, then rewinding to stored offsets",

@@ -44,6 +44,7 @@ from aion_common.settings import Settings
 
 __all__ = [
     "RETRYING",
+    "Attempts",
     "Backoff",
     "BrokerLink",
     "KafkaProbe",
@@ -215,6 +216,9 @@ class BrokerLink:
         self._filter = _OutageNoise(self) if quiet_clients else None
         self._listeners: list[Callable[[LinkChange], None]] = []
         self.outages = 0
+        self.returns = 0
+        """How often the cluster answered again after being lost (a first answer is not one)."""
+        self._answered = 0  # first answers and returns: what ends a pause early
 
     # -- state -----------------------------------------------------------------------------
 
@@ -297,14 +301,19 @@ class BrokerLink:
         """Sleep ``delay`` seconds, or less once the cluster answers again after being away.
 
         A retry loop sleeps here: it does not hammer a cluster that is down, and it retries
-        as soon as the cluster is back instead of finishing a long backoff first.
+        as soon as the cluster is back instead of finishing a long backoff first. That holds
+        also when the pause began before the probe noticed the loss (a client's error is
+        usually the first to know): any return during the pause ends it, not only one the
+        link was already waiting for.
         """
-        if self.known_down:
-            await self.wait_up(delay)
-            if self.up:  # back: a short random spread, so the processes do not all retry at once
+        answered = self._answered
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                while self._answered == answered:
+                    self._changed.clear()
+                    await self._changed.wait()
+                # back: a short random spread, so the processes do not all retry at once
                 await asyncio.sleep(random.uniform(0, 0.1))  # noqa: S311 - jitter
-            return
-        await asyncio.sleep(delay)
 
     async def retry(
         self, step: Callable[[], Awaitable[T]], *, what: str, backoff: Backoff | None = None
@@ -372,6 +381,9 @@ class BrokerLink:
             if self._down_since_mono is not None:
                 down_for = round(time.monotonic() - self._down_since_mono, 1)
             self._down_since_mono = None
+            self._answered += 1
+            if was is not None:
+                self.returns += 1
             suppressed = self._filter.take_suppressed() if self._filter is not None else 0
             if was is None:
                 _log.info("kafka reachable", extra=fields)
@@ -409,6 +421,32 @@ def _handlers() -> list[logging.Handler]:
     if logging.lastResort is not None:
         found.append(logging.lastResort)
     return found
+
+
+class Attempts:
+    """A retry loop's count of consecutive failures, for its :class:`Backoff`, that starts
+    again once the cluster came back.
+
+    A loop that counted every failure of an outage would wait the capped backoff (seconds)
+    on the first failure after the return, which is often a transient error of a broker
+    just started (its coordinator still loading); counted afresh, it waits the first one.
+    """
+
+    def __init__(self, link: BrokerLink) -> None:
+        self._link = link
+        self._count = 0
+        self._returns = link.returns
+
+    def failed(self) -> int:
+        """Count a failure; the attempt number to back off for (1 after a return)."""
+        if self._link.returns != self._returns:
+            self._returns, self._count = self._link.returns, 0
+        self._count += 1
+        return self._count
+
+    def succeeded(self) -> None:
+        """The loop's step worked: the next failure is the first again."""
+        self._count = 0
 
 
 def raise_if_cancelling() -> None:
