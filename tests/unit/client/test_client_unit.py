@@ -372,3 +372,25 @@ async def test_refusals_and_reads_are_not_resent() -> None:
             await client.describe("w")
     assert (refused.value.status, unavailable.value.status) == (400, 503)
     assert calls == ["POST", "GET"]
+
+
+async def test_a_retry_after_is_waited_however_long_the_client_has_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API's Retry-After (it knows when Kafka is away) decides the wait, not the client's
+    backoff grown through an outage: that held re-sends up to 6 s after Kafka's return."""
+    waits: list[float] = []
+
+    async def no_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr("aion.client.asyncio.sleep", no_sleep)
+    answers = iter(
+        [_problem(503, "kafka unreachable", retry_after="2") for _ in range(8)]
+        + [httpx.Response(202, json={"workflow_id": "w", "command_id": "c"})]
+    )
+    transport = httpx.MockTransport(lambda _r: next(answers))
+    async with AionClient("http://x", transport=transport, on_retry=lambda _n: None) as client:
+        await client.signal("w", "go", 1, request_id="sig-1")
+    assert len(waits) == 8
+    assert all(2.0 <= wait <= 2.4 for wait in waits), waits

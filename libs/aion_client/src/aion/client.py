@@ -14,9 +14,11 @@ raises :class:`AionCommandRefused` (code and reason) if the engine refused the s
 Commands (start, signal, cancel, terminate) ride through outages: each carries a request id
 (the caller's, or a random one the client makes up), so sending it again is the same command,
 which the engine applies once; the client re-sends it on ``503`` (the API could not reach Kafka:
-it honours ``Retry-After``), ``502``/``504``, connection errors and timeouts, with capped,
-jittered backoff, for at most ``retry_for`` seconds (60 by default; 0 turns it off), calling
-``on_retry`` (by default a warning on the ``aion.client`` logger) before each wait.
+it waits the ``Retry-After`` the API gives, however long it has retried, so a command goes
+out again within that long of Kafka's return), ``502``/``504``, connection errors and
+timeouts (with capped, jittered backoff), for at most ``retry_for`` seconds (60 by default; 0
+turns it off), calling ``on_retry`` (by default a warning on the ``aion.client`` logger)
+before each wait.
 
 Commands can also go straight to Kafka, without the API: see :class:`aion.KafkaCommands`.
 """
@@ -294,7 +296,11 @@ class AionClient(ScheduleCalls):
                     raise
                 waited = time.monotonic() - began
                 remaining = self._retry_for - waited
-                delay = min(max(retry_after, _backoff(attempt)), remaining)
+                # The API's Retry-After, when it gives one, over the client's own backoff: it
+                # knows when Kafka is away (2 s) and answers at once meanwhile, and the
+                # backoff, grown through an outage, would hold a re-send up to 6 s after it.
+                wait = _spread(retry_after) if retry_after > 0 else _backoff(attempt)
+                delay = min(wait, remaining)
                 if remaining <= 0:
                     raise _gave_up(
                         what,
@@ -856,6 +862,12 @@ def _retry_after(err: AionUnavailable | AionApiError) -> float | None:
     if err.status in _RETRY_STATUSES:
         return err.retry_after or 0.0
     return None
+
+
+def _spread(delay: float) -> float:
+    """``delay`` lengthened by up to the jitter, so the clients of one outage do not all
+    re-send at once."""
+    return delay * (1 + random.uniform(0, _RETRY_JITTER))  # noqa: S311 - jitter
 
 
 def _backoff(attempt: int) -> float:
