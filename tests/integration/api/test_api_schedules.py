@@ -68,6 +68,34 @@ async def test_create_list_describe_pause_resume_trigger_delete(
     assert_problem(await api.post("/v1/schedules/nightly/pause"), 404, "not-found")
 
 
+async def test_schedules_as_last_read_are_marked_stale_and_unread_ones_are_503(
+    schedule_api: tuple[httpx.AsyncClient, MemorySchedules],
+) -> None:
+    api, store = schedule_api
+    body = {"type": "report", "every": "1h"}
+    assert (await api.post("/v1/schedules/nightly", json=body)).status_code == 201
+    listed = (await api.get("/v1/schedules")).json()
+    assert (listed["stale"], listed["stale_reason"]) == (False, None)
+
+    store.stale = "Kafka at 127.0.0.1:9 is unreachable: the schedules as last read"
+    listed = (await api.get("/v1/schedules")).json()
+    assert [s["id"] for s in listed["items"]] == ["nightly"]
+    assert (listed["stale"], listed["stale_reason"]) == (True, store.stale)
+    assert (await api.get("/v1/schedules/nightly")).status_code == 200
+
+    # Never read: nothing to answer from, so no empty list and no 404 either.
+    store.loaded = False
+    for answer in (
+        await api.get("/v1/schedules"),
+        await api.get("/v1/schedules/nightly"),
+        await api.post("/v1/schedules/other", json=body),
+        await api.post("/v1/schedules/nightly/pause"),
+    ):
+        problem = assert_problem(answer, 503, "unavailable")
+        assert "not known yet" in problem["detail"], problem
+        assert answer.headers["retry-after"] == "2"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "detail"),
     [
