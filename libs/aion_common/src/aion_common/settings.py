@@ -18,10 +18,15 @@ from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
 __all__ = [
     "DEFAULT_PAYLOAD_LIMIT",
     "DEFAULT_RETENTION_MS",
+    "MAX_DURATION_MS",
+    "MAX_SESSION_TIMEOUT_MS",
     "Settings",
     "SettingsError",
     "TransactionMode",
     "parse_duration_ms",
+    "parse_whole",
+    "session_timeout_ms_from_env",
+    "whole_from_env",
 ]
 
 TransactionMode = Literal["auto", "on", "off"]
@@ -43,6 +48,13 @@ DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 """How long a closed workflow is kept before it is purged (``AION_RETENTION``): 7 days."""
 
 _DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_MAX_DURATION_DAYS = 36_500
+MAX_DURATION_MS = _MAX_DURATION_DAYS * _DURATION_UNITS["d"]
+"""The longest duration :func:`parse_duration_ms` reads: 100 years (``36500d``)."""
+MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
+"""The longest consumer-group session timeout a service takes: the broker's default
+``group.max.session.timeout.ms`` (30 min), past which it refuses the group join."""
+_MIN_SESSION_TIMEOUT_MS = 1000
 
 
 class SettingsError(ValueError):
@@ -152,16 +164,87 @@ _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 
 
 def parse_duration_ms(text: str, *, name: str = "duration") -> int:
-    """``7d``, ``12h``, ``30m``, ``2s``, ``500ms`` (or a bare number of seconds) in ms."""
+    """``7d``, ``12h``, ``30m``, ``2s``, ``500ms`` (or a bare number of seconds) in ms, at most
+    :data:`MAX_DURATION_MS` (float() reads a 309-digit number as inf: refused, not rounded)."""
     raw = text.strip().lower()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?", raw)
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?", raw)
     if match is None:
-        raise SettingsError(f"{name}={text!r}: expected a duration such as 7d, 12h, 30m, 2s, 500ms")
+        raise SettingsError(
+            f"{name}={_shown(text)}: expected a duration such as 7d, 12h, 30m, 2s, 500ms"
+        )
     number, unit = match.groups()
-    ms = round(float(number) * _DURATION_UNITS[unit or "s"])
-    if ms < 1:
-        raise SettingsError(f"{name}={text!r}: must be positive")
-    return ms
+    ms = float(number) * _DURATION_UNITS[unit or "s"]
+    if not ms <= MAX_DURATION_MS:  # inf too
+        raise SettingsError(
+            f"{name}={_shown(text)}: expected at most {_MAX_DURATION_DAYS}d (100 years)"
+        )
+    if round(ms) < 1:
+        raise SettingsError(f"{name}={_shown(text)}: must be positive")
+    return round(ms)
+
+
+def parse_whole(
+    name: str, raw: str, *, minimum: int, maximum: int, what: str = "a whole number", why: str = ""
+) -> int:
+    """``raw``, the value of variable ``name``, as ASCII digits within ``minimum..maximum``.
+
+    Anything else is a :class:`SettingsError` naming the variable, the value and the range
+    (``what`` is counted; ``why`` says where the bound comes from). ``str.isdigit()`` alone
+    would pass ``²``, which int() refuses, and int() refuses more than 4,300 digits: both
+    are checked before int() sees them.
+    """
+    text = raw.strip()
+    significant = text.lstrip("0") or "0"
+    if text.isascii() and text.isdigit() and len(significant) <= len(str(maximum)):
+        value = int(significant)
+        if minimum <= value <= maximum:
+            return value
+    because = f" ({why})" if why else ""
+    raise SettingsError(
+        f"{name}={_shown(raw)}: expected {what} from {minimum} to {maximum}{because}"
+    )
+
+
+def whole_from_env(
+    source: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    minimum: int,
+    maximum: int,
+    what: str = "a whole number",
+    why: str = "",
+) -> int:
+    """Variable ``name`` of ``source`` read by :func:`parse_whole`; ``default`` when it is
+    unset or blank."""
+    raw = source.get(name, "")
+    if not raw.strip():
+        return default
+    return parse_whole(name, raw, minimum=minimum, maximum=maximum, what=what, why=why)
+
+
+def session_timeout_ms_from_env(source: Mapping[str, str], name: str, default: int = 10_000) -> int:
+    """A consumer group's session timeout (``AION_<SERVICE>_SESSION_TIMEOUT_MS``) in ms: 1 s
+    up to the broker's default ``group.max.session.timeout.ms``; ``default`` when unset."""
+    return whole_from_env(
+        source,
+        name,
+        default,
+        minimum=_MIN_SESSION_TIMEOUT_MS,
+        maximum=MAX_SESSION_TIMEOUT_MS,
+        what="whole milliseconds",
+        why="the broker's group.max.session.timeout.ms is 30 min by default",
+    )
+
+
+_SHOWN_CHARS = 40
+
+
+def _shown(raw: str) -> str:
+    """``raw`` for an error message: quoted, a long value cut short."""
+    return (
+        repr(raw) if len(raw) <= _SHOWN_CHARS else f"{raw[:_SHOWN_CHARS]!r}... ({len(raw)} chars)"
+    )
 
 
 def _retention(source: Mapping[str, str]) -> int | None:

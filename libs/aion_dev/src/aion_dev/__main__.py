@@ -23,7 +23,7 @@ from typing import Any, TextIO, TypeVar
 
 from aion_common.kafka.link import LinkChange
 from aion_common.runtime.logging import JsonFormatter, configure_logging
-from aion_common.settings import SettingsError
+from aion_common.settings import SettingsError, whole_from_env
 from aion_common.testing import free_port
 from aion_dev.pidfile import HomeBusy
 from aion_dev.stack import Stack, StackConfig, StackError, StartupError
@@ -48,6 +48,8 @@ PREFERRED_API_PORT = 8080  # the `aion` CLI's default API URL is http://127.0.0.
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_STACK_FAILED = 3
+_DEFAULT_PARTITIONS = 6
+_MAX_PARTITIONS = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
         "and 2 replicas in sync, to try a broker's failover (kill one: kill -9 <pid>, from "
         "<home>/aion-dev.pids)",
     )
-    parser.add_argument("--partitions", type=int, default=int(env("AION_PARTITIONS", "6")))
+    parser.add_argument(
+        "--partitions", type=int, help="partitions per topic (env AION_PARTITIONS; default 6)"
+    )
     parser.add_argument("--topic-prefix", default=env("AION_TOPIC_PREFIX", "aion"))
     parser.add_argument(
         "--no-examples", action="store_true", help="don't load the example workflows"
@@ -125,6 +129,7 @@ def examples_location() -> tuple[str, str | None]:
 
 def build_config(args: argparse.Namespace) -> StackConfig:
     """The stack the command line asks for."""
+    partitions = args.partitions if args.partitions is not None else _env_partitions()
     pythonpath: list[str] = []
     workflows: list[str] = []
     companions: list[tuple[str, tuple[str, ...]]] = []
@@ -156,7 +161,20 @@ def build_config(args: argparse.Namespace) -> StackConfig:
         engines=args.engines,
         brokers=args.brokers,
         topic_prefix=args.topic_prefix,
-        partitions=args.partitions,
+        partitions=partitions,
+    )
+
+
+def _env_partitions() -> int:
+    """``AION_PARTITIONS`` (when ``--partitions`` is not given): read here, inside ``main``'s
+    handling of SettingsError, so a bad value is a one-line refusal and not a traceback."""
+    return whole_from_env(
+        os.environ,
+        "AION_PARTITIONS",
+        _DEFAULT_PARTITIONS,
+        minimum=1,
+        maximum=_MAX_PARTITIONS,
+        why="a local stack; each of aion's topics gets this many",
     )
 
 

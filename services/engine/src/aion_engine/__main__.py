@@ -46,7 +46,12 @@ from aion_common.runtime.health import HealthEndpoint
 from aion_common.runtime.logging import configure_logging
 from aion_common.runtime.loop import run as run_loop
 from aion_common.runtime.user_modules import EXIT_USER_CODE
-from aion_common.settings import Settings, SettingsError
+from aion_common.settings import (
+    Settings,
+    SettingsError,
+    session_timeout_ms_from_env,
+    whole_from_env,
+)
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
 from aion_engine.publish_topics import PublishTopics
 from aion_engine.registry import WorkflowRegistry, load_modules
@@ -54,6 +59,7 @@ from aion_engine.service import EngineService
 from aion_engine.versions import Versions
 
 _log = logging.getLogger("aion.engine")
+_MAX_CLOSED_CACHE = 10_000_000
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -91,16 +97,27 @@ def state_options_from_env(environ: Mapping[str, str]) -> StateOptions:
     choices: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
     if raw not in choices:
         raise SettingsError(f"AION_ENGINE_CHANGELOG={raw!r}: expected auto, on or off")
-    numbers = {}
-    for name, default in (("AION_ENGINE_CLOSED_CACHE", "10000"), ("AION_ENGINE_STANDBYS", "0")):
-        value = environ.get(name, default).strip()
-        if not value.isdigit():
-            raise SettingsError(f"{name}={value!r}: expected a whole number")
-        numbers[name] = int(value)
+    closed_cache = whole_from_env(
+        environ,
+        "AION_ENGINE_CLOSED_CACHE",
+        10_000,
+        minimum=0,
+        maximum=_MAX_CLOSED_CACHE,
+        what="a whole number of closed workflows",
+        why="each is held in memory; the rest are read from the local store",
+    )
+    standbys = whole_from_env(
+        environ,
+        "AION_ENGINE_STANDBYS",
+        0,
+        minimum=0,
+        maximum=1,
+        why="1 keeps a warm store of every partition this engine does not own",
+    )
     return StateOptions(
         changelog=choices[raw],
-        closed_cache=numbers["AION_ENGINE_CLOSED_CACHE"],
-        standbys=numbers["AION_ENGINE_STANDBYS"],
+        closed_cache=closed_cache,
+        standbys=standbys,
     )
 
 
@@ -128,12 +145,8 @@ def membership_from_env(environ: Mapping[str, str], settings: Settings) -> Membe
         static = settings.instance_id != _DEFAULT_INSTANCE_ID
     else:
         raise SettingsError(f"AION_ENGINE_STATIC_MEMBERSHIP={raw!r}: expected on, off or auto")
-    timeout = environ.get("AION_ENGINE_SESSION_TIMEOUT_MS", "10000").strip()
-    if not timeout.isdigit() or int(timeout) < 1000:  # noqa: PLR2004 - the broker's floor here
-        raise SettingsError(
-            f"AION_ENGINE_SESSION_TIMEOUT_MS={timeout!r}: expected milliseconds, at least 1000"
-        )
-    return Membership(static=static, session_timeout_ms=int(timeout))
+    timeout_ms = session_timeout_ms_from_env(environ, "AION_ENGINE_SESSION_TIMEOUT_MS")
+    return Membership(static=static, session_timeout_ms=timeout_ms)
 
 
 def _local_version(modules: list[str]) -> str:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aion_common.settings import SettingsError
+from aion_common.settings import SettingsError, session_timeout_ms_from_env
 
 __all__ = ["IngressOptions"]
 
@@ -44,12 +44,13 @@ class IngressOptions:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> IngressOptions:
         """Read the ``AION_INGRESS_*`` variables; ``overrides`` (options given) win."""
         source = os.environ if env is None else env
+        timeout_ms = session_timeout_ms_from_env(source, "AION_INGRESS_SESSION_TIMEOUT_MS")
         values: dict[str, object] = {
             "config": source.get("AION_INGRESS_CONFIG", ""),
             "port": _int(source, "AION_INGRESS_PORT", 0),
             "host": source.get("AION_INGRESS_HOST", "127.0.0.1"),
             "static_membership": _membership(source.get("AION_INGRESS_STATIC_MEMBERSHIP", "auto")),
-            "session_timeout": _int(source, "AION_INGRESS_SESSION_TIMEOUT_MS", 10_000) / 1000,
+            "session_timeout": timeout_ms / 1000,
             "max_batch": _int(source, "AION_INGRESS_MAX_BATCH", 500),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aion_common.settings import SettingsError
+from aion_common.settings import SettingsError, session_timeout_ms_from_env
 
 __all__ = ["SchedulerOptions"]
 
@@ -44,11 +44,12 @@ class SchedulerOptions:
                 f"AION_SCHEDULER_STATIC_MEMBERSHIP={membership!r}: expected on, off or auto"
             )
         static = None if membership == "auto" else membership in {"on", "true", "1"}
+        timeout_ms = session_timeout_ms_from_env(source, "AION_SCHEDULER_SESSION_TIMEOUT_MS")
         return cls(
             port=_int(source, "AION_SCHEDULER_PORT", 0),
             host=source.get("AION_SCHEDULER_HOST", "127.0.0.1"),
             static_membership=static,
-            session_timeout=_int(source, "AION_SCHEDULER_SESSION_TIMEOUT_MS", 10_000) / 1000,
+            session_timeout=timeout_ms / 1000,
         )
 
 

@@ -20,9 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aion_common.domain import DEFAULT_TASK_QUEUE, InvalidInput, validate_task_queue
-from aion_common.settings import SettingsError
+from aion_common.settings import SettingsError, session_timeout_ms_from_env, whole_from_env
 
 __all__ = ["WorkerConfig"]
+
+_MAX_GRACE_MS = 300_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,13 +62,14 @@ class WorkerConfig:
         """Read the ``AION_WORKER_*`` variables; ``overrides`` (command-line options) win."""
         source = os.environ if env is None else env
         d = cls()
+        timeout_ms = session_timeout_ms_from_env(source, "AION_WORKER_SESSION_TIMEOUT_MS")
         values: dict[str, object] = {
             "task_queue": source.get("AION_TASK_QUEUE", d.task_queue),
             "max_concurrent": _int(source, "AION_WORKER_MAX_CONCURRENT", d.max_concurrent),
             "threads": _int(source, "AION_WORKER_THREADS", None),
-            "shutdown_grace": _int(source, "AION_WORKER_SHUTDOWN_GRACE_MS", 10_000) / 1000,
+            "shutdown_grace": _shutdown_grace_ms(source) / 1000,
             "static_membership": _membership(source.get("AION_WORKER_STATIC_MEMBERSHIP", "auto")),
-            "session_timeout": _int(source, "AION_WORKER_SESSION_TIMEOUT_MS", 10_000) / 1000,
+            "session_timeout": timeout_ms / 1000,
             "port": _int(source, "AION_WORKER_PORT", 0),
             "host": source.get("AION_WORKER_HOST", d.host),
         }
@@ -82,6 +85,19 @@ def _int(source: Mapping[str, str], name: str, default: int | None) -> int:
         return int(raw.strip())
     except ValueError as err:
         raise SettingsError(f"{name}={raw!r}: expected a whole number") from err
+
+
+def _shutdown_grace_ms(source: Mapping[str, str]) -> int:
+    return whole_from_env(
+        source,
+        "AION_WORKER_SHUTDOWN_GRACE_MS",
+        10_000,
+        minimum=0,
+        maximum=_MAX_GRACE_MS,
+        what="whole milliseconds",
+        # no fetch while draining: past max.poll.interval.ms the group takes the partitions
+        why="5 min, aiokafka's max.poll.interval.ms, after which the partitions move anyway",
+    )
 
 
 def _membership(raw: str) -> bool | None:

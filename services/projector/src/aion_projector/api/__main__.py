@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from aion_common.runtime.logging import configure_logging
 from aion_common.runtime.loop import run as run_loop
 from aion_common.settings import Settings, SettingsError
-from aion_projector.api._server import produce_timeout_from_env, run_api
+from aion_projector.api._server import (
+    package_limit_from_env,
+    produce_timeout_from_env,
+    run_api,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings.from_env()
         produce_timeout_s = produce_timeout_from_env()
+        package_limit_from_env(os.environ)  # run_api reads it in the loop: a traceback there
     except SettingsError as err:
         parser.exit(2, f"aion API refused to start: {err}\n")
     run_loop(run_api(settings, args.host, args.port, produce_timeout_s=produce_timeout_s))

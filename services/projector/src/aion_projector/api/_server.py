@@ -10,7 +10,7 @@ import uvicorn
 from aion_common.kafka.catalog import CATALOG_RECORD_BYTES
 from aion_common.packages import DEFAULT_PACKAGE_LIMIT
 from aion_common.runtime.loop import http_implementation
-from aion_common.settings import Settings, SettingsError
+from aion_common.settings import Settings, whole_from_env
 from aion_projector.api._answers import KafkaQueryDesk
 from aion_projector.api._app import create_app
 from aion_projector.api._catalog import KafkaCatalog
@@ -32,16 +32,17 @@ def produce_timeout_from_env(env: Mapping[str, str] | None = None) -> float:
     """``AION_API_PRODUCE_TIMEOUT_MS``: longest wait for Kafka's acknowledgement of a command
     before the API answers 503 (default 5000, half the clients' 10 s default timeout)."""
     source = os.environ if env is None else env
-    raw = source.get(PRODUCE_TIMEOUT_ENV)
-    if raw is None:
-        return DEFAULT_PRODUCE_TIMEOUT_S
-    try:
-        value = int(raw)
-    except ValueError as err:
-        raise SettingsError(f"{PRODUCE_TIMEOUT_ENV}={raw!r}: expected milliseconds") from err
-    if value < 1:
-        raise SettingsError(f"{PRODUCE_TIMEOUT_ENV}={value}: must be at least 1 ms")
-    return value / 1000
+    default_ms = round(DEFAULT_PRODUCE_TIMEOUT_S * 1000)
+    ms = whole_from_env(
+        source,
+        PRODUCE_TIMEOUT_ENV,
+        default_ms,
+        minimum=1,
+        maximum=120_000,
+        what="whole milliseconds",
+        why="2 min; the clients give up on a request after 10 s by default",
+    )
+    return ms / 1000
 
 
 async def run_api(
@@ -111,11 +112,12 @@ async def run_api(
 
 def package_limit_from_env(environ: Mapping[str, str]) -> int:
     """``AION_PACKAGE_LIMIT_BYTES``: the largest package archive an upload may be."""
-    raw = environ.get("AION_PACKAGE_LIMIT_BYTES", "").strip()
-    if not raw:
-        return DEFAULT_PACKAGE_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= CATALOG_RECORD_BYTES // 2:
-        raise SettingsError(
-            f"AION_PACKAGE_LIMIT_BYTES={raw!r}: expected bytes, 1 to {CATALOG_RECORD_BYTES // 2}"
-        )
-    return int(raw)
+    return whole_from_env(
+        environ,
+        "AION_PACKAGE_LIMIT_BYTES",
+        DEFAULT_PACKAGE_LIMIT,
+        minimum=1,
+        maximum=CATALOG_RECORD_BYTES // 2,
+        what="a whole number of bytes",
+        why="the packages topic takes records of up to 16 MiB",
+    )
