@@ -103,6 +103,8 @@ async def test_schedules_as_last_read_are_marked_stale_and_unread_ones_are_503(
         ({"type": "t", "cron": "* * *", "every": "1s"}, 400, "exactly one of cron"),
         ({"type": "t", "cron": "61 * * * *"}, 400, "61 is outside 0-59"),
         ({"type": "t", "every": "fast"}, 400, "not a duration"),
+        ({"type": "t", "every": "1e400"}, 400, "longer than 36500d"),  # inf: OverflowError
+        ({"type": "t", "every": "1m", "jitter": 1e300}, 400, "longer than 36500d"),
         ({"type": "t", "every": "100ms"}, 400, "shortest is 1 s"),
         ({"type": "t", "every": "1m", "offset": "2m"}, 400, "below the interval"),
         ({"type": " t", "every": "1m"}, 400, "surrounding spaces"),

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aion_common.domain.durations import MAX_DURATION_MS
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
 
 __all__ = [
@@ -48,9 +49,7 @@ DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 """How long a closed workflow is kept before it is purged (``AION_RETENTION``): 7 days."""
 
 _DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_MAX_DURATION_DAYS = 36_500
-MAX_DURATION_MS = _MAX_DURATION_DAYS * _DURATION_UNITS["d"]
-"""The longest duration :func:`parse_duration_ms` reads: 100 years (``36500d``)."""
+_MAX_DURATION_DAYS = MAX_DURATION_MS // _DURATION_UNITS["d"]
 MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
 """The longest consumer-group session timeout a service takes: the broker's default
 ``group.max.session.timeout.ms`` (30 min), past which it refuses the group join."""
