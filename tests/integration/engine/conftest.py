@@ -16,6 +16,7 @@ from aion_common.codecs import Codec, encode_key
 from aion_common.domain import (
     Command,
     Event,
+    EventBatch,
     ParentLink,
     Payload,
     RecordChildTerminal,
@@ -39,6 +40,8 @@ class EngineRig:
         self.topics = Topics(settings.topic_prefix)
         self.codec = Codec()
         self.histories: dict[str, list[Event]] = defaultdict(list)
+        self.records: dict[str, list[tuple[EventBatch, dict[str, bytes]]]] = defaultdict(list)
+        """Each workflow's events records as read: the batch and the record's headers."""
         self.engine = EngineService(settings, REGISTRY)
         self._act_as_watcher = act_as_watcher
         self._parents: dict[tuple[str, str], ParentLink | None] = {}
@@ -129,6 +132,7 @@ class EngineRig:
             for records in fetched.values():
                 for record in records:
                     batch = self.codec.decode_batch(record.value)
+                    self.records[batch.workflow_id].append((batch, dict(record.headers)))
                     history = self.histories[batch.workflow_id]
                     for event in batch.events:
                         if event.seq <= len(history):

@@ -17,6 +17,7 @@ from aion_common.domain import (
     WorkflowStarted,
     check_history,
 )
+from aion_common.kafka.topics import RUN_ENDED_HEADER
 
 from .conftest import EngineRig
 
@@ -134,3 +135,41 @@ def _start(workflow_id: str, command_id: str, workflow_type: str, input_value: o
         workflow_type=workflow_type,
         input=Payload.from_json(input_value),
     )
+
+
+_RUN_ENDS = (WorkflowContinuedAsNew, WorkflowCompleted)
+
+
+async def test_records_that_end_or_continue_a_run_carry_the_run_ended_header(
+    engine_rig: EngineRig,
+) -> None:
+    waiting = await engine_rig.start_workflow("it.approval", {"count": 1})
+    await engine_rig.wait_for(waiting, lambda h: len(h) >= 1)
+    await engine_rig.send(
+        SignalWorkflow(
+            command_id=str(uuid.uuid4()),
+            issued_at=datetime.now(UTC),
+            workflow_id=waiting,
+            name="approve",
+            payload=Payload.from_json({"n": 1}),
+        )
+    )
+    chain = await engine_rig.start_workflow("it.poller", {"remaining": 2, "runs": 0})
+    await engine_rig.wait_closed(waiting)
+    await engine_rig.wait_closed(chain)
+
+    # the start, then the signal that completes it: only the second ends the run
+    (_, start_headers), (ended, ended_headers) = engine_rig.records[waiting]
+    assert start_headers == {}
+    assert isinstance(ended.events[-1], WorkflowCompleted)
+    assert ended_headers == {RUN_ENDED_HEADER: ended.events[-1].run_id.encode()}
+    # a continue-as-new ends its run too (the next one starts in the same batch): a record
+    # is marked with the last run it ended
+    ended_runs = 0
+    for batch, headers in engine_rig.records[chain]:
+        ends = [
+            e for e in batch.events if isinstance(e, WorkflowContinuedAsNew | WorkflowCompleted)
+        ]
+        ended_runs += len(ends)
+        assert headers == ({RUN_ENDED_HEADER: ends[-1].run_id.encode()} if ends else {})
+    assert ended_runs == 3

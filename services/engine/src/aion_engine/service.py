@@ -73,6 +73,7 @@ from aiokafka.structs import ConsumerRecord
 from aion_common.codecs import Codec, decode_key, encode_key
 from aion_common.domain import (
     LOCAL_TASK_QUEUE,
+    TERMINAL_EVENT_TYPES,
     ActivityTask,
     CodecError,
     Command,
@@ -86,6 +87,7 @@ from aion_common.domain import (
     QueryAnswer,
     QueryStatus,
     QueryWorkflow,
+    WorkflowBlocked,
     WorkflowFailed,
 )
 from aion_common.kafka.admin import ensure_task_topic, ensure_topics
@@ -96,7 +98,7 @@ from aion_common.kafka.dead_letter import dead_letter_headers
 from aion_common.kafka.link import RETRYING, Backoff, BrokerLink, raise_if_cancelling
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
-from aion_common.kafka.topics import Topics
+from aion_common.kafka.topics import RUN_ENDED_HEADER, Topics
 from aion_common.settings import Settings
 from aion_engine import local_steps, queries
 from aion_engine._changelog import ChangelogCorrupt, EngineChangelog
@@ -1292,6 +1294,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                     encode_key(batch.workflow_id),
                     encoded,
                     partition=owned.partition,
+                    headers=_run_ended(batch),
                 )
             )
             _log_failures(batch)
@@ -1539,6 +1542,18 @@ async def _close_producer(producer: AIOKafkaProducer, *, what: str) -> None:
         await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT_S)
     except (KafkaError, TimeoutError) as err:
         _log.warning("%s did not stop cleanly", what, extra={"error": repr(err)})
+
+
+_RUN_ENDINGS = (*TERMINAL_EVENT_TYPES, WorkflowBlocked)
+
+
+def _run_ended(batch: EventBatch) -> tuple[tuple[str, bytes], ...]:
+    """The :data:`RUN_ENDED_HEADER` when ``batch`` ends or blocks a run (the API's result
+    long-polls wake on it, decision 60); no header otherwise."""
+    for event in reversed(batch.events):
+        if isinstance(event, _RUN_ENDINGS):
+            return ((RUN_ENDED_HEADER, event.run_id.encode()),)
+    return ()
 
 
 def _log_failures(batch: EventBatch) -> None:

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
 
-__all__ = ["Topics", "partition_for"]
+__all__ = ["RUN_ENDED_HEADER", "Topics", "partition_for"]
+
+RUN_ENDED_HEADER = "aion.run-ended"
+"""The header the engine puts on an events record whose batch ends a run (a terminal event,
+continue-as-new included) or blocks it; its value is the run id. Readers that wait for
+outcomes (the API's result long-poll) look at it instead of decoding every batch."""
 
 
 @dataclass(frozen=True, slots=True)

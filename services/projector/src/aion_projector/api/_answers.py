@@ -3,20 +3,16 @@
 A query goes to the engine as a ``QueryWorkflow`` command on ``<prefix>.commands`` (keyed by
 workflow id, so the engine owning the workflow gets it) and is answered on
 ``<prefix>.replies`` under the query's command id. :class:`KafkaQueryDesk` reads every
-partition of the replies topic from its end (no consumer group: every API process sees every
-answer and keeps those it waits for), ``read_committed`` like every reader of what the engine
-writes. It is positioned before the first query is sent, so no answer can slip past it.
+partition of the replies topic from its end (a :class:`~aion_projector.api._tail.TopicTail`:
+every API process sees every answer and keeps those it waits for). It is positioned before the
+first query is sent, so no answer can slip past it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from aion_common.codecs import Codec
 from aion_common.domain import (
@@ -26,17 +22,15 @@ from aion_common.domain import (
     QueryAnswer,
     QueryWorkflow,
 )
-from aion_common.kafka import Topics, client_options, ensure_topics
-from aion_common.kafka.consumer import stop_consumer
+from aion_common.kafka import Topics
 from aion_common.kafka.options import max_record_bytes
 from aion_common.settings import Settings
 from aion_projector.api._sink import CommandSink
+from aion_projector.api._tail import TopicTail
 
 __all__ = ["KafkaQueryDesk", "QueryDesk"]
 
 _log = logging.getLogger("aion.api.queries")
-_FETCH_MS = 200
-_RETRY_S = 1.0
 
 
 class QueryDesk(Protocol):
@@ -64,22 +58,22 @@ class KafkaQueryDesk:
         self._topic = Topics(settings.topic_prefix).replies
         self._limit = max_record_bytes(settings)
         self._waiting: dict[str, asyncio.Future[QueryAnswer]] = {}
-        self._ready = asyncio.Event()
-        self._problem: str | None = None  # why answers cannot be read now, if known
-        self._task: asyncio.Task[None] | None = None
+        self._tail = TopicTail(
+            settings,
+            self._topic,
+            deliver=lambda r: self._deliver(r.value, r.partition, r.offset),
+            what="query answers",
+            client_id=f"aion-api-answers-{settings.instance_id}",
+            log=_log,
+        )
 
     async def start(self) -> None:
         """Begin reading answers (in the background: the topic may not exist yet)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._read(), name="api-query-answers")
+        await self._tail.start()
 
     async def stop(self) -> None:
         """Stop reading; queries still waiting get no answer. Idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tail.stop()
         for future in self._waiting.values():
             future.cancel()
 
@@ -99,12 +93,12 @@ class KafkaQueryDesk:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         try:
-            await asyncio.wait_for(self._ready.wait(), within)
+            await asyncio.wait_for(self._tail.ready.wait(), within)
         except TimeoutError:
-            if self._problem is not None:
-                raise InfrastructureError(self._problem, retriable=True) from None
+            if self._tail.problem is not None:
+                raise InfrastructureError(self._tail.problem, retriable=True) from None
             return None
-        if self._task is None or self._task.done():
+        if not self._tail.running:
             raise InfrastructureError(
                 "the API's reader of query answers is not running", retriable=False
             )
@@ -117,53 +111,6 @@ class KafkaQueryDesk:
             return None
         finally:
             self._waiting.pop(query.command_id, None)
-
-    async def _read(self) -> None:
-        failures = 0
-        while True:
-            try:
-                # every aion topic has the same partition count (checked here, as services do)
-                counts = await ensure_topics(self._settings, Topics(self._settings.topic_prefix))
-                failures = 0
-            except InfrastructureError as err:
-                self._problem = str(err)
-                failures += 1  # one warning, not one a second while Kafka is away (issue 19)
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                _log.log(level, "query answers cannot be read yet", extra={"error": str(err)})
-                await asyncio.sleep(_RETRY_S)
-                continue
-            consumer = AIOKafkaConsumer(
-                **client_options(self._settings),
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                client_id=f"aion-api-answers-{self._settings.instance_id}",
-            )
-            try:
-                await consumer.start()
-                await self._position(consumer, counts[self._topic])
-                while True:
-                    batches = await consumer.getmany(timeout_ms=_FETCH_MS)
-                    for records in batches.values():
-                        for record in records:
-                            self._deliver(record.value, record.partition, record.offset)
-            except KafkaError as err:
-                self._ready.clear()
-                self._problem = f"reading {self._topic} failed: {err!r}"
-                _log.warning("reading query answers failed; retrying", extra={"error": repr(err)})
-                await asyncio.sleep(_RETRY_S)
-            finally:
-                await stop_consumer(consumer)
-
-    async def _position(self, consumer: AIOKafkaConsumer, partitions: int) -> None:
-        """Assign every replies partition and move to its end (resolved now, not lazily)."""
-        assigned = [TopicPartition(self._topic, p) for p in range(partitions)]
-        consumer.assign(assigned)
-        await consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            await consumer.position(tp)
-        self._problem = None
-        self._ready.set()
-        _log.info("reading query answers", extra={"partitions": partitions})
 
     def _deliver(self, value: bytes | None, partition: int, offset: int) -> None:
         try:

@@ -30,6 +30,7 @@ from aion_projector.api import _command_status, _queries, _reads, _schedules, _v
 from aion_projector.api._answers import QueryDesk
 from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
+from aion_projector.api._endings import RunEndings
 from aion_projector.api._models import Health
 from aion_projector.api._paths import SegmentedPaths
 from aion_projector.api._problems import (
@@ -89,6 +90,7 @@ def create_app(
     archive: Archive | None = None,
     kafka_link: BrokerLink | None = None,
     schedules: ScheduleStore | None = None,
+    run_endings: RunEndings | None = None,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
@@ -97,6 +99,8 @@ def create_app(
     UI's registry page reads; see :func:`run_api`) and of ``query_desk`` (where queries are
     asked; without one they answer 503). The web UI is served at ``/``.
     ``kafka_link`` (the sink's) makes ``/health/ready`` report whether commands can be queued.
+    ``run_endings`` wakes result long-polls when the run they wait for ends (without it they
+    poll the views every ``poll_interval``, doubling up to a second).
     """
     app = FastAPI(
         title="aion",
@@ -115,6 +119,7 @@ def create_app(
         queries=query_desk,
         archive=archive,
         schedules=schedules,
+        endings=run_endings,
     )
     install_problem_handlers(app)
     app.include_router(_reads.router)

@@ -15,6 +15,7 @@ from aion_projector.api._answers import KafkaQueryDesk
 from aion_projector.api._app import create_app
 from aion_projector.api._catalog import KafkaCatalog
 from aion_projector.api._cluster import KafkaClusterView
+from aion_projector.api._endings import KafkaRunEndings
 from aion_projector.api._schedules import KafkaSchedules
 from aion_projector.api._sink import DEFAULT_PRODUCE_TIMEOUT_S, KafkaCommandSink
 from aion_projector.archive import archive_from_env
@@ -69,6 +70,7 @@ async def run_api(
     catalog = KafkaCatalog(settings, link=sink.link)
     desk = KafkaQueryDesk(settings, sink)
     schedules = KafkaSchedules(settings, link=sink.link)
+    endings = KafkaRunEndings(settings)
     try:
         await migrate(engine)
         await sink.start()
@@ -76,6 +78,7 @@ async def run_api(
         await catalog.start()
         await desk.start()
         await schedules.start()
+        await endings.start()
         app = create_app(
             settings,
             session_factory=session_factory(engine),
@@ -88,6 +91,7 @@ async def run_api(
             archive=archive_from_env(),
             schedules=schedules,
             kafka_link=sink.link,
+            run_endings=endings,
         )
         config = uvicorn.Config(
             app,
@@ -102,6 +106,7 @@ async def run_api(
     finally:
         try:
             await desk.stop()
+            await endings.stop()
             await schedules.stop()
             await catalog.stop()
             await cluster.stop()

@@ -17,6 +17,7 @@ from aion_projector.api._sink import CommandSink
 from aion_projector.archive import Archive
 
 if TYPE_CHECKING:
+    from aion_projector.api._endings import RunEndings
     from aion_projector.api._schedules import ScheduleStore
 
 __all__ = ["ApiState", "state"]
@@ -46,6 +47,8 @@ class ApiState:
     """Where purged workflows' histories were archived (None: no archive)."""
     schedules: ScheduleStore | None = None
     """Schedule definitions and states (None: the schedule endpoints answer 503)."""
+    endings: RunEndings | None = None
+    """Rings when a waited-for run ends (None: result long-polls only poll the views)."""
 
 
 async def state(request: Request) -> ApiState:
