@@ -56,6 +56,7 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
         ("activities", [sys.executable, "-m", "bench.activities"]),
         ("versions", [sys.executable, "-m", "bench.versions"]),
         ("queries", [sys.executable, "-m", "bench.queries"]),
+        ("results", [sys.executable, "-m", "bench.results"]),
         ("ingress", [sys.executable, "-m", "bench.ingress"]),
         ("watcher", [sys.executable, "-m", "aion_watcher.bench"]),
         ("recovery", [sys.executable, "-m", "bench.recovery"]),

@@ -151,6 +151,10 @@ CASES = {
             "engine_failover_s_standbys_off",
         },
     ),
+    "results": (
+        ["-m", "bench.results", "--partitions", "3", "--n", "3", "--at-once", "5"],
+        {"steps_result_over_log_p50", "single_result_over_log_p50", "at_once_wall_ms"},
+    ),
     "replication": (  # a single node and a three-node cluster of its own
         [
             "-m", "bench.replication", "--parents", "3", "--children", "2", "--singles", "3",
