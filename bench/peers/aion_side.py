@@ -4,6 +4,9 @@ The same phases, flags and JSON lines as ``dbos/bench_dbos.py`` and ``restate/be
 (one line per phase, appended to ``--out``), so one summary reads all three:
 
 - ``latency``: ``--latency-n`` single-child parents one after another (``bench.fanout.single``);
+- ``latency:result`` and ``steps:local:result``: the same as ``latency`` and ``steps:local``,
+  each workflow done when ``client.result`` returns — what a user awaiting ``handle.result()``
+  sees, as the peers' scripts await their results (the others: when the events topic has it);
 - ``latency:3 engines``: the same on a second stack with three engine instances
   (``--engines-beside``);
 - ``steps``: ``--steps-n`` workflows of ``--steps-k`` steps one after another, each step an
@@ -16,7 +19,9 @@ The same phases, flags and JSON lines as ``dbos/bench_dbos.py`` and ``restate/be
 The stack is ``make dev``'s (``aion_dev.Stack``: engine, watcher, projector, API and a worker as
 processes, SQLite) against ``--kafka``, driven over its HTTP API. A workflow is done when this
 process's read_committed consumer of the events topic has its ``WorkflowCompleted`` (when a client
-watching for it could know; ``bench.fanout``'s definition, the one the issue's figures use).
+watching for it could know; ``bench.fanout``'s definition, the one the issue's figures use) — or,
+in the ``:result`` phases, when ``client.result`` returns it, as the peers' scripts count theirs
+(their figures are each client's ``get_result``/HTTP response; the table's targets sit on those).
 Percentiles interpolate between ranks, as the peers' scripts do. ``resources`` holds the CPU
 seconds of every process (the broker's too, with ``AION_BENCH_BROKER_PID``) and each one's peak
 RSS; the latency phase also carries ``hops``: the p50 of each leg of a parent's path, from the
@@ -226,6 +231,8 @@ class Driver:
         self.in_flight = in_flight
         self._run = uuid.uuid4().hex[:6]
         self._count = 0
+        self.answered: dict[str, float] = {}
+        """When ``client.result`` returned, by workflow id (the ``via_result`` phases)."""
 
     def _id(self, kind: str) -> str:
         self._count += 1
@@ -237,11 +244,20 @@ class Driver:
         await self.client.start(workflow_type, value, id=workflow_id)
         return workflow_id, parent
 
-    async def one_by_one(self, workflow_type: str, value: int, count: int) -> list[str]:
-        """``count`` workflows, each started once the previous one is done."""
+    async def one_by_one(
+        self, workflow_type: str, value: int, count: int, *, via_result: bool = False
+    ) -> list[str]:
+        """``count`` workflows, each started once the previous one is done; ``via_result``:
+        done when ``client.result`` returns (what a user awaiting ``handle.result()`` sees,
+        as the peers' scripts await theirs), else when the events topic has it."""
         ids = []
         for _ in range(count):
             workflow_id, parent = await self._start(workflow_type, value, "seq")
+            if via_result:
+                outcome = await self.client.result(workflow_id, wait=60)
+                self.answered[workflow_id] = time.time()
+                if outcome.status != "COMPLETED":
+                    raise RuntimeError(f"{workflow_id}: {outcome.status} {outcome.error_message}")
             await asyncio.wait_for(parent.done.wait(), 60)
             _check([parent])
             ids.append(workflow_id)
@@ -269,17 +285,22 @@ class Driver:
             await self.client.result(workflow_id, wait=60)
         return elapsed, all_started
 
-    def e2e_ms(self, ids: Sequence[str]) -> list[float]:
-        parents = [self.watcher.parents[i] for i in ids]
-        return [(p.received_wall - p.sent_wall) * 1000 for p in parents]
+    def e2e_ms(self, ids: Sequence[str], *, via_result: bool = False) -> list[float]:
+        parents = [(i, self.watcher.parents[i]) for i in ids]
+        if via_result:
+            return [(self.answered[i] - p.sent_wall) * 1000 for i, p in parents]
+        return [(p.received_wall - p.sent_wall) * 1000 for _, p in parents]
 
-    async def latency(self, n: int) -> dict[str, Any]:
-        ids = await self.one_by_one("bench.fanout.single", 1, n)
-        return {"client_e2e": summ(self.e2e_ms(ids)), "hops": self.watcher.legs(ids)}
+    async def latency(self, n: int, *, via_result: bool = False) -> dict[str, Any]:
+        ids = await self.one_by_one("bench.fanout.single", 1, n, via_result=via_result)
+        e2e = self.e2e_ms(ids, via_result=via_result)
+        return {"client_e2e": summ(e2e), "hops": self.watcher.legs(ids)}
 
-    async def steps(self, workflow_type: str, n: int, k: int) -> dict[str, Any]:
-        ids = await self.one_by_one(workflow_type, k, n)
-        e2e = self.e2e_ms(ids)
+    async def steps(
+        self, workflow_type: str, n: int, k: int, *, via_result: bool = False
+    ) -> dict[str, Any]:
+        ids = await self.one_by_one(workflow_type, k, n, via_result=via_result)
+        e2e = self.e2e_ms(ids, via_result=via_result)
         return {
             "workflows": n,
             "steps_per_workflow": k,
@@ -380,6 +401,10 @@ async def _main(args: argparse.Namespace) -> None:
     async def phases(stack: Stack, driver: Driver) -> None:
         if args.latency_n:
             await _measured(stack, emit, "latency", lambda: driver.latency(args.latency_n))
+            await _measured(
+                stack, emit, "latency:result",
+                lambda: driver.latency(args.latency_n, via_result=True),
+            )  # fmt: skip
         if args.steps_n:
             await _measured(
                 stack, emit, "steps",
@@ -389,6 +414,12 @@ async def _main(args: argparse.Namespace) -> None:
             await _measured(
                 stack, emit, "steps:local",
                 lambda: driver.steps("bench.steps.local", args.steps_n, args.steps_k),
+            )  # fmt: skip
+            await _measured(
+                stack, emit, "steps:local:result",
+                lambda: driver.steps(
+                    "bench.steps.local", args.steps_n, args.steps_k, via_result=True
+                ),
             )  # fmt: skip
         if args.steps_tp:
             w, k = (int(x) for x in args.steps_tp.split("x"))

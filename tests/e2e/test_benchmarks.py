@@ -212,8 +212,8 @@ def test_peers_aion_side_writes_the_peers_phases(kafka_bootstrap: str, tmp_path:
     assert done.returncode == 0, done.stderr[-3000:]
     phases = [json.loads(line)["phase"] for line in out.read_text().splitlines()]
     assert phases == [
-        "latency", "steps", "steps:local", "steps_tp:2x3", "steps_tp:2x3:local", "tp:3x2",
-        "latency:2 engines",
+        "latency", "latency:result", "steps", "steps:local", "steps:local:result",
+        "steps_tp:2x3", "steps_tp:2x3:local", "tp:3x2", "latency:2 engines",
     ]  # fmt: skip
     (cycle,) = table.load(tmp_path)["aion"]
     assert cycle["latency"]["client_e2e"]["p99_ms"] > 0
@@ -226,6 +226,8 @@ def test_peers_aion_side_writes_the_peers_phases(kafka_bootstrap: str, tmp_path:
         "scheduled_appended_to_reported", "reported_to_next_appended",
     }  # fmt: skip
     assert cycle["steps:local"]["workflow_e2e"]["p50_ms"] > 0
+    assert cycle["latency:result"]["client_e2e"]["p50_ms"] > 0
+    assert cycle["steps:local:result"]["workflow_e2e"]["p50_ms"] > 0
     assert cycle["steps_tp:2x3:local"]["steps_per_s"] > 0
     assert cycle["steps_tp:2x3"]["steps_per_s"] > 0
     assert cycle["tp:3x2"]["child_wf_per_s"] > 0
