@@ -4,7 +4,8 @@ A workflow's state (:class:`~aion_engine._state.WorkflowState`) is two kinds of 
 
 - its **head** (key: the workflow id): everything except the open run's events — the seq
   before the open run began (or the last seq, when no run is open), the bounded window of
-  earlier command ids, the ids that started chains, and every closed run's start and terminal.
+  earlier command ids, the ids that started chains, and the kept closed runs' start and
+  terminal (the latest :data:`~aion_engine._state.CLOSED_RUNS_KEPT` before the latest run).
   It changes only when a run starts or closes, so it is written only then;
 - the open run's **run records** (key: workflow id, NUL, the first seq of the record, 12
   digits so keys sort by seq): the events each batch added to the open run, as the event
@@ -161,8 +162,10 @@ def decode_head(codec: Codec, workflow_id: str, value: bytes) -> WorkflowState:
         if not isinstance(first, WorkflowStarted):
             raise SnapshotError(f"a closed run's first event is a {type(first).__name__}")
         pairs.append((first, terminal))
+    # A head written before closed runs were bounded may hold more: keep_closed keeps the
+    # latest, as applying the events would have.
     for started, terminal in pairs[:-1]:
-        state.closed_runs[started.run_id] = (started, terminal)
+        state.keep_closed(started, terminal)
     if pairs:
         started, terminal = pairs[-1]
         state.run = RunState(started=started, events=[started, terminal], terminal=terminal)

@@ -38,12 +38,27 @@ from aion_common.domain import (
 )
 from aion_engine._activity_state import ACTIVITY_EVENTS, ActivityState, index_activity_event
 
-__all__ = ["RECENT_COMMAND_IDS", "RunState", "WorkflowState"]
+__all__ = ["CLOSED_RUNS_KEPT", "RECENT_COMMAND_IDS", "RunState", "WorkflowState"]
 
 RECENT_COMMAND_IDS: Final = 1024
 """Ids of closed runs' commands kept per workflow. At least one batch of the service
 (``service._MAX_BATCH``): a batch re-delivered after a crash in at-least-once mode is then
 recognised in full even if its commands closed and reopened runs."""
+
+CLOSED_RUNS_KEPT: Final = 64
+"""Closed runs kept per workflow besides its latest run (oldest forgotten first): with the
+latest run, at least the 64 run ids the watcher keeps (decision 61). A forgotten run is older
+than every kept one, so it is closed; what it could still be asked is answered without it:
+
+- a carried child's terminal, addressed to the run that scheduled it, is routed by the latest
+  run's start (``carried_children`` names the child and that run), not by the old run;
+- the id-reuse policy reads the latest run's outcome, a duplicate start the chain-start ids,
+  a duplicate command the id window: none of them reads an older run;
+- anything else addressed to a forgotten run is answered as for a run the workflow never had,
+  and says the run may be a forgotten one: an activity report is refused ``UNKNOWN_ACTIVITY``
+  (``STALE_ACTIVITY_REPORT`` while the run is kept), a child's terminal in a run that carried
+  nothing on is dead-lettered (dropped as ``ParentTerminal`` while kept). Either way nothing
+  is appended: forgetting changes how a late command is turned away, never whether."""
 
 
 @dataclass(slots=True)
@@ -100,6 +115,8 @@ class WorkflowState:
     """Ids of the commands that started a chain of runs (a ``StartWorkflow`` that was applied)."""
     run: RunState | None = None
     closed_runs: dict[str, tuple[WorkflowStarted, Event]] = field(default_factory=dict)
+    """Start and terminal of the closed runs before the latest run, oldest first, at most
+    :data:`CLOSED_RUNS_KEPT` (a dict in insertion order: run ids are never reused)."""
 
     def has_applied(self, command_id: str) -> bool:
         """Whether ``command_id`` is known as applied (within the bounds above)."""
@@ -126,11 +143,28 @@ class WorkflowState:
         return run if run is not None and run.terminal is None else None
 
     def run_history(self, run_id: str) -> Sequence[Event]:
-        """The events held for ``run_id`` (start and terminal only once it closed), or ()."""
+        """The events held for ``run_id`` (start and terminal only once it closed), or () for
+        a run the workflow never had or one older than the closed runs it keeps."""
         run = self.run
         if run is not None and run.run_id == run_id:
             return run.events
         return self.closed_runs.get(run_id, ())
+
+    def unknown_run_note(self) -> str:
+        """What a refusal for a run id this workflow does not know adds once older runs may
+        have been forgotten (the kept window is full): the id may be of one of those."""
+        if len(self.closed_runs) < CLOSED_RUNS_KEPT:
+            return ""
+        return f" (or it is older than the {CLOSED_RUNS_KEPT} closed runs the workflow keeps)"
+
+    def keep_closed(self, started: WorkflowStarted, terminal: Event) -> None:
+        """Keep a closed run's start and terminal, forgetting the oldest beyond the bound."""
+        closed = self.closed_runs
+        closed[started.run_id] = (started, terminal)
+        excess = len(closed) - CLOSED_RUNS_KEPT
+        if excess > 0:
+            for run_id in list(itertools.islice(closed, excess)):
+                del closed[run_id]
 
     def apply(self, event: Event) -> None:
         """Apply the next event; raises SequenceError or InvariantViolation if it can't be."""
@@ -151,7 +185,7 @@ class WorkflowState:
                         f"workflow {self.workflow_id!r}: run {event.run_id!r} started while "
                         f"run {run.run_id!r} is open"
                     )
-                self.closed_runs[run.run_id] = (run.started, run.terminal)
+                self.keep_closed(run.started, run.terminal)
             if event.previous_run_id is None:
                 self.chain_starts.add(event.command_id)
             self.run = RunState(

@@ -172,7 +172,9 @@ def report_refusal(  # noqa: PLR0911 - one verdict per case
         return RefusalCode.UNKNOWN_WORKFLOW, f"{what}: workflow {cmd.workflow_id!r} does not exist"
     run = state.run
     if run is None or (run.run_id != cmd.run_id and cmd.run_id not in state.closed_runs):
-        return RefusalCode.UNKNOWN_ACTIVITY, f"{what}: workflow has no run {cmd.run_id!r}"
+        # a run older than the closed runs kept (decision 63) is refused as an unknown one
+        note = state.unknown_run_note()
+        return RefusalCode.UNKNOWN_ACTIVITY, f"{what}: workflow has no run {cmd.run_id!r}{note}"
     if run.run_id != cmd.run_id or not run.is_open:
         return RefusalCode.STALE_ACTIVITY_REPORT, f"{what}: run {cmd.run_id!r} has closed"
     activity = run.activities.get(cmd.activity_id)

@@ -23,14 +23,31 @@ __all__ = ["holder_run"]
 
 
 def holder_run(state: WorkflowState | None, cmd: RecordChildTerminal) -> str:
-    """The run ``cmd`` must be recorded in: the open run when it holds the child carried over
-    from the run ``cmd`` names, else that run (whose own rules then apply)."""
+    """The run ``cmd`` must be recorded in: the chain's latest run when its start carried the
+    child over from the run ``cmd`` names, else that run (whose own rules then apply).
+
+    Asking the latest run's start, not the run ``cmd`` names, keeps this working however many
+    runs the chain went through since that run (older closed runs are forgotten: decision 63):
+
+    - the latest run is open and still holds the carried child: the terminal is recorded there;
+    - it is open and recorded the child's terminal already: ``AlreadyRecorded``, nothing more;
+    - it is closed (the chain ended; its close policy went to the child): ``ParentTerminal``.
+
+    A child the open run holds under the same id but not as that carried child is another
+    child: the record stays with the run it names.
+    """
     if state is None:
         return cmd.parent_run_id
-    run = state.open_run
+    run = state.run
     if run is None or run.run_id == cmd.parent_run_id:
         return cmd.parent_run_id
-    child = run.open_children.get(cmd.child_workflow_id)
-    if isinstance(child, CarriedChild) and child.origin_run_id == cmd.parent_run_id:
-        return run.run_id
-    return cmd.parent_run_id
+    child_id, origin = cmd.child_workflow_id, cmd.parent_run_id
+    if not any(
+        c.child_workflow_id == child_id and c.origin_run_id == origin
+        for c in run.started.carried_children
+    ):
+        return origin
+    held = run.open_children.get(child_id) if run.is_open else None
+    if held is not None and not (isinstance(held, CarriedChild) and held.origin_run_id == origin):
+        return origin
+    return run.run_id

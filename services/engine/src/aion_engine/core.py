@@ -422,6 +422,8 @@ class EngineCore:
             case AlreadyRecorded() | ParentTerminal():
                 return _NOOP
             case RecordRefused(reason=reason):
+                if not history and state is not None:
+                    reason += state.unknown_run_note()  # a forgotten run reads as unknown
                 return Decision(dead_letter_reason=reason)
             case _:
                 assert_never(verdict)
