@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 
 from aion_common.domain import EventBatch, Payload, WorkflowCompleted
 from aion_common.kafka import Topics, ensure_topics
@@ -54,6 +55,16 @@ class HandBell:
         await asyncio.wait_for(self._watched[workflow_id].wait(), 10)
 
 
+def _app(sessions: Sessions, hand: HandBell, *, poll_interval: float) -> FastAPI:
+    return create_app(
+        Settings(),
+        session_factory=sessions,
+        command_sink=MemorySink(),
+        poll_interval=poll_interval,
+        run_endings=hand,
+    )
+
+
 async def _complete_order_3(sessions: Sessions) -> None:
     """The data set's running ``order-3`` completes (its run's second event)."""
     done = WorkflowCompleted(
@@ -76,14 +87,7 @@ async def test_a_ring_answers_the_result_long_poll_at_once(
     sqlite_views: Sessions, views_first: bool
 ) -> None:
     hand = HandBell()
-    app = create_app(
-        Settings(),
-        session_factory=sqlite_views,
-        command_sink=MemorySink(),
-        poll_interval=_POLL_S,
-        run_endings=hand,
-    )
-    async with _client(app) as client:
+    async with _client(_app(sqlite_views, hand, poll_interval=_POLL_S)) as client:
         waiting = asyncio.create_task(
             client.get("/v1/workflows/order-3/result", params={"wait": _WAIT_S})
         )
@@ -106,14 +110,7 @@ async def test_a_ring_for_a_run_still_open_in_the_views_keeps_waiting(
     sqlite_views: Sessions,
 ) -> None:
     hand = HandBell()
-    app = create_app(
-        Settings(),
-        session_factory=sqlite_views,
-        command_sink=MemorySink(),
-        poll_interval=0.05,
-        run_endings=hand,
-    )
-    async with _client(app) as client:
+    async with _client(_app(sqlite_views, hand, poll_interval=0.05)) as client:
         waiting = asyncio.create_task(
             client.get("/v1/workflows/order-3/result", params={"wait": 0.6})
         )

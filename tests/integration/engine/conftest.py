@@ -20,6 +20,7 @@ from aion_common.domain import (
     ParentLink,
     Payload,
     RecordChildTerminal,
+    SignalWorkflow,
     StartWorkflow,
     WorkflowContinuedAsNew,
     WorkflowStarted,
@@ -82,6 +83,18 @@ class EngineRig:
             self.topics.commands,
             self.codec.encode_command(command),
             key=encode_key(command.workflow_id),
+        )
+
+    async def signal(self, workflow_id: str, name: str, payload: Payload) -> None:
+        """Send ``name`` with ``payload`` to the workflow (a fresh command id)."""
+        await self.send(
+            SignalWorkflow(
+                command_id=str(uuid.uuid4()),
+                issued_at=datetime.now(UTC),
+                workflow_id=workflow_id,
+                name=name,
+                payload=payload,
+            )
         )
 
     async def start_workflow(

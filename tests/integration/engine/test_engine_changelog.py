@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from tests.e2e.engine.harness import assert_changelog_matches_events
 
 from aion_common.codecs import encode_key
-from aion_common.domain import SignalWorkflow, StartWorkflow, WorkflowCompleted
+from aion_common.domain import StartWorkflow, WorkflowCompleted
 from aion_common.kafka import partition_for
 from aion_common.kafka.changelog import MARKER_KEY, STATE_HEADER, Marker
 from aion_common.kafka.consumer import read_partition_to_end
@@ -53,15 +53,7 @@ async def _workload(rig: EngineRig, *, closed: int, open_: int) -> tuple[list[st
 
 async def _approve(rig: EngineRig, waiting: list[str]) -> None:
     for workflow_id in waiting:
-        await rig.send(
-            SignalWorkflow(
-                command_id=str(uuid.uuid4()),
-                issued_at=datetime.now(UTC),
-                workflow_id=workflow_id,
-                name="approve",
-                payload=_payload(workflow_id),
-            )
-        )
+        await rig.signal(workflow_id, "approve", _payload(workflow_id))
     for workflow_id in waiting:
         history = await rig.wait_closed(workflow_id)
         assert isinstance(history[-1], WorkflowCompleted)

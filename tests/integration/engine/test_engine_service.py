@@ -11,7 +11,6 @@ from aion_common.domain import (
     ChildWorkflowCompleted,
     ChildWorkflowFailed,
     Payload,
-    SignalWorkflow,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
     WorkflowStarted,
@@ -82,15 +81,7 @@ async def test_signals_before_and_after_the_wait_are_delivered_in_order(
     workflow_id = await engine_rig.start_workflow("it.approval", {"count": 3})
     await engine_rig.wait_for(workflow_id, lambda h: len(h) >= 1)
     for n in range(3):
-        await engine_rig.send(
-            SignalWorkflow(
-                command_id=str(uuid.uuid4()),
-                issued_at=datetime.now(UTC),
-                workflow_id=workflow_id,
-                name="approve",
-                payload=Payload.from_json({"n": n}),
-            )
-        )
+        await engine_rig.signal(workflow_id, "approve", Payload.from_json({"n": n}))
 
     history = await engine_rig.wait_closed(workflow_id)
 
@@ -111,15 +102,7 @@ async def test_duplicate_start_is_a_noop(engine_rig: EngineRig) -> None:
     for _ in range(3):
         await engine_rig.send(_start(workflow_id, command_id, "it.approval", {"count": 1}))
     await engine_rig.wait_for(workflow_id, lambda h: len(h) >= 1)
-    await engine_rig.send(
-        SignalWorkflow(
-            command_id=str(uuid.uuid4()),
-            issued_at=datetime.now(UTC),
-            workflow_id=workflow_id,
-            name="approve",
-            payload=Payload.from_json("yes"),
-        )
-    )
+    await engine_rig.signal(workflow_id, "approve", Payload.from_json("yes"))
     history = await engine_rig.wait_closed(workflow_id)
     assert sum(isinstance(e, WorkflowStarted) for e in history) == 1
     assert result_of(history) == ["yes"]
@@ -145,15 +128,7 @@ async def test_records_that_end_or_continue_a_run_carry_the_run_ended_header(
 ) -> None:
     waiting = await engine_rig.start_workflow("it.approval", {"count": 1})
     await engine_rig.wait_for(waiting, lambda h: len(h) >= 1)
-    await engine_rig.send(
-        SignalWorkflow(
-            command_id=str(uuid.uuid4()),
-            issued_at=datetime.now(UTC),
-            workflow_id=waiting,
-            name="approve",
-            payload=Payload.from_json({"n": 1}),
-        )
-    )
+    await engine_rig.signal(waiting, "approve", Payload.from_json({"n": 1}))
     chain = await engine_rig.start_workflow("it.poller", {"remaining": 2, "runs": 0})
     await engine_rig.wait_closed(waiting)
     await engine_rig.wait_closed(chain)
