@@ -35,7 +35,8 @@ from typing import Any
 from aion import AionClient
 from aion_common.testing import percentile
 from aion_dev import Stack, StackConfig
-from bench.fanout import Watcher, _cpu, _cpu_since
+from bench.fanout import _cpu, _cpu_since
+from bench.peers.aion_side import Driver, HopWatcher
 
 _ROOT = Path(__file__).resolve().parents[1]
 _WORKLOADS = (("steps", "bench.steps.local", 10), ("single", "bench.fanout.single", 1))
@@ -48,22 +49,11 @@ def _line(metric: str, value: float, unit: str, **extra: Any) -> None:
 
 
 async def _one_by_one(
-    client: AionClient, watcher: Watcher, workflow_type: str, value: int, n: int
+    driver: Driver, workflow_type: str, value: int, n: int
 ) -> tuple[list[float], list[float]]:
-    via_result, on_log = [], []
-    for _ in range(n):
-        workflow_id = f"results-{uuid.uuid4().hex[:10]}"
-        seen = watcher.expect(workflow_id)
-        began = time.time()
-        await client.start(workflow_type, value, id=workflow_id)
-        outcome = await client.result(workflow_id, wait=30)
-        returned = time.time()
-        if outcome.status != "COMPLETED":
-            raise RuntimeError(f"{workflow_id}: {outcome.status} {outcome.error_message}")
-        await asyncio.wait_for(seen.done.wait(), 30)
-        via_result.append((returned - began) * 1000)
-        on_log.append((seen.received_wall - began) * 1000)
-    return via_result, on_log
+    """Start → ``client.result`` and start → completion on the log, ms, of the same workflows."""
+    ids = await driver.one_by_one(workflow_type, value, n, via_result=True)
+    return driver.e2e_ms(ids, via_result=True), driver.e2e_ms(ids)
 
 
 async def _at_once(client: AionClient, count: int) -> float:
@@ -90,16 +80,15 @@ async def _main(args: argparse.Namespace) -> None:
             pythonpath=(str(_ROOT),),
         )
         async with Stack(config) as stack:
-            watcher = Watcher(stack.settings)
+            watcher = HopWatcher(stack.settings)
             await watcher.start()
             try:
                 async with stack.client(timeout=60) as client:
+                    driver = Driver(client, watcher)
                     for _, workflow_type, value in _WORKLOADS:  # warm-up, discarded
-                        await _one_by_one(client, watcher, workflow_type, value, 5)
+                        await _one_by_one(driver, workflow_type, value, 5)
                     for name, workflow_type, value in _WORKLOADS:
-                        via_result, on_log = await _one_by_one(
-                            client, watcher, workflow_type, value, args.n
-                        )
+                        via_result, on_log = await _one_by_one(driver, workflow_type, value, args.n)
                         for label, q in (("p50", 0.5), ("p99", 0.99)):
                             for side, took in (("result", via_result), ("on_log", on_log)):
                                 ms = round(percentile(took, q), 2)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,17 +34,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
 DOWN_S = 4.0
 IDS = ["hourly", "nightly"]
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A broker of this test's own: the test stops it and starts it again."""
-    broker = KafkaBroker(tmp_path / "kafka", die_with_parent=True)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 class _FailingFetch(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped

@@ -1,4 +1,4 @@
-"""Fixtures shared by the end-to-end suites."""
+"""Fixtures shared by every suite under tests/."""
 
 from __future__ import annotations
 
