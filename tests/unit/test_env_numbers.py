@@ -1,17 +1,24 @@
 """Every numeric ``AION_*`` variable outside the watcher refuses what it cannot mean with a
 SettingsError naming it: a number past float's range (OverflowError from ``round(inf)`` or
 ``ms / 1000``), ``²`` (``str.isdigit()`` accepts it, int() does not), more digits than int()
-reads (4,300), or a value past the variable's bound. ``aion dev`` says so in one line."""
+reads (4,300), or a value past the variable's bound; blank is the default. ``aion dev`` and
+every service say so in one line and exit 2 (the watcher's own numbers:
+tests/unit/watcher/test_watcher_config.py)."""
 
 from __future__ import annotations
 
+import importlib
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 import aion_dev.__main__ as aion_dev_cli
+import aion_projector.api.__main__ as api_entry
+from aion_common.runtime.health import HealthEndpoint
 from aion_common.settings import (
+    DEFAULT_PAYLOAD_LIMIT,
     MAX_SESSION_TIMEOUT_MS,
     Settings,
     SettingsError,
@@ -21,6 +28,7 @@ from aion_common.settings import (
 from aion_engine.__main__ import membership_from_env, state_options_from_env
 from aion_ingress.options import IngressOptions
 from aion_projector.api._server import package_limit_from_env, produce_timeout_from_env
+from aion_projector.health import ready_lag_from_env
 from aion_scheduler.options import SchedulerOptions
 from aion_worker.config import WorkerConfig
 
@@ -37,6 +45,21 @@ READERS: dict[str, Reader] = {
     "AION_SCHEDULER_SESSION_TIMEOUT_MS": SchedulerOptions.from_env,
     "AION_WORKER_SHUTDOWN_GRACE_MS": WorkerConfig.from_env,
     "AION_WORKER_SESSION_TIMEOUT_MS": WorkerConfig.from_env,
+    "AION_PARTITIONS": Settings.from_env,
+    "AION_REPLICATION_FACTOR": Settings.from_env,
+    "AION_MIN_INSYNC_REPLICAS": lambda env: Settings.from_env(
+        {"AION_REPLICATION_FACTOR": "32767", **env}
+    ),
+    "AION_PAYLOAD_LIMIT_BYTES": Settings.from_env,
+    "AION_WORKER_MAX_CONCURRENT": WorkerConfig.from_env,
+    "AION_WORKER_THREADS": WorkerConfig.from_env,
+    "AION_WORKER_PORT": WorkerConfig.from_env,
+    "AION_INGRESS_MAX_BATCH": IngressOptions.from_env,
+    "AION_INGRESS_PORT": IngressOptions.from_env,
+    "AION_SCHEDULER_PORT": SchedulerOptions.from_env,
+    "AION_ENGINE_PORT": lambda env: HealthEndpoint.from_env("AION_ENGINE", env),
+    "AION_PROJECTOR_PORT": lambda env: HealthEndpoint.from_env("AION_PROJECTOR", env),
+    "AION_PROJECTOR_READY_LAG": ready_lag_from_env,
 }
 HUGE = "1" + "0" * 400  # float() reads it as inf
 
@@ -68,6 +91,19 @@ def test_a_number_it_cannot_mean_is_refused_by_name(name: str, raw: str) -> None
         ("AION_SCHEDULER_SESSION_TIMEOUT_MS", MAX_SESSION_TIMEOUT_MS),
         ("AION_WORKER_SHUTDOWN_GRACE_MS", 300_000),
         ("AION_WORKER_SESSION_TIMEOUT_MS", MAX_SESSION_TIMEOUT_MS),
+        ("AION_PARTITIONS", 1000),
+        ("AION_REPLICATION_FACTOR", 32767),
+        ("AION_MIN_INSYNC_REPLICAS", 32767),
+        ("AION_PAYLOAD_LIMIT_BYTES", 8 * 1024 * 1024),
+        ("AION_WORKER_MAX_CONCURRENT", 10_000),
+        ("AION_WORKER_THREADS", 1024),
+        ("AION_WORKER_PORT", 65535),
+        ("AION_INGRESS_MAX_BATCH", 10_000),
+        ("AION_INGRESS_PORT", 65535),
+        ("AION_SCHEDULER_PORT", 65535),
+        ("AION_ENGINE_PORT", 65535),
+        ("AION_PROJECTOR_PORT", 65535),
+        ("AION_PROJECTOR_READY_LAG", 1_000_000_000),
     ],
 )
 def test_each_bound_is_taken_and_one_past_it_is_refused_with_the_range(name: str, top: int) -> None:
@@ -75,6 +111,71 @@ def test_each_bound_is_taken_and_one_past_it_is_refused_with_the_range(name: str
     READERS[name]({name: f" 00{top} "})  # blanks around and zeros in front still read
     with pytest.raises(SettingsError, match=rf"{name}='{top + 1}': expected .* to {top} \("):
         READERS[name]({name: str(top + 1)})
+
+
+@pytest.mark.parametrize(
+    ("name", "bottom"),
+    [
+        ("AION_PARTITIONS", 1),
+        ("AION_REPLICATION_FACTOR", 1),
+        ("AION_MIN_INSYNC_REPLICAS", 1),
+        ("AION_PAYLOAD_LIMIT_BYTES", 1024),  # a unit slip (2 for 2 MiB) refuses to start
+        ("AION_WORKER_MAX_CONCURRENT", 1),
+        ("AION_WORKER_THREADS", 1),
+        ("AION_INGRESS_MAX_BATCH", 1),
+    ],
+)
+def test_each_floor_is_taken_and_one_below_it_is_refused_with_the_range(
+    name: str, bottom: int
+) -> None:
+    READERS[name]({name: str(bottom)})
+    with pytest.raises(SettingsError, match=rf"{name}='{bottom - 1}': expected .* from {bottom} "):
+        READERS[name]({name: str(bottom - 1)})
+
+
+@pytest.mark.parametrize("raw", ["", "  "])
+@pytest.mark.parametrize("name", list(READERS))
+def test_a_blank_variable_takes_the_default(name: str, raw: str) -> None:
+    assert READERS[name]({name: raw}) == READERS[name]({})
+
+
+def test_the_newly_bounded_defaults_and_values_read() -> None:
+    assert Settings.from_env({"AION_PARTITIONS": " 12 "}).partitions == 12
+    settings = Settings.from_env({"AION_REPLICATION_FACTOR": "3", "AION_MIN_INSYNC_REPLICAS": "2"})
+    assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+    assert Settings.from_env({}).payload_limit_bytes == DEFAULT_PAYLOAD_LIMIT
+    worker = WorkerConfig.from_env({"AION_WORKER_MAX_CONCURRENT": "8", "AION_WORKER_THREADS": "2"})
+    assert (worker.max_concurrent, worker.thread_count) == (8, 2)
+    assert WorkerConfig.from_env({"AION_WORKER_MAX_CONCURRENT": "200"}).thread_count == 32
+    assert IngressOptions.from_env({"AION_INGRESS_MAX_BATCH": "50"}).max_batch == 50
+    assert IngressOptions.from_env({}).max_batch == 500
+    assert HealthEndpoint.from_env("AION_ENGINE", {"AION_ENGINE_PORT": "8082"}).port == 8082
+    assert ready_lag_from_env({}) == 1000
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [
+        ({"partitions": 1001}, "AION_PARTITIONS=1001: expected 1 to 1000"),
+        ({"replication_factor": 32768}, "AION_REPLICATION_FACTOR=32768: expected 1 to 32767"),
+        ({"payload_limit_bytes": 8 * 1024 * 1024 + 1}, "AION_PAYLOAD_LIMIT_BYTES=8388609"),
+    ],
+)
+def test_settings_built_in_code_keep_the_ceilings(values: dict[str, int], refused: str) -> None:
+    with pytest.raises(SettingsError, match=refused):
+        Settings(**values)  # type: ignore[arg-type]  # the values are ints
+
+
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        ({"max_concurrent": 10_001}, "--max-concurrent, AION_WORKER_MAX_CONCURRENT"),
+        ({"threads": 1025}, "AION_WORKER_THREADS=1025"),
+    ],
+)
+def test_the_worker_command_line_keeps_the_ranges(options: dict[str, int], refused: str) -> None:
+    with pytest.raises(SettingsError, match=refused):
+        WorkerConfig.from_env({}, **options)
 
 
 @pytest.mark.parametrize("raw", [HUGE, HUGE + "d", HUGE + "ms", "36501d", "9" * 5000 + "s"])
@@ -122,4 +223,43 @@ def test_aion_dev_refuses_a_bad_aion_partitions_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("aion dev: AION_PARTITIONS="), err
     assert "expected a whole number from 1 to 1000" in err
+    assert err.count("\n") == 1, err
+
+
+# Each service with a bad variable of its own (and the engine with a shared one) refuses to
+# start with one logged error naming it and exit code 2, which aion dev does not restart.
+REFUSALS = {
+    "aion_engine": ("AION_PARTITIONS", "1e400"),
+    "aion_projector": ("AION_PROJECTOR_READY_LAG", "-1"),
+    "aion_worker": ("AION_WORKER_THREADS", "inf"),
+    "aion_scheduler": ("AION_SCHEDULER_PORT", "70000"),
+    "aion_ingress": ("AION_INGRESS_MAX_BATCH", "0"),
+}
+
+
+@pytest.mark.parametrize("module", list(REFUSALS))
+def test_a_service_refuses_a_bad_number_with_one_error(
+    module: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, raw = REFUSALS[module]
+    entry = importlib.import_module(f"{module}.__main__")
+    monkeypatch.setattr(entry, "configure_logging", lambda *_: None)  # process-wide
+    monkeypatch.setenv(name, raw)
+    with caplog.at_level(logging.ERROR):
+        assert entry.main([]) == 2  # a refusal
+    (record,) = caplog.records
+    assert f"refused to start: {name}='{raw}': expected" in record.getMessage()
+
+
+def test_the_api_refuses_a_payload_limit_below_the_floor_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(api_entry, "configure_logging", lambda *_: None)
+    monkeypatch.setenv("AION_PAYLOAD_LIMIT_BYTES", "2")  # meant: 2 MiB
+    with pytest.raises(SystemExit) as exited:
+        api_entry.main([])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aion API refused to start: AION_PAYLOAD_LIMIT_BYTES='2': expected")
+    assert "from 1024 to 8388608" in err
     assert err.count("\n") == 1, err

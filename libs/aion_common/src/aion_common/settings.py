@@ -20,12 +20,18 @@ __all__ = [
     "DEFAULT_PAYLOAD_LIMIT",
     "DEFAULT_RETENTION_MS",
     "MAX_DURATION_MS",
+    "MAX_PARTITIONS",
+    "MAX_PAYLOAD_LIMIT_BYTES",
+    "MAX_PORT",
+    "MAX_REPLICATION_FACTOR",
     "MAX_SESSION_TIMEOUT_MS",
+    "MIN_PAYLOAD_LIMIT_BYTES",
     "Settings",
     "SettingsError",
     "TransactionMode",
     "parse_duration_ms",
     "parse_whole",
+    "port_from_env",
     "session_timeout_ms_from_env",
     "whole_from_env",
 ]
@@ -54,6 +60,22 @@ MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
 """The longest consumer-group session timeout a service takes: the broker's default
 ``group.max.session.timeout.ms`` (30 min), past which it refuses the group join."""
 _MIN_SESSION_TIMEOUT_MS = 1000
+MAX_PARTITIONS = 1000
+"""The most partitions an aion topic may have (``AION_PARTITIONS``): each is an engine,
+watcher and projector work unit with its own local store, and ``aion dev`` takes as many."""
+MAX_REPLICATION_FACTOR = 32767
+"""The largest replication factor (``AION_REPLICATION_FACTOR``, ``AION_MIN_INSYNC_REPLICAS``):
+Kafka's CreateTopics request carries it as a 16-bit signed integer."""
+MIN_PAYLOAD_LIMIT_BYTES = 1024
+"""The smallest ``AION_PAYLOAD_LIMIT_BYTES`` taken from the environment: below 1 KiB an
+ordinary input or error does not fit (a unit typo such as ``2`` for 2 MiB, caught at start)."""
+MAX_PAYLOAD_LIMIT_BYTES = 8 * 1024 * 1024
+"""The largest ``AION_PAYLOAD_LIMIT_BYTES``, as ``AION_PACKAGE_LIMIT_BYTES``'s: aion's records
+are then up to 4 x 8 + 1 = 33 MiB (:func:`aion_common.kafka.options.max_record_bytes`), within
+the consumers' 50 MiB ``fetch.max.bytes`` and the broker's 100 MiB ``socket.request.max.bytes``
+defaults (Kafka's 1 MiB ``message.max.bytes`` is raised per topic by aion itself)."""
+_PAYLOAD_WHY = "one record carries up to 4, so 33 MiB at most: within Kafka's request sizes"
+MAX_PORT = 65535
 
 
 class SettingsError(ValueError):
@@ -89,11 +111,14 @@ class Settings:
             raise SettingsError(
                 f"AION_TOPIC_PREFIX={self.topic_prefix!r}: use letters, digits, '.', '_' or '-'"
             )
-        if self.partitions < 1:
-            raise SettingsError(f"AION_PARTITIONS={self.partitions}: must be at least 1")
-        if self.replication_factor < 1:
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise SettingsError(
-                f"AION_REPLICATION_FACTOR={self.replication_factor}: must be at least 1"
+                f"AION_PARTITIONS={self.partitions}: expected 1 to {MAX_PARTITIONS}"
+            )
+        if not 1 <= self.replication_factor <= MAX_REPLICATION_FACTOR:
+            raise SettingsError(
+                f"AION_REPLICATION_FACTOR={self.replication_factor}: expected 1 to "
+                f"{MAX_REPLICATION_FACTOR}"
             )
         isr = self.min_insync_replicas
         if isr is not None and not 1 <= isr <= self.replication_factor:
@@ -102,9 +127,11 @@ class Settings:
                 f"AION_REPLICATION_FACTOR={self.replication_factor} (a write needs that many "
                 "replicas in sync)"
             )
-        if self.payload_limit_bytes < 1:
+        if not 1 <= self.payload_limit_bytes <= MAX_PAYLOAD_LIMIT_BYTES:
+            # from the environment the floor is MIN_PAYLOAD_LIMIT_BYTES; tests build less
             raise SettingsError(
-                f"AION_PAYLOAD_LIMIT_BYTES={self.payload_limit_bytes}: must be positive"
+                f"AION_PAYLOAD_LIMIT_BYTES={self.payload_limit_bytes}: expected 1 to "
+                f"{MAX_PAYLOAD_LIMIT_BYTES}"
             )
         if self.transactions not in _TRANSACTION_MODES:
             raise SettingsError(
@@ -117,25 +144,53 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (default: the process environment)."""
+        """Build settings from ``env`` (default: the process environment); a numeric variable
+        unset or blank takes its default."""
         source = os.environ if env is None else env
         defaults = cls()
         mode = source.get("AION_TRANSACTIONS", defaults.transactions)
         if mode not in _TRANSACTION_MODES:
             raise SettingsError(f"AION_TRANSACTIONS={mode!r}: expected one of {_TRANSACTION_MODES}")
+        replicas_why = "Kafka carries a replication factor as a 16-bit number"
         return cls(
             bootstrap_servers=source.get("AION_KAFKA_BOOTSTRAP", defaults.bootstrap_servers),
             topic_prefix=source.get("AION_TOPIC_PREFIX", defaults.topic_prefix),
-            partitions=_int(source, "AION_PARTITIONS", defaults.partitions),
-            replication_factor=_int(source, "AION_REPLICATION_FACTOR", defaults.replication_factor),
+            partitions=whole_from_env(
+                source,
+                "AION_PARTITIONS",
+                defaults.partitions,
+                minimum=1,
+                maximum=MAX_PARTITIONS,
+                why="each partition is a work unit with a local store in every service",
+            ),
+            replication_factor=whole_from_env(
+                source,
+                "AION_REPLICATION_FACTOR",
+                defaults.replication_factor,
+                minimum=1,
+                maximum=MAX_REPLICATION_FACTOR,
+                why=replicas_why,
+            ),
             min_insync_replicas=(
-                _int(source, "AION_MIN_INSYNC_REPLICAS", 0)
+                parse_whole(
+                    "AION_MIN_INSYNC_REPLICAS",
+                    source["AION_MIN_INSYNC_REPLICAS"],
+                    minimum=1,
+                    maximum=MAX_REPLICATION_FACTOR,
+                    why=replicas_why,
+                )
                 if source.get("AION_MIN_INSYNC_REPLICAS", "").strip()
                 else None
             ),
             database_url=source.get("AION_DATABASE_URL", defaults.database_url),
-            payload_limit_bytes=_int(
-                source, "AION_PAYLOAD_LIMIT_BYTES", defaults.payload_limit_bytes
+            payload_limit_bytes=whole_from_env(
+                source,
+                "AION_PAYLOAD_LIMIT_BYTES",
+                defaults.payload_limit_bytes,
+                minimum=MIN_PAYLOAD_LIMIT_BYTES,
+                maximum=MAX_PAYLOAD_LIMIT_BYTES,
+                what="a whole number of bytes",
+                why=_PAYLOAD_WHY,
             ),
             transactions=mode,
             instance_id=source.get("AION_INSTANCE_ID", defaults.instance_id),
@@ -236,6 +291,14 @@ def session_timeout_ms_from_env(source: Mapping[str, str], name: str, default: i
     )
 
 
+def port_from_env(source: Mapping[str, str], name: str) -> int:
+    """A health and metrics port (``AION_<SERVICE>_PORT``): 0 (no endpoint, also when unset
+    or blank) to 65535."""
+    return whole_from_env(
+        source, name, 0, minimum=0, maximum=MAX_PORT, what="a port number", why="0: none"
+    )
+
+
 _SHOWN_CHARS = 40
 
 
@@ -247,19 +310,9 @@ def _shown(raw: str) -> str:
 
 
 def _retention(source: Mapping[str, str]) -> int | None:
-    raw = source.get("AION_RETENTION")
-    if raw is None:
+    raw = source.get("AION_RETENTION", "")
+    if not raw.strip():  # unset or blank, as every numeric variable
         return DEFAULT_RETENTION_MS
     if raw.strip().lower() in ("off", "forever", "never"):
         return None
     return parse_duration_ms(raw, name="AION_RETENTION")
-
-
-def _int(source: Mapping[str, str], name: str, default: int) -> int:
-    raw = source.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError as err:
-        raise SettingsError(f"{name}={raw!r}: expected an integer") from err

@@ -23,7 +23,7 @@ from typing import Any, TextIO, TypeVar
 
 from aion_common.kafka.link import LinkChange
 from aion_common.runtime.logging import JsonFormatter, configure_logging
-from aion_common.settings import SettingsError, whole_from_env
+from aion_common.settings import MAX_PARTITIONS, SettingsError, whole_from_env
 from aion_common.testing import free_port
 from aion_dev.pidfile import HomeBusy
 from aion_dev.stack import Stack, StackConfig, StackError, StartupError
@@ -49,7 +49,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_STACK_FAILED = 3
 _DEFAULT_PARTITIONS = 6
-_MAX_PARTITIONS = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,7 +172,7 @@ def _env_partitions() -> int:
         "AION_PARTITIONS",
         _DEFAULT_PARTITIONS,
         minimum=1,
-        maximum=_MAX_PARTITIONS,
+        maximum=MAX_PARTITIONS,
         why="a local stack; each of aion's topics gets this many",
     )
 

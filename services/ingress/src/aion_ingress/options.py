@@ -14,11 +14,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aion_common.settings import SettingsError, session_timeout_ms_from_env
+from aion_common.settings import (
+    MAX_PORT,
+    SettingsError,
+    port_from_env,
+    session_timeout_ms_from_env,
+    whole_from_env,
+)
 
 __all__ = ["IngressOptions"]
 
-_MAX_PORT = 65535
+MAX_BATCH = 10_000
+"""The most records one transaction takes (``AION_INGRESS_MAX_BATCH``): a partition's queue
+stops fetching at 4,000 records, so a larger batch is never filled."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,12 +41,14 @@ class IngressOptions:
     max_batch: int = 500
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= _MAX_PORT:
-            raise SettingsError(f"AION_INGRESS_PORT={self.port}: expected 0..65535")
+        if not 0 <= self.port <= MAX_PORT:
+            raise SettingsError(f"AION_INGRESS_PORT={self.port}: expected 0 to {MAX_PORT}")
         if self.session_timeout < 1:
             raise SettingsError("AION_INGRESS_SESSION_TIMEOUT_MS must be at least 1000")
-        if self.max_batch < 1:
-            raise SettingsError("AION_INGRESS_MAX_BATCH must be at least 1")
+        if not 1 <= self.max_batch <= MAX_BATCH:
+            raise SettingsError(
+                f"AION_INGRESS_MAX_BATCH={self.max_batch}: expected 1 to {MAX_BATCH}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> IngressOptions:
@@ -47,24 +57,22 @@ class IngressOptions:
         timeout_ms = session_timeout_ms_from_env(source, "AION_INGRESS_SESSION_TIMEOUT_MS")
         values: dict[str, object] = {
             "config": source.get("AION_INGRESS_CONFIG", ""),
-            "port": _int(source, "AION_INGRESS_PORT", 0),
+            "port": port_from_env(source, "AION_INGRESS_PORT"),
             "host": source.get("AION_INGRESS_HOST", "127.0.0.1"),
             "static_membership": _membership(source.get("AION_INGRESS_STATIC_MEMBERSHIP", "auto")),
             "session_timeout": timeout_ms / 1000,
-            "max_batch": _int(source, "AION_INGRESS_MAX_BATCH", 500),
+            "max_batch": whole_from_env(
+                source,
+                "AION_INGRESS_MAX_BATCH",
+                500,
+                minimum=1,
+                maximum=MAX_BATCH,
+                what="a whole number of records",
+                why="a partition's queue stops fetching at 4000 records",
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]  # checked by __post_init__
-
-
-def _int(source: Mapping[str, str], name: str, default: int) -> int:
-    raw = source.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return int(raw.strip())
-    except ValueError as err:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number") from err
 
 
 def _membership(raw: str) -> bool | None:

@@ -23,12 +23,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from aion_common.kafka.link import BrokerLink
 from aion_common.runtime.health import HealthEndpoint, MonitoredService, serve_monitored
 from aion_common.runtime.lifecycle import Service
-from aion_common.settings import SettingsError
+from aion_common.settings import whole_from_env
 from aion_projector.service import ProjectorStatus
 
 __all__ = [
     "DEFAULT_READY_LAG",
     "ENDPOINT_ENV_PREFIX",
+    "MAX_READY_LAG",
     "READY_LAG_ENV",
     "ProjectorView",
     "projector_registry",
@@ -41,6 +42,7 @@ ENDPOINT_ENV_PREFIX = "AION_PROJECTOR"
 """``AION_PROJECTOR_PORT`` (0 or unset: no endpoint) and ``AION_PROJECTOR_HOST`` (127.0.0.1)."""
 READY_LAG_ENV = "AION_PROJECTOR_READY_LAG"
 DEFAULT_READY_LAG = 1000
+MAX_READY_LAG = 1_000_000_000
 
 
 class ProjectorView(Service, Protocol):
@@ -58,18 +60,18 @@ class ProjectorView(Service, Protocol):
 
 
 def ready_lag_from_env(env: Mapping[str, str] | None = None) -> int:
-    """``AION_PROJECTOR_READY_LAG``: records behind the log end still counted as caught up."""
+    """``AION_PROJECTOR_READY_LAG``: records behind the log end still counted as caught up
+    (0 to :data:`MAX_READY_LAG`; the default when unset or blank)."""
     source = os.environ if env is None else env
-    raw = source.get(READY_LAG_ENV)
-    if raw is None:
-        return DEFAULT_READY_LAG
-    try:
-        value = int(raw)
-    except ValueError as err:
-        raise SettingsError(f"{READY_LAG_ENV}={raw!r}: expected an integer") from err
-    if value < 0:
-        raise SettingsError(f"{READY_LAG_ENV}={value}: must be at least 0")
-    return value
+    return whole_from_env(
+        source,
+        READY_LAG_ENV,
+        DEFAULT_READY_LAG,
+        minimum=0,
+        maximum=MAX_READY_LAG,
+        what="a whole number of records",
+        why="a billion: past it the lag never holds readiness back",
+    )
 
 
 def projector_report(

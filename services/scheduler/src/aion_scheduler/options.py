@@ -12,11 +12,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aion_common.settings import SettingsError, session_timeout_ms_from_env
+from aion_common.settings import (
+    MAX_PORT,
+    SettingsError,
+    port_from_env,
+    session_timeout_ms_from_env,
+)
 
 __all__ = ["SchedulerOptions"]
-
-_MAX_PORT = 65535
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,8 +32,8 @@ class SchedulerOptions:
     session_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= _MAX_PORT:
-            raise SettingsError(f"AION_SCHEDULER_PORT={self.port}: expected 0..65535")
+        if not 0 <= self.port <= MAX_PORT:
+            raise SettingsError(f"AION_SCHEDULER_PORT={self.port}: expected 0 to {MAX_PORT}")
         if self.session_timeout < 1:
             raise SettingsError("AION_SCHEDULER_SESSION_TIMEOUT_MS must be at least 1000")
 
@@ -46,18 +49,8 @@ class SchedulerOptions:
         static = None if membership == "auto" else membership in {"on", "true", "1"}
         timeout_ms = session_timeout_ms_from_env(source, "AION_SCHEDULER_SESSION_TIMEOUT_MS")
         return cls(
-            port=_int(source, "AION_SCHEDULER_PORT", 0),
+            port=port_from_env(source, "AION_SCHEDULER_PORT"),
             host=source.get("AION_SCHEDULER_HOST", "127.0.0.1"),
             static_membership=static,
             session_timeout=timeout_ms / 1000,
         )
-
-
-def _int(source: Mapping[str, str], name: str, default: int) -> int:
-    raw = source.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return int(raw.strip())
-    except ValueError as err:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number") from err

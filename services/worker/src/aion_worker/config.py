@@ -20,11 +20,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aion_common.domain import DEFAULT_TASK_QUEUE, InvalidInput, validate_task_queue
-from aion_common.settings import SettingsError, session_timeout_ms_from_env, whole_from_env
+from aion_common.settings import (
+    MAX_PORT,
+    SettingsError,
+    parse_whole,
+    port_from_env,
+    session_timeout_ms_from_env,
+    whole_from_env,
+)
 
 __all__ = ["WorkerConfig"]
 
 _MAX_GRACE_MS = 300_000
+MAX_CONCURRENT = 10_000
+"""The most attempts one worker runs at once (``AION_WORKER_MAX_CONCURRENT``): each is a task
+on one event loop, with twice as many fetched tasks waiting; more is a second replica's work."""
+MAX_THREADS = 1024
+"""The most threads for plain-``def`` activities (``AION_WORKER_THREADS``): OS threads, each
+with its own stack."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,12 +58,17 @@ class WorkerConfig:
             validate_task_queue(self.task_queue)
         except InvalidInput as err:
             raise SettingsError(str(err)) from err
-        if self.max_concurrent < 1 or (self.threads is not None and self.threads < 1):
-            raise SettingsError("worker max_concurrent and threads must be at least 1")
+        if not 1 <= self.max_concurrent <= MAX_CONCURRENT:
+            raise SettingsError(
+                f"worker max concurrent (--max-concurrent, AION_WORKER_MAX_CONCURRENT) "
+                f"{self.max_concurrent}: expected 1 to {MAX_CONCURRENT}"
+            )
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise SettingsError(f"AION_WORKER_THREADS={self.threads}: expected 1 to {MAX_THREADS}")
         if self.shutdown_grace < 0 or self.session_timeout < 1:
             raise SettingsError("worker shutdown grace >= 0 and session timeout >= 1 s")
-        if not 0 <= self.port <= 65535:  # noqa: PLR2004 - the port range
-            raise SettingsError(f"AION_WORKER_PORT={self.port}: expected 0..65535")
+        if not 0 <= self.port <= MAX_PORT:
+            raise SettingsError(f"AION_WORKER_PORT={self.port}: expected 0 to {MAX_PORT}")
 
     @property
     def thread_count(self) -> int:
@@ -65,26 +83,39 @@ class WorkerConfig:
         timeout_ms = session_timeout_ms_from_env(source, "AION_WORKER_SESSION_TIMEOUT_MS")
         values: dict[str, object] = {
             "task_queue": source.get("AION_TASK_QUEUE", d.task_queue),
-            "max_concurrent": _int(source, "AION_WORKER_MAX_CONCURRENT", d.max_concurrent),
-            "threads": _int(source, "AION_WORKER_THREADS", None),
+            "max_concurrent": whole_from_env(
+                source,
+                "AION_WORKER_MAX_CONCURRENT",
+                d.max_concurrent,
+                minimum=1,
+                maximum=MAX_CONCURRENT,
+                what="a whole number of attempts",
+                why="one event loop runs them; more is a second replica's work",
+            ),
+            "threads": _threads(source),
             "shutdown_grace": _shutdown_grace_ms(source) / 1000,
             "static_membership": _membership(source.get("AION_WORKER_STATIC_MEMBERSHIP", "auto")),
             "session_timeout": timeout_ms / 1000,
-            "port": _int(source, "AION_WORKER_PORT", 0),
+            "port": port_from_env(source, "AION_WORKER_PORT"),
             "host": source.get("AION_WORKER_HOST", d.host),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]  # checked by __post_init__
 
 
-def _int(source: Mapping[str, str], name: str, default: int | None) -> int:
-    raw = source.get(name)
-    if raw is None or not raw.strip():
-        return default  # type: ignore[return-value]  # None only for optional knobs
-    try:
-        return int(raw.strip())
-    except ValueError as err:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number") from err
+def _threads(source: Mapping[str, str]) -> int | None:
+    """``AION_WORKER_THREADS``; None (``min(32, max_concurrent)``) when unset or blank."""
+    raw = source.get("AION_WORKER_THREADS", "")
+    if not raw.strip():
+        return None
+    return parse_whole(
+        "AION_WORKER_THREADS",
+        raw,
+        minimum=1,
+        maximum=MAX_THREADS,
+        what="a whole number of threads",
+        why="OS threads, each with its own stack",
+    )
 
 
 def _shutdown_grace_ms(source: Mapping[str, str]) -> int:

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from aion_common.runtime.lifecycle import Service, run_until_signalled
-from aion_common.settings import SettingsError
+from aion_common.settings import MAX_PORT, port_from_env
 
 __all__ = [
     "LIVE_PATHS",
@@ -51,7 +51,6 @@ __all__ = [
 LIVE_PATHS = ("/health", "/health/live")
 READY_PATH = "/health/ready"
 METRICS_PATH = "/metrics"
-_MAX_PORT = 65535
 _DEFAULT_HOST = "127.0.0.1"
 
 Report = Mapping[str, object]
@@ -201,8 +200,8 @@ class HealthEndpoint:
     host: str = _DEFAULT_HOST
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= _MAX_PORT:
-            raise ValueError(f"health port {self.port}: expected 0..{_MAX_PORT}")
+        if not 0 <= self.port <= MAX_PORT:
+            raise ValueError(f"health port {self.port}: expected 0..{MAX_PORT}")
 
     @property
     def enabled(self) -> bool:
@@ -216,12 +215,8 @@ class HealthEndpoint:
         Raises :class:`~aion_common.settings.SettingsError` naming the variable when it is bad.
         """
         source = os.environ if env is None else env
-        port_var, host_var = f"{prefix}_PORT", f"{prefix}_HOST"
-        raw = source.get(port_var, "0").strip() or "0"
-        try:
-            return cls(port=int(raw), host=source.get(host_var, _DEFAULT_HOST))
-        except ValueError as err:
-            raise SettingsError(f"{port_var}={raw!r}: expected a port number 0..65535") from err
+        port = port_from_env(source, f"{prefix}_PORT")
+        return cls(port=port, host=source.get(f"{prefix}_HOST", _DEFAULT_HOST))
 
 
 async def serve_monitored(

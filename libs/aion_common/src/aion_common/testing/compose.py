@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from aion_common.settings import MAX_PORT, SettingsError, whole_from_env
 from aion_common.testing._support import ProvisionError, find_repo_root
 from aion_common.testing.dockerd import docker_cli
 from aion_common.testing.images import image_exists
@@ -252,9 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aion_common.testing.compose")
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--project", default=os.environ.get("COMPOSE_PROJECT_NAME", "aion"))
-    default_port = int(os.environ.get("AION_API_PORT", "8080"))
-    parser.add_argument("--api-port", type=int, default=default_port)
+    parser.add_argument("--api-port", type=int, help="default: AION_API_PORT, else 8080")
     args = parser.parse_args(argv)
+    if args.api_port is None:
+        try:
+            args.api_port = whole_from_env(
+                os.environ, "AION_API_PORT", 8080, minimum=1, maximum=MAX_PORT, what="a port"
+            )
+        except SettingsError as err:
+            parser.exit(2, f"error: {err}\n")
     say: Say = lambda line: print(line, flush=True)  # noqa: E731, T201 - CLI progress
     try:
         stack = ComposeStack(project=args.project, api_port=args.api_port, say=say)
