@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -263,3 +266,17 @@ def test_the_api_refuses_a_payload_limit_below_the_floor_in_one_line(
     assert err.startswith("aion API refused to start: AION_PAYLOAD_LIMIT_BYTES='2': expected")
     assert "from 1024 to 8388608" in err
     assert err.count("\n") == 1, err
+
+
+def test_the_watcher_refuses_a_bad_number_in_one_line_not_a_traceback() -> None:
+    """It read its settings inside the loop: a SettingsError traceback and exit 1 before."""
+    done = subprocess.run(
+        [sys.executable, "-m", "aion_watcher"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+             "AION_WATCHER_SESSION_TIMEOUT_MS": "3600000"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "watcher refused to start: AION_WATCHER_SESSION_TIMEOUT_MS='3600000'" in done.stderr
+    assert "from 1000 to 1800000" in done.stderr

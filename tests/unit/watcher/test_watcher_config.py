@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aion_common.settings import Settings, SettingsError
+from aion_common.settings import MAX_SESSION_TIMEOUT_MS, Settings, SettingsError
 from aion_watcher import WatcherConfig, WatcherService
 
 
@@ -145,3 +145,34 @@ def test_a_config_built_in_code_refuses_durations_that_are_not_finite(
 ) -> None:
     with pytest.raises(SettingsError, match="finite"):
         WatcherConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "top"),
+    [
+        ("AION_WATCHER_SESSION_TIMEOUT_MS", MAX_SESSION_TIMEOUT_MS),  # the broker's maximum
+        ("AION_WATCHER_GRACE_MS", 36_500 * 86_400_000),  # 100 years, as AION_RETENTION
+        ("AION_WATCHER_SWEEP_MS", 36_500 * 86_400_000),
+        ("AION_WATCHER_MAX_BACKOFF_MS", 36_500 * 86_400_000),
+        ("AION_WATCHER_BLIND_LIMIT", 32),  # the 33rd would wait 2**32 grace periods
+    ],
+)
+def test_each_watcher_bound_is_taken_and_past_it_is_refused_with_the_range(
+    name: str, top: int
+) -> None:
+    WatcherConfig.from_env({name: str(top)})
+    with pytest.raises(SettingsError, match=rf"{name}='{top + 1}': expected .*{top}"):
+        WatcherConfig.from_env({name: str(top + 1)})
+    with pytest.raises(SettingsError, match=name):
+        WatcherConfig.from_env({name: "1e300"})  # finite: accepted before
+
+
+def test_a_session_timeout_under_a_second_is_refused_by_name() -> None:
+    with pytest.raises(SettingsError, match=r"SESSION_TIMEOUT_MS='999': expected .*from 1000"):
+        WatcherConfig.from_env({"AION_WATCHER_SESSION_TIMEOUT_MS": "999"})
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("raw", ["", "  "])
+def test_a_blank_numeric_setting_takes_the_default(name: str, raw: str) -> None:
+    assert WatcherConfig.from_env({name: raw}) == WatcherConfig()

@@ -31,16 +31,24 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aion_common.settings import SettingsError
+from aion_common.settings import (
+    MAX_DURATION_MS,
+    MAX_PORT,
+    MAX_SESSION_TIMEOUT_MS,
+    SettingsError,
+)
 
 __all__ = ["WatcherConfig"]
 
 _MS = 1000.0
+_MIN_SESSION_TIMEOUT_MS = 1000
 _ISSUE_FETCH_WAIT = 0.01
 _SWEEP_FETCH_WAIT = 0.2
 _SWEEP_FETCH_MIN_BYTES = 256 * 1024
 _MAX_FETCH_MIN_BYTES = 16 * 1024 * 1024
-_MAX_PORT = 65535
+MAX_BLIND_LIMIT = 32
+"""The most blind re-issues (``AION_WATCHER_BLIND_LIMIT``): the n-th waits 2**(n-1) grace
+periods, so the 32nd comes 2**31 grace periods (680 years at 10 s) after the first."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,12 +81,17 @@ class WatcherConfig:
             raise SettingsError("watcher backoff: need 0 < initial backoff <= max backoff")
         if self.grace_period <= 0 or self.sweep_interval <= 0:
             raise SettingsError("watcher grace period and sweep interval must be positive")
-        if self.blind_reissue_limit < 0 or not 0 <= self.port <= _MAX_PORT:
-            raise SettingsError(f"watcher blind re-issue limit >= 0 and port 0..{_MAX_PORT}")
-        if self.session_timeout < 1 or not 0 <= self.fetch_wait <= self.session_timeout:
+        if not 0 <= self.port <= MAX_PORT:
+            raise SettingsError(f"watcher port: expected 0 to {MAX_PORT}")
+        if not 1 <= self.session_timeout <= MAX_SESSION_TIMEOUT_MS / _MS:
             raise SettingsError(
-                "watcher session timeout must be >= 1 s, fetch max wait 0..session timeout"
+                f"watcher session timeout {self.session_timeout} s: expected 1 s to "
+                f"{MAX_SESSION_TIMEOUT_MS // 60_000} min"
             )
+        if not 0 <= self.fetch_wait <= self.session_timeout:
+            raise SettingsError("watcher fetch max wait: expected 0 to the session timeout")
+        if not 0 <= self.blind_reissue_limit <= MAX_BLIND_LIMIT:
+            raise SettingsError(f"watcher blind re-issue limit: expected 0 to {MAX_BLIND_LIMIT}")
         if not 1 <= self.fetch_bytes <= _MAX_FETCH_MIN_BYTES:
             raise SettingsError(f"watcher fetch min bytes must be 1..{_MAX_FETCH_MIN_BYTES}")
 
@@ -118,9 +131,17 @@ class WatcherConfig:
             max_backoff=_ms(source, "AION_WATCHER_MAX_BACKOFF_MS", d.max_backoff),
             grace_period=_ms(source, "AION_WATCHER_GRACE_MS", d.grace_period),
             sweep_interval=_ms(source, "AION_WATCHER_SWEEP_MS", d.sweep_interval),
-            blind_reissue_limit=_whole(source, "AION_WATCHER_BLIND_LIMIT", d.blind_reissue_limit),
+            blind_reissue_limit=_whole(
+                source, "AION_WATCHER_BLIND_LIMIT", d.blind_reissue_limit, high=MAX_BLIND_LIMIT
+            ),
             static_membership=_flag(source, "AION_WATCHER_STATIC_MEMBERSHIP", d.static_membership),
-            session_timeout=_ms(source, "AION_WATCHER_SESSION_TIMEOUT_MS", d.session_timeout),
+            session_timeout=_ms(
+                source,
+                "AION_WATCHER_SESSION_TIMEOUT_MS",
+                d.session_timeout,
+                low=_MIN_SESSION_TIMEOUT_MS,
+                high=MAX_SESSION_TIMEOUT_MS,
+            ),
             fetch_max_wait=_ms_or_none(source, "AION_WATCHER_FETCH_WAIT_MS"),
             fetch_min_bytes=_whole_or_none(
                 source, "AION_WATCHER_FETCH_MIN_BYTES", low=1, high=_MAX_FETCH_MIN_BYTES
@@ -128,7 +149,7 @@ class WatcherConfig:
             engine_reports_terminals=bool(
                 _flag(source, "AION_WATCHER_ENGINE_REPORTS", d.engine_reports_terminals)
             ),
-            port=_whole(source, "AION_WATCHER_PORT", d.port, high=_MAX_PORT),
+            port=_whole(source, "AION_WATCHER_PORT", d.port, high=MAX_PORT),
             host=source.get("AION_WATCHER_HOST", d.host),
             changelog=_flag(source, "AION_WATCHER_CHANGELOG", d.changelog),
         )
@@ -139,17 +160,31 @@ class WatcherConfig:
 # OverflowError/ValueError, which would surface as a crash instead of a settings error.
 
 
-def _ms(source: Mapping[str, str], name: str, default_s: float, *, zero: bool = False) -> float:
-    """A duration given in milliseconds, in seconds: finite and positive (or 0 with ``zero``)."""
+def _ms(
+    source: Mapping[str, str],
+    name: str,
+    default_s: float,
+    *,
+    zero: bool = False,
+    low: float = 0,
+    high: int = MAX_DURATION_MS,
+) -> float:
+    """A duration given in milliseconds, in seconds: finite and positive (or 0 with ``zero``),
+    at least ``low`` and at most ``high`` ms (100 years unless told: the sweep's arithmetic
+    and the records' 64-bit times stay finite)."""
     value = _num(source, name, default_s * _MS)
     if value < 0 or (value == 0 and not zero):
         expected = ">= 0" if zero else "> 0"
         raise SettingsError(f"{name}={source.get(name)!r}: expected milliseconds {expected}")
+    if not low <= value <= high:
+        raise SettingsError(
+            f"{name}={source.get(name)!r}: expected milliseconds from {low:g} to {high}"
+        )
     return value / _MS
 
 
 def _ms_or_none(source: Mapping[str, str], name: str) -> float | None:
-    return None if source.get(name) is None else _ms(source, name, 0.0, zero=True)
+    return None if _blank(source, name) else _ms(source, name, 0.0, zero=True)
 
 
 def _whole(
@@ -164,13 +199,17 @@ def _whole(
 
 
 def _whole_or_none(source: Mapping[str, str], name: str, *, low: int, high: int) -> int | None:
-    return None if source.get(name) is None else _whole(source, name, low, low=low, high=high)
+    return None if _blank(source, name) else _whole(source, name, low, low=low, high=high)
+
+
+def _blank(source: Mapping[str, str], name: str) -> bool:
+    return not source.get(name, "").strip()
 
 
 def _num(source: Mapping[str, str], name: str, default: float) -> float:
-    """A finite number; ``default`` when the variable is unset."""
+    """A finite number; ``default`` when the variable is unset or blank."""
     raw = source.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():
         return default
     try:
         value = float(raw)
