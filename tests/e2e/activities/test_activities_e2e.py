@@ -263,3 +263,21 @@ async def test_a_local_step_past_its_bound_is_refused_advising_an_activity(
     assert (error["type"], error["non_retryable"]) == ("LocalStepTooLong", True)
     assert "run this as an activity" in error["message"]
     assert len(runs(runs_dir, "l3")) == 1
+
+
+async def test_reads_after_a_result_agree_with_it(client: AionClient, runs_dir: Path) -> None:
+    """The result is answered from the run's ending on the log, before the views have it
+    (decision 64); describe, history and tree read right after it still show the run closed."""
+    for n in range(15):
+        workflow_id = f"l-read-{n}"
+        spec = {"step": "flaky", "args": [str(runs_dir), f"read-{n}", 0]}
+        await client.start("e2e.local", spec, id=workflow_id)
+        outcome = await client.result(workflow_id, wait=30)
+        described = await client.describe(workflow_id)
+        history = await client.history(workflow_id)
+        tree = await client.tree(workflow_id)
+        assert (outcome.status, outcome.result) == ("COMPLETED", 1)
+        assert described.current_run.status == "COMPLETED"
+        assert described.current_run.run_id == outcome.run_id
+        assert history.events[-1].event_type == "WorkflowCompleted"
+        assert tree.status == "COMPLETED"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aion_common.codecs.event_json import decode_event, encode_body, payload_text
@@ -57,7 +58,16 @@ from aion_projector.activity_view import (
 )
 from aion_projector.schema import ChildState, RunStatus
 
-__all__ = ["ApplyStats", "Row", "ViewChanges", "history_row"]
+__all__ = [
+    "CLOSING_EVENTS",
+    "ApplyStats",
+    "ClosingEvent",
+    "Row",
+    "RunClosing",
+    "ViewChanges",
+    "history_row",
+    "run_closing",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -85,6 +95,81 @@ class ApplyStats:
         self.held += other.held
         self.refusals += other.refusals
         self.purged += other.purged
+
+
+ClosingEvent = (
+    WorkflowCompleted
+    | WorkflowFailed
+    | WorkflowCancelled
+    | WorkflowTimedOut
+    | WorkflowContinuedAsNew
+)
+CLOSING_EVENTS = (
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowCancelled,
+    WorkflowTimedOut,
+    WorkflowContinuedAsNew,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunClosing:
+    """What an event that closes a run writes to its ``workflow_runs`` row (JSON text for
+    ``result`` and ``error_details``, as the views store them). The projector folds it into
+    the views; the API answers a result long-poll from it when it reads the same event on the
+    log first (decision 64): one mapping, so both say the same."""
+
+    workflow_id: str
+    run_id: str
+    status: str
+    closed_at: datetime
+    result: str | None = None
+    error_message: str | None = None
+    error_details: str | None = None
+    error_type: str | None = None
+    error_traceback: str | None = None
+    next_run_id: str | None = None
+
+    def columns(self) -> Row:
+        """The row's columns this closing sets."""
+        return {
+            "status": self.status,
+            "closed_at": self.closed_at,
+            "result": self.result,
+            "error_message": self.error_message,
+            "error_details": self.error_details,
+            "error_type": self.error_type,
+            "error_traceback": self.error_traceback,
+            "next_run_id": self.next_run_id,
+        }
+
+
+def run_closing(event: ClosingEvent) -> RunClosing:
+    """How ``event`` closes its run (CONTINUED_AS_NEW included: closed, not ended)."""
+    error: WorkflowError | None = None
+    result: str | None = None
+    next_run_id: str | None = None
+    match event:
+        case WorkflowCompleted():
+            status, result = RunStatus.COMPLETED, payload_text(event.result)
+        case WorkflowFailed():
+            status, error = _failed_status(event.error), event.error
+        case WorkflowCancelled():
+            status, error = RunStatus.CANCELLED, WorkflowError(message=event.reason)
+        case WorkflowTimedOut():
+            status, error = RunStatus.TIMED_OUT, WorkflowError(message=event.timeout)
+        case WorkflowContinuedAsNew():
+            status, next_run_id = RunStatus.CONTINUED_AS_NEW, event.next_run_id
+    return RunClosing(
+        workflow_id=event.workflow_id,
+        run_id=event.run_id,
+        status=status.value,
+        closed_at=event.recorded_at,
+        result=result,
+        next_run_id=next_run_id,
+        **_error_columns(error),
+    )
 
 
 @dataclass(slots=True)
@@ -190,7 +275,7 @@ class ViewChanges:
 
     # -- applying one in-sequence event ---------------------------------------------------------
 
-    def _apply(self, event: Event, where: _Where) -> None:  # noqa: PLR0912 - a case per event
+    def _apply(self, event: Event, where: _Where) -> None:
         if event.workflow_id in self.summaries:
             self._check_run(event)
         self.stats.applied += 1
@@ -198,16 +283,14 @@ class ViewChanges:
         match event:
             case WorkflowStarted():
                 self._started(event, where)
-            case WorkflowCompleted(result=result):
-                self._closed(event, RunStatus.COMPLETED, result=payload_text(result))
-            case WorkflowFailed(error=error):
-                self._closed(event, _failed_status(error), error=error)
-            case WorkflowCancelled(reason=reason):
-                self._closed(event, RunStatus.CANCELLED, error=WorkflowError(message=reason))
-            case WorkflowTimedOut(timeout=timeout):
-                self._closed(event, RunStatus.TIMED_OUT, error=WorkflowError(message=timeout))
-            case WorkflowContinuedAsNew(next_run_id=next_run_id):
-                self._closed(event, RunStatus.CONTINUED_AS_NEW, next_run_id=next_run_id)
+            case (
+                WorkflowCompleted()
+                | WorkflowFailed()
+                | WorkflowCancelled()
+                | WorkflowTimedOut()
+                | WorkflowContinuedAsNew()
+            ):
+                self._closed(run_closing(event))
             case WorkflowBlocked():
                 self._blocked(event)
             case WorkflowMoved():
@@ -305,27 +388,17 @@ class ViewChanges:
             closed_at=None,
         )
 
-    def _closed(
-        self,
-        event: Event,
-        status: RunStatus,
-        *,
-        result: str | None = None,
-        error: WorkflowError | None = None,
-        next_run_id: str | None = None,
-    ) -> None:
-        values: Row = {
-            "status": status.value,
-            "closed_at": event.recorded_at,
-            "result": result,
-            **_error_columns(error),
-            "next_run_id": next_run_id,
-        }
-        _fold(self.new_runs, self.run_updates, (event.workflow_id, event.run_id), values)
-        summary = self.summaries[event.workflow_id]
-        summary["status"] = status.value
-        if status is not RunStatus.CONTINUED_AS_NEW:
-            summary["closed_at"] = event.recorded_at
+    def _closed(self, closing: RunClosing) -> None:
+        _fold(
+            self.new_runs,
+            self.run_updates,
+            (closing.workflow_id, closing.run_id),
+            closing.columns(),
+        )
+        summary = self.summaries[closing.workflow_id]
+        summary["status"] = closing.status
+        if closing.status != RunStatus.CONTINUED_AS_NEW:
+            summary["closed_at"] = closing.closed_at
 
     def _blocked(self, event: WorkflowBlocked) -> None:
         """The run waits for code that can run it: open, with the reason as its error."""

@@ -53,6 +53,7 @@ __all__ = [
     "refusal",
     "refusals",
     "registry",
+    "run_status",
     "stored_offsets",
 ]
 
@@ -561,6 +562,15 @@ async def command_run(session: AsyncSession, workflow_id: str, command_id: str) 
         .where(_HIST.c.workflow_id == workflow_id, _HIST.c.command_id == command_id)
         .order_by(_HIST.c.seq)
         .limit(1)
+    )
+    found = (await session.execute(statement)).first()
+    return None if found is None else str(found[0])
+
+
+async def run_status(session: AsyncSession, workflow_id: str, run_id: str) -> str | None:
+    """The status of run ``run_id`` of ``workflow_id``, or None if the views do not hold it."""
+    statement = select(_RUNS.c.status).where(
+        _RUNS.c.workflow_id == workflow_id, _RUNS.c.run_id == run_id
     )
     found = (await session.execute(statement)).first()
     return None if found is None else str(found[0])

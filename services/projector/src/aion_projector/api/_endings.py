@@ -4,12 +4,15 @@
 ends 30 ms after its start was answered at the next poll, 100 ms later, and one that ends
 after a second up to a second late. The engine marks every events record whose batch ends a
 run or blocks it with the :data:`~aion_common.kafka.topics.RUN_ENDED_HEADER` header
-(decision 60); :class:`KafkaRunEndings` follows the events topic's new records, reads only
-their keys and that header — no event is decoded — and rings the bell of whoever waits for that
-workflow. The waiter then reads the views, which the projector updates a few milliseconds
-after the same record (see :func:`~aion_projector.api._reads.result_route`). A missed ring (the
-reader is away with the broker, an engine older than the header) only means waiting for the
-next poll, as before.
+(decision 60); :class:`KafkaRunEndings` follows the events topic's new records, reads their
+keys and that header, and rings the :class:`Bell` of whoever waits for that workflow. Only a
+marked record of a watched workflow is decoded: the bell then holds how the run closed
+(:class:`~aion_projector.changes.RunClosing`, what the projector writes to the views from the
+same event), so the waiter answers from the log without waiting for the views (decision 64).
+It notes each run it answered so (:meth:`KafkaRunEndings.answered`) until the views hold it
+too: a describe right after a result waits for them (see
+:func:`~aion_projector.api._reads.views_caught_up`). A missed ring (the reader is away with
+the broker, an engine older than the header) only means waiting for the next poll, as before.
 """
 
 from __future__ import annotations
@@ -17,35 +20,87 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Protocol
 
 from aiokafka.structs import ConsumerRecord
 
-from aion_common.codecs import encode_key
+from aion_common.codecs import Codec, encode_key
+from aion_common.domain import DecodeError
 from aion_common.kafka import Topics
 from aion_common.kafka.topics import RUN_ENDED_HEADER
 from aion_common.settings import Settings
 from aion_projector.api._tail import TopicTail
+from aion_projector.changes import CLOSING_EVENTS, RunClosing, run_closing
 
-__all__ = ["KafkaRunEndings", "RunEndings"]
+__all__ = [
+    "ANSWERED_KEPT",
+    "RECENT_BYTES",
+    "RECENT_KEPT",
+    "Bell",
+    "KafkaRunEndings",
+    "RunEndings",
+]
 
 _log = logging.getLogger("aion.api.endings")
+
+ANSWERED_KEPT = 4096
+"""Runs answered from the log remembered until a read finds them in the views (oldest
+forgotten first: a run nobody describes must not be kept forever)."""
+RECENT_KEPT = 1024
+RECENT_BYTES = 8 * 1024 * 1024
+"""The latest endings kept, undecoded, for a wait that begins just after its run ended
+(before the views have it): the latest per workflow, at most this many and bytes."""
+
+
+class Bell(asyncio.Event):
+    """Set when a run of the watched workflow ends or blocks; ``endings`` holds how each run
+    that rang closed (None for a block, or a record that did not decode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.endings: list[RunClosing | None] = []
+
+    def ring(self, closing: RunClosing | None = None) -> None:
+        """Record an ending (None: how is unknown) and wake the waiter."""
+        self.endings.append(closing)
+        self.set()
+
+    def take(self) -> list[RunClosing | None]:
+        """The endings rung since the last take; clears the bell."""
+        taken, self.endings = self.endings, []
+        self.clear()
+        return taken
 
 
 class RunEndings(Protocol):
     """Rings for the workflows someone waits for when one of their runs ends or blocks."""
 
-    def watch(self, workflow_id: str) -> contextlib.AbstractContextManager[asyncio.Event]:
-        """An event set whenever a run of ``workflow_id`` ends or blocks from now on, until
-        the ``with`` block is left (clear it before reading the views again)."""
+    def watch(self, workflow_id: str) -> contextlib.AbstractContextManager[Bell]:
+        """A bell rung whenever a run of ``workflow_id`` ends or blocks from now on, until
+        the ``with`` block is left (take its endings before reading the views again)."""
+
+    def answered(self, workflow_id: str, run_id: str) -> None:
+        """``run_id`` was answered from the log: reads of ``workflow_id`` wait for the views
+        to hold it closed (until :meth:`caught_up`)."""
+
+    def ahead_of_views(self, workflow_id: str) -> str | None:
+        """The run of ``workflow_id`` answered from the log and not yet seen in the views."""
+
+    def caught_up(self, workflow_id: str) -> None:
+        """The views hold what was answered for ``workflow_id`` (or waiting is over)."""
 
 
 class KafkaRunEndings:
     """:class:`RunEndings` from the events topic's records marked with the header."""
 
     def __init__(self, settings: Settings) -> None:
-        self._waiting: dict[bytes, set[asyncio.Event]] = {}
+        self._waiting: dict[bytes, set[Bell]] = {}
+        self._answered: OrderedDict[str, str] = OrderedDict()
+        self._recent: OrderedDict[bytes, tuple[str, ConsumerRecord[bytes, bytes]]] = OrderedDict()
+        self._recent_bytes = 0
+        self._codec = Codec(payload_limit=settings.payload_limit_bytes)
         self._tail = TopicTail(
             settings,
             Topics(settings.topic_prefix).events,
@@ -76,10 +131,14 @@ class KafkaRunEndings:
         await self.stop()
 
     @contextlib.contextmanager
-    def watch(self, workflow_id: str) -> Iterator[asyncio.Event]:
+    def watch(self, workflow_id: str) -> Iterator[Bell]:
         key = encode_key(workflow_id)
-        bell = asyncio.Event()
+        bell = Bell()
         self._waiting.setdefault(key, set()).add(bell)
+        recent = self._recent.get(key)
+        if recent is not None:  # it may be the one: it ended as the request came
+            run_id, record = recent
+            bell.ring(self._closing(record, run_id))
         try:
             yield bell
         finally:
@@ -89,10 +148,56 @@ class KafkaRunEndings:
                 if not bells:
                     del self._waiting[key]
 
+    def answered(self, workflow_id: str, run_id: str) -> None:
+        self._answered[workflow_id] = run_id
+        self._answered.move_to_end(workflow_id)
+        while len(self._answered) > ANSWERED_KEPT:
+            self._answered.popitem(last=False)
+
+    def ahead_of_views(self, workflow_id: str) -> str | None:
+        return self._answered.get(workflow_id)
+
+    def caught_up(self, workflow_id: str) -> None:
+        self._answered.pop(workflow_id, None)
+
     def _deliver(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        if record.key is None or record.key not in self._waiting:
+        if record.key is None:
             return
-        if not any(name == RUN_ENDED_HEADER for name, _ in record.headers):
+        ended = next((value for name, value in record.headers if name == RUN_ENDED_HEADER), None)
+        if ended is None:
             return
-        for bell in self._waiting.get(record.key, ()):
-            bell.set()
+        run_id = ended.decode(errors="replace")
+        self._remember(record.key, run_id, record)
+        bells = self._waiting.get(record.key)
+        if bells:
+            closing = self._closing(record, run_id)
+            for bell in bells:
+                bell.ring(closing)
+
+    def _remember(self, key: bytes, run_id: str, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Keep the latest ending of ``key`` (bounded by count and bytes, oldest out first)."""
+        before = self._recent.pop(key, None)
+        if before is not None:
+            self._recent_bytes -= len(before[1].value or b"")
+        self._recent[key] = (run_id, record)
+        self._recent_bytes += len(record.value or b"")
+        while self._recent and (
+            len(self._recent) > RECENT_KEPT or self._recent_bytes > RECENT_BYTES
+        ):
+            _, (_, oldest) = self._recent.popitem(last=False)
+            self._recent_bytes -= len(oldest.value or b"")
+
+    def _closing(self, record: ConsumerRecord[bytes, bytes], run_id: str) -> RunClosing | None:
+        """How the record's batch closes ``run_id``: None for a block, or when the record does
+        not decode (the projector dead-letters it; the waiter reads the views)."""
+        try:
+            batch = self._codec.decode_batch(
+                record.value, topic=record.topic, partition=record.partition, offset=record.offset
+            )
+        except DecodeError as err:
+            _log.debug("a marked record did not decode", extra={"error": str(err)})
+            return None
+        for event in reversed(batch.events):
+            if isinstance(event, CLOSING_EVENTS) and event.run_id == run_id:
+                return run_closing(event)
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from aion_common.domain import validate_id
 from aion_common.kafka import partition_for
+from aion_projector.api._endings import Bell
 from aion_projector.api._models import (
     ArchivedHistoryOut,
     ArchivedIncarnationOut,
@@ -32,6 +34,7 @@ from aion_projector.api._paths import WORKFLOW
 from aion_projector.api._problems import PROBLEM_MEDIA_TYPE, ProblemError
 from aion_projector.api._state import ApiState, state
 from aion_projector.archive import read_history
+from aion_projector.changes import RunClosing
 from aion_projector.queries import (
     HistoryEntry,
     RunView,
@@ -45,10 +48,18 @@ from aion_projector.queries import (
     refusal,
     refusals,
     registry,
+    run_status,
 )
 from aion_projector.schema import RunStatus
 
-__all__ = ["CURSOR_PATTERN", "MAX_LIST", "MAX_WAIT", "engine_absence", "router"]
+__all__ = [
+    "CURSOR_PATTERN",
+    "MAX_LIST",
+    "MAX_WAIT",
+    "engine_absence",
+    "router",
+    "views_caught_up",
+]
 
 CURSOR_PATTERN = "^[A-Za-z0-9_=-]+$"
 
@@ -61,6 +72,8 @@ MAX_REFUSALS = 100
 # milliseconds: read them again after 2, 4, 8 … 128 ms, then go back to waiting.
 _CATCH_UP_FIRST_S = 0.002
 _CATCH_UP_LAST_S = 0.128
+# How long a read of a workflow answered from the log waits for the views to hold it.
+_VIEWS_BEHIND_MAX_S = 1.0
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
 State = Annotated[ApiState, Depends(state)]
@@ -135,6 +148,7 @@ async def _describe(st: ApiState, workflow_id: str) -> WorkflowDescription | Non
 async def describe_route(st: State, workflow_id: WorkflowId) -> Description:
     """Status, current run, the run chain (oldest first), and children with their outcomes."""
     validate_id(workflow_id)
+    await views_caught_up(st, workflow_id)
     found = await _describe(st, workflow_id)
     if found is None:
         raise await _not_found(st, workflow_id)
@@ -150,6 +164,7 @@ async def history_route(
 ) -> HistoryPage:
     """Events from ``from_seq`` on, across every run; 404 if the workflow is unknown."""
     validate_id(workflow_id)
+    await views_caught_up(st, workflow_id)
     async with st.sessions() as session:
         entries = await history(session, workflow_id, from_seq=from_seq, limit=limit)
         missing = not entries and await describe(session, workflow_id) is None
@@ -202,6 +217,7 @@ async def tree_route(
 ) -> TreeOut:
     """The workflow and the children its runs scheduled, ``depth`` levels down."""
     validate_id(workflow_id)
+    await views_caught_up(st, workflow_id)
     async with st.sessions() as session:
         root = await child_tree(session, workflow_id, depth=depth)
     if root is None:
@@ -267,7 +283,7 @@ def _closed(status: str) -> bool:
     return not RunStatus(status).is_open and status != RunStatus.CONTINUED_AS_NEW
 
 
-def _result(workflow_id: str, run: RunView) -> ResultOut:
+def _result(workflow_id: str, run: RunView | RunClosing) -> ResultOut:
     closed = _closed(run.status)
     blocked = run.status == RunStatus.BLOCKED
     return ResultOut(
@@ -321,8 +337,10 @@ async def result_route(
         ),
     ] = None,
 ) -> ResultOut:
-    """Long-poll the views until the workflow's run closes or ``wait`` seconds pass (answered
-    within milliseconds of the run's end: the API follows the events topic for it).
+    """Long-poll until the workflow's run closes or ``wait`` seconds pass: answered within
+    milliseconds of the run's end, from its ending on the events topic, which the API follows
+    (a describe, history or tree read of the workflow after that waits until the views hold
+    it too; lists follow within milliseconds).
 
     200: closed — ``status`` is COMPLETED, FAILED, CANCELLED, TERMINATED or TIMED_OUT, with
     ``result`` or ``error_message``/``error_details``/``error_type``/``error_traceback``. 202:
@@ -343,8 +361,8 @@ async def result_route(
         if given is not None:
             validate_id(given, what=what)
     deadline = time.monotonic() + wait
-    interval = st.poll_interval
-    catch_up: float | None = None  # after a ring: the views are about to follow the log
+    pace = _Pace(interval=st.poll_interval)
+    followed = set() if run_id is None else {run_id}  # the runs whose ending answers
     with _bell(st, workflow_id) as rang:  # listening before the first read: no ring missed
         while True:
             found, run = await _outcome(st, workflow_id, command_id, run_id)
@@ -352,20 +370,21 @@ async def result_route(
                 return _result(workflow_id, run)
             if run is not None and run.status == RunStatus.BLOCKED:
                 break  # waiting on would wait for an operator
+            if run is not None:
+                followed.add(run.run_id)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if rang.is_set():
-                rang.clear()
-                catch_up = _CATCH_UP_FIRST_S
-            if catch_up is not None and catch_up <= _CATCH_UP_LAST_S:
-                await asyncio.sleep(min(catch_up, remaining))
-                catch_up *= 2
+            if not rang.is_set() and await pace.pause(rang, remaining):
                 continue
-            catch_up = None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rang.wait(), min(interval, remaining))
-            interval = min(interval * 2, 1.0)
+            if rang.is_set():  # answered from the ending itself, before the views have it
+                # No run asked for and none in the views yet: the run that ended is the one.
+                anyone = command_id is None and run_id is None and run is None
+                ended = _ending(rang.take(), followed, anyone=anyone)
+                if ended is not None and st.endings is not None:
+                    st.endings.answered(workflow_id, ended.run_id)
+                    return _result(workflow_id, ended)
+                pace.catch_up = _CATCH_UP_FIRST_S  # the views follow the log: read them again
     if found is None and command_id is None and run_id is None:
         raise await _not_found(st, workflow_id)
     response.status_code = 202
@@ -375,12 +394,70 @@ async def result_route(
     return _result(workflow_id, run)
 
 
-def _bell(st: ApiState, workflow_id: str) -> contextlib.AbstractContextManager[asyncio.Event]:
-    """Set when a run of ``workflow_id`` ends or blocks on the log (one that never rings
+@dataclass(slots=True)
+class _Pace:
+    """When a result long-poll reads the views again: after a ring it cannot answer from,
+    at once and then after 2, 4 … 128 ms (``catch_up``); otherwise at the next ring or
+    ``interval`` (doubling to 1 s), whichever comes first."""
+
+    interval: float
+    catch_up: float | None = None
+
+    async def pause(self, rang: Bell, remaining: float) -> bool:
+        """Wait until the next read; True when it is a catch-up read (no ring waited for)."""
+        if self.catch_up is not None and self.catch_up <= _CATCH_UP_LAST_S:
+            await asyncio.sleep(min(self.catch_up, remaining))
+            self.catch_up *= 2
+            return True
+        self.catch_up = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rang.wait(), min(self.interval, remaining))
+        self.interval = min(self.interval * 2, 1.0)
+        return False
+
+
+def _bell(st: ApiState, workflow_id: str) -> contextlib.AbstractContextManager[Bell]:
+    """Rung when a run of ``workflow_id`` ends or blocks on the log (one that never rings
     without the API's reader of run endings)."""
     if st.endings is None:
-        return contextlib.nullcontext(asyncio.Event())
+        return contextlib.nullcontext(Bell())
     return st.endings.watch(workflow_id)
+
+
+def _ending(
+    endings: list[RunClosing | None], followed: set[str], *, anyone: bool
+) -> RunClosing | None:
+    """The ending that answers the wait: a run in ``followed`` (or with ``anyone``, any run)
+    ended for good. A continue-as-new of a followed run has its next run followed."""
+    for closing in endings:
+        if closing is None or not (anyone or closing.run_id in followed):
+            continue
+        if closing.next_run_id is not None:
+            followed.add(closing.next_run_id)
+            continue
+        return closing
+    return None
+
+
+async def views_caught_up(st: ApiState, workflow_id: str) -> None:
+    """Wait (``_VIEWS_BEHIND_MAX_S`` at most) until the views hold the run of
+    ``workflow_id`` a result was just answered for from the log (decision 64): a describe, a
+    history or a tree read right after ``result()`` then shows the run closed too."""
+    if st.endings is None:
+        return
+    run_id = st.endings.ahead_of_views(workflow_id)
+    if run_id is None:
+        return
+    deadline = time.monotonic() + _VIEWS_BEHIND_MAX_S
+    pause = _CATCH_UP_FIRST_S
+    while time.monotonic() < deadline:
+        async with st.sessions() as session:
+            status = await run_status(session, workflow_id, run_id)
+        if status is not None and not RunStatus(status).is_open:
+            break
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.02)
+    st.endings.caught_up(workflow_id)
 
 
 async def _outcome(

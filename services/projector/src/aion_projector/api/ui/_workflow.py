@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import HTMLResponse, Response
 
 from aion_projector.api._paths import WORKFLOW
+from aion_projector.api._reads import views_caught_up
 from aion_projector.api._state import ApiState, state
 from aion_projector.api.ui._render import render
 from aion_projector.operations import PendingTimer, pending_timers, run_history
@@ -113,6 +114,7 @@ async def workflow_page(  # noqa: PLR0917 - FastAPI takes each query field as a 
     command: Annotated[str, Query(max_length=255)] = "",
 ) -> HTMLResponse:
     """One workflow: status, input, outcome, run chain, children, timers, history, actions."""
+    await views_caught_up(st, workflow_id)
     async with st.sessions() as session:
         page = await _load(session, workflow_id, run or None, from_seq)
     if page is None:
