@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,7 +22,13 @@ from aion_common.kafka.topics import RUN_ENDED_HEADER
 from aion_common.settings import Settings
 from aion_projector import Projection
 from aion_projector.api import create_app
-from aion_projector.api._endings import RECENT_BYTES, RECENT_KEPT, Bell, KafkaRunEndings
+from aion_projector.api._endings import (
+    RECENT_BYTES,
+    RECENT_KEPT,
+    RECENT_S,
+    Bell,
+    KafkaRunEndings,
+)
 from aion_projector.changes import RunClosing, run_closing
 
 from .conftest import MemorySink, Sessions, _client
@@ -281,4 +288,22 @@ def test_the_latest_endings_kept_are_bounded_by_count_and_bytes() -> None:
     assert b"big" in endings._recent
     assert len(endings._recent) < 20
     endings._deliver(ending(b"big", 5))  # the latest per workflow replaces the one before
-    assert endings._recent_bytes == sum(len(r.value or b"") for _, r in endings._recent.values())
+    assert endings._recent_bytes == sum(
+        len(e.record.value or b"") for e in endings._recent.values()
+    )
+
+
+def test_an_ending_older_than_recent_s_does_not_ring_a_new_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endings = KafkaRunEndings(Settings())  # not started: records handed in directly
+    record = ConsumerRecord(
+        "events", 0, 0, 0, 0, b"w", b"x", None, 1, 0, ((RUN_ENDED_HEADER, b"r"),)
+    )
+    endings._deliver(record)
+    with endings.watch("w") as young:
+        assert young.take() == [None]  # rung at once (the record does not decode)
+    later = time.monotonic() + RECENT_S + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    with endings.watch("w") as old:
+        assert not old.is_set()

@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka.structs import ConsumerRecord
@@ -38,6 +40,7 @@ __all__ = [
     "ANSWERED_KEPT",
     "RECENT_BYTES",
     "RECENT_KEPT",
+    "RECENT_S",
     "Bell",
     "KafkaRunEndings",
     "RunEndings",
@@ -50,8 +53,18 @@ ANSWERED_KEPT = 4096
 forgotten first: a run nobody describes must not be kept forever)."""
 RECENT_KEPT = 1024
 RECENT_BYTES = 8 * 1024 * 1024
+RECENT_S = 5.0
 """The latest endings kept, undecoded, for a wait that begins just after its run ended
-(before the views have it): the latest per workflow, at most this many and bytes."""
+(before the views have it): the latest per workflow, at most this many and bytes, and only
+this young (an older one is in the views; it must not answer for a purged and reused id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    run_id: str
+    record: ConsumerRecord[bytes, bytes]
+    at: float
+    """When it was read (monotonic)."""
 
 
 class Bell(asyncio.Event):
@@ -98,7 +111,7 @@ class KafkaRunEndings:
     def __init__(self, settings: Settings) -> None:
         self._waiting: dict[bytes, set[Bell]] = {}
         self._answered: OrderedDict[str, str] = OrderedDict()
-        self._recent: OrderedDict[bytes, tuple[str, ConsumerRecord[bytes, bytes]]] = OrderedDict()
+        self._recent: OrderedDict[bytes, _Ended] = OrderedDict()
         self._recent_bytes = 0
         self._codec = Codec(payload_limit=settings.payload_limit_bytes)
         self._tail = TopicTail(
@@ -136,9 +149,8 @@ class KafkaRunEndings:
         bell = Bell()
         self._waiting.setdefault(key, set()).add(bell)
         recent = self._recent.get(key)
-        if recent is not None:  # it may be the one: it ended as the request came
-            run_id, record = recent
-            bell.ring(self._closing(record, run_id))
+        if recent is not None and time.monotonic() - recent.at <= RECENT_S:
+            bell.ring(self._closing(recent.record, recent.run_id))  # it ended as the wait began
         try:
             yield bell
         finally:
@@ -178,14 +190,14 @@ class KafkaRunEndings:
         """Keep the latest ending of ``key`` (bounded by count and bytes, oldest out first)."""
         before = self._recent.pop(key, None)
         if before is not None:
-            self._recent_bytes -= len(before[1].value or b"")
-        self._recent[key] = (run_id, record)
+            self._recent_bytes -= len(before.record.value or b"")
+        self._recent[key] = _Ended(run_id, record, time.monotonic())
         self._recent_bytes += len(record.value or b"")
         while self._recent and (
             len(self._recent) > RECENT_KEPT or self._recent_bytes > RECENT_BYTES
         ):
-            _, (_, oldest) = self._recent.popitem(last=False)
-            self._recent_bytes -= len(oldest.value or b"")
+            _, oldest = self._recent.popitem(last=False)
+            self._recent_bytes -= len(oldest.record.value or b"")
 
     def _closing(self, record: ConsumerRecord[bytes, bytes], run_id: str) -> RunClosing | None:
         """How the record's batch closes ``run_id``: None for a block, or when the record does
