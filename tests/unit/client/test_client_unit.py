@@ -394,3 +394,67 @@ async def test_a_retry_after_is_waited_however_long_the_client_has_retried(
         await client.signal("w", "go", 1, request_id="sig-1")
     assert len(waits) == 8
     assert all(2.0 <= wait <= 2.4 for wait in waits), waits
+
+
+def _schedule_json(schedule_id: str) -> dict[str, object]:
+    return {
+        "id": schedule_id,
+        "type": "report",
+        "input": None,
+        "spec": "every 1h",
+        "overlap": "skip",
+        "jitter_ms": 0,
+        "catchup_window_ms": 60_000,
+        "paused": True,
+        "note": "",
+        "next_fire": None,
+        "last_fire": None,
+        "started": 0,
+        "skipped": 0,
+        "missed": 0,
+        "buffered": None,
+        "running": [],
+        "last_started": None,
+        "pending_triggers": 0,
+    }
+
+
+async def test_a_schedule_list_is_a_tuple_that_says_when_it_may_be_old() -> None:
+    """Decision 62: the API lists the schedules as last read while Kafka is away; the list
+    carries its flag and reason, and is still the tuple callers had before."""
+    reason = "Kafka at 127.0.0.1:9 is unreachable: the schedules as last read"
+    answers = iter(
+        [
+            {"items": [_schedule_json("a"), _schedule_json("b")], "stale": True},
+            {"items": [_schedule_json("a")], "stale": True, "stale_reason": reason},
+            {"items": [_schedule_json("a")], "stale": False, "stale_reason": None},
+            {"items": []},  # an API from before decision 62
+        ]
+    )
+    transport = httpx.MockTransport(lambda _r: httpx.Response(200, json=next(answers)))
+    async with AionClient("http://x", transport=transport) as client:
+        unexplained, stale, current, old_api = [await client.schedules() for _ in range(4)]
+    assert isinstance(stale, tuple)
+    assert [s.id for s in unexplained] == ["a", "b"]
+    assert (unexplained.stale, unexplained.stale_reason) == (True, None)
+    assert (stale.stale, stale.stale_reason, len(stale), stale[0].id) == (True, reason, 1, "a")
+    assert stale == current == (current[0],)  # compared as the tuples they are
+    assert reason in repr(stale)
+    assert (current.stale, current.stale_reason) == (False, None)
+    assert (old_api, old_api.stale, old_api.stale_reason) == ((), False, None)
+
+
+async def test_a_refused_schedule_write_raises_with_the_apis_words() -> None:
+    detail = "Kafka at 127.0.0.1:9 is unreachable: schedule 'a' was not written; retry"
+    transport = httpx.MockTransport(lambda _r: _problem(503, detail, retry_after="2"))
+    async with AionClient("http://x", transport=transport) as client:
+        for write in (
+            client.create_schedule("a", "report", every="1h"),
+            client.create_schedule("a", "report", every="1h", replace=True),
+            client.delete_schedule("a"),
+        ):
+            with pytest.raises(AionApiError) as caught:
+                await write
+            assert (caught.value.kind, caught.value.detail) == ("unavailable", detail)
+            assert caught.value.retry_after == 2.0
+            assert detail in str(caught.value)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -54,11 +55,11 @@ class Output:
 
     def error(self, message: str) -> None:
         """A message on stderr."""
-        self.errors.print(f"[bold red]error:[/] {message}")
+        self.errors.print(f"[bold red]error:[/] {escape(message)}")
 
     def note(self, message: str) -> None:
         """A warning on stderr that does not change the outcome (``--json`` keeps stdout)."""
-        self.errors.print(f"[yellow]note:[/] {message}")
+        self.errors.print(f"[yellow]note:[/] {escape(message)}")
 
     def retrying(self, note: RetryNote) -> None:
         """The progress note before a command is sent again, on stderr."""

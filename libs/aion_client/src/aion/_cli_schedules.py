@@ -82,6 +82,9 @@ def _show(out: Output, schedule: Schedule, verb: str = "") -> int:
 
 async def _list(client: AionClient, _args: argparse.Namespace, out: Output) -> int:
     schedules = await client.schedules()
+    if schedules.stale:  # on stderr, so --json's stdout stays the list it always was
+        why = f": {schedules.stale_reason}" if schedules.stale_reason else ""
+        out.note(f"these schedules are as last read, and may be out of date{why}")
     if out.as_json:
         out.json([s.raw for s in schedules])
         return EXIT_OK

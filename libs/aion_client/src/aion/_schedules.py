@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
 
 from aion._results import Schedule
 
-__all__ = ["ScheduleCalls"]
+__all__ = ["ScheduleCalls", "ScheduleList"]
+
+
+class ScheduleList(tuple[Schedule, ...]):
+    """Every schedule, by id — a tuple, as :meth:`ScheduleCalls.schedules` always returned —
+    and whether it may be out of date.
+
+    While the API cannot read the schedule topics (Kafka is away, or it reads them again after
+    an outage) it answers the schedules as it last read them: ``stale`` is then true and
+    ``stale_reason`` says why (decision 62). A change made meanwhile may be missing."""
+
+    stale: bool
+    """The list is the API's last complete read, not a current one."""
+    stale_reason: str | None
+    """Why the list may be old (None while it is current)."""
+
+    def __new__(
+        cls, items: Iterable[Schedule] = (), *, stale: bool = False, stale_reason: str | None = None
+    ) -> Self:
+        """``items`` with the API's ``stale`` flag and reason."""
+        made = super().__new__(cls, items)
+        made.stale = stale
+        made.stale_reason = stale_reason
+        return made
+
+    def __repr__(self) -> str:
+        stale = f", stale_reason={self.stale_reason!r}" if self.stale else ""
+        return f"ScheduleList({tuple.__repr__(self)}{stale})"
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ScheduleList:
+        """From the API's JSON (an API from before decision 62 sends no flag: current)."""
+        reason = body.get("stale_reason")
+        return cls(
+            (Schedule.from_json(item) for item in body["items"]),
+            stale=bool(body.get("stale", False)),
+            stale_reason=None if reason is None else str(reason),
+        )
 
 
 def _segment(text: str) -> str:
@@ -50,10 +88,10 @@ class ScheduleCalls:
         response = await self._call("PUT" if replace else "POST", path, json=body)
         return Schedule.from_json(response.json())
 
-    async def schedules(self) -> tuple[Schedule, ...]:
-        """Every schedule."""
-        body = (await self._call("GET", "/v1/schedules")).json()
-        return tuple(Schedule.from_json(item) for item in body["items"])
+    async def schedules(self) -> ScheduleList:
+        """Every schedule (a tuple); its ``stale`` is true, and ``stale_reason`` says why,
+        while the API answers the schedules as last read (Kafka away, or read again)."""
+        return ScheduleList.from_json((await self._call("GET", "/v1/schedules")).json())
 
     async def schedule(self, schedule_id: str) -> Schedule:
         """One schedule (:class:`AionApiError` ``not-found`` if it does not exist)."""

@@ -68,6 +68,7 @@ from aion._results import (
     Refusal,
     Route,
     Run,
+    Schedule,
     WaitingOn,
     WaitItem,
     WorkflowDescription,
@@ -76,7 +77,7 @@ from aion._results import (
     WorkflowSummary,
     WorkflowTree,
 )
-from aion._schedules import ScheduleCalls
+from aion._schedules import ScheduleCalls, ScheduleList
 from aion._stack_home import find_api
 from aion_common.domain.outcomes import IdReusePolicy
 
@@ -104,6 +105,8 @@ __all__ = [
     "RetryNote",
     "Route",
     "Run",
+    "Schedule",
+    "ScheduleList",
     "WaitItem",
     "WaitingOn",
     "WorkflowDescription",
