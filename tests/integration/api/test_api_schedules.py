@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aion_common.domain import OverlapPolicy, ScheduleState
 from aion_common.settings import Settings
 from aion_projector.api import create_app
-from aion_projector.api._schedules import MemorySchedules
+from aion_projector.api._schedules import KafkaSchedules, MemorySchedules
 
 from .conftest import MemorySink, _client
 from .test_api_reads import assert_problem
@@ -77,23 +79,29 @@ async def test_schedules_as_last_read_are_marked_stale_and_unread_ones_are_503(
     listed = (await api.get("/v1/schedules")).json()
     assert (listed["stale"], listed["stale_reason"]) == (False, None)
 
-    store.stale = "Kafka at 127.0.0.1:9 is unreachable: the schedules as last read"
+    store.stale = "Kafka at 127.0.0.1:9 is unreachable"
     listed = (await api.get("/v1/schedules")).json()
     assert [s["id"] for s in listed["items"]] == ["nightly"]
     assert (listed["stale"], listed["stale_reason"]) == (True, store.stale)
     assert (await api.get("/v1/schedules/nightly")).status_code == 200
 
-    # Never read: nothing to answer from, so no empty list and no 404 either.
+    # Never read: nothing to answer from, so no empty list and no 404 either; a write says
+    # it did nothing.
     store.loaded = False
-    for answer in (
-        await api.get("/v1/schedules"),
-        await api.get("/v1/schedules/nightly"),
-        await api.post("/v1/schedules/other", json=body),
-        await api.post("/v1/schedules/nightly/pause"),
+    for answer, refused in (
+        (await api.get("/v1/schedules"), ""),
+        (await api.get("/v1/schedules/nightly"), ""),
+        (await api.post("/v1/schedules/other", json=body), "schedule 'other' was not created"),
+        (await api.post("/v1/schedules/nightly/pause"), "schedule 'nightly' was not paused"),
+        (await api.delete("/v1/schedules/nightly"), "schedule 'nightly' was not deleted"),
     ):
         problem = assert_problem(answer, 503, "unavailable")
-        assert "not known yet" in problem["detail"], problem
+        assert problem["detail"] == (
+            "the schedules are not known yet: this API has not read them from Kafka (Kafka "
+            f"at 127.0.0.1:9 is unreachable){'; ' if refused else ''}{refused}; retry"
+        )
         assert answer.headers["retry-after"] == "2"
+    assert list(store.entries) == ["nightly"]
 
 
 @pytest.mark.parametrize(
@@ -123,3 +131,35 @@ async def test_invalid_schedules_say_why(
     assert answer.status_code == status, answer.text
     assert detail in answer.text
     assert not store.entries
+
+
+async def test_a_write_kafka_does_not_acknowledge_in_time_is_answered_before_the_client_gives_up(
+    sqlite_views: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka holds a send while the broker is away until it returns, however long: the
+    API bounds it and says the change may still be written (decision 66)."""
+    settings = Settings(bootstrap_servers="127.0.0.1:9", topic_prefix="slow")
+    store = KafkaSchedules(settings, produce_timeout_s=0.2)
+    never = asyncio.Event()
+
+    async def unacknowledged(*_args: object) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(store, "_connected", True)  # as if the writer had started
+    for name in ("put", "delete", "trigger"):
+        monkeypatch.setattr(store._writer, name, unacknowledged)
+    app = create_app(
+        settings, session_factory=sqlite_views, command_sink=MemorySink(), schedules=store
+    )
+    async with _client(app) as api:
+        began = time.monotonic()
+        answer = await api.put("/v1/schedules/nightly", json={"type": "report", "every": "1h"})
+        took = time.monotonic() - began
+    problem = assert_problem(answer, 503, "unavailable")
+    assert answer.headers["retry-after"] == "1"
+    assert took < 2, f"answered after {took:.1f} s"
+    assert problem["detail"] == (
+        "the Kafka cluster did not acknowledge the definition of schedule 'nightly' within "
+        "0.2 s; it may still be written when Kafka answers: look before you retry (GET the "
+        "schedule)"
+    )

@@ -23,6 +23,7 @@ from api.dataset import populate
 
 from aion_common.kafka import Topics, ensure_topics
 from aion_common.settings import Settings
+from aion_common.testing.broker import KafkaBroker
 from aion_projector import connect, migrate, session_factory
 
 AION = shutil.which("aion", path=str(Path(sys.executable).parent))
@@ -214,3 +215,45 @@ def test_without_kafka_the_api_reads_and_refuses_commands_fast_and_the_cli_retri
         assert "signal 'go' to w-1 was not confirmed" in result.stderr
         assert "request id sig-1" in result.stderr
         assert "unreachable" in result.stderr
+
+
+def test_schedule_list_warns_while_stale_and_a_refused_write_says_why(
+    own_broker: KafkaBroker, sqlite_url: str
+) -> None:
+    """With Kafka away the API lists the schedules as last read: `aion schedule list` still
+    shows them, with a note on stderr saying they may be out of date and why (--json's stdout
+    stays the list); a write is refused at once, saying what was not done (decision 66)."""
+    env = os.environ | {
+        "AION_DATABASE_URL": sqlite_url,
+        "AION_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
+        "AION_TOPIC_PREFIX": "cli-sched",
+        "AION_PARTITIONS": "2",
+    }
+    env.pop("AION_API_TOKEN", None)
+    with _serving(env) as url:
+        created = aion(url, "schedule", "create", "nightly", "--type", "report", "--every", "1h")
+        assert created.returncode == 0, created.stderr
+        listed = aion(url, "schedule", "list")
+        assert (listed.returncode, "nightly" in listed.stdout, listed.stderr) == (0, True, "")
+
+        own_broker.stop()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/health/ready", timeout=5).json()["kafka"]["reachable"]:
+            assert time.monotonic() < deadline, "the API never saw Kafka away"
+            time.sleep(0.1)
+        note = (
+            "note: these schedules are as last read, and may be out of date: "
+            f"Kafka at {own_broker.bootstrap_servers} is unreachable"
+        )
+        listed = aion(url, "schedule", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "nightly" in listed.stdout
+        assert listed.stderr.strip() == note
+        as_json = aion(url, "--json", "schedule", "list")
+        assert [s["id"] for s in json.loads(as_json.stdout)] == ["nightly"]
+        assert as_json.stderr.strip() == note
+
+        deleted = aion(url, "schedule", "delete", "nightly")
+        assert deleted.returncode == 3, deleted.stderr
+        assert "the deletion of schedule 'nightly' was not written" in deleted.stderr
+        assert f"kafka at {own_broker.bootstrap_servers} unreachable" in deleted.stderr

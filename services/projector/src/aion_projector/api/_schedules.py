@@ -12,26 +12,26 @@ answered as last read, the list marked ``stale`` with the reason: a user whose s
 vanished for the length of an outage would think them deleted. Before the topics were read
 once there is nothing to answer from, and every route that reads the view answers 503 (an
 empty list, or a 404, would be a wrong answer, not an old one).
+
+A write (create, replace, pause, resume, trigger, delete) is refused at once while Kafka is
+known to be away, and otherwise answered within
+:data:`~aion_projector.api._schedule_store.WRITE_ANSWER_S`: a 503 with ``Retry-After`` and a
+detail saying how far it got, never a request held past the client's timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from aion_common.codecs import Codec
 from aion_common.domain import (
     DEFAULT_CATCHUP_WINDOW_MS,
-    InfrastructureError,
     InvalidInput,
     OverlapPolicy,
     Payload,
@@ -43,215 +43,35 @@ from aion_common.domain import (
     validate_name,
     validate_schedule_id,
 )
-from aion_common.kafka.link import BrokerLink, is_retriable
-from aion_common.kafka.schedules import ScheduleEntry, ScheduleView, ScheduleWriter
-from aion_common.settings import Settings
+from aion_common.kafka.schedules import ScheduleEntry
 from aion_projector.api._problems import ProblemError
+from aion_projector.api._schedule_store import (
+    WRITE_ANSWER_S,
+    KafkaSchedules,
+    MemorySchedules,
+    ScheduleStore,
+    ScheduleUnavailable,
+)
 from aion_projector.api._state import ApiState, state
 
-__all__ = ["KafkaSchedules", "MemorySchedules", "ScheduleStore", "router"]
+__all__ = [
+    "WRITE_ANSWER_S",
+    "KafkaSchedules",
+    "MemorySchedules",
+    "ScheduleStore",
+    "ScheduleUnavailable",
+    "router",
+]
 
-_log = logging.getLogger("aion.api")
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 State = Annotated[ApiState, Depends(state)]
 ScheduleId = Annotated[str, Path(min_length=1, max_length=200, description="Schedule id.")]
-_READ_BACK_S = 15.0
-_CATCH_UP_S = 30.0
 _NOT_LOADED_RETRY_AFTER_S = 2
 _OVERLAP = {
     "skip": OverlapPolicy.SKIP,
     "buffer": OverlapPolicy.BUFFER_ONE,
     "allow": OverlapPolicy.ALLOW_ALL,
 }
-
-
-class ScheduleStore(Protocol):
-    """What the schedule routes read and write."""
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the schedules were read at least once (before that, reads mean nothing)."""
-
-    def stale_reason(self) -> str | None:
-        """Why the schedules as read may be out of date, or None while they are current."""
-
-    def get(self, schedule_id: str) -> ScheduleEntry | None:
-        """One schedule, or None."""
-
-    def all(self) -> list[ScheduleEntry]:
-        """Every schedule, by id."""
-
-    async def put(self, record: ScheduleRecord) -> None:
-        """Write a definition; return once it is read back."""
-
-    async def delete(self, schedule_id: str) -> None:
-        """Delete a schedule; return once read back."""
-
-    async def trigger(self, trigger: ScheduleTrigger) -> None:
-        """Ask for a fire now."""
-
-
-class MemorySchedules:
-    """Schedules in memory (tests of the routes)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, ScheduleEntry] = {}
-        self.triggers: list[ScheduleTrigger] = []
-        self.loaded = True
-        self.stale: str | None = None
-
-    def stale_reason(self) -> str | None:
-        """What a test set in :attr:`stale`."""
-        return self.stale
-
-    def get(self, schedule_id: str) -> ScheduleEntry | None:
-        """One schedule."""
-        return self.entries.get(schedule_id)
-
-    def all(self) -> list[ScheduleEntry]:
-        """Every schedule."""
-        return [self.entries[k] for k in sorted(self.entries)]
-
-    async def put(self, record: ScheduleRecord) -> None:
-        """Store it."""
-        previous = self.entries.get(record.schedule_id)
-        self.entries[record.schedule_id] = ScheduleEntry(
-            record, None if previous is None else previous.state
-        )
-
-    async def delete(self, schedule_id: str) -> None:
-        """Forget it."""
-        self.entries.pop(schedule_id, None)
-
-    async def trigger(self, trigger: ScheduleTrigger) -> None:
-        """Keep it."""
-        self.triggers.append(trigger)
-
-
-class KafkaSchedules:
-    """The schedule topics, tailed in the background; writes wait to be read back.
-
-    Like the version catalog, it starts without Kafka (issue 19): the writer connects in the
-    background through the API's :class:`~aion_common.kafka.link.BrokerLink`, and a write
-    before then is refused as retriable (the API answers 503)."""
-
-    def __init__(
-        self, settings: Settings, *, codec: Codec | None = None, link: BrokerLink | None = None
-    ) -> None:
-        codec = codec or Codec(payload_limit=settings.payload_limit_bytes)
-        self._view = ScheduleView(settings, codec=codec)
-        self._writer = ScheduleWriter(settings, codec=codec)
-        self._link = link
-        self._connected = False
-        self._connecting: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start tailing, connect the writer, and wait (bounded) for what is there; without
-        Kafka (or a ``link`` that knows it is away) the writer goes on connecting in the
-        background and this returns at once."""
-        await self._view.start()  # retries by itself while the broker is away
-        if self._link is not None and self._link.known_down:
-            self._connecting = asyncio.create_task(self._connect(), name="api.schedules.connect")
-            return
-        try:
-            await self._writer.start()
-        except Exception as err:
-            if self._link is None or not is_retriable(err):
-                raise
-            self._connecting = asyncio.create_task(self._connect(), name="api.schedules.connect")
-            return
-        self._connected = True
-        await self._view.caught_up(_CATCH_UP_S)
-
-    async def _connect(self) -> None:
-        assert self._link is not None
-        try:
-            await self._link.retry(self._writer.start, what="starting the schedule writer")
-        except InfrastructureError:
-            _log.exception("the schedule writer cannot start: schedule changes are refused (503)")
-            return
-        self._connected = True
-
-    async def stop(self) -> None:
-        """Stop tailing and disconnect; idempotent."""
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None:
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, InfrastructureError):
-                await connecting
-        await self._view.stop()
-        await self._writer.stop()
-
-    def _check_connected(self) -> None:
-        if not self._connected:
-            link = self._link
-            where = "the Kafka cluster" if link is None else f"Kafka at {link.bootstrap}"
-            raise InfrastructureError(
-                f"{where} is not reachable yet; the schedules cannot be written: retry",
-                retriable=True,
-            )
-
-    @property
-    def loaded(self) -> bool:
-        """The topics were read to their ends at least once."""
-        return self._view.loaded
-
-    @property
-    def view_loads(self) -> int:
-        """How often the view read the topics to their ends (again after each lost broker)."""
-        return self._view.loads
-
-    def stale_reason(self) -> str | None:
-        """Kafka is known to be away, or the view is being read again since it was lost."""
-        link = self._link
-        if link is not None and link.known_down:
-            return f"Kafka at {link.bootstrap} is unreachable: the schedules as last read"
-        since = self._view.stale_since
-        if since is not None:
-            at = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
-            return f"reading the schedules again after losing Kafka at {at}: as last read"
-        return None
-
-    def get(self, schedule_id: str) -> ScheduleEntry | None:
-        """One schedule as last read."""
-        return self._view.get(schedule_id)
-
-    def all(self) -> list[ScheduleEntry]:
-        """Every schedule as last read."""
-        return self._view.all()
-
-    async def put(self, record: ScheduleRecord) -> None:
-        """Write the definition; wait until read back."""
-        self._check_connected()
-        await self._writer.put(record)
-        await _read_back(lambda: _record_of(self._view.get(record.schedule_id)) == record)
-
-    async def delete(self, schedule_id: str) -> None:
-        """Tombstone the definition; wait until read back."""
-        self._check_connected()
-        await self._writer.delete(schedule_id)
-        await _read_back(lambda: self._view.get(schedule_id) is None)
-
-    async def trigger(self, trigger: ScheduleTrigger) -> None:
-        """Write the trigger request (the scheduler deletes it once handled)."""
-        self._check_connected()
-        await self._writer.trigger(trigger)
-
-
-def _record_of(entry: ScheduleEntry | None) -> ScheduleRecord | None:
-    return None if entry is None else entry.record
-
-
-async def _read_back(done: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + _READ_BACK_S
-    while not done():
-        if time.monotonic() > deadline:
-            raise InfrastructureError(
-                f"the schedule was written to Kafka but not read back within {_READ_BACK_S:.0f} "
-                "s; it takes effect once the schedules topic is readable",
-                retriable=True,
-            )
-        await asyncio.sleep(0.02)
 
 
 class ScheduleRequest(BaseModel):
@@ -383,23 +203,37 @@ def _store(st: ApiState) -> ScheduleStore:
     return st.schedules
 
 
-def _view(st: ApiState) -> ScheduleStore:
-    """The store, once it has something to answer from (503 before: not an empty answer)."""
+def _view(st: ApiState, refused: str = "") -> ScheduleStore:
+    """The store, once it has something to answer from (503 before: not an empty answer);
+    ``refused`` says what a write did not do."""
     store = _store(st)
     if not store.loaded:
-        reason = store.stale_reason() or "they have not been read from Kafka yet"
+        reason = store.stale_reason()
+        why = "this API has not read them from Kafka" + (f" ({reason})" if reason else "")
+        nothing = f"; {refused}" if refused else ""
         raise ProblemError(
             503,
             "unavailable",
-            f"the schedules are not known yet ({reason}); retry",
+            f"the schedules are not known yet: {why}{nothing}; retry",
             headers={"Retry-After": str(_NOT_LOADED_RETRY_AFTER_S)},
         )
     return store
 
 
-def _existing(st: ApiState, schedule_id: str) -> ScheduleEntry:
+@contextlib.contextmanager
+def _answered() -> Iterator[None]:
+    """A write the store could not carry out or confirm, as a 503 problem with its words."""
+    try:
+        yield
+    except ScheduleUnavailable as err:
+        raise ProblemError(
+            503, "unavailable", str(err), headers={"Retry-After": str(err.retry_after_s)}
+        ) from err
+
+
+def _existing(st: ApiState, schedule_id: str, refused: str = "") -> ScheduleEntry:
     validate_schedule_id(schedule_id)
-    entry = _view(st).get(schedule_id)
+    entry = _view(st, refused).get(schedule_id)
     if entry is None:
         raise ProblemError(404, "not-found", f"schedule {schedule_id!r} does not exist")
     return entry
@@ -457,36 +291,40 @@ async def get_route(st: State, schedule_id: ScheduleId) -> ScheduleOut:
 async def create_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest) -> ScheduleOut:
     """Create ``schedule_id``; 409 if it exists (``PUT`` replaces)."""
     record = _record(st, schedule_id, body)
-    if _view(st).get(schedule_id) is not None:
+    if _view(st, f"schedule {schedule_id!r} was not created").get(schedule_id) is not None:
         raise ProblemError(
             409, "conflict", f"schedule {schedule_id!r} exists; replace it with PUT (--replace)"
         )
-    await _store(st).put(record)
+    with _answered():
+        await _store(st).put(record)
     return ScheduleOut.of(_existing(st, schedule_id))
 
 
 @router.put("/{schedule_id}", summary="Create or replace a schedule")
 async def replace_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest) -> ScheduleOut:
     """Write ``schedule_id``'s definition; fires count from now."""
-    await _store(st).put(_record(st, schedule_id, body))
+    record = _record(st, schedule_id, body)
+    with _answered():
+        await _store(st).put(record)
     return ScheduleOut.of(_existing(st, schedule_id))
 
 
 async def _set_paused(st: ApiState, schedule_id: str, paused: bool) -> ScheduleOut:
-    entry = _existing(st, schedule_id)
+    verb = "paused" if paused else "resumed"
+    entry = _existing(st, schedule_id, f"schedule {schedule_id!r} was not {verb}")
     if entry.record.paused != paused:
         now = datetime.now(UTC)
         record = entry.record
-        await _store(st).put(
-            ScheduleRecord(
-                **{
-                    **{f: getattr(record, f) for f in record.__dataclass_fields__},
-                    "paused": paused,
-                    "not_before": now,
-                    "updated_at": now,
-                }
-            )
+        changed = ScheduleRecord(
+            **{
+                **{f: getattr(record, f) for f in record.__dataclass_fields__},
+                "paused": paused,
+                "not_before": now,
+                "updated_at": now,
+            }
         )
+        with _answered():
+            await _store(st).put(changed)
     return ScheduleOut.of(_existing(st, schedule_id))
 
 
@@ -508,22 +346,23 @@ async def trigger_route(
 ) -> TriggerAccepted:
     """Start a run now, under the schedule's overlap policy; a retried request with the same
     ``request_id`` starts one run."""
-    _existing(st, schedule_id)
+    _existing(st, schedule_id, f"schedule {schedule_id!r} was not triggered")
     request_id = (body.request_id if body else None) or str(uuid.uuid4())
     try:
         trigger_key(schedule_id, request_id).encode("utf-8")
     except UnicodeEncodeError as err:
         raise ProblemError(400, "invalid-input", f"request id: {err}") from err
-    await _store(st).trigger(
-        ScheduleTrigger(
-            schedule_id=schedule_id, request_id=request_id, requested_at=datetime.now(UTC)
-        )
+    trigger = ScheduleTrigger(
+        schedule_id=schedule_id, request_id=request_id, requested_at=datetime.now(UTC)
     )
+    with _answered():
+        await _store(st).trigger(trigger)
     return TriggerAccepted(schedule_id=schedule_id, request_id=request_id)
 
 
 @router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule")
 async def delete_route(st: State, schedule_id: ScheduleId) -> None:
     """Delete ``schedule_id``: no more fires; runs it started go on."""
-    _existing(st, schedule_id)
-    await _store(st).delete(schedule_id)
+    _existing(st, schedule_id, f"schedule {schedule_id!r} was not deleted")
+    with _answered():
+        await _store(st).delete(schedule_id)

@@ -69,7 +69,7 @@ async def run_api(
     cluster = KafkaClusterView(settings)
     catalog = KafkaCatalog(settings, link=sink.link)
     desk = KafkaQueryDesk(settings, sink)
-    schedules = KafkaSchedules(settings, link=sink.link)
+    schedules = KafkaSchedules(settings, link=sink.link, produce_timeout_s=timeout_s)
     endings = KafkaRunEndings(settings)
     try:
         await migrate(engine)
