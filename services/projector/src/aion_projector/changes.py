@@ -59,7 +59,6 @@ from aion_projector.activity_view import (
 from aion_projector.schema import ChildState, RunStatus
 
 __all__ = [
-    "CLOSING_EVENTS",
     "ApplyStats",
     "ClosingEvent",
     "Row",
@@ -104,13 +103,7 @@ ClosingEvent = (
     | WorkflowTimedOut
     | WorkflowContinuedAsNew
 )
-CLOSING_EVENTS = (
-    WorkflowCompleted,
-    WorkflowFailed,
-    WorkflowCancelled,
-    WorkflowTimedOut,
-    WorkflowContinuedAsNew,
-)
+"""The events that close a run: :data:`~aion_common.domain.TERMINAL_EVENT_TYPES`, typed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

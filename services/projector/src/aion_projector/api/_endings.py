@@ -24,17 +24,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from aiokafka.structs import ConsumerRecord
 
 from aion_common.codecs import Codec, encode_key
-from aion_common.domain import DecodeError
+from aion_common.domain import TERMINAL_EVENT_TYPES, DecodeError
 from aion_common.kafka import Topics
 from aion_common.kafka.topics import RUN_ENDED_HEADER
 from aion_common.settings import Settings
 from aion_projector.api._tail import TopicTail
-from aion_projector.changes import CLOSING_EVENTS, RunClosing, run_closing
+from aion_projector.changes import ClosingEvent, RunClosing, run_closing
 
 __all__ = [
     "ANSWERED_KEPT",
@@ -210,6 +210,6 @@ class KafkaRunEndings:
             _log.debug("a marked record did not decode", extra={"error": str(err)})
             return None
         for event in reversed(batch.events):
-            if isinstance(event, CLOSING_EVENTS) and event.run_id == run_id:
-                return run_closing(event)
+            if isinstance(event, TERMINAL_EVENT_TYPES) and event.run_id == run_id:
+                return run_closing(cast("ClosingEvent", event))
         return None
