@@ -191,3 +191,29 @@ async def test_registry_dead_letters_keyboard_and_a_narrow_window(
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"the list scrolls sideways at 360 px ({width} px wide)"
     await shot(page, artifacts, "09-list-narrow")
+
+
+async def test_schedules_are_listed_on_their_page(
+    page: Page, aion_client: AionClient, artifacts: Path
+) -> None:
+    schedule_id = "ui-nightly"
+    note = "made by the browser test"
+    await aion_client.create_schedule(
+        schedule_id, "examples.fanout", {"items": 1}, every="1h", paused=True, note=note
+    )
+    try:
+        await page.goto("/")
+        await (
+            page.get_by_role("navigation", name="Main")
+            .get_by_role("link", name="Schedules")
+            .click()
+        )
+        await expect(page.get_by_role("heading", name="Schedules", level=1)).to_be_visible()
+        row = page.locator("tbody tr", has_text=schedule_id)
+        await expect(row.locator("td[data-label='Spec']")).to_have_text("every 3600s")
+        await expect(row.locator("td[data-label='Next fire']")).to_have_text("paused")
+        await expect(row).to_contain_text(note)
+        await expect(page.get_by_text("may be out of date")).to_have_count(0)
+        await shot(page, artifacts, "10-schedules")
+    finally:
+        await aion_client.delete_schedule(schedule_id)

@@ -163,3 +163,29 @@ async def test_a_write_kafka_does_not_acknowledge_in_time_is_answered_before_the
         "0.2 s; it may still be written when Kafka answers: look before you retry (GET the "
         "schedule)"
     )
+
+
+async def test_the_ui_lists_schedules_and_says_when_they_may_be_old(
+    schedule_api: tuple[httpx.AsyncClient, MemorySchedules],
+) -> None:
+    api, store = schedule_api
+    assert "No schedules." in (await api.get("/schedules")).text
+    body = {"type": "report", "every": "1h", "note": "the <daily> report"}
+    assert (await api.post("/v1/schedules/nightly", json=body)).status_code == 201
+    page = (await api.get("/schedules")).text
+    assert "<strong>nightly</strong>" in page
+    assert "<code>every 3600s</code>" in page
+    assert "the &lt;daily&gt; report" in page
+    assert 'href="/schedules" aria-current="page"' in page
+    assert "may be out of date" not in page
+
+    store.stale = "Kafka at 127.0.0.1:9 is unreachable"
+    page = (await api.get("/schedules")).text
+    assert "<strong>nightly</strong>" in page
+    assert "may be out of date</strong>: Kafka at 127.0.0.1:9 is unreachable." in page
+
+    store.loaded = False
+    answer = await api.get("/schedules")
+    assert answer.status_code == 503
+    assert "the schedules are not known yet" in answer.text
+    assert "<strong>nightly</strong>" not in answer.text

@@ -58,9 +58,12 @@ __all__ = [
     "WRITE_ANSWER_S",
     "KafkaSchedules",
     "MemorySchedules",
+    "ScheduleList",
+    "ScheduleOut",
     "ScheduleStore",
     "ScheduleUnavailable",
     "router",
+    "schedule_list",
 ]
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
@@ -272,13 +275,19 @@ def _record(st: ApiState, schedule_id: str, body: ScheduleRequest) -> ScheduleRe
         raise ProblemError(400, "invalid-input", str(err)) from err
 
 
-@router.get("", summary="List schedules")
-async def list_route(st: State) -> ScheduleList:
-    """Every schedule with its next fire and counts; ``stale`` while they are the last read."""
+def schedule_list(st: ApiState) -> ScheduleList:
+    """Every schedule as last read, ``stale`` with the reason while that read may be old
+    (the API's list and the UI's page); a 503 :class:`ProblemError` before the first read."""
     store = _view(st)
     items = [ScheduleOut.of(e) for e in store.all()]
     reason = store.stale_reason()
     return ScheduleList(items=items, stale=reason is not None, stale_reason=reason)
+
+
+@router.get("", summary="List schedules")
+async def list_route(st: State) -> ScheduleList:
+    """Every schedule with its next fire and counts; ``stale`` while they are the last read."""
+    return schedule_list(st)
 
 
 @router.get("/{schedule_id}", summary="Describe a schedule")

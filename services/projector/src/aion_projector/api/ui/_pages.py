@@ -1,4 +1,4 @@
-"""The list, registry and dead-letter pages."""
+"""The list, registry, dead-letter and schedule pages."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import HTMLResponse
 
 from aion_common.domain import InvalidInput, validate_id, validate_name
+from aion_projector.api._problems import ProblemError
+from aion_projector.api._schedules import schedule_list
 from aion_projector.api._state import ApiState, state
 from aion_projector.api.ui._render import render
 from aion_projector.operations import (
@@ -193,3 +195,17 @@ async def dead_letters_page(
         letters_after=letters_after,
         nav="dead-letters",
     )
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+async def schedules_page(st: State) -> HTMLResponse:
+    """Every schedule, its next and last fire and counts; marked while they are the last
+    read (Kafka away, or read again: decision 62), and said when not read yet."""
+    try:
+        listed = schedule_list(st)
+    except ProblemError as err:
+        error: str | None = err.detail
+        return render(
+            "schedules.html", status_code=err.status, error=error, listed=None, nav="schedules"
+        )
+    return render("schedules.html", listed=listed, error=None, nav="schedules")
