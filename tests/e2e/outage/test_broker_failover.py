@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.protocol.admin import DescribeConfigsRequest
+from aiokafka.protocol.metadata import MetadataRequest
 
 from aion_common.kafka import Topics, ensure_topics
 from aion_dev import Stack, StackConfig
@@ -109,6 +111,9 @@ async def test_weaker_existing_topics_are_warned_about(
                 for t in weak.all()
             ]
         )
+        # CreateTopics answers once the controller committed them; each node applies that to
+        # its own metadata moments later, and ensure_topics asks random nodes
+        await _until_every_node_has(admin, list(weak.all()), {"min.insync.replicas": "1"})
     finally:
         await admin.close()
     with caplog.at_level("WARNING", logger="aion.kafka.durability"):
@@ -116,6 +121,34 @@ async def test_weaker_existing_topics_are_warned_about(
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "aion.kafka.durability"]
     assert f"{weak.events}: replication factor 1 < AION_REPLICATION_FACTOR=3" in warning
     assert f"{weak.events}: min.insync.replicas=1 < 2" in warning
+
+
+async def _until_every_node_has(
+    admin: AIOKafkaAdminClient, topics: list[str], configs: dict[str, str], timeout: float = 30
+) -> None:
+    """Until every broker lists ``topics`` (with their partitions) and reports ``configs``
+    for each: a topic just created is not yet known to every node."""
+    resources = [(ConfigResourceType.TOPIC, t, list(configs)) for t in topics]
+    async with asyncio.timeout(timeout):
+        for node in [b.nodeId for b in admin._client.cluster.brokers()]:
+            while True:
+                known: Any = await admin._send_request(
+                    MetadataRequest(topics, allow_auto_topic_creation=False), node
+                )
+                described: Any = await admin._send_request(DescribeConfigsRequest(resources), node)
+                listed = {
+                    t["topic"]
+                    for t in known.to_object()["topics"]
+                    if t["error_code"] == 0 and t["partitions"]
+                }
+                reported = {
+                    name
+                    for error, _message, _kind, name, entries in described.resources
+                    if error == 0 and {e[0]: e[1] for e in entries if e[0] in configs} == configs
+                }
+                if listed == reported == set(topics):
+                    break
+                await asyncio.sleep(0.05)
 
 
 async def _ride(stack: Stack, fanout: FanOut, kill: bool) -> dict[str, int]:
