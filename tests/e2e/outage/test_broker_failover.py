@@ -168,7 +168,9 @@ async def _ride(stack: Stack, fanout: FanOut, kill: bool) -> dict[str, int]:
             else:  # left dead: the whole fan-out runs on the two that remain
                 await victim.hold(sig=signal.SIGKILL)
                 # and the engine and watcher start again while the dead broker is still in the
-                # cluster's metadata (it is fenced ~9 s later): their start-up must ride it out
+                # cluster's metadata: their start-up must ride it out (they reach Kafka ~1 s
+                # after the kill; it is fenced 3 s after its last heartbeat, the harness's
+                # broker.session.timeout.ms, or 4-5 s when it was the active controller)
                 for name in RESTARTED:
                     pid = stack.processes[name].pid
                     assert pid is not None

@@ -316,6 +316,13 @@ class KafkaBroker:
             "transaction.state.log.num.partitions": "10",
             "share.coordinator.state.topic.replication.factor": replicas,
             "share.coordinator.state.topic.min.isr": min_isr,
+            # A SIGKILLed node's old registration lives until its session expires: the controller
+            # refuses the restarted node (a new incarnation) until then, and the dead node stays
+            # its partitions' leader. Kafka's 9 s made a killed test broker take ~13 s to return,
+            # 3 s takes ~5.5 s; six heartbeats per session. (A new active controller restarts
+            # every session, so a controller election cannot fence a live node.)
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "500",
             "group.initial.rebalance.delay.ms": "0",
             # Crash tests use short session timeouts so a killed member leaves the group fast.
             "group.min.session.timeout.ms": "1000",
