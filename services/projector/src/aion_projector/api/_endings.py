@@ -98,8 +98,9 @@ class RunEndings(Protocol):
         """``run_id`` was answered from the log: reads of ``workflow_id`` wait for the views
         to hold it closed (until :meth:`caught_up`)."""
 
-    def ahead_of_views(self, workflow_id: str) -> str | None:
-        """The run of ``workflow_id`` answered from the log and not yet seen in the views."""
+    def ahead_of_views(self, workflow_id: str) -> tuple[str, float] | None:
+        """The run of ``workflow_id`` answered from the log and not yet seen in the views,
+        and when (``time.monotonic()``)."""
 
     def caught_up(self, workflow_id: str) -> None:
         """The views hold what was answered for ``workflow_id`` (or waiting is over)."""
@@ -110,7 +111,7 @@ class KafkaRunEndings:
 
     def __init__(self, settings: Settings) -> None:
         self._waiting: dict[bytes, set[Bell]] = {}
-        self._answered: OrderedDict[str, str] = OrderedDict()
+        self._answered: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._recent: OrderedDict[bytes, _Ended] = OrderedDict()
         self._recent_bytes = 0
         self._codec = Codec(payload_limit=settings.payload_limit_bytes)
@@ -161,12 +162,12 @@ class KafkaRunEndings:
                     del self._waiting[key]
 
     def answered(self, workflow_id: str, run_id: str) -> None:
-        self._answered[workflow_id] = run_id
+        self._answered[workflow_id] = (run_id, time.monotonic())
         self._answered.move_to_end(workflow_id)
         while len(self._answered) > ANSWERED_KEPT:
             self._answered.popitem(last=False)
 
-    def ahead_of_views(self, workflow_id: str) -> str | None:
+    def ahead_of_views(self, workflow_id: str) -> tuple[str, float] | None:
         return self._answered.get(workflow_id)
 
     def caught_up(self, workflow_id: str) -> None:

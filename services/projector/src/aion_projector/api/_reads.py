@@ -72,8 +72,10 @@ MAX_REFUSALS = 100
 # milliseconds: read them again after 2, 4, 8 … 128 ms, then go back to waiting.
 _CATCH_UP_FIRST_S = 0.002
 _CATCH_UP_LAST_S = 0.128
-# How long a read of a workflow answered from the log waits for the views to hold it.
-_VIEWS_BEHIND_MAX_S = 1.0
+# How long after a result answered from the log a read of that workflow may wait for the views
+# to hold it: the projector follows within milliseconds, but a stack just started (its group
+# still joining) or a busy machine can hold it back for seconds.
+_VIEWS_BEHIND_MAX_S = 15.0
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
 State = Annotated[ApiState, Depends(state)]
@@ -440,15 +442,17 @@ def _ending(
 
 
 async def views_caught_up(st: ApiState, workflow_id: str) -> None:
-    """Wait (``_VIEWS_BEHIND_MAX_S`` at most) until the views hold the run of
-    ``workflow_id`` a result was just answered for from the log (decision 64): a describe, a
-    history or a tree read right after ``result()`` then shows the run closed too."""
+    """Wait until the views hold the run of ``workflow_id`` a result was answered for from
+    the log (decision 64), at most until ``_VIEWS_BEHIND_MAX_S`` after that answer: a
+    describe, a history or a tree read right after ``result()`` then shows the run closed
+    too."""
     if st.endings is None:
         return
-    run_id = st.endings.ahead_of_views(workflow_id)
-    if run_id is None:
+    ahead = st.endings.ahead_of_views(workflow_id)
+    if ahead is None:
         return
-    deadline = time.monotonic() + _VIEWS_BEHIND_MAX_S
+    run_id, answered_at = ahead
+    deadline = answered_at + _VIEWS_BEHIND_MAX_S
     pause = _CATCH_UP_FIRST_S
     while time.monotonic() < deadline:
         async with st.sessions() as session:
