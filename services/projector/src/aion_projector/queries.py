@@ -53,6 +53,7 @@ __all__ = [
     "refusal",
     "refusals",
     "registry",
+    "result_run",
     "run_status",
     "stored_offsets",
 ]
@@ -565,6 +566,30 @@ async def command_run(session: AsyncSession, workflow_id: str, command_id: str) 
     )
     found = (await session.execute(statement)).first()
     return None if found is None else str(found[0])
+
+
+async def result_run(
+    session: AsyncSession, workflow_id: str, first_run_id: str | None = None
+) -> tuple[bool, RunView | None]:
+    """What a result wait reads: whether the views hold the run asked for, and that run —
+    the current run of ``workflow_id``, or with ``first_run_id`` the last run of the chain that
+    run began. One query where a describe makes five."""
+    runs = select(_RUNS).where(_RUNS.c.workflow_id == workflow_id)
+    if first_run_id is None:
+        current = and_(
+            _W.c.workflow_id == _RUNS.c.workflow_id, _W.c.current_run_id == _RUNS.c.run_id
+        )
+        statement = runs.join(_W, current)
+    else:
+        statement = (
+            runs.where(_RUNS.c.first_run_id == first_run_id)
+            .order_by(_RUNS.c.start_seq.desc())
+            .limit(1)
+        )
+    found = (await session.execute(statement)).mappings().first()
+    if found is None:
+        return False, None
+    return True, RunView(**{k: found[k] for k in RunView.__dataclass_fields__})
 
 
 async def run_status(session: AsyncSession, workflow_id: str, run_id: str) -> str | None:

@@ -48,6 +48,7 @@ from aion_projector.queries import (
     refusal,
     refusals,
     registry,
+    result_run,
     run_status,
 )
 from aion_projector.schema import RunStatus
@@ -387,7 +388,7 @@ async def result_route(
                     st.endings.answered(workflow_id, ended.run_id)
                     return _result(workflow_id, ended)
                 pace.catch_up = _CATCH_UP_FIRST_S  # the views follow the log: read them again
-    if found is None and command_id is None and run_id is None:
+    if not found and command_id is None and run_id is None:
         raise await _not_found(st, workflow_id)
     response.status_code = 202
     response.headers["Retry-After"] = "1"
@@ -466,8 +467,8 @@ async def views_caught_up(st: ApiState, workflow_id: str) -> None:
 
 async def _outcome(
     st: ApiState, workflow_id: str, command_id: str | None, run_id: str | None
-) -> tuple[WorkflowDescription | None, RunView | None]:
-    """The workflow as the views hold it, and the run the caller waits for (None while the
+) -> tuple[bool, RunView | None]:
+    """Whether the views hold the workflow, and the run the caller waits for (None while the
     command has not taken effect); raises the 409 problem if the engine refused
     ``command_id``."""
     async with st.sessions() as session:
@@ -475,15 +476,12 @@ async def _outcome(
             refused = await refusal(session, workflow_id, command_id)
             if refused is not None:
                 raise _refused(RefusalOut.of(refused))
-        found = await describe(session, workflow_id)
-        if found is None:
-            return None, None
-        if run_id is not None:
-            chain = [r for r in found.runs if r.first_run_id == run_id]
-            return found, chain[-1] if chain else None
+        found, run = await result_run(session, workflow_id, run_id)
+        if run is None or run_id is not None:
+            return found, run
         if command_id is not None and not await command_applied(session, workflow_id, command_id):
             return found, None
-        return found, found.current_run
+        return found, run
 
 
 async def engine_absence(st: ApiState, workflow_id: str) -> str | None:
