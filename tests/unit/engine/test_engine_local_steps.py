@@ -22,7 +22,7 @@ from aion_common.domain import (
     WorkflowFailed,
 )
 from aion_engine import local_steps, replay_history
-from aion_engine._context import local_step_name
+from aion_engine._context import local_step_name, local_step_options
 from aion_engine.registry import WorkflowRegistry
 
 CALLS: list[tuple[str, int]] = []
@@ -182,6 +182,21 @@ def test_a_steps_name_is_the_same_in_every_version_of_its_package() -> None:
     assert local_step_name(fn) == "shop.flows.charge"
     with pytest.raises(InvalidInput, match="module-level function"):
         local_step_name(lambda: None)
+
+
+def test_a_steps_name_and_options_are_worked_out_once_and_refusals_every_time() -> None:
+    assert local_step_name(double) == local_step_name(double) == f"{__name__}.double"
+    for _ in range(2):
+        with pytest.raises(InvalidInput, match="module-level function"):
+            local_step_name(lambda: None)
+        with pytest.raises(InvalidInput, match="at most 5 s"):
+            local_step_options(None, 6)
+    assert local_step_options(None, 1.0) is local_step_options(None, 1.0)
+    listed = RetryPolicy(non_retryable_errors=["KeyError"])  # a list: not hashable
+    options = local_step_options(listed, 2)
+    assert options.retry.non_retryable_errors == ("KeyError",)
+    assert options.start_to_close_ms == 2000
+    assert local_step_options(None, 2).retry.non_retryable_errors == ()
 
 
 def test_a_batch_runs_at_most_max_rounds_then_retries_on_a_durable_timer() -> None:

@@ -9,8 +9,11 @@ same history always drives the code through the same decisions.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -247,10 +250,24 @@ def activity_name(activity: str | Callable[..., Any]) -> str:
     return found.name
 
 
+_STEP_NAMES: weakref.WeakKeyDictionary[Callable[..., Any], str] = weakref.WeakKeyDictionary()
+"""Each step function's recorded name, worked out once per function, not at every step."""
+
+
 def local_step_name(fn: Callable[..., Any]) -> str:
     """A local step's recorded type: its ``@activity.defn`` name, else ``module.qualname``;
     the function itself must be one the engine can find again by that name after a restart
     (:mod:`aion_engine.local_steps`), so a lambda or a nested function is refused."""
+    try:
+        return _STEP_NAMES[fn]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable
+        name = _local_step_name(fn)
+    with contextlib.suppress(TypeError):
+        _STEP_NAMES[fn] = name
+    return name
+
+
+def _local_step_name(fn: Callable[..., Any]) -> str:
     found = activity_definition(fn)
     if found is not None:
         return found.name
@@ -268,7 +285,18 @@ def local_step_name(fn: Callable[..., Any]) -> str:
 def local_step_options(
     retry: RetryPolicy | None, start_to_close: float | timedelta
 ) -> ActivityOptions:
-    """A local step's options: the reserved queue and its start-to-close bound."""
+    """A local step's options: the reserved queue and its start-to-close bound (the same
+    options for the same arguments, worked out once: they are immutable)."""
+    try:
+        return _local_step_options(retry, start_to_close)
+    except TypeError:  # unhashable: a RetryPolicy with a list of error names
+        return _local_step_options.__wrapped__(retry, start_to_close)
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _local_step_options(
+    retry: RetryPolicy | None, start_to_close: float | timedelta
+) -> ActivityOptions:
     ms = _optional_ms(start_to_close, "start_to_close")
     assert ms is not None
     if ms > LOCAL_STEP_LIMIT_MS:
