@@ -219,7 +219,8 @@ async def run_batch(
                 run_attempt(task, function_of(task), threads, payload_limit=payload_limit)
                 for task in local
             ]
-            reports = list(await asyncio.gather(*calls))
+            # one attempt (a workflow's next step): awaited in this task, not one of gather's
+            reports = [await calls[0]] if len(calls) == 1 else list(await asyncio.gather(*calls))
         local = []
         for report in reports:
             local.extend(handle(report))
