@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from aion_common.domain import InfrastructureError
 from aion_common.kafka.link import BrokerLink
@@ -47,7 +48,7 @@ class ScriptedProbe:
 
     async def __call__(self) -> None:
         if not self.up:
-            raise _AWAY
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
 
     async def close(self) -> None:
         pass
