@@ -61,13 +61,7 @@ def _connection(producer: FakeProducer, link: BrokerLink | None) -> WriterConnec
 
 
 def _link(probe: ScriptedProbe) -> BrokerLink:
-    return BrokerLink(
-        Settings(bootstrap_servers="127.0.0.1:9"),
-        name="test",
-        interval_s=0.05,
-        down_interval_s=0.05,
-        probe=probe,
-    )
+    return BrokerLink(Settings(bootstrap_servers="127.0.0.1:9"), name="test", probe=probe)
 
 
 async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
