@@ -145,7 +145,7 @@ async def test_a_write_kafka_does_not_acknowledge_in_time_is_answered_before_the
     async def unacknowledged(*_args: object) -> None:
         await never.wait()
 
-    monkeypatch.setattr(store, "_connected", True)  # as if the writer had started
+    monkeypatch.setattr(store._connection, "_connected", True)  # as if the writer had started
     for name in ("put", "delete", "trigger"):
         monkeypatch.setattr(store._writer, name, unacknowledged)
     app = create_app(

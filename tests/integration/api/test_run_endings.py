@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -79,6 +80,12 @@ class HandBell:
         await asyncio.wait_for(self._watched[workflow_id].wait(), 10)
 
 
+@pytest.fixture
+def hand() -> HandBell:
+    """The API's run endings, rung by the test."""
+    return HandBell()
+
+
 def _app(sessions: Sessions, hand: HandBell, *, poll_interval: float) -> FastAPI:
     return create_app(
         Settings(),
@@ -87,6 +94,25 @@ def _app(sessions: Sessions, hand: HandBell, *, poll_interval: float) -> FastAPI
         poll_interval=poll_interval,
         run_endings=hand,
     )
+
+
+@contextlib.asynccontextmanager
+async def _result_poll(
+    sessions: Sessions,
+    hand: HandBell,
+    *,
+    poll_interval: float,
+    wait: float,
+    run_id: str | None = None,
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Task[httpx.Response]]]:
+    """The API with a long poll of ``order-3``'s result under way, its bell being watched."""
+    params: dict[str, str | float] = {"wait": wait}
+    if run_id is not None:
+        params["run_id"] = run_id
+    async with _client(_app(sessions, hand, poll_interval=poll_interval)) as client:
+        waiting = asyncio.create_task(client.get("/v1/workflows/order-3/result", params=params))
+        await hand.listening("order-3")
+        yield client, waiting
 
 
 _DONE = WorkflowCompleted(
@@ -110,14 +136,10 @@ async def _complete_order_3(sessions: Sessions) -> None:
 
 @pytest.mark.parametrize("views_first", [True, False], ids=["views-first", "ring-first"])
 async def test_a_ring_answers_the_result_long_poll_at_once(
-    sqlite_views: Sessions, views_first: bool
+    sqlite_views: Sessions, hand: HandBell, views_first: bool
 ) -> None:
-    hand = HandBell()
-    async with _client(_app(sqlite_views, hand, poll_interval=_POLL_S)) as client:
-        waiting = asyncio.create_task(
-            client.get("/v1/workflows/order-3/result", params={"wait": _WAIT_S})
-        )
-        await hand.listening("order-3")
+    polling = _result_poll(sqlite_views, hand, poll_interval=_POLL_S, wait=_WAIT_S)
+    async with polling as (_, waiting):
         # The engine's record and the projector's write race: either may come first (the
         # route reads the views again for a moment after a ring).
         if views_first:
@@ -133,14 +155,10 @@ async def test_a_ring_answers_the_result_long_poll_at_once(
 
 
 async def test_a_ring_for_a_run_still_open_in_the_views_keeps_waiting(
-    sqlite_views: Sessions,
+    sqlite_views: Sessions, hand: HandBell
 ) -> None:
-    hand = HandBell()
-    async with _client(_app(sqlite_views, hand, poll_interval=0.05)) as client:
-        waiting = asyncio.create_task(
-            client.get("/v1/workflows/order-3/result", params={"wait": 0.6})
-        )
-        await hand.listening("order-3")
+    polling = _result_poll(sqlite_views, hand, poll_interval=0.05, wait=0.6)
+    async with polling as (_, waiting):
         hand.ring("order-3")
         answer = await asyncio.wait_for(waiting, 10)
     assert answer.status_code == 202
@@ -148,14 +166,10 @@ async def test_a_ring_for_a_run_still_open_in_the_views_keeps_waiting(
 
 
 async def test_a_ring_with_how_the_run_closed_answers_before_the_views_and_reads_wait_for_them(
-    sqlite_views: Sessions,
+    sqlite_views: Sessions, hand: HandBell
 ) -> None:
-    hand = HandBell()
-    async with _client(_app(sqlite_views, hand, poll_interval=_POLL_S)) as client:
-        waiting = asyncio.create_task(
-            client.get("/v1/workflows/order-3/result", params={"wait": _WAIT_S})
-        )
-        await hand.listening("order-3")
+    polling = _result_poll(sqlite_views, hand, poll_interval=_POLL_S, wait=_WAIT_S)
+    async with polling as (client, waiting):
         hand.ring("order-3", run_closing(_DONE))  # the views never hear of it before the answer
         answer = await asyncio.wait_for(waiting, _WAIT_S - 5)
         assert answer.status_code == 200
@@ -179,8 +193,9 @@ async def test_a_ring_with_how_the_run_closed_answers_before_the_views_and_reads
         assert again.json()["events"][-1]["event_type"] == "WorkflowCompleted"
 
 
-async def test_reads_long_after_an_answer_from_the_log_do_not_wait(sqlite_views: Sessions) -> None:
-    hand = HandBell()
+async def test_reads_long_after_an_answer_from_the_log_do_not_wait(
+    sqlite_views: Sessions, hand: HandBell
+) -> None:
     hand.answered("order-3", "r-o3")
     hand.answered_at["order-3"] -= 60  # answered a minute ago; the views never got it
     async with _client(_app(sqlite_views, hand, poll_interval=_POLL_S)) as client:
@@ -189,16 +204,14 @@ async def test_reads_long_after_an_answer_from_the_log_do_not_wait(sqlite_views:
     assert not hand.ahead
 
 
-async def test_an_ending_of_another_run_does_not_answer(sqlite_views: Sessions) -> None:
-    hand = HandBell()
+async def test_an_ending_of_another_run_does_not_answer(
+    sqlite_views: Sessions, hand: HandBell
+) -> None:
     other = RunClosing(
         workflow_id="order-3", run_id="r-other", status="COMPLETED", closed_at=T0, result="1"
     )
-    async with _client(_app(sqlite_views, hand, poll_interval=0.05)) as client:
-        waiting = asyncio.create_task(
-            client.get("/v1/workflows/order-3/result", params={"wait": 0.6, "run_id": "r-o3"})
-        )
-        await hand.listening("order-3")
+    polling = _result_poll(sqlite_views, hand, poll_interval=0.05, wait=0.6, run_id="r-o3")
+    async with polling as (_, waiting):
         hand.ring("order-3", other)
         answer = await asyncio.wait_for(waiting, 10)
     assert answer.status_code == 202
@@ -206,8 +219,9 @@ async def test_an_ending_of_another_run_does_not_answer(sqlite_views: Sessions) 
     assert not hand.ahead
 
 
-async def test_a_continue_as_new_is_followed_to_the_chains_end(sqlite_views: Sessions) -> None:
-    hand = HandBell()
+async def test_a_continue_as_new_is_followed_to_the_chains_end(
+    sqlite_views: Sessions, hand: HandBell
+) -> None:
     continued = RunClosing(
         workflow_id="order-3",
         run_id="r-o3",
@@ -223,11 +237,8 @@ async def test_a_continue_as_new_is_followed_to_the_chains_end(sqlite_views: Ses
         error_message="boom",
         error_type="ValueError",
     )
-    async with _client(_app(sqlite_views, hand, poll_interval=_POLL_S)) as client:
-        waiting = asyncio.create_task(
-            client.get("/v1/workflows/order-3/result", params={"wait": _WAIT_S, "run_id": "r-o3"})
-        )
-        await hand.listening("order-3")
+    polling = _result_poll(sqlite_views, hand, poll_interval=_POLL_S, wait=_WAIT_S, run_id="r-o3")
+    async with polling as (_, waiting):
         hand.ring("order-3", continued)
         hand.ring("order-3", failed)
         answer = await asyncio.wait_for(waiting, _WAIT_S - 5)

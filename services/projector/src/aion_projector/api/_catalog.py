@@ -12,9 +12,6 @@ then (or while the cluster is away) is refused as retriable, which the API answe
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -22,12 +19,11 @@ from typing import Protocol
 from aion_common.codecs import Codec
 from aion_common.domain import InfrastructureError, PackageRecord, RouteRecord
 from aion_common.kafka.catalog import CatalogReader, CatalogWriter
-from aion_common.kafka.link import BrokerLink, is_retriable
+from aion_common.kafka.link import BrokerLink
 from aion_common.settings import Settings
+from aion_projector.api._writer import WriterConnection, read_back
 
 __all__ = ["CatalogState", "KafkaCatalog", "MemoryCatalog", "VersionCatalog"]
-
-_log = logging.getLogger("aion.api")
 
 _READ_BACK_S = 15.0
 _CATCH_UP_S = 30.0
@@ -118,48 +114,29 @@ class KafkaCatalog(CatalogState):
         self._reader = CatalogReader(settings, self, codec=codec)
         self._writer = CatalogWriter(settings, codec=codec)
         self._link = link
-        self._connected = False
-        self._connecting: asyncio.Task[None] | None = None
+        self._connection = WriterConnection(
+            self._writer,
+            link,
+            what="the catalog writer",
+            refused="version changes are refused",
+            task_name="api.catalog.connect",
+        )
 
     async def start(self) -> None:
         """Connect the writer and start tailing; waits (bounded) for the catalog to be read.
         Without Kafka (or a ``link`` that knows it is away) the writer goes on connecting in
         the background and the API starts at once."""
         await self._reader.start()
-        if self._link is not None and self._link.known_down:
-            self._connecting = asyncio.create_task(self._connect(), name="api.catalog.connect")
-            return
-        try:
-            await self._writer.start()
-        except Exception as err:
-            if self._link is None or not is_retriable(err):
-                raise
-            self._connecting = asyncio.create_task(self._connect(), name="api.catalog.connect")
-            return
-        self._connected = True
-        await self._reader.caught_up(_CATCH_UP_S)
-
-    async def _connect(self) -> None:
-        assert self._link is not None
-        try:
-            await self._link.retry(self._writer.start, what="starting the catalog writer")
-        except InfrastructureError:
-            _log.exception("the catalog writer cannot start: version changes are refused (503)")
-            return
-        self._connected = True
+        if await self._connection.start():
+            await self._reader.caught_up(_CATCH_UP_S)
 
     async def stop(self) -> None:
         """Stop tailing and disconnect; idempotent."""
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None:
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, InfrastructureError):
-                await connecting
         await self._reader.stop()
-        await self._writer.stop()
+        await self._connection.stop()
 
     def _check_connected(self) -> None:
-        if not self._connected:
+        if not self._connection.connected:
             link = self._link
             where = "the Kafka cluster" if link is None else f"Kafka at {link.bootstrap}"
             raise InfrastructureError(
@@ -189,12 +166,9 @@ class KafkaCatalog(CatalogState):
 
 
 async def _read_back(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _READ_BACK_S
-    while not done():
-        if time.monotonic() > deadline:
-            raise InfrastructureError(
-                f"{what} was written to Kafka but not read back within {_READ_BACK_S:.0f} s; "
-                "it takes effect once the catalog topics are readable",
-                retriable=True,
-            )
-        await asyncio.sleep(0.02)
+    if not await read_back(done, deadline=time.monotonic() + _READ_BACK_S):
+        raise InfrastructureError(
+            f"{what} was written to Kafka but not read back within {_READ_BACK_S:.0f} s; "
+            "it takes effect once the catalog topics are readable",
+            retriable=True,
+        )

@@ -13,8 +13,6 @@ the API did not answer (decision 66).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,10 +20,11 @@ from typing import Protocol
 
 from aion_common.codecs import Codec
 from aion_common.domain import InfrastructureError, ScheduleRecord, ScheduleTrigger
-from aion_common.kafka.link import BrokerLink, is_retriable
+from aion_common.kafka.link import BrokerLink
 from aion_common.kafka.schedules import ScheduleEntry, ScheduleView, ScheduleWriter
 from aion_common.settings import Settings
 from aion_projector.api._sink import DEFAULT_PRODUCE_TIMEOUT_S
+from aion_projector.api._writer import WriterConnection, read_back
 
 __all__ = [
     "WRITE_ANSWER_S",
@@ -35,7 +34,6 @@ __all__ = [
     "ScheduleUnavailable",
 ]
 
-_log = logging.getLogger("aion.api")
 WRITE_ANSWER_S = 8.0
 """A schedule write is answered within this long (sent and read back, or a 503 saying how
 far it got): under the clients' 10 s default request timeout, so they hear what happened."""
@@ -139,52 +137,33 @@ class KafkaSchedules:
         self._writer = ScheduleWriter(settings, codec=codec)
         self._link = link
         self._send_timeout_s = min(produce_timeout_s, WRITE_ANSWER_S)
-        self._connected = False
-        self._connecting: asyncio.Task[None] | None = None
+        self._connection = WriterConnection(
+            self._writer,
+            link,
+            what="the schedule writer",
+            refused="schedule changes are refused",
+            task_name="api.schedules.connect",
+        )
 
     async def start(self) -> None:
         """Start tailing, connect the writer, and wait (bounded) for what is there; without
         Kafka (or a ``link`` that knows it is away) the writer goes on connecting in the
         background and this returns at once."""
         await self._view.start()  # retries by itself while the broker is away
-        if self._link is not None and self._link.known_down:
-            self._connecting = asyncio.create_task(self._connect(), name="api.schedules.connect")
-            return
-        try:
-            await self._writer.start()
-        except Exception as err:
-            if self._link is None or not is_retriable(err):
-                raise
-            self._connecting = asyncio.create_task(self._connect(), name="api.schedules.connect")
-            return
-        self._connected = True
-        await self._view.caught_up(_CATCH_UP_S)
-
-    async def _connect(self) -> None:
-        assert self._link is not None
-        try:
-            await self._link.retry(self._writer.start, what="starting the schedule writer")
-        except InfrastructureError:
-            _log.exception("the schedule writer cannot start: schedule changes are refused (503)")
-            return
-        self._connected = True
+        if await self._connection.start():
+            await self._view.caught_up(_CATCH_UP_S)
 
     async def stop(self) -> None:
         """Stop tailing and disconnect; idempotent."""
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None:
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, InfrastructureError):
-                await connecting
         await self._view.stop()
-        await self._writer.stop()
+        await self._connection.stop()
 
     async def _send(self, what: str, send: Callable[[], Awaitable[None]]) -> float:
         """Send ``what`` (bounded); the monotonic deadline for reading it back."""
         began = time.monotonic()
         link = self._link
         where = "the Kafka cluster" if link is None else f"Kafka at {link.bootstrap}"
-        if not self._connected or (link is not None and link.known_down):
+        if not self._connection.connected or (link is not None and link.known_down):
             why = (link.not_ready_reason() if link is not None else None) or (
                 f"{where} is not reachable yet"
             )
@@ -267,12 +246,10 @@ def _record_of(entry: ScheduleEntry | None) -> ScheduleRecord | None:
 
 
 async def _read_back(done: Callable[[], bool], what: str, deadline: float) -> None:
-    while not done():
-        if time.monotonic() > deadline:
-            raise ScheduleUnavailable(
-                f"{what} was written to Kafka, but this API has not read it back within "
-                f"{WRITE_ANSWER_S:g} s; it takes effect as written: GET the schedule to see "
-                "it once read (a retry writes it again)",
-                retry_after_s=_RETRY_AFTER_SLOW_S,
-            )
-        await asyncio.sleep(0.02)
+    if not await read_back(done, deadline=deadline):
+        raise ScheduleUnavailable(
+            f"{what} was written to Kafka, but this API has not read it back within "
+            f"{WRITE_ANSWER_S:g} s; it takes effect as written: GET the schedule to see "
+            "it once read (a retry writes it again)",
+            retry_after_s=_RETRY_AFTER_SLOW_S,
+        )

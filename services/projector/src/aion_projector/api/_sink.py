@@ -12,20 +12,17 @@ command id, which the engine applies once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import math
 from typing import Protocol
 
 from aion_common.codecs import Codec
 from aion_common.domain import Command, InfrastructureError
 from aion_common.kafka import KeyedProducer, Topics
-from aion_common.kafka.link import BrokerLink, is_retriable
+from aion_common.kafka.link import BrokerLink
 from aion_common.settings import Settings
+from aion_projector.api._writer import WriterConnection
 
 __all__ = ["DEFAULT_PRODUCE_TIMEOUT_S", "CommandNotQueued", "CommandSink", "KafkaCommandSink"]
-
-_log = logging.getLogger("aion.api")
 
 DEFAULT_PRODUCE_TIMEOUT_S = 5.0
 """Half the clients' default request timeout (10 s): a 503 reaches them before they give up."""
@@ -82,43 +79,28 @@ class KafkaCommandSink:
             # also bounds the wait for a topic's metadata inside a send
             request_timeout_ms=max(1000, math.ceil(produce_timeout_s * 1000)),
         )
-        self._connected = False
-        self._connecting: asyncio.Task[None] | None = None
+        self._connection = WriterConnection(
+            self._producer,
+            self.link,
+            what="the command producer",
+            refused="every command is refused",
+            task_name="api.connect",
+        )
 
     @property
     def connected(self) -> bool:
         """The producer is started (it may still find the cluster away)."""
-        return self._connected
+        return self._connection.connected
 
     async def start(self) -> None:
         """Connect; if the cluster does not answer, go on connecting in the background."""
         await self.link.start()
-        try:
-            await self._producer.start()
-        except InfrastructureError as err:
-            if not is_retriable(err):
-                raise
-            self._connecting = asyncio.create_task(self._connect(), name="api.connect")
-            return
-        self._connected = True
-
-    async def _connect(self) -> None:
-        try:
-            await self.link.retry(self._producer.start, what="starting the command producer")
-        except InfrastructureError:
-            _log.exception("the command producer cannot start: every command is refused (503)")
-            return
-        self._connected = True
+        await self._connection.start()
 
     async def stop(self) -> None:
         """Flush (bounded) and disconnect."""
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None:
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, InfrastructureError):
-                await connecting
         try:
-            await self._producer.stop()
+            await self._connection.stop()
         finally:
             await self.link.stop()
 
@@ -137,7 +119,7 @@ class KafkaCommandSink:
         """
         value = self._codec.encode_command(command)
         where = f"the Kafka cluster at {self.link.bootstrap}"
-        if not self._connected or self.link.known_down:
+        if not self.connected or self.link.known_down:
             reason = self.link.not_ready_reason() or f"{where}: not connected yet"
             raise CommandNotQueued(
                 f"{reason}; the command was not queued: retry with the same request_id",
