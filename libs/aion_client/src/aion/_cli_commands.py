@@ -16,6 +16,7 @@ import getpass
 import json
 from typing import Any
 
+from aion._cli_options import CONFIRM_SECONDS, WAIT_SECONDS
 from aion._cli_output import Output
 from aion._errors import AionCommandRefused
 from aion._results import Accepted, CommandStatus, Refusal, WorkflowResult
@@ -227,7 +228,7 @@ def add_command_parsers(sub: Any) -> None:
     )
     p.add_argument("--version", metavar="HASH", help="pin the run to this package version")
     _waiting(p, result=True)
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
+    p.add_argument("--timeout", type=WAIT_SECONDS, default=60.0, help="seconds --wait waits")
     p.set_defaults(handler=_start)
     p = sub.add_parser("signal", help="send a signal (with --start: signal-with-start)")
     p.add_argument("id")
@@ -260,7 +261,7 @@ def add_command_parsers(sub: Any) -> None:
     for command in ("start", "signal", "cancel", "terminate"):
         sub.choices[command].add_argument(
             "--confirm-timeout",
-            type=float,
+            type=CONFIRM_SECONDS,
             default=DEFAULT_CONFIRM_S,
             metavar="SECONDS",
             help=f"how long to wait for the engine to take or refuse it (default "

@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from aion._cli_options import QUERY_SECONDS
 from aion.client import AionApiError, AionClient, AionQueryError, AionUnavailable, WaitingOn
 
 if TYPE_CHECKING:
@@ -120,11 +121,15 @@ def add_commands(sub: Any) -> None:
         "--args", default="[]", help="JSON array of the handler's arguments (default [])"
     )
     p.add_argument("--run", help="ask this run of the workflow (default: its current run)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the engine")
+    p.add_argument(
+        "--timeout", type=QUERY_SECONDS, default=5.0, help="seconds to wait for the engine"
+    )
     p.set_defaults(handler=_query)
     p = sub.add_parser(
         "waiting", help="what a workflow waits on now, and the line its code is suspended at"
     )
     p.add_argument("id")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the engine")
+    p.add_argument(
+        "--timeout", type=QUERY_SECONDS, default=5.0, help="seconds to wait for the engine"
+    )
     p.set_defaults(handler=_waiting)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aion._cli_options import WAIT_SECONDS
 from aion.client import AionClient
 
 if TYPE_CHECKING:
@@ -384,7 +385,9 @@ def add_commands(sub: Any) -> None:
     q.add_argument("id")
     q.add_argument("version")
     q.add_argument("--run", help="the run (default: the current one)")
-    q.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the move")
+    q.add_argument(
+        "--timeout", type=WAIT_SECONDS, default=30.0, help="seconds to wait for the move"
+    )
     q.set_defaults(handler=_move)
     p = sub.add_parser(
         "replay",

@@ -10,6 +10,7 @@ from typing import Any
 from rich.tree import Tree
 
 from aion._cli_commands import show_result
+from aion._cli_options import WAIT_SECONDS
 from aion._cli_output import Output, compact, plain, table, when
 from aion._cli_queries import show_waiting, waiting_or_why
 from aion._cli_versions import fetch_history
@@ -287,5 +288,5 @@ def add_view_parsers(sub: Any) -> None:
     p = sub.add_parser("result", help="a workflow's result")
     p.add_argument("id")
     p.add_argument("--wait", action="store_true", help="wait until it closes")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
+    p.add_argument("--timeout", type=WAIT_SECONDS, default=60.0, help="seconds --wait waits")
     p.set_defaults(handler=_result)

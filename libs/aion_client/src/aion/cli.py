@@ -22,7 +22,8 @@ prints machine-readable JSON on stdout; errors always go to stderr.
 
 Commands (``start``, ``signal``, ``cancel``, ``terminate``) ride through outages: while the API
 answers 503 (it cannot reach Kafka) or cannot be reached, the command is sent again with the
-same request id (applied once) for up to ``--retry-for`` seconds (default 60; 0: no retries),
+same request id (applied once) for up to ``--retry-for`` seconds (default 60; 0: no retries;
+at most 86400, as every wait of the CLI: ``inf`` or ``nan`` is a usage error),
 with a note on stderr before each wait; giving up exits 3 and names the request id to send it
 again with (``--request-id``).
 """
@@ -46,6 +47,13 @@ from aion._cli_commands import (
     add_command_parsers,
     refused,
 )
+from aion._cli_options import (
+    DEFAULT_RETRY_FOR_S,
+    MAX_WAIT_S,
+    REQUEST_SECONDS,
+    WAIT_SECONDS,
+    retry_for_from_env,
+)
 from aion._cli_output import Output
 from aion._cli_queries import QueryUsageError
 from aion._cli_queries import add_commands as add_query_parsers
@@ -61,6 +69,7 @@ from aion.client import (
     AionUnavailable,
     AionWrongServer,
 )
+from aion_common.settings import SettingsError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main"]
 
@@ -107,14 +116,16 @@ def _parser() -> argparse.ArgumentParser:
         "directory or the nearest .aion/ above it, else http://127.0.0.1:8080)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    parser.add_argument("--request-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--request-timeout", type=REQUEST_SECONDS, default=10.0, help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--retry-for",
-        type=float,
-        default=os.environ.get("AION_RETRY_FOR", "60"),  # a string: argparse checks it
+        type=WAIT_SECONDS,
+        default=None,  # AION_RETRY_FOR, read in main so that a bad value is named as such
         metavar="SECONDS",
         help="re-send a command while the API or Kafka is away, for at most this long "
-        "(env AION_RETRY_FOR; default %(default)s; 0: never)",
+        f"(env AION_RETRY_FOR; default {DEFAULT_RETRY_FOR_S:g}; 0: never; at most {MAX_WAIT_S})",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_command_parsers(sub)
@@ -220,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from aion._cli_init import init_project  # noqa: PLC0415 - only `aion init` needs it
 
         return init_project(args.directory, out)
+    if args.retry_for is None:
+        try:
+            args.retry_for = retry_for_from_env()
+        except SettingsError as err:
+            parser.error(str(err))
     found_by = "the one --api or AION_API_URL gave"
     if args.api is None:
         args.api, found_by = find_api()

@@ -7,11 +7,12 @@ the variable, so a misconfigured service refuses to start with a clear message.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aion_common.domain.durations import MAX_DURATION_MS
 from aion_common.domain.payload import DEFAULT_PAYLOAD_LIMIT
@@ -30,12 +31,16 @@ __all__ = [
     "SettingsError",
     "TransactionMode",
     "parse_duration_ms",
+    "parse_seconds",
     "parse_whole",
     "port_from_env",
+    "seconds_option",
     "session_timeout_ms_from_env",
     "whole_from_env",
+    "whole_option",
 ]
 
+_N = TypeVar("_N", int, float)
 TransactionMode = Literal["auto", "on", "off"]
 _TRANSACTION_MODES: tuple[TransactionMode, ...] = ("auto", "on", "off")
 
@@ -247,16 +252,75 @@ def parse_whole(
     would pass ``²``, which int() refuses, and int() refuses more than 4,300 digits: both
     are checked before int() sees them.
     """
+    value = _whole_within(raw, minimum, maximum)
+    if value is None:
+        raise SettingsError(f"{name}={_shown(raw)}: {_expected(what, minimum, maximum, why)}")
+    return value
+
+
+def parse_seconds(name: str, raw: str, *, minimum: float, maximum: float, why: str = "") -> float:
+    """``raw``, the value of variable ``name``, as a plain decimal number of seconds (``30``,
+    ``0.5``) within ``minimum..maximum``; anything else (``inf``, ``nan``, ``-1``, ``1e9``)
+    is a :class:`SettingsError` naming the variable, the value and the range."""
+    value = _seconds_within(raw, minimum, maximum)
+    if value is None:
+        expected = _expected("a number of seconds", minimum, maximum, why)
+        raise SettingsError(f"{name}={_shown(raw)}: {expected}")
+    return value
+
+
+def whole_option(
+    *, minimum: int, maximum: int, what: str = "a whole number", why: str = ""
+) -> Callable[[str], int]:
+    """An argparse ``type=`` taking what :func:`parse_whole` takes; anything else is
+    argparse's usage error (``error: argument --engines: '0': expected …``, exit 2)."""
+    expected = _expected(what, minimum, maximum, why)
+    return _option(lambda raw: _whole_within(raw, minimum, maximum), expected)
+
+
+def seconds_option(*, minimum: float, maximum: float, why: str = "") -> Callable[[str], float]:
+    """An argparse ``type=`` taking what :func:`parse_seconds` takes, as :func:`whole_option`."""
+    expected = _expected("a number of seconds", minimum, maximum, why)
+    return _option(lambda raw: _seconds_within(raw, minimum, maximum), expected)
+
+
+def _option(within: Callable[[str], _N | None], expected: str) -> Callable[[str], _N]:
+    def parse(raw: str) -> _N:
+        value = within(raw)
+        if value is None:  # argparse puts "argument --flag: " before it
+            raise argparse.ArgumentTypeError(f"{_shown(raw)}: {expected}")
+        return value
+
+    return parse
+
+
+def _whole_within(raw: str, minimum: int, maximum: int) -> int | None:
     text = raw.strip()
     significant = text.lstrip("0") or "0"
     if text.isascii() and text.isdigit() and len(significant) <= len(str(maximum)):
         value = int(significant)
         if minimum <= value <= maximum:
             return value
+    return None
+
+
+_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
+"""Plain decimals of at most 12 digits before the point: float() would also take ``inf``,
+``nan``, ``1e400`` (inf), ``-1`` and ``1_0``."""
+
+
+def _seconds_within(raw: str, minimum: float, maximum: float) -> float | None:
+    text = raw.strip()
+    if _SECONDS.fullmatch(text) is None:
+        return None
+    value = float(text)
+    return value if minimum <= value <= maximum else None
+
+
+def _expected(what: str, minimum: float, maximum: float, why: str) -> str:
     because = f" ({why})" if why else ""
-    raise SettingsError(
-        f"{name}={_shown(raw)}: expected {what} from {minimum} to {maximum}{because}"
-    )
+    low, high = (f"{n:g}" if isinstance(n, float) else str(n) for n in (minimum, maximum))
+    return f"expected {what} from {low} to {high}{because}"
 
 
 def whole_from_env(

@@ -23,10 +23,23 @@ from typing import Any, TextIO, TypeVar
 
 from aion_common.kafka.link import LinkChange
 from aion_common.runtime.logging import JsonFormatter, configure_logging
-from aion_common.settings import MAX_PARTITIONS, SettingsError, whole_from_env
+from aion_common.settings import (
+    MAX_PARTITIONS,
+    MAX_PORT,
+    SettingsError,
+    whole_from_env,
+    whole_option,
+)
 from aion_common.testing import free_port
 from aion_dev.pidfile import HomeBusy
-from aion_dev.stack import Stack, StackConfig, StackError, StartupError
+from aion_dev.stack import (
+    BROKER_COUNTS,
+    MAX_ENGINES,
+    Stack,
+    StackConfig,
+    StackError,
+    StartupError,
+)
 from aion_dev.versions import CodeDeployer
 
 __all__ = ["build_config", "main"]
@@ -49,6 +62,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_STACK_FAILED = 3
 _DEFAULT_PARTITIONS = 6
+_PARTITIONS_WHY = "a local stack; each of aion's topics gets this many"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=whole_option(minimum=0, maximum=MAX_PORT, what="a port number", why="0: choose"),
         default=0,
         help=f"API port (default: {PREFERRED_API_PORT} if free, else the last one, else any free)",
     )
@@ -90,17 +104,39 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="run `aion ingress --config FILE` too (repeatable)",
     )
-    parser.add_argument("--engines", type=int, default=1, help="engine instances (default 1)")
     parser.add_argument(
-        "--brokers",
-        type=int,
+        "--engines",
+        type=whole_option(
+            minimum=1,
+            maximum=MAX_ENGINES,
+            what="a whole number of engines",
+            why="processes on this one machine; one past the partitions idles",
+        ),
         default=1,
-        help="embedded Kafka nodes (default 1); 3 runs a cluster with replication factor 3 "
-        "and 2 replicas in sync, to try a broker's failover (kill one: kill -9 <pid>, from "
-        "<home>/aion-dev.pids)",
+        metavar="N",
+        help=f"engine instances (default 1; at most {MAX_ENGINES})",
     )
     parser.add_argument(
-        "--partitions", type=int, help="partitions per topic (env AION_PARTITIONS; default 6)"
+        "--brokers",
+        type=whole_option(
+            minimum=1,
+            maximum=BROKER_COUNTS[-1],
+            what="a whole number of Kafka nodes",
+            why="each a JVM on this one machine",
+        ),
+        choices=BROKER_COUNTS,
+        default=1,
+        metavar="N",
+        help="embedded Kafka nodes (default 1); 3 runs a cluster with replication factor 3 "
+        "and 2 replicas in sync, to try a broker's failover (kill one: kill -9 <pid>, from "
+        f"<home>/aion-dev.pids); 1, or 3 to {BROKER_COUNTS[-1]}: with 2, losing either stops "
+        "writes",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=whole_option(minimum=1, maximum=MAX_PARTITIONS, why=_PARTITIONS_WHY),
+        metavar="N",
+        help="partitions per topic (env AION_PARTITIONS; default 6)",
     )
     parser.add_argument("--topic-prefix", default=env("AION_TOPIC_PREFIX", "aion"))
     parser.add_argument(
@@ -173,7 +209,7 @@ def _env_partitions() -> int:
         _DEFAULT_PARTITIONS,
         minimum=1,
         maximum=MAX_PARTITIONS,
-        why="a local stack; each of aion's topics gets this many",
+        why=_PARTITIONS_WHY,
     )
 
 
@@ -332,7 +368,10 @@ async def _until(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``aion-dev`` console script (and ``python -m aion_dev``)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.brokers > 1 and args.kafka:
+        parser.error(f"--brokers {args.brokers} starts embedded Kafka nodes: drop it or --kafka")
     _configure_logging(args.log_level, args.home)
     shown: list[str] = []
 

@@ -47,7 +47,23 @@ from aion_dev.pidfile import HomeLock, PidFile
 from aion_dev.startup import EARLY_EXITS, EXIT_USER_CODE, cause_from_log, check_user_code
 from aion_dev.supervisor import BrokerProcess, ChildProcess, SupervisedProcess
 
-__all__ = ["Stack", "StackConfig", "StackError", "StartupError", "SupervisedProcess"]
+__all__ = [
+    "BROKER_COUNTS",
+    "MAX_ENGINES",
+    "Stack",
+    "StackConfig",
+    "StackError",
+    "StartupError",
+    "SupervisedProcess",
+]
+
+MAX_ENGINES = 16
+"""The most engine processes a stack runs: they share one machine (an engine beyond the
+partitions idles), and each is a Python process with its own memory."""
+BROKER_COUNTS = (1, 3, 4, 5)
+"""Embedded Kafka nodes a stack may run. Not 2: every node is a KRaft voter and the topics keep
+2 replicas in sync, so losing either node stops writes, with no failover to try. At most 5
+(each a JVM with a 512 MiB heap on this one machine; 5 voters survive two lost nodes)."""
 
 _log = logging.getLogger("aion.dev")
 _SERVICES_GRACE_S = 20.0
@@ -104,8 +120,8 @@ class StackConfig:
     so a broken module fails the start within seconds with its error."""
     engines: int = 1
     brokers: int = 1
-    """Embedded Kafka nodes: 1, or a cluster (``kafka-1`` … ``kafka-N``, replication factor
-    ``min(N, 3)``, 2 replicas in sync once there are 3) to try failover on."""
+    """Embedded Kafka nodes: 1, or a cluster of 3 to 5 (``kafka-1`` … ``kafka-N``, replication
+    factor 3, 2 replicas in sync) to try failover on (:data:`BROKER_COUNTS`)."""
     topic_prefix: str = "aion"
     partitions: int = 6
     pythonpath: tuple[str, ...] = ()
@@ -135,10 +151,13 @@ class Stack:
         self._ready = False
         self._failure: StartupError | None = None
         self._early_exits: dict[str, int] = {}
-        if self.config.engines < 1:
-            raise StackError(f"engines={self.config.engines}: need at least one engine")
-        if self.config.brokers < 1:
-            raise StackError(f"brokers={self.config.brokers}: need at least one Kafka node")
+        if not 1 <= self.config.engines <= MAX_ENGINES:
+            raise StackError(f"engines={self.config.engines}: expected 1 to {MAX_ENGINES}")
+        if self.config.brokers not in BROKER_COUNTS:
+            raise StackError(
+                f"brokers={self.config.brokers}: expected 1, or 3 to {BROKER_COUNTS[-1]} (with 2 "
+                "nodes, losing either stops writes: there is no failover to try)"
+            )
         if self.config.brokers > 1 and self.config.kafka_bootstrap:
             raise StackError("brokers and kafka_bootstrap exclude each other: pick one")
         self.home = self.config.home.resolve()

@@ -51,7 +51,9 @@ from aion_common.settings import (
     SettingsError,
     session_timeout_ms_from_env,
     whole_from_env,
+    whole_option,
 )
+from aion_engine.core import DEFAULT_MAX_RESIDENT, MAX_RESIDENT
 from aion_engine.health import ENDPOINT_ENV_PREFIX, serve
 from aion_engine.publish_topics import PublishTopics
 from aion_engine.registry import WorkflowRegistry, load_modules
@@ -71,7 +73,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="MODULE",
         help="import MODULE to register its workflows (repeatable)",
     )
-    parser.add_argument("--max-resident", type=int, default=10_000, help="resident coroutines")
+    parser.add_argument(
+        "--max-resident",
+        type=whole_option(
+            minimum=0,
+            maximum=MAX_RESIDENT,
+            what="a whole number of workflows",
+            why="per partition, each a suspended coroutine in memory; 0: replay every command",
+        ),
+        default=DEFAULT_MAX_RESIDENT,
+        metavar="N",
+        help="workflow coroutines each partition keeps suspended in memory, the rest replayed "
+        f"when a command comes (default {DEFAULT_MAX_RESIDENT}; 0 to {MAX_RESIDENT})",
+    )
     parser.add_argument(
         "--check",
         action="store_true",

@@ -80,9 +80,19 @@ from aion_engine.publishing import TopicCheck
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.versions import Missing, Versions
 
-__all__ = ["DEFAULT_CLOSED_CACHE", "DEFAULT_MAX_RESIDENT", "ClosedLoader", "EngineCore"]
+__all__ = [
+    "DEFAULT_CLOSED_CACHE",
+    "DEFAULT_MAX_RESIDENT",
+    "MAX_RESIDENT",
+    "ClosedLoader",
+    "EngineCore",
+]
 
 DEFAULT_MAX_RESIDENT = 10_000
+MAX_RESIDENT = 1_000_000
+"""The most workflow coroutines a partition's core keeps suspended in memory
+(``--max-resident``): a tenth of the closed cache's bound, since each also holds its frames;
+the rest are replayed from their history when a command needs them."""
 DEFAULT_CLOSED_CACHE = 10_000
 
 ClosedLoader = Callable[[str], WorkflowState | None]
@@ -112,8 +122,8 @@ class EngineCore:
         workflows back on demand: with it, :meth:`release_closed` moves closed workflows out
         of the heap into a cache of at most ``closed_cache``; without it every workflow stays
         in memory."""
-        if max_resident < 0:
-            raise ValueError("max_resident must be >= 0")
+        if not 0 <= max_resident <= MAX_RESIDENT:
+            raise ValueError(f"max_resident={max_resident}: expected 0 to {MAX_RESIDENT}")
         self._versions = (
             versions if versions is not None else Versions(registry, local_version=package_version)
         )

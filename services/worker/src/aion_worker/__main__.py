@@ -17,7 +17,7 @@ from aion_common.runtime import configure_logging, run_until_signalled
 from aion_common.runtime.loop import run as run_loop
 from aion_common.runtime.user_modules import EXIT_USER_CODE
 from aion_common.settings import Settings, SettingsError
-from aion_worker.config import WorkerConfig
+from aion_worker.config import MAX_CONCURRENT, WorkerConfig, max_concurrent_option
 from aion_worker.registry import ActivityRegistry, load_modules
 from aion_worker.service import WorkerService
 
@@ -35,7 +35,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--task-queue", metavar="QUEUE", help="task queue (default: default)")
     parser.add_argument(
-        "--max-concurrent", type=int, metavar="N", help="attempts running at once (default 100)"
+        "--max-concurrent",
+        type=max_concurrent_option,
+        metavar="N",
+        help=f"attempts running at once (env AION_WORKER_MAX_CONCURRENT; default 100; at most "
+        f"{MAX_CONCURRENT})",
     )
     parser.add_argument("--log-level", default=os.environ.get("AION_LOG_LEVEL", "INFO"))
     parser.add_argument(

@@ -27,14 +27,21 @@ from aion_common.settings import (
     port_from_env,
     session_timeout_ms_from_env,
     whole_from_env,
+    whole_option,
 )
 
-__all__ = ["WorkerConfig"]
+__all__ = ["WorkerConfig", "max_concurrent_option"]
 
 _MAX_GRACE_MS = 300_000
 MAX_CONCURRENT = 10_000
 """The most attempts one worker runs at once (``AION_WORKER_MAX_CONCURRENT``): each is a task
 on one event loop, with twice as many fetched tasks waiting; more is a second replica's work."""
+_CONCURRENT_WHAT = "a whole number of attempts"
+_CONCURRENT_WHY = "one event loop runs them; more is a second replica's work"
+max_concurrent_option = whole_option(
+    minimum=1, maximum=MAX_CONCURRENT, what=_CONCURRENT_WHAT, why=_CONCURRENT_WHY
+)
+"""``--max-concurrent``'s argparse type: the range of ``AION_WORKER_MAX_CONCURRENT``."""
 MAX_THREADS = 1024
 """The most threads for plain-``def`` activities (``AION_WORKER_THREADS``): OS threads, each
 with its own stack."""
@@ -89,8 +96,8 @@ class WorkerConfig:
                 d.max_concurrent,
                 minimum=1,
                 maximum=MAX_CONCURRENT,
-                what="a whole number of attempts",
-                why="one event loop runs them; more is a second replica's work",
+                what=_CONCURRENT_WHAT,
+                why=_CONCURRENT_WHY,
             ),
             "threads": _threads(source),
             "shutdown_grace": _shutdown_grace_ms(source) / 1000,

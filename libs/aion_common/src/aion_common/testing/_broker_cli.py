@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from aion_common.settings import MAX_PORT, seconds_option, whole_option
 from aion_common.testing._support import ProvisionError, find_repo_root
 from aion_common.testing.broker import KafkaBroker, ensure_jars, kafka_libs_dir
 
@@ -40,13 +41,22 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--data-dir", type=Path, required=True, help="kept across restarts")
-        sub.add_argument("--port", type=int, help="client port (default: previous, else free)")
+        sub.add_argument(
+            "--port",
+            type=whole_option(minimum=1, maximum=MAX_PORT, what="a port number"),
+            help="client port (default: previous, else free)",
+        )
         sub.set_defaults(handler=handler)
         if name == "start":
             sub.add_argument("--pid-file", type=Path, required=True)
     stop = commands.add_parser("stop", help="stop a broker started with `start`")
     stop.add_argument("--pid-file", type=Path, required=True)
-    stop.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL")
+    stop.add_argument(
+        "--timeout",
+        type=seconds_option(minimum=0, maximum=3600),
+        default=30.0,
+        help="seconds before SIGKILL",
+    )
     stop.set_defaults(handler=_stop)
     return parser
 

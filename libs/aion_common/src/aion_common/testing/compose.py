@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aion_common.settings import MAX_PORT, SettingsError, whole_from_env
+from aion_common.settings import MAX_PORT, SettingsError, whole_from_env, whole_option
 from aion_common.testing._support import ProvisionError, find_repo_root
 from aion_common.testing.dockerd import docker_cli
 from aion_common.testing.images import image_exists
@@ -253,7 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aion_common.testing.compose")
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--project", default=os.environ.get("COMPOSE_PROJECT_NAME", "aion"))
-    parser.add_argument("--api-port", type=int, help="default: AION_API_PORT, else 8080")
+    parser.add_argument(
+        "--api-port",
+        type=whole_option(minimum=1, maximum=MAX_PORT, what="a port"),
+        help="default: AION_API_PORT, else 8080",
+    )
     args = parser.parse_args(argv)
     if args.api_port is None:
         try:

@@ -7,7 +7,7 @@ import os
 
 from aion_common.runtime.logging import configure_logging
 from aion_common.runtime.loop import run as run_loop
-from aion_common.settings import Settings, SettingsError
+from aion_common.settings import MAX_PORT, Settings, SettingsError, whole_option
 from aion_projector.api._server import (
     package_limit_from_env,
     produce_timeout_from_env,
@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     """Serve the API with settings from ``AION_*`` variables."""
     parser = argparse.ArgumentParser(prog="python -m aion_projector.api")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--port", type=whole_option(minimum=1, maximum=MAX_PORT, what="a port number"), default=8080
+    )
     args = parser.parse_args(argv)
     configure_logging()  # JSON lines on stderr, as every service (uvicorn keeps its own)
     try:
