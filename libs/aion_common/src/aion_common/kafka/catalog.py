@@ -201,6 +201,9 @@ class CatalogWriter:
             max_request_bytes=CATALOG_RECORD_BYTES,
         )
         self._transactional = transactional
+        # One transaction at a time: a second begin on the producer would be refused, and a
+        # write the API stopped waiting for (decision 66) may still hold one.
+        self._writing = asyncio.Lock()
 
     async def start(self) -> None:
         """Ensure the topics and connect."""
@@ -219,13 +222,14 @@ class CatalogWriter:
             for r in records
         ]
         try:
-            if self._transactional:
-                async with self._producer.transaction():
+            async with self._writing:
+                if self._transactional:
+                    async with self._producer.transaction():
+                        for key, value in values:
+                            await self._producer.send_raw(self._topics.packages, key, value)
+                else:
                     for key, value in values:
                         await self._producer.send_raw(self._topics.packages, key, value)
-            else:
-                for key, value in values:
-                    await self._producer.send_raw(self._topics.packages, key, value)
         except KafkaError as err:
             raise infrastructure_error(err, "writing a package") from err
 
@@ -241,8 +245,9 @@ class CatalogWriter:
         )
 
     async def _send(self, topic: str, key: bytes, value: bytes | None) -> None:
-        if self._transactional:
-            async with self._producer.transaction():
+        async with self._writing:
+            if self._transactional:
+                async with self._producer.transaction():
+                    await self._producer.send_raw(topic, key, value)
+            else:
                 await self._producer.send_raw(topic, key, value)
-        else:
-            await self._producer.send_raw(topic, key, value)
