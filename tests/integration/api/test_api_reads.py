@@ -21,6 +21,14 @@ def assert_problem(response: httpx.Response, status: int, kind: str) -> dict:
     return body
 
 
+def assert_unavailable(response: httpx.Response, *, retry_after: int) -> str:
+    """A 503 problem with ``Retry-After``; its detail (decision 66's writes)."""
+    problem = assert_problem(response, 503, "unavailable")
+    assert response.headers["retry-after"] == str(retry_after), response.headers
+    detail: str = problem["detail"]
+    return detail
+
+
 async def test_list_pages_through_everything(api: httpx.AsyncClient) -> None:
     seen: list[str] = []
     cursor = None

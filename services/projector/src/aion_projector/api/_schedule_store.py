@@ -12,9 +12,8 @@ the API did not answer (decision 66).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -24,7 +23,7 @@ from aion_common.kafka.link import BrokerLink
 from aion_common.kafka.schedules import ScheduleEntry, ScheduleView, ScheduleWriter
 from aion_common.settings import Settings
 from aion_projector.api._sink import DEFAULT_PRODUCE_TIMEOUT_S
-from aion_projector.api._writer import WriterConnection, read_back
+from aion_projector.api._writer import WRITE_ANSWER_S, WriterConnection, WriteUnavailable
 
 __all__ = [
     "WRITE_ANSWER_S",
@@ -34,21 +33,39 @@ __all__ = [
     "ScheduleUnavailable",
 ]
 
-WRITE_ANSWER_S = 8.0
-"""A schedule write is answered within this long (sent and read back, or a 503 saying how
-far it got): under the clients' 10 s default request timeout, so they hear what happened."""
 _CATCH_UP_S = 30.0
-_RETRY_AFTER_DOWN_S = 2  # Kafka is known to be away: the link probes every 0.5 s
-_RETRY_AFTER_SLOW_S = 1  # a send that was not acknowledged in time, or not read back yet
 
 
-class ScheduleUnavailable(InfrastructureError):
+class ScheduleUnavailable(WriteUnavailable):
     """A schedule write that was not carried out, or not confirmed: the message says which and
     what to do; the API answers it 503 with ``Retry-After: retry_after_s``."""
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message, retriable=True)
-        self.retry_after_s = retry_after_s
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One schedule write (``what`` names it) in the words of its answers: a
+    :class:`~aion_projector.api._writer.WriteWords`."""
+
+    what: str
+
+    def not_written(self, why: str) -> str:
+        return f"{why}: {self.what} was not written; retry once Kafka answers"
+
+    def unacknowledged(self, where: str, timeout_s: float) -> str:
+        return (
+            f"{where} did not acknowledge {self.what} within {timeout_s:g} s; it may still be "
+            "written when Kafka answers: look before you retry (GET the schedule)"
+        )
+
+    def refused(self, where: str, error: InfrastructureError) -> str:
+        return f"{where} refused {self.what} ({error}); retry"
+
+    def not_read_back(self, within_s: float) -> str:
+        return (
+            f"{self.what} was written to Kafka, but this API has not read it back within "
+            f"{within_s:g} s; it takes effect as written: GET the schedule to see it once "
+            "read (a retry writes it again)"
+        )
 
 
 class ScheduleStore(Protocol):
@@ -158,39 +175,17 @@ class KafkaSchedules:
         await self._view.stop()
         await self._connection.stop()
 
-    async def _send(self, what: str, send: Callable[[], Awaitable[None]]) -> float:
-        """Send ``what`` (bounded); the monotonic deadline for reading it back."""
-        began = time.monotonic()
-        link = self._link
-        where = "the Kafka cluster" if link is None else f"Kafka at {link.bootstrap}"
-        if not self._connection.connected or (link is not None and link.known_down):
-            why = (link.not_ready_reason() if link is not None else None) or (
-                f"{where} is not reachable yet"
-            )
-            raise ScheduleUnavailable(
-                f"{why}: {what} was not written; retry once Kafka answers",
-                retry_after_s=_RETRY_AFTER_DOWN_S,
-            )
-        try:
-            async with asyncio.timeout(self._send_timeout_s):
-                await send()
-        except TimeoutError as err:
-            if link is not None:
-                link.suspect()
-            raise ScheduleUnavailable(
-                f"{where} did not acknowledge {what} within {self._send_timeout_s:g} s; it may "
-                "still be written when Kafka answers: look before you retry (GET the schedule)",
-                retry_after_s=_RETRY_AFTER_SLOW_S,
-            ) from err
-        except InfrastructureError as err:
-            if not err.retriable:
-                raise
-            if link is not None:
-                link.suspect()
-            raise ScheduleUnavailable(
-                f"{where} refused {what} ({err}); retry", retry_after_s=_RETRY_AFTER_SLOW_S
-            ) from err
-        return began + WRITE_ANSWER_S
+    async def _write(
+        self, what: str, send: Callable[[], Awaitable[None]], read: Callable[[], bool] | None
+    ) -> None:
+        """Send ``what`` (bounded) and wait until ``read()`` holds (bounded)."""
+        await self._connection.write(
+            send,
+            _Change(what),
+            timeout_s=self._send_timeout_s,
+            read=read,
+            unavailable=ScheduleUnavailable,
+        )
 
     @property
     def loaded(self) -> bool:
@@ -223,33 +218,28 @@ class KafkaSchedules:
 
     async def put(self, record: ScheduleRecord) -> None:
         """Write the definition; wait until read back."""
-        what = f"the definition of schedule {record.schedule_id!r}"
-        deadline = await self._send(what, lambda: self._writer.put(record))
-        await _read_back(
-            lambda: _record_of(self._view.get(record.schedule_id)) == record, what, deadline
+        await self._write(
+            f"the definition of schedule {record.schedule_id!r}",
+            lambda: self._writer.put(record),
+            lambda: _record_of(self._view.get(record.schedule_id)) == record,
         )
 
     async def delete(self, schedule_id: str) -> None:
         """Tombstone the definition; wait until read back."""
-        what = f"the deletion of schedule {schedule_id!r}"
-        deadline = await self._send(what, lambda: self._writer.delete(schedule_id))
-        await _read_back(lambda: self._view.get(schedule_id) is None, what, deadline)
+        await self._write(
+            f"the deletion of schedule {schedule_id!r}",
+            lambda: self._writer.delete(schedule_id),
+            lambda: self._view.get(schedule_id) is None,
+        )
 
     async def trigger(self, trigger: ScheduleTrigger) -> None:
         """Write the trigger request (the scheduler deletes it once handled)."""
-        what = f"the trigger of schedule {trigger.schedule_id!r}"
-        await self._send(what, lambda: self._writer.trigger(trigger))
+        await self._write(
+            f"the trigger of schedule {trigger.schedule_id!r}",
+            lambda: self._writer.trigger(trigger),
+            None,
+        )
 
 
 def _record_of(entry: ScheduleEntry | None) -> ScheduleRecord | None:
     return None if entry is None else entry.record
-
-
-async def _read_back(done: Callable[[], bool], what: str, deadline: float) -> None:
-    if not await read_back(done, deadline=deadline):
-        raise ScheduleUnavailable(
-            f"{what} was written to Kafka, but this API has not read it back within "
-            f"{WRITE_ANSWER_S:g} s; it takes effect as written: GET the schedule to see "
-            "it once read (a retry writes it again)",
-            retry_after_s=_RETRY_AFTER_SLOW_S,
-        )
