@@ -4,7 +4,9 @@ deletions are refused while open runs or a route use the version, moves become c
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,14 +15,15 @@ import httpx
 import pytest
 
 from aion_common.domain import MoveWorkflow
-from aion_common.packages import build_package
+from aion_common.packages import Package, build_package
 from aion_common.settings import Settings
 from aion_projector import Projection
 from aion_projector.api import create_app
-from aion_projector.api._catalog import MemoryCatalog
+from aion_projector.api._catalog import KafkaCatalog, MemoryCatalog
 
 from .conftest import MemorySink, Sessions, _client
 from .dataset import TOPIC, Script, started
+from .test_api_reads import assert_unavailable
 
 GREETINGS = """
 from aion import workflow
@@ -220,3 +223,49 @@ async def test_a_move_becomes_a_command_for_an_open_run(
     assert "does not define 'loop'" in wrong_type.json()["detail"]
     unknown = await client.post("/v1/workflows/nobody/move", json={"version": version})
     assert unknown.status_code == 404
+
+
+async def test_a_catalog_write_kafka_does_not_acknowledge_in_time_is_answered_at_once(
+    sqlite_views: Sessions, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """aiokafka holds a send while the broker is away until it returns, however long, and a
+    transaction's abort waits as long: the API bounds the write and says the change may or
+    may not have been made (decision 66, amended 2026-12-07). Before the writer connected, a
+    write is refused at once with what was not done."""
+    settings = Settings(bootstrap_servers="127.0.0.1:9", topic_prefix="slow")
+    catalog = KafkaCatalog(settings, produce_timeout_s=0.2)
+    never = asyncio.Event()
+
+    async def unacknowledged(*_args: object) -> None:
+        await never.wait()
+
+    for name in ("deploy", "remove", "route"):
+        monkeypatch.setattr(catalog._writer, name, unacknowledged)
+    app = create_app(
+        settings,
+        session_factory=sqlite_views,
+        command_sink=MemorySink(),
+        catalog=catalog,
+        package_limit=64 * 1024,
+    )
+    data = _zip(tmp_path, "v1", GREETINGS.replace("{word}", "hello"))
+    try:
+        async with _client(app) as client:
+            refused = await _upload(client, data)
+            assert assert_unavailable(refused, retry_after=2) == (
+                "the Kafka cluster is not reachable yet; the package was not deployed: run "
+                "`aion deploy` again once Kafka is back"
+            )
+            monkeypatch.setattr(catalog._connection, "_connected", True)  # as if connected
+            began = time.monotonic()
+            answer = await _upload(client, data)
+            took = time.monotonic() - began
+    finally:
+        await catalog.stop()  # gives up on the unacknowledged send
+    assert took < 2, f"answered after {took:.1f} s"
+    version = Package.from_archive(data, limit=len(data)).version
+    assert assert_unavailable(answer, retry_after=1) == (
+        f"the Kafka cluster did not acknowledge the package {version[:12]} within 0.2 s, so it "
+        "may or may not have been written (Kafka may still take it when it answers): "
+        "`aion packages` shows whether it was; run `aion deploy` again if not"
+    )

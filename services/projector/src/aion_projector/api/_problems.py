@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aion_common.domain import InfrastructureError, InvalidInput, PayloadTooLarge
 from aion_projector.api._models import RefusalOut
 from aion_projector.api._sink import CommandNotQueued
+from aion_projector.api._writer import WriteUnavailable
 
 __all__ = [
     "PROBLEM_BASE",
@@ -180,7 +181,9 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _not_queued(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, CommandNotQueued)
+    """A command, catalog or schedule write that was not made or not confirmed: its words say
+    which and what to do (the generic handler keeps only the type name)."""
+    assert isinstance(exc, CommandNotQueued | WriteUnavailable)
     return problem_response(
         503, "unavailable", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
     )
@@ -200,6 +203,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(InfrastructureError, _unavailable)
     app.add_exception_handler(CommandNotQueued, _not_queued)
+    app.add_exception_handler(WriteUnavailable, _not_queued)
     for unavailable in (OperationalError, InterfaceError, PoolTimeout, ConnectionError):
         app.add_exception_handler(unavailable, _unavailable)
     app.add_exception_handler(Exception, _internal)

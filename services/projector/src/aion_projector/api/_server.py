@@ -67,7 +67,7 @@ async def run_api(
     engine = connect(settings.database_url)
     sink = KafkaCommandSink(settings, produce_timeout_s=timeout_s)
     cluster = KafkaClusterView(settings)
-    catalog = KafkaCatalog(settings, link=sink.link)
+    catalog = KafkaCatalog(settings, link=sink.link, produce_timeout_s=timeout_s)
     desk = KafkaQueryDesk(settings, sink)
     schedules = KafkaSchedules(settings, link=sink.link, produce_timeout_s=timeout_s)
     endings = KafkaRunEndings(settings)
