@@ -21,9 +21,7 @@ detail saying how far it got, never a request held past the client's timeout.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -223,17 +221,6 @@ def _view(st: ApiState, refused: str = "") -> ScheduleStore:
     return store
 
 
-@contextlib.contextmanager
-def _answered() -> Iterator[None]:
-    """A write the store could not carry out or confirm, as a 503 problem with its words."""
-    try:
-        yield
-    except ScheduleUnavailable as err:
-        raise ProblemError(
-            503, "unavailable", str(err), headers={"Retry-After": str(err.retry_after_s)}
-        ) from err
-
-
 def _existing(st: ApiState, schedule_id: str, refused: str = "") -> ScheduleEntry:
     validate_schedule_id(schedule_id)
     entry = _view(st, refused).get(schedule_id)
@@ -304,8 +291,7 @@ async def create_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest
         raise ProblemError(
             409, "conflict", f"schedule {schedule_id!r} exists; replace it with PUT (--replace)"
         )
-    with _answered():
-        await _store(st).put(record)
+    await _store(st).put(record)
     return ScheduleOut.of(_existing(st, schedule_id))
 
 
@@ -313,8 +299,7 @@ async def create_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest
 async def replace_route(st: State, schedule_id: ScheduleId, body: ScheduleRequest) -> ScheduleOut:
     """Write ``schedule_id``'s definition; fires count from now."""
     record = _record(st, schedule_id, body)
-    with _answered():
-        await _store(st).put(record)
+    await _store(st).put(record)
     return ScheduleOut.of(_existing(st, schedule_id))
 
 
@@ -332,8 +317,7 @@ async def _set_paused(st: ApiState, schedule_id: str, paused: bool) -> ScheduleO
                 "updated_at": now,
             }
         )
-        with _answered():
-            await _store(st).put(changed)
+        await _store(st).put(changed)
     return ScheduleOut.of(_existing(st, schedule_id))
 
 
@@ -364,8 +348,7 @@ async def trigger_route(
     trigger = ScheduleTrigger(
         schedule_id=schedule_id, request_id=request_id, requested_at=datetime.now(UTC)
     )
-    with _answered():
-        await _store(st).trigger(trigger)
+    await _store(st).trigger(trigger)
     return TriggerAccepted(schedule_id=schedule_id, request_id=request_id)
 
 
@@ -373,5 +356,4 @@ async def trigger_route(
 async def delete_route(st: State, schedule_id: ScheduleId) -> None:
     """Delete ``schedule_id``: no more fires; runs it started go on."""
     _existing(st, schedule_id, f"schedule {schedule_id!r} was not deleted")
-    with _answered():
-        await _store(st).delete(schedule_id)
+    await _store(st).delete(schedule_id)
