@@ -257,3 +257,46 @@ def test_schedule_list_warns_while_stale_and_a_refused_write_says_why(
         assert deleted.returncode == 3, deleted.stderr
         assert "the deletion of schedule 'nightly' was not written" in deleted.stderr
         assert f"kafka at {own_broker.bootstrap_servers} unreachable" in deleted.stderr
+
+
+def test_a_deploy_or_route_while_kafka_is_away_says_what_was_not_done(
+    own_broker: KafkaBroker, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`aion deploy` and `aion route` with Kafka away used to wait for the API's unbounded send
+    and end in "cannot reach the aion API … ReadTimeout"; the API now refuses them at once and
+    the terminal says what was not done and what to run (decision 66, amended 2026-12-07)."""
+    env = os.environ | {
+        "AION_DATABASE_URL": sqlite_url,
+        "AION_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
+        "AION_TOPIC_PREFIX": "cli-cat",
+        "AION_PARTITIONS": "2",
+    }
+    env.pop("AION_API_TOKEN", None)
+    source = tmp_path / "greetings.py"
+    flow = "from aion import workflow\n\n@workflow.defn('greet')\nasync def greet(ctx, name):\n"
+    source.write_text(f"{flow}    return 'hello ' + name\n")
+    with _serving(env) as url:
+        deployed = aion(url, "deploy", str(source))
+        assert deployed.returncode == 0, deployed.stderr
+        version = deployed.stdout.split()[0]
+
+        own_broker.stop()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/health/ready", timeout=5).json()["kafka"]["reachable"]:
+            assert time.monotonic() < deadline, "the API never saw Kafka away"
+            time.sleep(0.1)
+        source.write_text(f"{flow}    return 'hi ' + name\n")
+        began = time.monotonic()
+        again = aion(url, "deploy", str(source))
+        took = time.monotonic() - began
+        assert again.returncode == 3, again.stderr
+        assert "the package was not deployed: run `aion deploy` again" in again.stderr
+        assert f"kafka at {own_broker.bootstrap_servers} unreachable" in again.stderr
+        assert "ReadTimeout" not in again.stderr
+        assert took < 8, f"`aion deploy` took {took:.1f} s: the API knows Kafka is away"
+
+        routed = aion(url, "route", "greet", version)
+        assert routed.returncode == 3, routed.stderr
+        assert f"'greet' was not routed to {version[:12]}: run `aion route` again" in (
+            routed.stderr
+        )
