@@ -13,13 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from aion_common.domain import MoveWorkflow
 from aion_common.packages import Package, build_package
 from aion_common.settings import Settings
 from aion_projector import Projection
 from aion_projector.api import create_app
-from aion_projector.api._catalog import KafkaCatalog, MemoryCatalog
+from aion_projector.api._catalog import KafkaCatalog, MemoryCatalog, VersionCatalog
 
 from .conftest import MemorySink, Sessions, _client
 from .dataset import TOPIC, Script, started
@@ -47,18 +48,28 @@ def _zip(tmp_path: Path, tag: str, source: str, name: str = "greetings.py") -> b
     return build_package(root / name).archive()
 
 
+def catalog_app(
+    settings: Settings,
+    sessions: Sessions,
+    catalog: VersionCatalog,
+    sink: MemorySink | None = None,
+) -> FastAPI:
+    """The API on ``catalog`` (packages up to 64 KiB)."""
+    return create_app(
+        settings,
+        session_factory=sessions,
+        command_sink=sink or MemorySink(),
+        catalog=catalog,
+        package_limit=64 * 1024,
+    )
+
+
 @pytest.fixture
 async def setup(
     sqlite_views: Sessions,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, MemoryCatalog, MemorySink]]:
     catalog, sink = MemoryCatalog(), MemorySink()
-    app = create_app(
-        Settings(payload_limit_bytes=4096),
-        session_factory=sqlite_views,
-        command_sink=sink,
-        catalog=catalog,
-        package_limit=64 * 1024,
-    )
+    app = catalog_app(Settings(payload_limit_bytes=4096), sqlite_views, catalog, sink)
     async with _client(app) as client:
         yield client, catalog, sink
 
@@ -241,13 +252,7 @@ async def test_a_catalog_write_kafka_does_not_acknowledge_in_time_is_answered_at
 
     for name in ("deploy", "remove", "route"):
         monkeypatch.setattr(catalog._writer, name, unacknowledged)
-    app = create_app(
-        settings,
-        session_factory=sqlite_views,
-        command_sink=MemorySink(),
-        catalog=catalog,
-        package_limit=64 * 1024,
-    )
+    app = catalog_app(settings, sqlite_views, catalog)
     data = _zip(tmp_path, "v1", GREETINGS.replace("{word}", "hello"))
     try:
         async with _client(app) as client:

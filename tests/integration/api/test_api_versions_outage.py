@@ -23,32 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aion_common.kafka.link import BrokerLink
 from aion_common.settings import Settings
 from aion_common.testing.broker import KafkaBroker
-from aion_projector.api import create_app
 from aion_projector.api._catalog import KafkaCatalog
 from aion_projector.api._writer import WRITE_ANSWER_S
 
-from .conftest import MemorySink, _client
+from .conftest import _client
 from .test_api_reads import assert_unavailable
-from .test_api_versions import GREETINGS, _upload, _zip
+from .test_api_versions import GREETINGS, _upload, _zip, catalog_app
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
-
-
-async def _kafka_api(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession]
-) -> tuple[BrokerLink, KafkaCatalog, httpx.AsyncClient]:
-    link = BrokerLink(settings, name="api", interval_s=0.5)
-    await link.start()
-    catalog = KafkaCatalog(settings, link=link)
-    await catalog.start()
-    app = create_app(
-        settings,
-        session_factory=sessions,
-        command_sink=MemorySink(),
-        catalog=catalog,
-        package_limit=64 * 1024,
-    )
-    return link, catalog, _client(app)
 
 
 async def _refused(answering: Awaitable[httpx.Response]) -> str:
@@ -69,7 +51,11 @@ async def test_catalog_writes_say_what_happened_while_kafka_is_away(
     where = f"kafka at {own_broker.bootstrap_servers} unreachable"
     first = _zip(tmp_path, "v1", GREETINGS.replace("{word}", "hello"))
     second = _zip(tmp_path, "v2", GREETINGS.replace("{word}", "hi"))
-    link, catalog, api = await _kafka_api(settings, sqlite_views)
+    link = BrokerLink(settings, name="api", interval_s=0.5)
+    await link.start()
+    catalog = KafkaCatalog(settings, link=link)
+    await catalog.start()
+    api = _client(catalog_app(settings, sqlite_views, catalog))
     try:
         uploaded = await _upload(api, first)
         assert uploaded.status_code == 201, uploaded.text

@@ -217,19 +217,25 @@ def test_without_kafka_the_api_reads_and_refuses_commands_fast_and_the_cli_retri
         assert "unreachable" in result.stderr
 
 
+def _own_broker_env(broker: KafkaBroker, database_url: str, prefix: str) -> dict[str, str]:
+    """The API process's environment on a broker of the test's own, without a token."""
+    env = os.environ | {
+        "AION_DATABASE_URL": database_url,
+        "AION_KAFKA_BOOTSTRAP": broker.bootstrap_servers,
+        "AION_TOPIC_PREFIX": prefix,
+        "AION_PARTITIONS": "2",
+    }
+    env.pop("AION_API_TOKEN", None)
+    return env
+
+
 def test_schedule_list_warns_while_stale_and_a_refused_write_says_why(
     own_broker: KafkaBroker, sqlite_url: str
 ) -> None:
     """With Kafka away the API lists the schedules as last read: `aion schedule list` still
     shows them, with a note on stderr saying they may be out of date and why (--json's stdout
     stays the list); a write is refused at once, saying what was not done (decision 66)."""
-    env = os.environ | {
-        "AION_DATABASE_URL": sqlite_url,
-        "AION_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
-        "AION_TOPIC_PREFIX": "cli-sched",
-        "AION_PARTITIONS": "2",
-    }
-    env.pop("AION_API_TOKEN", None)
+    env = _own_broker_env(own_broker, sqlite_url, "cli-sched")
     with _serving(env) as url:
         created = aion(url, "schedule", "create", "nightly", "--type", "report", "--every", "1h")
         assert created.returncode == 0, created.stderr
@@ -265,13 +271,7 @@ def test_a_deploy_or_route_while_kafka_is_away_says_what_was_not_done(
     """`aion deploy` and `aion route` with Kafka away used to wait for the API's unbounded send
     and end in "cannot reach the aion API … ReadTimeout"; the API now refuses them at once and
     the terminal says what was not done and what to run (decision 66, amended 2026-12-07)."""
-    env = os.environ | {
-        "AION_DATABASE_URL": sqlite_url,
-        "AION_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
-        "AION_TOPIC_PREFIX": "cli-cat",
-        "AION_PARTITIONS": "2",
-    }
-    env.pop("AION_API_TOKEN", None)
+    env = _own_broker_env(own_broker, sqlite_url, "cli-cat")
     source = tmp_path / "greetings.py"
     flow = "from aion import workflow\n\n@workflow.defn('greet')\nasync def greet(ctx, name):\n"
     source.write_text(f"{flow}    return 'hello ' + name\n")
