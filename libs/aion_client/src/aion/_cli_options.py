@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from aion.client import DEFAULT_RETRY_FOR_S
 from aion_common.settings import parse_seconds, seconds_option
 
 __all__ = [
@@ -26,7 +27,6 @@ MAX_WAIT_S = 86_400
 """The longest a command waits (``--retry-for``, ``--timeout`` of ``--wait`` and ``run move``):
 a day. ``inf`` would never give up and ``nan`` would not wait at all, silently."""
 _WAIT_WHY = "a day at most; 0: do not wait"
-DEFAULT_RETRY_FOR_S = 60.0
 
 WAIT_SECONDS = seconds_option(minimum=0, maximum=MAX_WAIT_S, why=_WAIT_WHY)
 CONFIRM_SECONDS = seconds_option(

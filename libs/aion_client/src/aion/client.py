@@ -144,7 +144,9 @@ _MAX_CONNECTIONS = 256
 # very moment ("Server disconnected without sending a response"); with exactly 5 s, as before,
 # one now and then was.
 _KEEPALIVE_EXPIRY = 2.0
-_DEFAULT_RETRY_FOR_S = 60.0
+DEFAULT_RETRY_FOR_S = 60.0
+"""How long :class:`AionClient` re-sends a command when no ``retry_for`` is given; the ``aion``
+CLI's ``--retry-for`` default too (``aion._cli_options`` takes it from here)."""
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 5.0
 _RETRY_JITTER = 0.2
@@ -214,7 +216,7 @@ class AionClient(ScheduleCalls):
         *,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        retry_for: float = _DEFAULT_RETRY_FOR_S,
+        retry_for: float = DEFAULT_RETRY_FOR_S,
         on_retry: Callable[[RetryNote], None] | None = None,
     ) -> None:
         """``timeout`` bounds each request; ``retry_for`` the time a command is re-sent for
