@@ -21,7 +21,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aion_common.domain import InfrastructureError, InvalidInput, PayloadTooLarge
 from aion_projector.api._models import RefusalOut
-from aion_projector.api._sink import CommandNotQueued
 from aion_projector.api._writer import WriteUnavailable
 
 __all__ = [
@@ -181,9 +180,10 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _not_queued(_request: Request, exc: Exception) -> JSONResponse:
-    """A command, catalog or schedule write that was not made or not confirmed: its words say
-    which and what to do (the generic handler keeps only the type name)."""
-    assert isinstance(exc, CommandNotQueued | WriteUnavailable)
+    """A command, catalog or schedule write that was not made or not confirmed (a
+    ``WriteUnavailable``: ``CommandNotQueued`` is one): its words say which and what to do (the
+    generic handler keeps only the type name)."""
+    assert isinstance(exc, WriteUnavailable)
     return problem_response(
         503, "unavailable", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
     )
@@ -202,7 +202,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(InfrastructureError, _unavailable)
-    app.add_exception_handler(CommandNotQueued, _not_queued)
     app.add_exception_handler(WriteUnavailable, _not_queued)
     for unavailable in (OperationalError, InterfaceError, PoolTimeout, ConnectionError):
         app.add_exception_handler(unavailable, _unavailable)

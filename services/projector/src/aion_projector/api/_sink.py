@@ -2,17 +2,27 @@
 
 The API degrades rather than hangs when Kafka is away (issue 19): :class:`KafkaCommandSink`
 starts without the broker (it connects in the background, waiting on its
-:class:`~aion_common.kafka.link.BrokerLink`), refuses a command at once while the link knows
-the cluster is down, and otherwise waits at most ``produce_timeout_s`` for the broker's
-acknowledgement. Either way it raises :class:`CommandNotQueued`, which the API answers with
-``503`` and ``Retry-After``; a client retrying with the same ``request_id`` sends the same
-command id, which the engine applies once.
+:class:`~aion_common.kafka.link.BrokerLink`) and sends through
+:meth:`WriterConnection.write <aion_projector.api._writer.WriterConnection.write>`, the version
+catalog's and the schedule store's bounded write: a command is refused at once while the link
+knows the cluster is down (``Retry-After: 2``), and otherwise waits at most
+``produce_timeout_s`` for the broker's acknowledgement (``Retry-After: 1``; the link is
+suspected). Either way it raises :class:`CommandNotQueued`, which the API answers with ``503``
+and ``Retry-After``; a client retrying with the same ``request_id`` sends the same command id,
+which the engine applies once.
+
+The command producer is idempotent, not transactional, so cancelling its send at the bound (as
+this module once did) would have been safe too; the send runs as its own task anyway, as every
+API write does: a command that timed out may still be queued (aiokafka keeps the record and
+sends it on Kafka's return, as the answer says), and its late outcome is logged. There is no
+read-back: a command is queued once Kafka acknowledges it, and the engine's answer is read
+through the command's status, not here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
+from dataclasses import dataclass
 from typing import Protocol
 
 from aion_common.codecs import Codec
@@ -20,27 +30,42 @@ from aion_common.domain import Command, InfrastructureError
 from aion_common.kafka import KeyedProducer, Topics
 from aion_common.kafka.link import BrokerLink
 from aion_common.settings import Settings
-from aion_projector.api._writer import WriterConnection
+from aion_projector.api._writer import WriterConnection, WriteUnavailable
 
 __all__ = ["DEFAULT_PRODUCE_TIMEOUT_S", "CommandNotQueued", "CommandSink", "KafkaCommandSink"]
 
 DEFAULT_PRODUCE_TIMEOUT_S = 5.0
 """Half the clients' default request timeout (10 s): a 503 reaches them before they give up."""
-_RETRY_AFTER_DOWN_S = 2  # the cluster is known to be away: the link probes every 0.5 s
-_RETRY_AFTER_SLOW_S = 1  # a send that timed out: the next may well go through
 
 
-class CommandNotQueued(InfrastructureError):
-    """The broker did not acknowledge the command; ``retry_after_s`` says when to try again.
+class CommandNotQueued(WriteUnavailable):
+    """A command that was not queued, or not confirmed: the message says which, and to retry
+    with the same request id; the API answers it 503 with ``Retry-After: retry_after_s``."""
 
-    ``maybe_queued``: the send timed out after the record was handed to the Kafka client, so
-    it may still reach the broker (a retry with the same request id is applied once anyway).
-    """
 
-    def __init__(self, message: str, *, retry_after_s: int, maybe_queued: bool) -> None:
-        super().__init__(message, retriable=True)
-        self.retry_after_s = retry_after_s
-        self.maybe_queued = maybe_queued
+@dataclass(frozen=True, slots=True)
+class _CommandWords:
+    """A command's answers when it was not queued, or not confirmed: a
+    :class:`~aion_projector.api._writer.WriteWords` (a command is never read back)."""
+
+    def not_written(self, why: str) -> str:
+        return f"{why}; the command was not queued: retry with the same request_id"
+
+    def unacknowledged(self, where: str, timeout_s: float) -> str:
+        return (
+            f"{where} did not acknowledge the command within {timeout_s:g} s; it may still be "
+            "queued: retry with the same request_id (it is applied once)"
+        )
+
+    def refused(self, where: str, error: InfrastructureError) -> str:
+        return f"{where} refused the command ({error}); retry with the same request_id"
+
+    def not_read_back(self, within_s: float) -> str:
+        # never asked: a command's write has no read-back (see the module docstring)
+        return f"the command was queued but not confirmed within {within_s:g} s"
+
+
+_WORDS = _CommandWords()
 
 
 class CommandSink(Protocol):
@@ -114,35 +139,15 @@ class KafkaCommandSink:
     async def send(self, command: Command) -> None:
         """Encode ``command`` and wait for the broker's acknowledgement (bounded).
 
-        Raises :class:`CommandNotQueued` at once while the cluster is known to be away, or
-        after ``produce_timeout_s`` without an acknowledgement.
+        Raises :class:`CommandNotQueued` at once while the cluster is known to be away (or the
+        producer is not connected yet), after ``produce_timeout_s`` without an acknowledgement,
+        or when Kafka refuses the send with a retriable error.
         """
         value = self._codec.encode_command(command)
-        where = f"the Kafka cluster at {self.link.bootstrap}"
-        if not self.connected or self.link.known_down:
-            reason = self.link.not_ready_reason() or f"{where}: not connected yet"
-            raise CommandNotQueued(
-                f"{reason}; the command was not queued: retry with the same request_id",
-                retry_after_s=_RETRY_AFTER_DOWN_S,
-                maybe_queued=False,
-            )
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._producer.send(self._topic, command.workflow_id, value)
-        except TimeoutError as err:
-            self.link.suspect()
-            raise CommandNotQueued(
-                f"{where} did not acknowledge the command within {self._timeout_s:g} s; it may "
-                "still be queued: retry with the same request_id (it is applied once)",
-                retry_after_s=_RETRY_AFTER_SLOW_S,
-                maybe_queued=True,
-            ) from err
-        except InfrastructureError as err:
-            if not err.retriable:
-                raise
-            self.link.suspect()
-            raise CommandNotQueued(
-                f"{where} refused the command ({err}); retry with the same request_id",
-                retry_after_s=_RETRY_AFTER_SLOW_S,
-                maybe_queued=True,
-            ) from err
+
+        async def send() -> None:
+            await self._producer.send(self._topic, command.workflow_id, value)
+
+        await self._connection.write(
+            send, _WORDS, timeout_s=self._timeout_s, unavailable=CommandNotQueued
+        )

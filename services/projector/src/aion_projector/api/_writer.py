@@ -6,7 +6,7 @@ answers, and otherwise goes on starting it in the background through the process
 :class:`~aion_common.kafka.link.BrokerLink`; each writer refuses its writes (503) until
 :attr:`WriterConnection.connected`, in words of its own.
 
-:meth:`WriterConnection.write` is the catalog's and the schedule store's write (decision 66):
+:meth:`WriterConnection.write` is the write of all three (decisions 48 and 66):
 refused at once while the link knows Kafka is away, and otherwise answered within a bound —
 aiokafka's own send waits for the broker's return however long that is (it expires a batch
 only while its partition has no known leader), which left a user's request unanswered until
