@@ -9,6 +9,16 @@ per phase and quantile. Whatever the engine does on top — decoding, deciding, 
 ``total``; a parent that starts a child and awaits it crosses three such transactions plus the
 watcher's hop.
 
+``--shapes`` times other ways to carry the consumed offset, alternated with the engine's in the
+same run, each printed with its ratio to it (decision 68):
+
+- ``group`` (the engine's): the records acknowledged, then the offset in the consumer group
+  (``send_offsets_to_transaction``: AddOffsetsToTxn + TxnOffsetCommit);
+- ``alongside``: the offset sent while the records are in flight (measured: no gain at p50 and
+  a tail of ~110 ms);
+- ``in-log``: no group offset at all, one more record on a third partition in its place: the
+  floor of a design that keeps the consumed position in the engine's changelog.
+
 Uses the engine's 2 ms CONCURRENT_TRANSACTIONS retry (``docs/decisions.md`` 17). Starts its own
 broker unless ``AION_BENCH_KAFKA=host:port`` names one.
 """
@@ -32,14 +42,25 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aion_common.testing import percentile
 
 _PHASES = ("records_acked", "offsets_added", "committed", "visible", "total")
+SHAPES = ("group", "alongside", "in-log")
+_ROUNDS = 3
 
 
-async def _cycles(bootstrap: str, cycles: int, warm_up: int) -> dict[str, list[float]]:
+async def _cycles(
+    bootstrap: str, cycles: int, warm_up: int, shape: str = "group"
+) -> dict[str, list[float]]:
     name = f"txnbench{uuid.uuid4().hex[:6]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, 2, 1), NewTopic(f"{name}.in", 1, 1)])
+        # min.insync.replicas 1 whatever the broker's default: one node here
+        single = {"min.insync.replicas": "1"}
+        await admin.create_topics(
+            [
+                NewTopic(name, 2, 1, topic_configs=single),
+                NewTopic(f"{name}.in", 1, 1, topic_configs=single),
+            ]
+        )
     finally:
         await admin.close()
     producer = AIOKafkaProducer(
@@ -67,10 +88,19 @@ async def _cycles(bootstrap: str, cycles: int, warm_up: int) -> dict[str, list[f
                 await producer.send(name, value, partition=0),
                 await producer.send(name, value, partition=1),
             ]
-            await asyncio.gather(*sent)
-            acked = time.perf_counter()
             offsets = {TopicPartition(f"{name}.in", 0): cycle + 1}
-            await producer.send_offsets_to_transaction(offsets, f"{name}.group")
+            if shape == "group":
+                await asyncio.gather(*sent)
+                acked = time.perf_counter()
+                await producer.send_offsets_to_transaction(offsets, f"{name}.group")
+            elif shape == "alongside":
+                offset_added = producer.send_offsets_to_transaction(offsets, f"{name}.group")
+                await asyncio.gather(*sent, offset_added)
+                acked = time.perf_counter()
+            else:  # in-log: the position as one more record of the transaction
+                sent.append(await producer.send(f"{name}.in", str(cycle + 1).encode(), partition=0))
+                await asyncio.gather(*sent)
+                acked = time.perf_counter()
             added = time.perf_counter()
             await producer.commit_transaction()
             committed = time.perf_counter()
@@ -94,28 +124,77 @@ async def _cycles(bootstrap: str, cycles: int, warm_up: int) -> dict[str, list[f
     return timings
 
 
-def _report(timings: dict[str, list[float]]) -> None:
-    for phase, values in timings.items():
+async def _shapes(
+    bootstrap: str, shapes: list[str], cycles: int, warm_up: int
+) -> dict[str, dict[str, list[float]]]:
+    """Each shape's cycles in ``_ROUNDS`` alternating turns (one shape alone: one turn)."""
+    rounds = _ROUNDS if len(shapes) > 1 else 1
+    timings: dict[str, dict[str, list[float]]] = {
+        shape: {phase: [] for phase in _PHASES} for shape in shapes
+    }
+    for _ in range(rounds):
+        for shape in shapes:
+            turn = await _cycles(bootstrap, max(1, cycles // rounds), warm_up // rounds, shape)
+            for phase, values in turn.items():
+                timings[shape][phase].extend(values)
+    return timings
+
+
+def _line(metric: str, value: float, unit: str, samples: int, shape: str | None) -> None:
+    line: dict[str, object] = {"bench": "kafka_txn", "metric": metric}
+    if shape is not None:
+        line["shape"] = shape
+    line |= {"value": value, "unit": unit, "samples": samples}
+    sys.stdout.write(json.dumps(line) + "\n")
+
+
+def _report(by_shape: dict[str, dict[str, list[float]]]) -> None:
+    several = len(by_shape) > 1
+    for shape, timings in by_shape.items():
+        for phase, values in timings.items():
+            for label, q in (("p50", 0.5), ("p99", 0.99)):
+                value = round(percentile(values, q), 2)
+                _line(f"{phase}_{label}_ms", value, "ms", len(values), shape if several else None)
+    base = by_shape.get("group")
+    if base is None or not several:
+        return
+    for shape, timings in by_shape.items():
+        if shape == "group":
+            continue
         for label, q in (("p50", 0.5), ("p99", 0.99)):
-            line = {
-                "bench": "kafka_txn",
-                "metric": f"{phase}_{label}_ms",
-                "value": round(percentile(values, q), 2),
-                "unit": "ms",
-                "samples": len(values),
-            }
-            sys.stdout.write(json.dumps(line) + "\n")
+            theirs, ours = percentile(timings["total"], q), percentile(base["total"], q)
+            ratio = round(theirs / ours, 3) if ours else float("nan")
+            sys.stderr.write(
+                f"total {label}: {shape} {theirs:.2f} ms, group {ours:.2f} ms, ratio {ratio}\n"
+            )
+            _line(f"total_{label}_ratio_to_group", ratio, "ratio", len(timings["total"]), shape)
+
+
+def _shape_list(text: str) -> list[str]:
+    shapes = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if not shapes or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown shape {', '.join(unknown) or '(none)'}: choose from {', '.join(SHAPES)}"
+        )
+    return shapes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kafka_txn", description=__doc__)
     parser.add_argument("--cycles", type=int, default=3000)
     parser.add_argument("--warm-up", type=int, default=500)
+    parser.add_argument(
+        "--shapes",
+        type=_shape_list,
+        default=["group"],
+        help=f"comma-separated, from {', '.join(SHAPES)} (default: group, the engine's)",
+    )
     args = parser.parse_args(argv)
     _aiokafka_sender.BACKOFF_OVERRIDE = 0.002  # as the engine (decision 17)
     external = os.environ.get("AION_BENCH_KAFKA")
     if external:
-        _report(asyncio.run(_cycles(external, args.cycles, args.warm_up)))
+        _report(asyncio.run(_shapes(external, args.shapes, args.cycles, args.warm_up)))
         return 0
     from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
 
@@ -123,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         broker = KafkaBroker(Path(data_dir), die_with_parent=True)
         broker.start()
         try:
-            _report(asyncio.run(_cycles(broker.bootstrap_servers, args.cycles, args.warm_up)))
+            bootstrap = broker.bootstrap_servers
+            _report(asyncio.run(_shapes(bootstrap, args.shapes, args.cycles, args.warm_up)))
         finally:
             broker.stop()
     return 0
