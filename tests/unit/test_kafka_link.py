@@ -15,6 +15,10 @@ from aion_common.domain import InfrastructureError
 from aion_common.kafka.link import RETRYING, Attempts, Backoff, BrokerLink, is_retriable
 from aion_common.settings import Settings
 
+_OURS = "link test: unable to connect to node %s"
+"""An aiokafka-shaped line no real client logs: the session's event loop is shared, so a client
+an earlier test left running may log its own ("Unable connect to node with id 1") meanwhile."""
+
 
 class ScriptedProbe:
     """Answers as ``self.up`` says; counts calls."""
@@ -120,7 +124,7 @@ async def test_one_line_on_loss_and_one_on_return_whatever_the_clients_log(lines
         assert "down_for_s" in report
         # While it is down, the Kafka client's errors and our retry lines are dropped ...
         for _ in range(50):
-            logging.getLogger("aiokafka").error("Unable connect to node with id %s", 1)
+            logging.getLogger("aiokafka").error(_OURS, "link-test")
             logging.getLogger("aion.engine").warning("acquisition failed", extra=RETRYING)
         logging.getLogger("aion.engine").warning("something else")  # ... other lines are not
         await asyncio.sleep(0.2)  # several probes fail meanwhile: still one line
@@ -137,9 +141,12 @@ async def test_one_line_on_loss_and_one_on_return_whatever_the_clients_log(lines
     ]
     assert lines.messages("aion.kafka.link")[2].startswith("kafka is back after ")
     back = next(r for r in lines.records if r.getMessage().startswith("kafka is back"))
-    assert back.lines_suppressed == 100  # type: ignore[attr-defined]
+    # at least this test's 100: the session's event loop is shared, and a Kafka client an
+    # earlier test left running logs through the same filter (seen in CI: "Unable to update
+    # metadata from [1]" for a stopped broker), so only this test's own lines are judged
+    assert back.lines_suppressed >= 100  # type: ignore[attr-defined]
     # Filtered on the handlers, not the loggers: this handler was added before the link.
-    assert lines.messages("aiokafka") == []
+    assert [m for m in lines.messages("aiokafka") if "link-test" in m] == []
     assert lines.messages("aion.engine") == ["something else"]
 
 
@@ -149,19 +156,20 @@ async def test_while_up_a_repeated_client_line_shows_once(lines: Lines) -> None:
     try:
         await _until(lambda: link.up)
         for node in range(5):
-            logging.getLogger("aiokafka").error("Unable connect to node with id %s", node)
-        logging.getLogger("aiokafka").info("Joined group")
-        logging.getLogger("aiokafka").info("Joined group")
+            logging.getLogger("aiokafka").error(_OURS, f"link-test-{node}")
+        logging.getLogger("aiokafka").info("Joined group %s", "link-test")
+        logging.getLogger("aiokafka").info("Joined group %s", "link-test")
     finally:
         await link.stop()
-    assert lines.messages("aiokafka") == [
-        "Unable connect to node with id 0",
-        "Joined group",
-        "Joined group",
+    ours = [m for m in lines.messages("aiokafka") if "link-test" in m]
+    assert ours == [
+        "link test: unable to connect to node link-test-0",
+        "Joined group link-test",
+        "Joined group link-test",
     ]
     # Stopped: the filter is gone.
-    logging.getLogger("aiokafka").error("Unable connect to node with id %s", 0)
-    assert lines.messages("aiokafka")[-1] == "Unable connect to node with id 0"
+    logging.getLogger("aiokafka").error(_OURS, "link-test-0")
+    assert lines.messages("aiokafka")[-1] == "link test: unable to connect to node link-test-0"
 
 
 async def test_retry_waits_for_the_cluster_and_raises_what_waiting_cannot_cure() -> None:
