@@ -16,10 +16,19 @@ from aiokafka import AIOKafkaConsumer
 from aion_common.kafka.consumer import stop_consumer
 
 
+class _Client:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 class _FetchInFlight:
     def __init__(self, *, slow_s: float = 0.0) -> None:
         self.slow_s = slow_s
         self.stopped = False
+        self._client = _Client()  # aiokafka's consumer closes it last, after the fetcher
 
     async def stop(self) -> None:
         fetch = asyncio.create_task(asyncio.sleep(60))
@@ -39,6 +48,8 @@ async def test_the_library_cancelling_its_own_fetch_does_not_reach_the_caller() 
     await stop_consumer(_consumer(stand_in))  # no CancelledError
     assert stand_in.stopped
     assert not cast("Any", asyncio.current_task()).cancelling()
+    # the stop never got to its client: closed here, or its metadata task would run on
+    assert stand_in._client.closed
 
 
 async def test_a_bare_stop_lets_it_through() -> None:
@@ -61,3 +72,15 @@ async def test_a_stop_that_hangs_is_given_up_on() -> None:
     stand_in = _FetchInFlight(slow_s=60.0)
     await asyncio.wait_for(stop_consumer(_consumer(stand_in), timeout_s=0.1), 5.0)
     assert not stand_in.stopped
+    assert stand_in._client.closed
+
+
+async def test_a_clean_stop_leaves_the_client_to_it() -> None:
+    class _Clean(_FetchInFlight):
+        async def stop(self) -> None:
+            self.stopped = True
+
+    stand_in = _Clean()
+    await stop_consumer(_consumer(stand_in))
+    assert stand_in.stopped
+    assert not stand_in._client.closed  # aiokafka's own stop closes it; nothing more here

@@ -55,6 +55,11 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, timeout_s: float = _STOP_
     their changelogs just as the broker went down lost every worker that way and never served
     its partitions again (reproduced by ``test_engine_converges_after_broker_outages``). A
     cancellation of the calling task itself is still raised.
+
+    A stop cut short that way (or given up on) never reached ``consumer.stop()``'s last step,
+    closing the consumer's client, and a second ``stop()`` returns at once: the client's
+    metadata task ran on for the life of the process, one more after every outage, logging
+    for a broker long gone. Its client is then closed here (bounded too).
     """
     try:
         await asyncio.wait_for(consumer.stop(), timeout_s)
@@ -63,6 +68,23 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, timeout_s: float = _STOP_
         _log.debug("a Kafka consumer's stop was cut short by its own cancelled fetches")
     except (KafkaError, OSError, TimeoutError) as err:
         _log.warning("a Kafka consumer did not stop cleanly", extra={"error": repr(err)})
+    else:
+        return
+    await _close_client(consumer, timeout_s)
+
+
+async def _close_client(consumer: AIOKafkaConsumer, timeout_s: float) -> None:
+    """Close the client of a consumer whose ``stop()`` did not get to it (aiokafka 0.14 keeps
+    it as ``_client``; ``close()`` is idempotent)."""
+    client = getattr(consumer, "_client", None)
+    if client is None:
+        return
+    try:
+        await asyncio.wait_for(client.close(), timeout_s)
+    except asyncio.CancelledError:
+        raise_if_cancelling()
+    except (KafkaError, OSError, TimeoutError) as err:
+        _log.warning("a Kafka consumer's client did not close", extra={"error": repr(err)})
 
 
 class ManualCommitConsumer:
