@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from tests.unit.link_fakes import ScriptedProbe, until
 
 from aion_common.domain import InfrastructureError
 from aion_common.kafka.link import RETRYING, Attempts, Backoff, BrokerLink, is_retriable
@@ -18,23 +19,6 @@ from aion_common.settings import Settings
 _OURS = "link test: unable to connect to node %s"
 """An aiokafka-shaped line no real client logs: the session's event loop is shared, so a client
 an earlier test left running may log its own ("Unable connect to node with id 1") meanwhile."""
-
-
-class ScriptedProbe:
-    """Answers as ``self.up`` says; counts calls."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.calls = 0
-        self.closed = False
-
-    async def __call__(self) -> None:
-        self.calls += 1
-        if not self.up:
-            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 class Lines(logging.Handler):
@@ -73,12 +57,6 @@ def _link(probe: ScriptedProbe) -> BrokerLink:
     )
 
 
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110  # polling the link's state
-            await asyncio.sleep(0.01)
-
-
 def test_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
     backoff = Backoff(initial=0.2, maximum=5.0, jitter=0.2)
     for attempt, base in ((1, 0.2), (2, 0.4), (3, 0.8), (6, 5.0), (40, 5.0)):
@@ -110,11 +88,11 @@ async def test_one_line_on_loss_and_one_on_return_whatever_the_clients_log(lines
     link = _link(probe)
     await link.start()
     try:
-        await _until(lambda: link.up)
+        await until(lambda: link.up)
         assert link.report()["reachable"] is True
         assert link.not_ready_reason() is None
         probe.up = False
-        await _until(lambda: link.known_down)
+        await until(lambda: link.known_down)
         reason = link.not_ready_reason()
         assert reason is not None
         assert "127.0.0.1:9 unreachable" in reason
@@ -129,7 +107,7 @@ async def test_one_line_on_loss_and_one_on_return_whatever_the_clients_log(lines
         logging.getLogger("aion.engine").warning("something else")  # ... other lines are not
         await asyncio.sleep(0.2)  # several probes fail meanwhile: still one line
         probe.up = True
-        await _until(lambda: link.up)
+        await until(lambda: link.up)
     finally:
         await link.stop()
     assert probe.closed
@@ -154,7 +132,7 @@ async def test_while_up_a_repeated_client_line_shows_once(lines: Lines) -> None:
     link = _link(ScriptedProbe())
     await link.start()
     try:
-        await _until(lambda: link.up)
+        await until(lambda: link.up)
         for node in range(5):
             logging.getLogger("aiokafka").error(_OURS, f"link-test-{node}")
         logging.getLogger("aiokafka").info("Joined group %s", "link-test")
@@ -212,7 +190,7 @@ async def test_pause_ends_early_when_the_cluster_returns() -> None:
     link = _link(probe)
     await link.start()
     try:
-        await _until(lambda: link.known_down)
+        await until(lambda: link.known_down)
         loop = asyncio.get_running_loop()
         began = loop.time()
         pausing = asyncio.create_task(link.pause(30.0))
@@ -232,12 +210,12 @@ async def test_pause_ends_at_a_return_the_link_had_not_yet_seen_coming() -> None
     link = _link(probe)
     await link.start()
     try:
-        await _until(lambda: link.up)
+        await until(lambda: link.up)
         loop = asyncio.get_running_loop()
         began = loop.time()
         pausing = asyncio.create_task(link.pause(30.0))
         probe.up = False
-        await _until(lambda: link.known_down)
+        await until(lambda: link.known_down)
         assert not pausing.done()
         probe.up = True
         await asyncio.wait_for(pausing, 5)
@@ -252,7 +230,7 @@ async def test_pause_sleeps_its_delay_while_the_cluster_stays_up() -> None:
     link = _link(probe)
     await link.start()
     try:
-        await _until(lambda: link.up)
+        await until(lambda: link.up)
         loop = asyncio.get_running_loop()
         began = loop.time()
         await link.pause(0.3)
@@ -266,14 +244,14 @@ async def test_attempts_are_counted_afresh_after_the_cluster_returned() -> None:
     link = _link(probe)
     await link.start()
     try:
-        await _until(lambda: link.up)
+        await until(lambda: link.up)
         attempts = Attempts(link)
         assert [attempts.failed() for _ in range(3)] == [1, 2, 3]
         probe.up = False
-        await _until(lambda: link.known_down)
+        await until(lambda: link.known_down)
         assert attempts.failed() == 4  # the same outage: the backoff keeps growing
         probe.up = True
-        await _until(lambda: link.up)
+        await until(lambda: link.up)
         assert attempts.failed() == 1  # the first failure after the return
         assert attempts.failed() == 2
         attempts.succeeded()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from tests.unit.link_fakes import ScriptedProbe, until
 
 from aion_common.domain import CancelWorkflow, InfrastructureError
 from aion_common.kafka.link import BrokerLink
@@ -47,26 +47,6 @@ class FakeProducer:
         if self.error is not None:
             raise self.error
         self.sent.append((topic, workflow_id))
-
-
-class ScriptedProbe:
-    """The cluster answers while ``up``."""
-
-    def __init__(self) -> None:
-        self.up = True
-
-    async def __call__(self) -> None:
-        if not self.up:
-            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
-
-    async def close(self) -> None:
-        pass
-
-
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110  # polling the link's state
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -107,7 +87,7 @@ async def test_a_command_is_refused_at_once_while_kafka_is_known_away(
 ) -> None:
     probe.up = False
     sink.link.suspect()
-    await _until(lambda: sink.link.known_down)
+    await until(lambda: sink.link.known_down)
     began = time.monotonic()
     with pytest.raises(CommandNotQueued) as refused:
         await sink.send(_COMMAND)

@@ -9,10 +9,10 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from tests.unit.link_fakes import ScriptedProbe, until
 
 from aion_common.domain import InfrastructureError
 from aion_common.kafka.link import BrokerLink
@@ -42,20 +42,6 @@ class FakeProducer:
         self.stops += 1
 
 
-class ScriptedProbe:
-    """The cluster answers while ``up``."""
-
-    def __init__(self, *, up: bool) -> None:
-        self.up = up
-
-    async def __call__(self) -> None:
-        if not self.up:
-            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
-
-    async def close(self) -> None:
-        pass
-
-
 def _connection(producer: FakeProducer, link: BrokerLink | None) -> WriterConnection:
     return WriterConnection(
         producer, link, what="the test writer", refused="tests are refused", task_name="test"
@@ -64,12 +50,6 @@ def _connection(producer: FakeProducer, link: BrokerLink | None) -> WriterConnec
 
 def _link(probe: ScriptedProbe) -> BrokerLink:
     return BrokerLink(Settings(bootstrap_servers="127.0.0.1:9"), name="test", probe=probe)
-
-
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110  # polling the connection's state
-            await asyncio.sleep(0.01)
 
 
 async def test_a_producer_that_starts_is_connected_at_once() -> None:
@@ -105,7 +85,7 @@ async def test_a_retriable_failure_goes_on_connecting_in_the_background() -> Non
     try:
         assert not await connection.start()
         assert not connection.connected
-        await _until(lambda: connection.connected)
+        await until(lambda: connection.connected)
         assert producer.starts == 3
     finally:
         await connection.stop()
@@ -116,7 +96,7 @@ async def test_while_the_link_knows_the_cluster_is_away_no_start_is_tried_first(
     probe = ScriptedProbe(up=False)
     link = _link(probe)
     await link.start()
-    await _until(lambda: link.known_down)
+    await until(lambda: link.known_down)
     producer = FakeProducer(itertools.repeat(_AWAY))
     connection = _connection(producer, link)
     try:
@@ -137,7 +117,7 @@ async def test_stop_while_connecting_gives_up_and_stops_the_producer() -> None:
     connection = _connection(producer, link)
     try:
         assert not await connection.start()
-        await _until(lambda: producer.starts >= 2)  # retrying in the background
+        await until(lambda: producer.starts >= 2)  # retrying in the background
         async with asyncio.timeout(2):
             await connection.stop()
     finally:
@@ -158,7 +138,7 @@ async def test_a_background_start_refused_for_good_is_logged_and_writes_stay_ref
     try:
         with caplog.at_level(logging.ERROR, logger="aion.api"):
             assert not await connection.start()
-            await _until(lambda: bool(caplog.records))
+            await until(lambda: bool(caplog.records))
     finally:
         await connection.stop()
         await link.stop()
@@ -230,7 +210,7 @@ async def test_a_write_is_refused_at_once_while_the_link_knows_the_cluster_is_aw
         assert await connection.start()
         probe.up = False
         link.suspect()
-        await _until(lambda: link.known_down)
+        await until(lambda: link.known_down)
         began = time.monotonic()
         with pytest.raises(WriteUnavailable, match=r"^not written: kafka at 127\.0\.0\.1:9 unr"):
             await connection.write(sends, Words(), timeout_s=5)
@@ -261,7 +241,7 @@ async def test_an_unacknowledged_write_is_answered_in_time_and_goes_on(
     assert len(suspected) == 1
     with caplog.at_level(logging.WARNING, logger="aion.api"):
         sends.answer.set()  # Kafka answers after all
-        await _until(lambda: bool(caplog.records))
+        await until(lambda: bool(caplog.records))
     assert caplog.messages == [
         "a write by the test writer answered before Kafka acknowledged it was written after all"
     ]
