@@ -89,18 +89,15 @@ async def _cycles(
                 await producer.send(name, value, partition=1),
             ]
             offsets = {TopicPartition(f"{name}.in", 0): cycle + 1}
-            if shape == "group":
-                await asyncio.gather(*sent)
-                acked = time.perf_counter()
-                await producer.send_offsets_to_transaction(offsets, f"{name}.group")
-            elif shape == "alongside":
-                offset_added = producer.send_offsets_to_transaction(offsets, f"{name}.group")
-                await asyncio.gather(*sent, offset_added)
-                acked = time.perf_counter()
-            else:  # in-log: the position as one more record of the transaction
+            # ``acked`` once what ``sent`` holds is answered: alongside, the offset is in it
+            if shape == "alongside":
+                sent.append(producer.send_offsets_to_transaction(offsets, f"{name}.group"))
+            elif shape == "in-log":  # the position as one more record of the transaction
                 sent.append(await producer.send(f"{name}.in", str(cycle + 1).encode(), partition=0))
-                await asyncio.gather(*sent)
-                acked = time.perf_counter()
+            await asyncio.gather(*sent)
+            acked = time.perf_counter()
+            if shape == "group":
+                await producer.send_offsets_to_transaction(offsets, f"{name}.group")
             added = time.perf_counter()
             await producer.commit_transaction()
             committed = time.perf_counter()
