@@ -11,7 +11,6 @@ transaction's records are neither read nor waited for.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Literal, Self, TypeAlias
@@ -21,8 +20,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from aion_common.domain.errors import InfrastructureError
+from aion_common.kafka._closing import await_within
 from aion_common.kafka.errors import infrastructure_error
-from aion_common.kafka.link import raise_if_cancelling
 from aion_common.kafka.options import client_options
 from aion_common.settings import Settings
 
@@ -40,8 +39,6 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 _FETCH_WAIT_MS = 500
 _DEFAULT_STALL_S = 30.0
 _STOP_TIMEOUT_S = 5.0
-
-_log = logging.getLogger("aion.kafka")
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer, *, timeout_s: float = _STOP_TIMEOUT_S) -> None:
@@ -61,14 +58,12 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, timeout_s: float = _STOP_
     metadata task ran on for the life of the process, one more after every outage, logging
     for a broker long gone. Its client is then closed here (bounded too).
     """
-    try:
-        await asyncio.wait_for(consumer.stop(), timeout_s)
-    except asyncio.CancelledError:
-        raise_if_cancelling()
-        _log.debug("a Kafka consumer's stop was cut short by its own cancelled fetches")
-    except (KafkaError, OSError, TimeoutError) as err:
-        _log.warning("a Kafka consumer did not stop cleanly", extra={"error": repr(err)})
-    else:
+    if await await_within(
+        consumer.stop(),
+        timeout_s,
+        failed="a Kafka consumer did not stop cleanly",
+        cut_short="a Kafka consumer's stop was cut short by its own cancelled fetches",
+    ):
         return
     await _close_client(consumer, timeout_s)
 
@@ -79,12 +74,7 @@ async def _close_client(consumer: AIOKafkaConsumer, timeout_s: float) -> None:
     client = getattr(consumer, "_client", None)
     if client is None:
         return
-    try:
-        await asyncio.wait_for(client.close(), timeout_s)
-    except asyncio.CancelledError:
-        raise_if_cancelling()
-    except (KafkaError, OSError, TimeoutError) as err:
-        _log.warning("a Kafka consumer's client did not close", extra={"error": repr(err)})
+    await await_within(client.close(), timeout_s, failed="a Kafka consumer's client did not close")
 
 
 class ManualCommitConsumer:
