@@ -1,5 +1,6 @@
 """A Kafka client's stop or close, bounded, for clients being discarded
-(:func:`~aion_common.kafka.consumer.stop_consumer`)."""
+(:func:`~aion_common.kafka.consumer.stop_consumer`,
+:func:`~aion_common.kafka.producer.stop_producer`)."""
 
 from __future__ import annotations
 

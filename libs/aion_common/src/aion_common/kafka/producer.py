@@ -8,7 +8,6 @@ module as :class:`InfrastructureError` carrying aiokafka's ``retriable`` verdict
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -20,16 +19,48 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from aion_common.codecs import encode_key
+from aion_common.kafka._closing import await_within
 from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.settings import Settings
 
-__all__ = ["Headers", "KeyedProducer"]
+__all__ = ["Headers", "KeyedProducer", "stop_producer"]
 
 _log = logging.getLogger(__name__)
 _STOP_TIMEOUT_S = 10.0
 
 Headers: TypeAlias = Sequence[tuple[str, bytes]]
+
+
+async def stop_producer(
+    producer: AIOKafkaProducer,
+    *,
+    timeout_s: float = _STOP_TIMEOUT_S,
+    what: str = "a Kafka producer",
+) -> None:
+    """Stop ``producer``, which is being discarded: bounded, never leaking aiokafka's own
+    cancellations into the caller, and never leaving its sender or its client running.
+
+    aiokafka 0.14's ``stop()`` marks the producer closed, waits for its batches to be delivered
+    (for as long as the broker is away), and only then cancels its sender task and closes its
+    client. A stop cut short there (given up on after ``timeout_s``, failed, or ended by its
+    own cancelled tasks) skipped both, and a second ``stop()`` returns at once: the sender went
+    on retrying its batches and the client's metadata task ran for the life of the process.
+    They are then ended here, in ``stop()``'s order and each bounded too; what is still unsent
+    is dropped. ``what`` names the producer in the log. A cancellation of the calling task is
+    still raised.
+    """
+    if await await_within(
+        producer.stop(),
+        timeout_s,
+        failed=f"{what} did not stop cleanly",
+        cut_short=f"{what}'s stop was cut short by its own cancelled tasks",
+    ):
+        return
+    sender = getattr(producer, "_sender", None)  # aiokafka 0.14 keeps it there
+    if sender is not None:
+        await await_within(sender.close(), timeout_s, failed=f"{what}'s sender did not stop")
+    await await_within(producer.client.close(), timeout_s, failed=f"{what}'s client did not close")
 
 
 class KeyedProducer:
@@ -88,23 +119,15 @@ class KeyedProducer:
     async def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
         """Flush and close; safe to call twice, or without :meth:`start`.
 
-        Bounded: aiokafka flushes for as long as the broker is away, so after ``timeout_s``
-        what is still unsent is dropped (every caller awaits its sends' acknowledgements, so
-        nothing it was told is durable is lost).
+        Bounded (:func:`stop_producer`): aiokafka flushes for as long as the broker is away, so
+        after ``timeout_s`` what is still unsent is dropped (every caller awaits its sends'
+        acknowledgements, so nothing it was told is durable is lost). A stop that fails is
+        logged, not raised: the producer is discarded either way.
         """
         producer, self._producer = self._producer, None
         if producer is None:
             return
-        try:
-            await asyncio.wait_for(producer.stop(), timeout_s)
-        except TimeoutError:
-            _log.warning(
-                "the Kafka producer did not flush within %.0f s; closed anyway",
-                timeout_s,
-                extra={"client_id": self._client_id},
-            )
-        except KafkaError as err:
-            raise infrastructure_error(err, "stopping the Kafka producer") from err
+        await stop_producer(producer, timeout_s=timeout_s, what=f"Kafka producer {self._client_id}")
 
     async def __aenter__(self) -> Self:
         await self.start()
