@@ -98,6 +98,7 @@ from aion_common.kafka.dead_letter import dead_letter_headers
 from aion_common.kafka.link import RETRYING, Backoff, BrokerLink, raise_if_cancelling
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import probe_capabilities
+from aion_common.kafka.producer import stop_producer
 from aion_common.kafka.topics import RUN_ENDED_HEADER, Topics
 from aion_common.settings import Settings
 from aion_engine import local_steps, queries
@@ -1538,10 +1539,7 @@ async def _closed(owned: _Owned) -> None:
 async def _close_producer(producer: AIOKafkaProducer, *, what: str) -> None:
     """Stop ``producer`` within ``_CLOSE_TIMEOUT_S``: it flushes first, for ever if the broker
     is away, and what it holds is dropped anyway (uncommitted, so re-processed)."""
-    try:
-        await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT_S)
-    except (KafkaError, TimeoutError) as err:
-        _log.warning("%s did not stop cleanly", what, extra={"error": repr(err)})
+    await stop_producer(producer, timeout_s=_CLOSE_TIMEOUT_S, what=what)
 
 
 _RUN_ENDINGS = (*TERMINAL_EVENT_TYPES, WorkflowBlocked)

@@ -47,6 +47,7 @@ from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.link import RETRYING, BrokerLink
 from aion_common.kafka.options import client_options
 from aion_common.kafka.probe import probe_capabilities
+from aion_common.kafka.producer import stop_producer
 from aion_common.kafka.schedules import decode_schedule_key, ensure_schedule_topics
 from aion_common.kafka.topics import Topics
 from aion_common.runtime.health import HealthServer
@@ -416,10 +417,7 @@ class SchedulerService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         owned.ready = False
         producer, owned.producer = owned.producer, None
         if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), _CLOSE_TIMEOUT_S)
-            except (KafkaError, TimeoutError) as err:
-                _log.warning("producer did not stop cleanly", extra={"error": repr(err)})
+            await stop_producer(producer, timeout_s=_CLOSE_TIMEOUT_S, what="producer")
 
     async def _serve(self, owned: _Owned) -> str:
         """Fire what is due, then sleep until the next fire or a new record."""
