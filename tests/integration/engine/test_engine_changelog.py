@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from tests.e2e.engine.harness import assert_changelog_matches_events
 
-from aion_common.codecs import encode_key
+from aion_common.codecs import Codec, encode_key
 from aion_common.domain import StartWorkflow, WorkflowCompleted
 from aion_common.kafka import partition_for
 from aion_common.kafka.changelog import MARKER_KEY, STATE_HEADER, Marker
@@ -136,6 +136,146 @@ async def test_a_restart_reads_the_changelog_tail_and_a_lost_store_restores_cold
     assert await assert_changelog_matches_events(aion_settings, tmp_path) >= 66
 
 
+async def test_the_position_is_the_changelogs_and_only_a_group_offset_further_on_wins(
+    aion_settings: Settings, tmp_path: Path
+) -> None:
+    # Every transaction records the partition's position in engine-state; the group's offsets
+    # are committed outside the transactions (now and then, and on release).
+    rig, _, waiting = await _stopped_after(aion_settings, closed=6, open_=2, quiesce=True)
+    topics = Topics(aion_settings.topic_prefix)
+    partitions = range(aion_settings.partitions)
+    ends = await _ends(aion_settings, topics.commands)
+    assert await _positions(aion_settings, tmp_path) == ends
+    assert await _group_offsets(aion_settings) == ends
+
+    # The group rewound to the start (a reset, a stale commit): not used. On one partition,
+    # commands the engine never read with the group's offset past them (what an engine of an
+    # older version, which commits only there, leaves when it served them): skipped.
+    skipped = f"wf-skipped-{uuid.uuid4().hex[:8]}"
+    partition = partition_for(skipped, aion_settings.partitions)
+    after = _same_partition(f"wf-after-{uuid.uuid4().hex[:8]}", partition, aion_settings)
+    offsets = dict.fromkeys(partitions, 0)
+    offsets[partition] = ends[partition] + 1
+    await _send(aion_settings, _start(skipped, "it.child", {"outcome": "complete", "i": 0}))
+    await _commit_group(aion_settings, offsets)
+
+    again = EngineRig(aion_settings)
+    again.histories = rig.histories
+    await again.start()
+    try:
+        acquired = await _owned(again)
+        resumed = {p: (a["position"], a["position_from"]) for p, a in acquired.items()}
+        expected = {p: (ends[p], "changelog") for p in partitions}
+        expected[partition] = (ends[partition] + 1, "group")
+        assert resumed == expected
+        await _approve(again, waiting)  # the open work goes on from the restored state
+        await again.start_workflow("it.child", {"outcome": "complete", "i": 1}, workflow_id=after)
+        await again.wait_closed(after)
+        assert skipped not in again.histories  # read past, never started
+    finally:
+        await again.stop()
+    assert await assert_changelog_matches_events(aion_settings, tmp_path) == 15
+
+
+def _start(workflow_id: str, workflow_type: str, input_value: object) -> StartWorkflow:
+    return StartWorkflow(
+        command_id=str(uuid.uuid4()),
+        issued_at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        workflow_type=workflow_type,
+        input=_payload(input_value),
+    )
+
+
+async def _send(settings: Settings, command: StartWorkflow) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            Topics(settings.topic_prefix).commands,
+            Codec().encode_command(command),
+            key=encode_key(command.workflow_id),
+        )
+    finally:
+        await producer.stop()
+
+
+def _same_partition(prefix: str, partition: int, settings: Settings) -> str:
+    return next(
+        f"{prefix}-{n}"
+        for n in range(10_000)
+        if partition_for(f"{prefix}-{n}", settings.partitions) == partition
+    )
+
+
+async def _ends(settings: Settings, topic: str) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def _positions(settings: Settings, directory: Path) -> dict[int, int | None]:
+    """Each partition's position as a cold restore of engine-state reads it."""
+    from aion_common.kafka.changelog import ChangelogStore, catch_up
+    from aion_engine._changelog import read_position
+
+    topic = Topics(settings.topic_prefix).engine_state
+    positions: dict[int, int | None] = {}
+    for partition in range(settings.partitions):
+        store = ChangelogStore(directory / f"positions-{uuid.uuid4().hex[:6]}.sqlite")
+        try:
+            await catch_up(settings, topic, partition, store)
+            positions[partition] = read_position(store, partition)
+        finally:
+            store.close()
+    return positions
+
+
+async def _group_offsets(settings: Settings) -> dict[int, int | None]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = Topics(settings.topic_prefix).commands
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"{settings.topic_prefix}.engine",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        return {
+            p: await consumer.committed(TopicPartition(topic, p))
+            for p in range(settings.partitions)
+        }
+    finally:
+        await consumer.stop()
+
+
+async def _commit_group(settings: Settings, offsets: dict[int, int]) -> None:
+    """Commit ``offsets`` (per partition of the commands topic) as the engine's group, while
+    no engine is in it."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = Topics(settings.topic_prefix).commands
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"{settings.topic_prefix}.engine",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        tps = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
+        consumer.assign(list(tps))
+        await consumer.commit(tps)
+    finally:
+        await consumer.stop()
+
+
 def _start_again(workflow_id: str, rig: EngineRig) -> StartWorkflow:
     first = rig.histories[workflow_id][0]
     return StartWorkflow(
@@ -171,6 +311,8 @@ async def test_an_upgrade_builds_the_changelog_once_from_a_log_without_one(
             len(h) for h in old.histories.values()
         )
         assert sum(int(a["open_workflows"]) for a in acquired.values()) == len(waiting)  # type: ignore[call-overload]
+        # the old engine's offsets were in the group (in its transactions)
+        assert {a["position_from"] for a in acquired.values()} == {"group"}
         await _approve(upgraded, waiting)
         # a late duplicate of a closed workflow's start is still a no-op after the upgrade
         last = len(upgraded.histories[done[0]])
@@ -184,6 +326,7 @@ async def test_an_upgrade_builds_the_changelog_once_from_a_log_without_one(
     try:
         acquired = await _owned(again)
         assert all(a["built_from_events"] is None for a in acquired.values())  # built once
+        assert {a["position_from"] for a in acquired.values()} == {"changelog"}
         assert len(again.histories[done[0]]) == last
     finally:
         await again.stop()
@@ -218,6 +361,7 @@ async def test_an_unreadable_changelog_record_is_rebuilt_from_the_event_log(
     try:
         acquired = await _owned(again)
         assert acquired[partition]["built_from_events"], acquired
+        assert acquired[partition]["position_from"] == "changelog"  # the build kept it
         errors = [r for r in caplog.records if "unreadable engine changelog" in r.getMessage()]
         assert errors
         message = str(errors[0].__dict__.get("error"))
@@ -446,6 +590,7 @@ async def test_a_partition_built_in_the_single_changelog_layout_is_built_again(
     try:
         acquired = await _owned(upgraded)
         assert all(a["built_from_events"] is not None for a in acquired.values()), acquired
+        assert {a["position_from"] for a in acquired.values()} == {"changelog"}
         last = len(upgraded.histories[done[0]])
         await upgraded.send(_start_again(done[0], upgraded))  # still a duplicate
         await _approve(upgraded, waiting)

@@ -22,8 +22,15 @@ from aion_common.domain import (
     WorkflowCompleted,
     record_child_terminal_id,
 )
-from aion_common.kafka.changelog import Change, ChangelogStore
-from aion_engine._changelog import ChangelogCorrupt, EngineChangelog
+from aion_common.kafka.changelog import Change, ChangelogStore, Marker
+from aion_engine._changelog import (
+    FORMAT,
+    POSITION_KEY,
+    ChangelogCorrupt,
+    EngineChangelog,
+    position_change,
+    read_position,
+)
 from aion_engine._snapshot import (
     decode_head,
     encode_head,
@@ -293,3 +300,29 @@ def test_closed_heads_move_between_the_changelogs_in_the_batch_that_closes_or_re
         (b"w", True, False, False),
         (b"w", False, False, True),
     ]
+
+
+def test_the_position_is_read_back_and_is_not_a_workflow(store: ChangelogStore) -> None:
+    assert read_position(store, 0) is None  # a log from before positions
+    store.write([(position_change(41), 7), (position_change(42), 9)], 10)
+    assert read_position(store, 0) == 42
+    assert list(EngineChangelog(Codec(), 0).restore(store)) == []  # not open work
+    assert store.counts() == (0, 1)
+
+
+def test_a_position_a_complete_build_wrote_survives_its_marker(store: ChangelogStore) -> None:
+    # what a build's complete transaction leaves: the position above where the build began
+    store.write([(position_change(5), 3)], 4)
+    store.write([(position_change(5), 12)], 14, marker=(Marker("complete", 10, FORMAT), 13))
+    assert read_position(store, 0) == 5
+    store.write([], 30, marker=(Marker("complete", 20, FORMAT), 29))  # a later build without it
+    assert read_position(store, 0) is None
+
+
+@pytest.mark.parametrize("value", [b"-1", b"forty", b"\xff"])
+def test_an_unreadable_position_names_its_partition_and_offset(
+    store: ChangelogStore, value: bytes
+) -> None:
+    store.write([(Change(POSITION_KEY, value), 6)], 7)
+    with pytest.raises(ChangelogCorrupt, match="partition 3 offset 6"):
+        read_position(store, 3)

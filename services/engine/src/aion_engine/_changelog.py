@@ -17,6 +17,12 @@ the encodings):
 So the bytes written grow with the events written, never with a run's size: an event is copied
 once into a run record, and once more into a head only if it is a run's start or terminal.
 
+Every transaction also writes the partition's *position* to ``engine-state`` (key
+:data:`POSITION_KEY`): the next offset of ``aion.commands`` to read. It commits or aborts with
+the events and the state it accompanies, so an acquisition resumes exactly where the state it
+restored ends (docs/decisions.md 69: in place of the consumer group's offset, which the
+transaction no longer carries).
+
 Restoring a partition (:meth:`EngineChangelog.restore`) reads the local store of
 ``engine-state`` — open work only, O(open workflows) — decodes each head and applies the open
 run's events to it; closed workflows are read back one at a time from the store of
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 from aion_common.codecs import Codec
 from aion_common.domain import AionError, EventBatch, WorkflowPurged, WorkflowStarted, outcome_of
@@ -47,7 +54,14 @@ from aion_engine._snapshot import (
 )
 from aion_engine._state import WorkflowState
 
-__all__ = ["FORMAT", "ChangelogCorrupt", "EngineChangelog"]
+__all__ = [
+    "FORMAT",
+    "POSITION_KEY",
+    "ChangelogCorrupt",
+    "EngineChangelog",
+    "position_change",
+    "read_position",
+]
 
 FORMAT = 2
 """The changelogs' layout (the build marker's version): 1 kept closed heads in
@@ -64,6 +78,31 @@ class ChangelogCorrupt(AionError):
         )
         self.partition = partition
         self.offset = offset
+
+
+POSITION_KEY: Final = b"\x00aion.position"
+"""The key of a partition's position in ``engine-state`` (no workflow id starts with a NUL)."""
+
+
+def position_change(next_offset: int) -> Change:
+    """The record of the partition's position: ``next_offset`` of ``aion.commands``, in
+    decimal."""
+    return Change(POSITION_KEY, b"%d" % next_offset)
+
+
+def read_position(store: ChangelogStore, partition: int) -> int | None:
+    """The position the store holds (None: none written yet, a log from before positions)."""
+    found = store.get(POSITION_KEY)
+    if found is None:
+        return None
+    value, offset = found
+    try:
+        position = int(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        position = -1
+    if position < 0:
+        raise ChangelogCorrupt(partition, offset, POSITION_KEY, f"not a position: {value[:40]!r}")
+    return position
 
 
 @dataclass(slots=True)

@@ -13,8 +13,11 @@ its open transaction aborted):
    markers, rebuild every workflow from the event log — moving closed ones to the store of
    ``engine-closed`` as it goes, so memory stays bounded by open work — write every
    workflow's records, then the ``complete`` markers naming where the build began
-   (everything older is stale). Needs the event log from offset 0;
-3. **restore** the open workflows from the store into a fresh core: the partition serves
+   (everything older is stale) with the position the store held, written again (the state
+   built from the whole event log includes every transaction up to it). Needs the event log
+   from offset 0;
+3. **restore** the open workflows from the store into a fresh core, and read the partition's
+   position (the next command offset its last transaction recorded): the partition serves
    from here;
 4. **load the closed** (:func:`load_closed`, run in the background by the service): the
    store of ``engine-closed`` caught up to the end that changelog had at step 3, its writes
@@ -50,7 +53,14 @@ from aion_common.kafka.errors import infrastructure_error
 from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
-from aion_engine._changelog import FORMAT, EngineChangelog
+from aion_engine._changelog import (
+    FORMAT,
+    POSITION_KEY,
+    ChangelogCorrupt,
+    EngineChangelog,
+    position_change,
+    read_position,
+)
 from aion_engine.core import EngineCore
 
 __all__ = ["ENGINE_STATE_STALE_MS", "Restored", "load_closed", "restore_partition", "write_changes"]
@@ -66,8 +76,9 @@ open work): the topic keeps tombstones an hour (``aion_common.kafka.admin``)."""
 
 @dataclass(frozen=True, slots=True)
 class Restored:
-    """A restored partition: its core and bookkeeping, what the restore cost, and where the
-    closed workflows' changelog ended when it was done (:func:`load_closed` reads to there)."""
+    """A restored partition: its core and bookkeeping, what the restore cost, where the
+    closed workflows' changelog ended when it was done (:func:`load_closed` reads to there),
+    and the partition's position (None: its changelog has none yet)."""
 
     core: EngineCore
     changelog: EngineChangelog
@@ -76,6 +87,7 @@ class Restored:
     open_workflows: int
     seconds: float
     closed_end: int
+    position: int | None
 
 
 CoreFactory = Callable[[EngineChangelog, ChangelogStore], EngineCore]
@@ -125,6 +137,7 @@ async def restore_partition(
         )
         built = await _build(settings, codec, log, new_core, marker)
     _, closed_end = await _event_bounds(settings, topics.engine_closed, partition)
+    position = read_position(store, partition)
     changelog = EngineChangelog(codec, partition, writer=settings.instance_id)
     core = new_core(changelog, closed_store)
     count = 0
@@ -132,7 +145,14 @@ async def restore_partition(
         core.adopt(state)
         count += 1
     return Restored(
-        core, changelog, caught, built, count, time.perf_counter() - started, closed_end
+        core,
+        changelog,
+        caught,
+        built,
+        count,
+        time.perf_counter() - started,
+        closed_end,
+        position,
     )
 
 
@@ -250,7 +270,10 @@ async def _build(
     # What engine-state holds from before (an older layout's closed heads, an interrupted
     # build's records): the keys this build does not write again are tombstoned after it, or
     # compaction would keep them for ever and every cold restore would read them again.
-    before = {key for key, _value, _offset in store.scan_all() if key != MARKER_KEY}
+    before = {
+        key for key, _value, _offset in store.scan_all() if key not in (MARKER_KEY, POSITION_KEY)
+    }
+    kept = _position_kept(store, partition)
     # what they hold is what the build replaces (and may be what was unreadable)
     store.reset()
     log.closed_store.reset()
@@ -293,9 +316,9 @@ async def _build(
             )
     await _flush(log, core, changelog, dirty, limit=limit, everything=True)
     stale = await _tombstone_stale(log, before)
-    await _commit_changes(
+    await _commit_changes(  # the position above `begun`: the complete marker keeps it
         log,
-        [],
+        kept,
         markers=(Marker("complete", begun[0], FORMAT), Marker("complete", begun[1], FORMAT)),
     )
     _log.warning(
@@ -309,6 +332,17 @@ async def _build(
     )
     core.clear()
     return events
+
+
+def _position_kept(store: ChangelogStore, partition: int) -> list[Change]:
+    """The store's position record, to write again when the build completes (none if it has
+    none, or an unreadable one: the acquisition then starts from the group's offset)."""
+    try:
+        position = read_position(store, partition)
+    except ChangelogCorrupt as err:
+        _log.error("the partition's position is unreadable; dropped", extra={"error": str(err)})
+        return []
+    return [] if position is None else [position_change(position)]
 
 
 async def _tombstone_stale(log: _Log, before: set[bytes]) -> int:

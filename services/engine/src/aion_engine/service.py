@@ -10,7 +10,10 @@ Topology, in one place:
 - one fetch loop hands each partition's records to that partition's worker task, which takes
   whatever has queued (up to ``_MAX_BATCH``), decides each command with the pure core, then
   emits in one transaction the event batches (to events *p*), outgoing commands (children,
-  close policies), refusals (replies topic), dead letters, and the consumed offsets. Workers
+  close policies), refusals (replies topic), dead letters, the changelog records and the
+  partition's position (the next command offset, a record of ``engine-state``: decision 69; the
+  group's offset is committed outside the transactions now and then, for lag tools; without
+  the changelog the transaction carries the group's offset instead). Workers
   run concurrently, so one partition's commit overlaps another's decoding and deciding, and
   the fetch loop keeps fetching while commits are in flight; a worker's batch is whatever
   arrived during its previous commit (one record when idle, many under load). A partition
@@ -23,7 +26,7 @@ Topology, in one place:
 Every owned partition converges on its own, whatever the broker does (decision 22):
 
 - the rebalance listener only registers an assigned partition and starts its worker; the
-  worker *acquires* it (producer, rebuild, timers, rewind to the committed offset) and retries
+  worker *acquires* it (producer, restore, timers, rewind to its position) and retries
   that with backoff while the broker is unreachable, so an acquisition that fails is retried,
   logged, and never leaves a partition assigned but unowned (aiokafka logs and swallows a
   listener's exception: the partition's commands were then fetched and dropped until the next
@@ -31,7 +34,7 @@ Every owned partition converges on its own, whatever the broker does (decision 2
 - if emitting fails (a broker error, a producer stuck in a failed state, or no answer within
   ``_EMIT_TIMEOUT_S``), the partition's in-memory state may be ahead of the log: its producer
   and state are dropped and it is acquired again (a fresh producer, rebuilt from the log,
-  rewound to its committed offset);
+  rewound to its position);
 - a revocation waits for a batch in flight at most ``_REVOKE_WAIT_S``, then cancels the
   worker (nothing half-done survives: an open transaction is aborted by the next owner's
   producer, an at-least-once batch without its offset commit is re-delivered and deduplicated);
@@ -102,7 +105,7 @@ from aion_common.kafka.producer import stop_producer
 from aion_common.kafka.topics import RUN_ENDED_HEADER, Topics
 from aion_common.settings import Settings
 from aion_engine import local_steps, queries
-from aion_engine._changelog import ChangelogCorrupt, EngineChangelog
+from aion_engine._changelog import ChangelogCorrupt, EngineChangelog, position_change
 from aion_engine._offsets import CommittedOffsets
 from aion_engine._recovery import (
     ENGINE_STATE_STALE_MS,
@@ -143,6 +146,11 @@ _TIMER_SEND_TIMEOUT_S = 30.0
 _CATALOG_WAIT_S = 30.0  # at start: read the packages and routes before taking commands
 _LOCAL_THREADS = 8  # threads for local steps that are plain functions (ctx.run)
 _ACQUIRE_BACKOFF = Backoff(initial=0.2, maximum=5.0)
+# With the changelog, the group's offsets are only informational (lag tools, the registry
+# page, an older engine taking over): committed this often outside the transactions, and on
+# release, each bounded.
+_GROUP_COMMIT_S = 1.0
+_GROUP_COMMIT_TIMEOUT_S = 5.0
 
 # A transactional producer's first AddPartitionsToTxn after a commit is refused with
 # CONCURRENT_TRANSACTIONS until the coordinator has written the commit markers (KAFKA-5477),
@@ -189,6 +197,12 @@ class _Owned:
         self.emitting = False
         self.paused = False
         self.next_offset = -1  # records below it were processed already
+        # The position of this owner's last committed transaction, and the group's offset as
+        # last read or committed (with the changelog, committed to the group now and then).
+        self.committed_offset: int | None = None
+        self.group_offset: int | None = None
+        # where the last acquisition resumed the commands, and whence that came
+        self.resumed: tuple[int, str] = (0, "")
         self.acquisitions = 0
         self.worker: asyncio.Task[None] | None = None
         self.store: ChangelogStore | None = None  # the local store of its changelog
@@ -294,6 +308,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._publish_topics = publish_topics or PublishTopics(settings)
         self._catalog: CatalogReader | None = None
         self._moves: set[asyncio.Task[None]] = set()
+        self._group_commits: asyncio.Task[None] | None = None
 
     @property
     def transactional(self) -> bool:
@@ -327,6 +342,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 "changelog_records_read": restored.catch_up.records,
                 "built_from_events": restored.built_events,
                 "open_workflows": restored.open_workflows,
+                "position": owned.resumed[0],
+                "position_from": owned.resumed[1],
                 "closed_complete_s": None if owned.closed_s is None else round(owned.closed_s, 3),
                 "closed_records_read": owned.closed_records,
             }
@@ -389,6 +406,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 },
             )
             self._standby.start()
+        if self._changelog and self._group_commits is None:
+            self._group_commits = asyncio.create_task(
+                self._commit_group_offsets_now_and_then(), name="engine-group-commits"
+            )
+            self._group_commits.add_done_callback(self._worker_done)  # a bug ends run()
         await self._publish_topics.start()  # tolerates the broker away: it refreshes later
         await retry(self._offsets.start, what="connecting the offsets reader")
         self._timer_producer = await retry(self._start_timer_producer, what="starting a producer")
@@ -505,6 +527,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self._stopping.set()
         if self._freezer in gc.callbacks:
             gc.callbacks.remove(self._freezer)
+        await self._stop_group_commits()
         async with self._lock:
             await asyncio.gather(*(self._release(p) for p in list(self._owned)))
         if self._consumer is not None:
@@ -608,6 +631,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
         owned.queue.clear()
+        if self._changelog:  # the next owner may be an engine that reads only the group's
+            await self._commit_group_offsets([owned])
         await self._drop(owned)
         owned.store = owned.closed_store = None
         if self._standby is not None and not self._stopping.is_set():
@@ -617,6 +642,45 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 if partition in stores:
                     stores.pop(partition).close()
         _log.info("partition released", extra={"partition": partition})
+
+    async def _commit_group_offsets_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(_GROUP_COMMIT_S)
+            await self._commit_group_offsets([o for o in self._owned.values() if o.ready])
+
+    async def _stop_group_commits(self) -> None:
+        task, self._group_commits = self._group_commits, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _commit_group_offsets(self, owned: list[_Owned]) -> None:
+        """Commit to the group the positions of committed transactions it lacks (with the
+        changelog the group's offsets are informational, decision 69). Bounded; a failure is
+        only logged: the next round, or the changelog's position, covers it."""
+        consumer = self._consumer
+        behind = [
+            o
+            for o in owned
+            if o.committed_offset is not None
+            and (o.group_offset is None or o.committed_offset > o.group_offset)
+        ]
+        if consumer is None or not behind:
+            return
+        offsets = {
+            TopicPartition(self._topics.commands, o.partition): o.committed_offset for o in behind
+        }
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), _GROUP_COMMIT_TIMEOUT_S)
+        except (KafkaError, IllegalStateError, TimeoutError) as err:
+            # rebalancing, revoked meanwhile, the broker away: not an error of the engine's
+            _log.info(
+                "the group's offsets were not committed this time",
+                extra={"partitions": sorted(o.partition for o in behind), "error": repr(err)},
+            )
+            return
+        for o, offset in zip(behind, offsets.values(), strict=True):
+            o.group_offset = offset
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -808,7 +872,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             await asyncio.gather(*waits, return_exceptions=True)
 
     async def _acquire(self, owned: _Owned) -> None:
-        """Fence, rebuild, re-arm timers, rewind the consumer to the committed offset."""
+        """Fence, rebuild, re-arm timers, rewind the consumer to the partition's position."""
         assert self._consumer is not None
         started = time.perf_counter()
         owned.acquisitions += 1
@@ -819,9 +883,11 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         await asyncio.wait_for(owned.producer.start(), _STEP_TIMEOUT_S)
         core, events = await self._recover(owned)
         # Not consumer.committed(): it reads "coordinator still loading" as "none committed".
-        committed = await asyncio.wait_for(self._offsets.fetch(tp), _STEP_TIMEOUT_S)
+        group = await asyncio.wait_for(self._offsets.fetch(tp), _STEP_TIMEOUT_S)
         if owned.closing:
             return
+        owned.resumed = self._position(owned, group)
+        position = owned.resumed[0]
         owned.core = core
         owned.timers = TimerScheduler(owned.partition, self._send_timer)
         for request in core.pending_timers():
@@ -830,7 +896,8 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         # No await from here to `ready`: the fetch loop must not slip records of the old
         # position in between (aiokafka drops fetched data that no longer matches a seek).
         owned.queue.clear()
-        owned.next_offset = committed or 0
+        owned.next_offset = owned.committed_offset = position
+        owned.group_offset = group
         with contextlib.suppress(IllegalStateError):  # revoked meanwhile
             self._consumer.seek(tp, owned.next_offset)
         if owned.paused:
@@ -858,10 +925,25 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                     "open_workflows": restored.open_workflows,
                 },
                 "timers": owned.timers.pending,
-                "committed_offset": owned.next_offset,
+                "position": position,
+                "position_from": owned.resumed[1],
+                "group_offset": group,
                 "rebuild_s": round(time.perf_counter() - started, 3),
             },
         )
+
+    def _position(self, owned: _Owned, group: int | None) -> tuple[int, str]:
+        """Where the partition's commands resume, and from where that came: the position its
+        changelog recorded with the state just restored; the group's offset where the changelog
+        has none (off, or a log written before positions) or where the group's is further on
+        (an engine of an older version served the partition since: it commits only there).
+        Otherwise the group's is never ahead: only positions of committed transactions are
+        committed to it (decision 69)."""
+        restored = owned.restored if self._changelog else None
+        recorded = None if restored is None else restored.position
+        if recorded is None or (group is not None and group > recorded):
+            return group or 0, "group"
+        return recorded, "changelog"
 
     async def _recover(self, owned: _Owned) -> tuple[EngineCore, int]:
         """The partition's state: restored from the changelog, or (without one) rebuilt from
@@ -1405,14 +1487,17 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
             raise _ProducerBroken(f"begin_transaction refused: {err}") from err
         written: list[tuple[Change, int]] = []
         written_closed: list[tuple[Change, int]] = []
+        (position,) = offsets.values()
         try:
             sends = await self._send_all(producer, outputs)
-            if changes:
+            if self._changelog:
+                # The position goes with the state (decision 69): no offset in the group, so
+                # no AddOffsetsToTxn and TxnOffsetCommit in the transaction.
                 logged = write_changes(
                     producer,
                     self._topics.engine_state,
                     owned.partition,
-                    [c for c in changes if not c.closed_log],
+                    [*(c for c in changes if not c.closed_log), position_change(position)],
                 )
                 logged_closed = write_changes(
                     producer,
@@ -1423,7 +1508,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 written, written_closed, *_ = await asyncio.gather(logged, logged_closed, *sends)  # type: ignore[assignment]
             else:
                 await asyncio.gather(*sends)
-            await producer.send_offsets_to_transaction(offsets, self._group)
+                await producer.send_offsets_to_transaction(offsets, self._group)
         except KafkaError:
             with contextlib.suppress(AssertionError, KafkaError):
                 # Best effort: the producer is dropped next anyway, and the next owner's
@@ -1431,6 +1516,7 @@ class EngineService(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
                 await producer.abort_transaction()
             raise
         await producer.commit_transaction()
+        owned.committed_offset = position
         # Committed: the local stores follow (a crash before this only leaves them behind
         # their changelogs, which the next acquisition reads).
         try:
