@@ -9,15 +9,17 @@ describe the same workflows (every transaction wrote both or neither).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tests.e2e.engine.harness import assert_changelog_matches_events
 
 from aion_common.codecs import Codec, encode_key
@@ -209,8 +211,6 @@ def _same_partition(prefix: str, partition: int, settings: Settings) -> str:
 
 
 async def _ends(settings: Settings, topic: str) -> dict[int, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     try:
@@ -237,9 +237,12 @@ async def _positions(settings: Settings, directory: Path) -> dict[int, int | Non
     return positions
 
 
-async def _group_offsets(settings: Settings) -> dict[int, int | None]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+@contextlib.asynccontextmanager
+async def _in_engine_group(
+    settings: Settings,
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer of the engine's group that only reads and commits offsets (no engine may be
+    in the group to commit), and the commands topic's partitions."""
     topic = Topics(settings.topic_prefix).commands
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -248,32 +251,20 @@ async def _group_offsets(settings: Settings) -> dict[int, int | None]:
     )
     await consumer.start()
     try:
-        return {
-            p: await consumer.committed(TopicPartition(topic, p))
-            for p in range(settings.partitions)
-        }
+        yield consumer, [TopicPartition(topic, p) for p in range(settings.partitions)]
     finally:
         await consumer.stop()
+
+
+async def _group_offsets(settings: Settings) -> dict[int, int | None]:
+    async with _in_engine_group(settings) as (consumer, tps):
+        return {tp.partition: await consumer.committed(tp) for tp in tps}
 
 
 async def _commit_group(settings: Settings, offsets: dict[int, int]) -> None:
-    """Commit ``offsets`` (per partition of the commands topic) as the engine's group, while
-    no engine is in it."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic = Topics(settings.topic_prefix).commands
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=f"{settings.topic_prefix}.engine",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        tps = {TopicPartition(topic, p): offset for p, offset in offsets.items()}
-        consumer.assign(list(tps))
-        await consumer.commit(tps)
-    finally:
-        await consumer.stop()
+    async with _in_engine_group(settings) as (consumer, tps):
+        consumer.assign(tps)
+        await consumer.commit({tp: offsets[tp.partition] for tp in tps})
 
 
 def _start_again(workflow_id: str, rig: EngineRig) -> StartWorkflow:
@@ -416,31 +407,18 @@ async def test_a_rebalance_while_partitions_restore_loses_nothing(
 
 async def _quiesced(settings: Settings) -> None:
     """Wait until the engine group has committed past every record of the commands topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from aion_common.kafka.consumer import read_partition_to_end
-
-    topic = Topics(settings.topic_prefix).commands
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=f"{settings.topic_prefix}.engine",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
+    async with _in_engine_group(settings) as (consumer, tps):
         pending = -1
         for _ in range(100):
             pending = 0
-            for partition in range(settings.partitions):
-                committed = await consumer.committed(TopicPartition(topic, partition)) or 0
-                async for record in read_partition_to_end(settings, topic, partition):
+            for tp in tps:
+                committed = await consumer.committed(tp) or 0
+                async for record in read_partition_to_end(settings, tp.topic, tp.partition):
                     pending += record.offset >= committed
             if not pending:
                 return
             await asyncio.sleep(0.2)
         raise AssertionError(f"{pending} commands not applied")
-    finally:
-        await consumer.stop()
 
 
 async def _count(settings: Settings, topic: str) -> int:
