@@ -330,6 +330,10 @@ async def test_an_upgrade_builds_the_changelog_once_from_a_log_without_one(
         await upgraded.send(_start_again(done[0], upgraded))
     finally:
         await upgraded.stop()
+    # a partition the upgraded engine wrote a transaction to has its position in the changelog
+    # (one it wrote none to still has only the group's)
+    recorded = await _positions(aion_settings, tmp_path)
+    assert any(position is not None for position in recorded.values())
 
     again = EngineRig(aion_settings)
     again.histories = upgraded.histories
@@ -337,7 +341,9 @@ async def test_an_upgrade_builds_the_changelog_once_from_a_log_without_one(
     try:
         acquired = await _owned(again)
         assert all(a["built_from_events"] is None for a in acquired.values())  # built once
-        assert {a["position_from"] for a in acquired.values()} == {"changelog"}
+        assert {p: a["position_from"] for p, a in acquired.items()} == {
+            p: "group" if position is None else "changelog" for p, position in recorded.items()
+        }
         assert len(again.histories[done[0]]) == last
     finally:
         await again.stop()
@@ -551,6 +557,7 @@ async def test_a_partition_built_in_the_single_changelog_layout_is_built_again(
     aion_settings: Settings, tmp_path: Path
 ) -> None:
     rig, done, waiting = await _stopped_after(aion_settings, closed=8, open_=3)
+    recorded = await _positions(aion_settings, tmp_path)
     # What the first layout left: the closed workflows' heads in engine-state too (copied from
     # engine-closed), then a complete marker without a version.
     topics = Topics(aion_settings.topic_prefix)
@@ -588,7 +595,11 @@ async def test_a_partition_built_in_the_single_changelog_layout_is_built_again(
     try:
         acquired = await _owned(upgraded)
         assert all(a["built_from_events"] is not None for a in acquired.values()), acquired
-        assert {a["position_from"] for a in acquired.values()} == {"changelog"}
+        # the build kept each partition's position (a partition no transaction wrote to yet
+        # has none: the group's)
+        assert {p: a["position_from"] for p, a in acquired.items()} == {
+            p: "group" if position is None else "changelog" for p, position in recorded.items()
+        }
         last = len(upgraded.histories[done[0]])
         await upgraded.send(_start_again(done[0], upgraded))  # still a duplicate
         await _approve(upgraded, waiting)
