@@ -402,12 +402,26 @@ def _ratios(service: str, figures: dict[int, dict[str, dict[str, Any]]]) -> None
 # -- throughput with and without changelogs ------------------------------------------------------
 
 
-async def throughput(bootstrap: str, parents: int, rounds: int) -> None:
-    """bench.engine's throughput run, changelog off and on, alternating, in one run."""
+async def throughput(
+    bootstrap: str,
+    parents: int,
+    rounds: int,
+    broker_pid: int | None = None,
+    profile_dir: str | None = None,
+) -> None:
+    """bench.engine's throughput run, changelog off and on, alternating, in one run.
+
+    With ``profile_dir`` each measured run's engine is under cProfile, its stats written to
+    ``tp-<round>-<on|off>.prof`` there (the rates are then the profiled engine's).
+    """
     from bench import engine as engine_bench  # noqa: PLC0415 - only this part needs it
 
     scratch = Path(tempfile.mkdtemp(prefix="aion-bench-recovery-tp-"))
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpu_us: dict[str, dict[bool, list[float]]] = {
+        "engine": {False: [], True: []},
+        "broker": {False: [], True: []},
+    }
     bytes_on: list[tuple[int, int]] = []
     try:
         for round_ in range(rounds):
@@ -428,14 +442,28 @@ async def throughput(bootstrap: str, parents: int, rounds: int) -> None:
                     await driver.start()
                     await engine.start()
                     await engine_bench._throughput(driver, engine, 300, None, emit=_quiet)
+                    profile = None
+                    if profile_dir is not None:
+                        name = f"tp-{round_}-{'on' if changelog else 'off'}.prof"
+                        profile = str(Path(profile_dir) / name)
+                    figures: dict[str, dict[str, Any]] = {}
                     rate = await engine_bench._throughput(
-                        driver, engine, parents, None, emit=_quiet
+                        driver, engine, parents, profile, broker_pid, emit=_keep(figures)
                     )
                 finally:
                     await driver.stop()
                     await engine.stop()
                 rates[changelog].append(rate)
-                _say(f"throughput changelog={changelog}: {rate:,.0f} commands/s")
+                cpu = figures["engine_cpu_per_command_us"]
+                cpu_us["engine"][changelog].append(cpu["value"])
+                if cpu.get("broker_cpu_per_command_us") is not None:
+                    cpu_us["broker"][changelog].append(cpu["broker_cpu_per_command_us"])
+                _say(
+                    f"throughput changelog={changelog}: {rate:,.0f} commands/s, "
+                    f"engine {cpu['value']} us/command, "
+                    f"broker {cpu.get('broker_cpu_per_command_us')} us/command, "
+                    f"engine collector: {cpu.get('engine_gc')}"
+                )
                 if changelog:
                     bytes_on.append(await _topic_bytes(settings))
     finally:
@@ -450,6 +478,18 @@ async def throughput(bootstrap: str, parents: int, rounds: int) -> None:
         parents_per_run=parents,
         note="mean sustained commands/s with changelogs / without, alternating runs; target >= 0.8",
     )
+    for process, pairs in cpu_us.items():
+        if not pairs[True] or not pairs[False]:
+            continue
+        on_cpu, off_cpu = (sum(pairs[k]) / len(pairs[k]) for k in (True, False))
+        line(
+            f"{process}_cpu_per_command_changelog_on_over_off",
+            round(on_cpu / off_cpu, 3),
+            "ratio",
+            with_changelog_us=pairs[True],
+            without_changelog_us=pairs[False],
+            note=f"{process} process CPU per command with changelogs / without, same runs",
+        )
     changelog_bytes = sum(c for c, _ in bytes_on)
     event_bytes = sum(e for _, e in bytes_on)
     line(
@@ -465,6 +505,15 @@ async def throughput(bootstrap: str, parents: int, rounds: int) -> None:
 
 def _quiet(metric: str, value: float, unit: str, **extra: Any) -> None:
     """Drop bench.engine's own lines (its figures are printed by bench.engine itself)."""
+
+
+def _keep(figures: dict[str, dict[str, Any]]) -> Any:
+    """An ``emit`` for bench.engine that keeps each line's value and fields in ``figures``."""
+
+    def emit(metric: str, value: float, unit: str, **extra: Any) -> None:
+        figures[metric] = {"value": value, "unit": unit, **extra}
+
+    return emit
 
 
 async def _topic_bytes(settings: Settings) -> tuple[int, int]:
@@ -496,7 +545,7 @@ async def run(bootstrap: str, args: argparse.Namespace, broker_pid: int | None) 
             compacted=not args.uncompacted,
         )
     if "throughput" in args.parts:
-        await throughput(bootstrap, args.parents, args.rounds)
+        await throughput(bootstrap, args.parents, args.rounds, broker_pid, args.profile)
     if "failover" in args.parts:
         from bench import failover  # noqa: PLC0415
 
@@ -517,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open", type=int, default=10_000, help="open workflows")
     parser.add_argument("--parents", type=int, default=5_000, help="parents per throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="off/on throughput pairs")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="run each throughput run's engine under cProfile; stats written to DIR",
+    )
     parser.add_argument("--failover-closed", type=int, default=200_000)
     parser.add_argument("--failover-open", type=int, default=6_000)
     parser.add_argument(
@@ -537,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         default={"engine", "watcher", "throughput", "failover"},
     )
     args = parser.parse_args(argv)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     external = os.environ.get("AION_BENCH_KAFKA")
     if external:
         pid = os.environ.get("AION_BENCH_BROKER_PID")
