@@ -147,6 +147,7 @@ CASES = {
             "watcher_acquire_ratio_warm",
             "changelog_bytes_per_event_byte",
             "commands_per_s_changelog_on_over_off",
+            "engine_cpu_per_command_changelog_on_over_off",
             "engine_failover_s_standbys_on",
             "engine_failover_s_standbys_off",
         },
