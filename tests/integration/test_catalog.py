@@ -1,6 +1,6 @@
 """The version catalog on a real broker: a deploy is read back whole, a route and a deletion
-reach every reader, a new reader catches up on what is there, and a package larger than
-Kafka's default record size goes through."""
+reach every reader, a new reader catches up on what is there, a package larger than
+Kafka's default record size goes through, and a writer whose producer was fenced writes on."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from aiokafka import AIOKafkaProducer
+
 from aion_common.codecs import Codec
 from aion_common.domain import PackageRecord, RouteRecord
 from aion_common.kafka.catalog import CatalogReader, CatalogWriter
+from aion_common.kafka.options import client_options
 from aion_common.packages import Package
 from aion_common.settings import Settings
 from aion_projector.api._catalog import CatalogState
@@ -72,6 +75,35 @@ async def test_a_deploy_a_route_and_a_deletion_reach_readers_old_and_new(
             assert late.routes() == {"a": route}
         finally:
             await newcomer.stop()
+    finally:
+        await reader.stop()
+        await writer.stop()
+
+
+async def test_a_writer_whose_producer_was_fenced_writes_on(aion_settings: Settings) -> None:
+    """A transaction open past the coordinator's timeout (across a long outage) or a second
+    API process with the same instance id fences the catalog's producer; aiokafka then refuses
+    every later transaction of it. The writer starts a new producer and writes again."""
+    codec = Codec()
+    writer = CatalogWriter(aion_settings, codec=codec)
+    state = CatalogState()
+    reader = CatalogReader(aion_settings, state, codec=codec)
+    await writer.start()
+    await reader.start()
+    try:
+        package = Package((("flows.py", b"x = 1\n"),))
+        await writer.deploy(_records(package, ("a",)))
+        newer = AIOKafkaProducer(
+            **client_options(aion_settings),
+            transactional_id=f"{aion_settings.topic_prefix}.catalog.{aion_settings.instance_id}",
+        )
+        await newer.start()  # a new epoch of the writer's transactional id: it is fenced
+        await newer.stop()
+        first = RouteRecord(workflow_type="a", version=package.version, routed_at=AT)
+        await writer.route(first)  # found fenced, written again on a new producer
+        await _until(lambda: state.routes().get("a") == first)
+        await writer.remove("a", package.version)
+        await _until(lambda: state.records() == [])
     finally:
         await reader.stop()
         await writer.stop()

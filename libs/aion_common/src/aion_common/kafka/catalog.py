@@ -222,32 +222,43 @@ class CatalogWriter:
             for r in records
         ]
         try:
-            async with self._writing:
-                if self._transactional:
-                    async with self._producer.transaction():
-                        for key, value in values:
-                            await self._producer.send_raw(self._topics.packages, key, value)
-                else:
-                    for key, value in values:
-                        await self._producer.send_raw(self._topics.packages, key, value)
+            await self._write([(self._topics.packages, key, value) for key, value in values])
         except KafkaError as err:
             raise infrastructure_error(err, "writing a package") from err
 
     async def remove(self, workflow_type: str, version: str) -> None:
         """Delete one type's record of a version (a tombstone)."""
         key = package_key(workflow_type, version).encode()
-        await self._send(self._topics.packages, key, None)
+        await self._write([(self._topics.packages, key, None)])
 
     async def route(self, record: RouteRecord) -> None:
         """Route new runs of a type to a version."""
-        await self._send(
-            self._topics.routes, record.workflow_type.encode(), self._codec.encode_route(record)
+        await self._write(
+            [(self._topics.routes, record.workflow_type.encode(), self._codec.encode_route(record))]
         )
 
-    async def _send(self, topic: str, key: bytes, value: bytes | None) -> None:
+    async def _write(self, records: Sequence[tuple[str, bytes, bytes | None]]) -> None:
+        """Send ``records`` in one transaction (or one by one without transactions).
+
+        A transaction that finds the producer fenced — its previous transaction outlived the
+        coordinator's timeout (it was open across a long outage), or another API process runs
+        with this one's instance id — wrote nothing; it is tried once more on a new producer
+        (every catalog record is a whole value under its key: writing it again is harmless).
+        """
         async with self._writing:
-            if self._transactional:
-                async with self._producer.transaction():
+            if not self._transactional:
+                for topic, key, value in records:
                     await self._producer.send_raw(topic, key, value)
-            else:
+                return
+            try:
+                await self._transaction(records)
+            except InfrastructureError:
+                if not self._producer.failed_for_good:
+                    raise
+                _log.warning("the catalog's producer was fenced; writing again on a new one")
+                await self._transaction(records)
+
+    async def _transaction(self, records: Sequence[tuple[str, bytes, bytes | None]]) -> None:
+        async with self._producer.transaction():
+            for topic, key, value in records:
                 await self._producer.send_raw(topic, key, value)

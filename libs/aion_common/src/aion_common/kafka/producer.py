@@ -169,8 +169,18 @@ class KeyedProducer:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """Begin a transaction; commit on normal exit, abort if the body raises."""
+        """Begin a transaction; commit on normal exit, abort if the body raises.
+
+        A producer that failed for good — fenced by a newer one with its transactional id, or
+        its transaction aborted by the coordinator for outliving ``transaction.timeout.ms``
+        (a transaction open across a long broker outage) — can begin nothing again (aiokafka
+        refuses every later ``begin_transaction``). It is replaced here by a new producer (a
+        new epoch) before the next transaction begins; the transaction that found it fenced
+        has failed already, with the fence as its error.
+        """
         producer = self._running()
+        if _failed_for_good(producer):
+            producer = await self._renew()
         try:
             await producer.begin_transaction()
         except KafkaError as err:
@@ -195,10 +205,24 @@ class KeyedProducer:
         except KafkaError as err:
             raise infrastructure_error(err, "adding offsets to a transaction") from err
 
+    @property
+    def failed_for_good(self) -> bool:
+        """Whether the producer is fenced or otherwise failed for good (the next
+        :meth:`transaction` replaces it)."""
+        return self._producer is not None and _failed_for_good(self._producer)
+
+    async def _renew(self) -> AIOKafkaProducer:
+        _log.warning(
+            "the Kafka producer was fenced or failed for good; starting a new one",
+            extra={"txn": self._transactional_id, "client_id": self._client_id},
+        )
+        await self.stop()
+        await self.start()
+        return self._running()
+
     async def _abort(self, producer: AIOKafkaProducer) -> None:
         """Abort after the body failed; the body's error is the one the caller sees."""
-        txn_manager: Any = producer._txn_manager  # aiokafka has no public check
-        if txn_manager is not None and txn_manager.is_fatal_error():
+        if _failed_for_good(producer):
             return  # a fenced or failed producer cannot abort; the body's error says why
         try:
             await producer.abort_transaction()
@@ -209,3 +233,8 @@ class KeyedProducer:
         if self._producer is None:
             raise RuntimeError("KeyedProducer is not started: call start() first")
         return self._producer
+
+
+def _failed_for_good(producer: AIOKafkaProducer) -> bool:
+    txn_manager: Any = producer._txn_manager  # aiokafka has no public check
+    return txn_manager is not None and bool(txn_manager.is_fatal_error())
