@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
@@ -44,16 +45,28 @@ async def _until(check: Callable[[], bool], timeout: float = 20) -> None:
             await asyncio.sleep(0.05)
 
 
+@asynccontextmanager
+async def _catalog(
+    settings: Settings, codec: Codec
+) -> AsyncIterator[tuple[CatalogWriter, CatalogReader, CatalogState]]:
+    """A started writer, a started reader, and the state the reader keeps up to date."""
+    writer = CatalogWriter(settings, codec=codec)
+    state = CatalogState()
+    reader = CatalogReader(settings, state, codec=codec)
+    await writer.start()
+    await reader.start()
+    try:
+        yield writer, reader, state
+    finally:
+        await reader.stop()
+        await writer.stop()
+
+
 async def test_a_deploy_a_route_and_a_deletion_reach_readers_old_and_new(
     aion_settings: Settings,
 ) -> None:
     codec = Codec()
-    writer = CatalogWriter(aion_settings, codec=codec)
-    first = CatalogState()
-    reader = CatalogReader(aion_settings, first, codec=codec)
-    await writer.start()
-    await reader.start()
-    try:
+    async with _catalog(aion_settings, codec) as (writer, reader, first):
         assert await reader.caught_up(20), "an empty catalog is caught up at once"
         # 3 MiB of incompressible data: over Kafka's 1 MiB default record size
         big = Package((("flows.py", b"x = 1\n"), ("blob.bin", os.urandom(3 * 1024 * 1024))))
@@ -75,22 +88,13 @@ async def test_a_deploy_a_route_and_a_deletion_reach_readers_old_and_new(
             assert late.routes() == {"a": route}
         finally:
             await newcomer.stop()
-    finally:
-        await reader.stop()
-        await writer.stop()
 
 
 async def test_a_writer_whose_producer_was_fenced_writes_on(aion_settings: Settings) -> None:
     """A transaction open past the coordinator's timeout (across a long outage) or a second
     API process with the same instance id fences the catalog's producer; aiokafka then refuses
     every later transaction of it. The writer starts a new producer and writes again."""
-    codec = Codec()
-    writer = CatalogWriter(aion_settings, codec=codec)
-    state = CatalogState()
-    reader = CatalogReader(aion_settings, state, codec=codec)
-    await writer.start()
-    await reader.start()
-    try:
+    async with _catalog(aion_settings, Codec()) as (writer, _, state):
         package = Package((("flows.py", b"x = 1\n"),))
         await writer.deploy(_records(package, ("a",)))
         newer = AIOKafkaProducer(
@@ -104,6 +108,3 @@ async def test_a_writer_whose_producer_was_fenced_writes_on(aion_settings: Setti
         await _until(lambda: state.routes().get("a") == first)
         await writer.remove("a", package.version)
         await _until(lambda: state.records() == [])
-    finally:
-        await reader.stop()
-        await writer.stop()
