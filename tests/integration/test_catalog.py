@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from aion_common.codecs import Codec
-from aion_common.domain import PackageRecord, RouteRecord
+from aion_common.domain import InfrastructureError, PackageRecord, RouteRecord
 from aion_common.kafka.catalog import CatalogReader, CatalogWriter
 from aion_common.kafka.options import client_options
 from aion_common.packages import Package
@@ -108,3 +110,31 @@ async def test_a_writer_whose_producer_was_fenced_writes_on(aion_settings: Setti
         await _until(lambda: state.routes().get("a") == first)
         await writer.remove("a", package.version)
         await _until(lambda: state.records() == [])
+
+
+async def test_a_replacement_that_cannot_start_is_started_by_the_next_write(
+    aion_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new producer's start fails (Kafka went away meanwhile): that write fails with the
+    reason, and the next one starts the producer instead of finding none."""
+    async with _catalog(aion_settings, Codec()) as (writer, _, state):
+        package = Package((("flows.py", b"x = 2\n"),))
+        await writer.deploy(_records(package, ("a",)))
+        newer = AIOKafkaProducer(
+            **client_options(aion_settings),
+            transactional_id=f"{aion_settings.topic_prefix}.catalog.{aion_settings.instance_id}",
+        )
+        await newer.start()
+        await newer.stop()
+        starting = AIOKafkaProducer.start
+
+        async def unreachable(self: AIOKafkaProducer) -> None:
+            raise KafkaConnectionError("the broker went away (injected)")
+
+        monkeypatch.setattr(AIOKafkaProducer, "start", unreachable)
+        route = RouteRecord(workflow_type="a", version=package.version, routed_at=AT)
+        with pytest.raises(InfrastructureError, match="starting the Kafka producer"):
+            await writer.route(route)
+        monkeypatch.setattr(AIOKafkaProducer, "start", starting)
+        await writer.route(route)
+        await _until(lambda: state.routes().get("a") == route)

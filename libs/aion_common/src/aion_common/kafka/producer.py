@@ -90,6 +90,7 @@ class KeyedProducer:
         self._idempotent = idempotent or transactional_id is not None
         self._client_id = client_id or f"aion-{settings.instance_id}"
         self._producer: AIOKafkaProducer | None = None
+        self._replacing = False
 
     @property
     def transactional_id(self) -> str | None:
@@ -178,6 +179,9 @@ class KeyedProducer:
         new epoch) before the next transaction begins; the transaction that found it fenced
         has failed already, with the fence as its error.
         """
+        if self._replacing:  # a replacement that could not start: start it now
+            await self.start()
+            self._replacing = False
         producer = self._running()
         if _failed_for_good(producer):
             producer = await self._renew()
@@ -216,8 +220,10 @@ class KeyedProducer:
             "the Kafka producer was fenced or failed for good; starting a new one",
             extra={"txn": self._transactional_id, "client_id": self._client_id},
         )
+        self._replacing = True  # until the new one started: the next transaction tries again
         await self.stop()
         await self.start()
+        self._replacing = False
         return self._running()
 
     async def _abort(self, producer: AIOKafkaProducer) -> None:
