@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
+from aion_common.domain import InfrastructureError
 from aion_common.kafka.producer import KeyedProducer, stop_producer
 from aion_common.settings import Settings
 
@@ -117,3 +119,26 @@ async def test_the_keyed_producer_stops_through_it(stranded: _Stranded) -> None:
     await asyncio.wait_for(keyed.stop(timeout_s=0.1), 5.0)
     assert not stranded.sender_running
     assert await stranded.metadata_requests_meanwhile() == 0
+
+
+async def test_a_keyed_producer_stopped_after_a_failed_replacement_stays_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replacement that could not start is started by the next transaction — unless the
+    producer was stopped since: then the transaction refuses, as after any stop."""
+    starts = 0
+
+    async def unreachable(self: AIOKafkaProducer) -> None:
+        nonlocal starts
+        starts += 1
+        raise KafkaConnectionError("the broker went away (injected)")
+
+    monkeypatch.setattr(AIOKafkaProducer, "start", unreachable)
+    keyed = KeyedProducer(Settings(bootstrap_servers="127.0.0.1:9"), transactional_id="t")
+    with pytest.raises(InfrastructureError, match="starting the Kafka producer"):
+        await keyed._renew()
+    await keyed.stop()
+    with pytest.raises(RuntimeError, match="not started"):
+        async with keyed.transaction():
+            pass
+    assert starts == 1

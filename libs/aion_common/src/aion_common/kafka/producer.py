@@ -126,6 +126,7 @@ class KeyedProducer:
         logged, not raised: the producer is discarded either way.
         """
         producer, self._producer = self._producer, None
+        self._replacing = False  # stopped on purpose: a transaction now refuses, starts nothing
         if producer is None:
             return
         await stop_producer(producer, timeout_s=timeout_s, what=f"Kafka producer {self._client_id}")
@@ -220,8 +221,8 @@ class KeyedProducer:
             "the Kafka producer was fenced or failed for good; starting a new one",
             extra={"txn": self._transactional_id, "client_id": self._client_id},
         )
-        self._replacing = True  # until the new one started: the next transaction tries again
         await self.stop()
+        self._replacing = True  # until the new one started: the next transaction tries again
         await self.start()
         self._replacing = False
         return self._running()
