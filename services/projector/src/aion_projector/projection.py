@@ -16,11 +16,23 @@ a crash leaves either everything or nothing, so views and offsets never disagree
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +70,9 @@ _OFFSETS: Table = OffsetRow.__table__  # type: ignore[assignment]
 _REFUSALS: Table = RefusalRow.__table__  # type: ignore[assignment]
 _ACTIVITIES: Table = ActivityRow.__table__  # type: ignore[assignment]
 _log = logging.getLogger("aion_projector")
+_RELEASE_HELD: Delete = delete(_HELD).where(
+    _HELD.c.workflow_id == bindparam("k_workflow_id"), _HELD.c.seq == bindparam("k_seq")
+)
 
 
 class Projection:
@@ -179,11 +194,9 @@ class Projection:
         )
         await _insert(session, _HELD, changes.new_held.values())
         if changes.released_held:
-            statement = delete(_HELD).where(
-                _HELD.c.workflow_id == bindparam("k_workflow_id"), _HELD.c.seq == bindparam("k_seq")
-            )
             await session.execute(
-                statement, [{"k_workflow_id": w, "k_seq": s} for w, s in changes.released_held]
+                _RELEASE_HELD,
+                [{"k_workflow_id": w, "k_seq": s} for w, s in changes.released_held],
             )
 
     async def _store_offsets(self, session: AsyncSession, offsets: dict[int, int]) -> None:
@@ -194,15 +207,7 @@ class Projection:
         ]
         if not rows:
             return
-        dialect = session.get_bind().dialect.name
-        builder: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = builder(_OFFSETS)
-        statement = statement.on_conflict_do_update(
-            index_elements=["topic", "partition"],
-            set_={"next_offset": statement.excluded.next_offset},
-            where=_OFFSETS.c.next_offset < statement.excluded.next_offset,
-        )
-        await session.execute(statement, rows)
+        await session.execute(offsets_upsert(session.get_bind().dialect.name), rows)
 
 
 async def record_refusals(session: AsyncSession, refusals: Sequence[RefusalDelivery]) -> int:
@@ -233,11 +238,51 @@ async def record_refusals(session: AsyncSession, refusals: Sequence[RefusalDeliv
     return len(rows)
 
 
+def offsets_upsert(dialect: str) -> Insert:
+    """The upsert of consumed offsets (rows: topic, partition, next_offset) that never moves
+    an offset backwards, for ``dialect`` (``postgresql``, else SQLite)."""
+    return _offsets_upsert("postgresql" if dialect == "postgresql" else "sqlite")
+
+
+# The statements are built once per shape, not per call: building one (and working out its
+# cache key) cost ~100 µs, four times the execution of the prebuilt statement on SQLite, and
+# a one-record transaction runs about eight of them.
+@functools.cache
+def _offsets_upsert(dialect: str) -> Insert:
+    builder: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = builder(_OFFSETS)
+    upsert: Insert = statement.on_conflict_do_update(
+        index_elements=["topic", "partition"],
+        set_={"next_offset": statement.excluded.next_offset},
+        where=_OFFSETS.c.next_offset < statement.excluded.next_offset,
+    )
+    return upsert
+
+
+@functools.cache
+def _select_by_workflow(table: Table) -> Select[Any]:
+    return select(table).where(table.c.workflow_id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _insert_into(table: Table) -> Insert:
+    return insert(table)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_by_key(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Update:
+    return (
+        update(table)
+        .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
+        .values({c: bindparam(c) for c in columns})
+    )
+
+
 async def _load(session: AsyncSession, table: Table, workflow_ids: list[str]) -> list[Row]:
     rows: list[Row] = []
     for start in range(0, len(workflow_ids), _CHUNK):
         chunk = workflow_ids[start : start + _CHUNK]
-        result = await session.execute(select(table).where(table.c.workflow_id.in_(chunk)))
+        result = await session.execute(_select_by_workflow(table), {"ids": chunk})
         rows.extend(dict(row) for row in result.mappings())
     return rows
 
@@ -245,7 +290,7 @@ async def _load(session: AsyncSession, table: Table, workflow_ids: list[str]) ->
 async def _insert(session: AsyncSession, table: Table, rows: Iterable[Row]) -> None:
     batch = list(rows)
     if batch:
-        await session.execute(insert(table), batch)
+        await session.execute(_insert_into(table), batch)
 
 
 async def _update(
@@ -254,12 +299,8 @@ async def _update(
     """One executemany UPDATE; every row in ``updates`` sets the same columns."""
     if not updates:
         return
-    columns = sorted(next(iter(updates.values())))
-    statement = (
-        update(table)
-        .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
-        .values({c: bindparam(c) for c in columns})
-    )
+    columns = tuple(sorted(next(iter(updates.values()))))
+    statement = _update_by_key(table, keys, columns)
     params = [
         {**values, **{f"k_{k}": v for k, v in zip(keys, key, strict=True)}}
         for key, values in updates.items()

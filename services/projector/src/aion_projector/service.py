@@ -66,7 +66,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aion_common.codecs import Codec
@@ -96,9 +95,14 @@ from aion_projector.changes import ApplyStats
 from aion_projector.database import connect, migrate, reset, session_factory
 from aion_projector.dead_letters import record_dead_letters
 from aion_projector.one_hop import OneHopTransactions, one_hop_url
-from aion_projector.projection import Delivery, Projection, RefusalDelivery, record_refusals
+from aion_projector.projection import (
+    Delivery,
+    Projection,
+    RefusalDelivery,
+    offsets_upsert,
+    record_refusals,
+)
 from aion_projector.queries import stored_offsets
-from aion_projector.schema import OffsetRow
 
 __all__ = ["ProjectorService", "ProjectorStatus", "is_poison", "is_transient"]
 
@@ -742,18 +746,8 @@ async def _store_offsets(session: AsyncSession, positions: Mapping[TopicPartitio
     """
     if not positions:
         return
-    table: Any = OffsetRow.__table__
     rows = [
         {"topic": tp.topic, "partition": tp.partition, "next_offset": offset}
         for tp, offset in sorted(positions.items())
     ]
-    builder: Any = (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
-    statement = builder(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=["topic", "partition"],
-        set_={"next_offset": statement.excluded.next_offset},
-        where=table.c.next_offset < statement.excluded.next_offset,
-    )
-    await session.execute(statement, rows)
+    await session.execute(offsets_upsert(session.get_bind().dialect.name), rows)
