@@ -22,10 +22,9 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from aion_projector.database import sqlite_pragmas
 
@@ -47,21 +46,20 @@ def one_hop_url(url: str) -> str | None:
 
 
 class _Session:
-    """The part of :class:`AsyncSession` the projection's writers use, over a sync session."""
+    """The part of :class:`AsyncSession` the projection's writers use (Core statements only),
+    over a sync connection: no ORM session in between, a third of the CPU per statement."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
 
     def in_transaction(self) -> bool:
         return True
 
     def get_bind(self) -> Engine:
-        bind = self._session.get_bind()
-        assert isinstance(bind, Engine)
-        return bind
+        return self._connection.engine
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return self._session.execute(*args, **kwargs)
+        return self._connection.execute(*args, **kwargs)
 
 
 class OneHopTransactions:
@@ -77,8 +75,8 @@ class OneHopTransactions:
         return await asyncio.to_thread(self._run, work)
 
     def _run(self, work: Work[T]) -> T:
-        with Session(self._engine) as session, session.begin():
-            return _drive(work(cast(AsyncSession, _Session(session))))
+        with self._engine.begin() as connection:
+            return _drive(work(cast(AsyncSession, _Session(connection))))
 
     def dispose(self) -> None:
         """Close the pooled connections."""
