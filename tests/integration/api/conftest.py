@@ -18,6 +18,7 @@ from aion_common.kafka import Topics, ensure_topics
 from aion_common.settings import Settings
 from aion_projector import connect, migrate, session_factory
 from aion_projector.api import KafkaCommandSink, create_app
+from aion_projector.one_hop import OneHopTransactions, one_hop_url
 
 from .dataset import populate
 
@@ -62,16 +63,24 @@ def _client(app: FastAPI, token: str | None = None) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def api(views_engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    """The API on each backend (read-side tests), commands kept in memory."""
+async def api(views_engine: AsyncEngine, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API on each backend (read-side tests), commands kept in memory; on SQLite a result
+    wait reads through one-hop transactions, as ``run_api`` wires it for an SQLite file."""
+    target = one_hop_url(database_url)
+    one_hop = None if target is None else OneHopTransactions(target)
     app = create_app(
         Settings(payload_limit_bytes=4096),
         session_factory=session_factory(views_engine),
         command_sink=MemorySink(),
         poll_interval=0.02,
+        one_hop=one_hop,
     )
-    async with _client(app) as client:
-        yield client
+    try:
+        async with _client(app) as client:
+            yield client
+    finally:
+        if one_hop is not None:
+            one_hop.dispose()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, and_, collate, or_, select
+from sqlalchemy import Table, and_, bindparam, collate, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aion_common.domain import InvalidInput
@@ -542,12 +542,37 @@ async def refusals(session: AsyncSession, workflow_id: str, *, limit: int = 100)
     return [Refusal(**dict(r)) for r in result.mappings()]
 
 
+# A result wait's reads (one per ring of a long-poll) are built once, not per call: building
+# a statement and its cache key cost about what running it on SQLite does.
+_REFUSAL_OF = select(*(_REFUSED.c[k] for k in _REFUSAL_FIELDS)).where(
+    _REFUSED.c.workflow_id == bindparam("workflow_id"),
+    _REFUSED.c.command_id == bindparam("command_id"),
+)
+_COMMAND_RUN = (
+    select(_HIST.c.run_id)
+    .where(_HIST.c.workflow_id == bindparam("workflow_id"))
+    .where(_HIST.c.command_id == bindparam("command_id"))
+    .order_by(_HIST.c.seq)
+    .limit(1)
+)
+_CURRENT_RUN = (
+    select(_RUNS)
+    .where(_RUNS.c.workflow_id == bindparam("workflow_id"))
+    .join(_W, and_(_W.c.workflow_id == _RUNS.c.workflow_id, _W.c.current_run_id == _RUNS.c.run_id))
+)
+_LAST_RUN_OF_CHAIN = (
+    select(_RUNS)
+    .where(_RUNS.c.workflow_id == bindparam("workflow_id"))
+    .where(_RUNS.c.first_run_id == bindparam("first_run_id"))
+    .order_by(_RUNS.c.start_seq.desc())
+    .limit(1)
+)
+
+
 async def refusal(session: AsyncSession, workflow_id: str, command_id: str) -> Refusal | None:
     """The refusal of command ``command_id`` to ``workflow_id``, if the engine refused it."""
-    statement = select(*(_REFUSED.c[k] for k in _REFUSAL_FIELDS)).where(
-        _REFUSED.c.workflow_id == workflow_id, _REFUSED.c.command_id == command_id
-    )
-    row = (await session.execute(statement)).mappings().first()
+    params = {"workflow_id": workflow_id, "command_id": command_id}
+    row = (await session.execute(_REFUSAL_OF, params)).mappings().first()
     return None if row is None else Refusal(**dict(row))
 
 
@@ -558,13 +583,8 @@ async def command_applied(session: AsyncSession, workflow_id: str, command_id: s
 
 async def command_run(session: AsyncSession, workflow_id: str, command_id: str) -> str | None:
     """The run of the first event recorded for command ``command_id``, or None if none was."""
-    statement = (
-        select(_HIST.c.run_id)
-        .where(_HIST.c.workflow_id == workflow_id, _HIST.c.command_id == command_id)
-        .order_by(_HIST.c.seq)
-        .limit(1)
-    )
-    found = (await session.execute(statement)).first()
+    params = {"workflow_id": workflow_id, "command_id": command_id}
+    found = (await session.execute(_COMMAND_RUN, params)).first()
     return None if found is None else str(found[0])
 
 
@@ -574,19 +594,12 @@ async def result_run(
     """What a result wait reads: whether the views hold the run asked for, and that run —
     the current run of ``workflow_id``, or with ``first_run_id`` the last run of the chain that
     run began. One query where a describe makes five."""
-    runs = select(_RUNS).where(_RUNS.c.workflow_id == workflow_id)
     if first_run_id is None:
-        current = and_(
-            _W.c.workflow_id == _RUNS.c.workflow_id, _W.c.current_run_id == _RUNS.c.run_id
-        )
-        statement = runs.join(_W, current)
+        result = await session.execute(_CURRENT_RUN, {"workflow_id": workflow_id})
     else:
-        statement = (
-            runs.where(_RUNS.c.first_run_id == first_run_id)
-            .order_by(_RUNS.c.start_seq.desc())
-            .limit(1)
-        )
-    found = (await session.execute(statement)).mappings().first()
+        params = {"workflow_id": workflow_id, "first_run_id": first_run_id}
+        result = await session.execute(_LAST_RUN_OF_CHAIN, params)
+    found = result.mappings().first()
     if found is None:
         return False, None
     return True, RunView(**{k: found[k] for k in RunView.__dataclass_fields__})

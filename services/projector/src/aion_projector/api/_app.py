@@ -45,6 +45,7 @@ from aion_projector.api._sink import CommandSink
 from aion_projector.api._state import ApiState
 from aion_projector.api.ui import install_ui
 from aion_projector.archive import Archive
+from aion_projector.one_hop import OneHopTransactions
 
 __all__ = ["OPEN_PATHS", "create_app"]
 
@@ -91,6 +92,7 @@ def create_app(
     kafka_link: BrokerLink | None = None,
     schedules: ScheduleStore | None = None,
     run_endings: RunEndings | None = None,
+    one_hop: OneHopTransactions | None = None,
 ) -> FastAPI:
     """The aion HTTP API over the views ``session_factory`` reads and the ``command_sink``.
 
@@ -100,7 +102,8 @@ def create_app(
     asked; without one they answer 503). The web UI is served at ``/``.
     ``kafka_link`` (the sink's) makes ``/health/ready`` report whether commands can be queued.
     ``run_endings`` wakes result long-polls when the run they wait for ends (without it they
-    poll the views every ``poll_interval``, doubling up to a second).
+    poll the views every ``poll_interval``, doubling up to a second). ``one_hop`` (on an SQLite
+    file) runs a result wait's reads of the views in one thread hop.
     """
     app = FastAPI(
         title="aion",
@@ -120,6 +123,7 @@ def create_app(
         archive=archive,
         schedules=schedules,
         endings=run_endings,
+        one_hop=one_hop,
     )
     install_problem_handlers(app)
     app.include_router(_reads.router)

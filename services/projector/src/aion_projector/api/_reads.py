@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aion_common.domain import validate_id
 from aion_common.kafka import partition_for
@@ -471,7 +472,8 @@ async def _outcome(
     """Whether the views hold the workflow, and the run the caller waits for (None while the
     command has not taken effect); raises the 409 problem if the engine refused
     ``command_id``."""
-    async with st.sessions() as session:
+
+    async def read(session: AsyncSession) -> tuple[bool, RunView | None]:
         if command_id is not None:
             refused = await refusal(session, workflow_id, command_id)
             if refused is not None:
@@ -482,6 +484,11 @@ async def _outcome(
         if command_id is not None and not await command_applied(session, workflow_id, command_id):
             return found, None
         return found, run
+
+    if st.one_hop is not None:
+        return await st.one_hop.run(read)
+    async with st.sessions() as session:
+        return await read(session)
 
 
 async def engine_absence(st: ApiState, workflow_id: str) -> str | None:

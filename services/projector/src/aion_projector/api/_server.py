@@ -20,6 +20,7 @@ from aion_projector.api._schedules import KafkaSchedules
 from aion_projector.api._sink import DEFAULT_PRODUCE_TIMEOUT_S, KafkaCommandSink
 from aion_projector.archive import archive_from_env
 from aion_projector.database import connect, migrate, session_factory
+from aion_projector.one_hop import OneHopTransactions, one_hop_url
 
 __all__ = ["KEEP_ALIVE_S", "PRODUCE_TIMEOUT_ENV", "produce_timeout_from_env", "run_api"]
 
@@ -71,6 +72,8 @@ async def run_api(
     desk = KafkaQueryDesk(settings, sink)
     schedules = KafkaSchedules(settings, link=sink.link, produce_timeout_s=timeout_s)
     endings = KafkaRunEndings(settings)
+    one_hop_target = one_hop_url(settings.database_url)
+    one_hop = None if one_hop_target is None else OneHopTransactions(one_hop_target)
     try:
         await migrate(engine)
         await sink.start()
@@ -92,6 +95,7 @@ async def run_api(
             schedules=schedules,
             kafka_link=sink.link,
             run_endings=endings,
+            one_hop=one_hop,
         )
         config = uvicorn.Config(
             app,
@@ -113,6 +117,8 @@ async def run_api(
         finally:
             await sink.stop()
             await engine.dispose()
+            if one_hop is not None:
+                one_hop.dispose()
 
 
 def package_limit_from_env(environ: Mapping[str, str]) -> int:

@@ -15,6 +15,7 @@ from aion_projector.api._catalog import VersionCatalog
 from aion_projector.api._cluster import ClusterView
 from aion_projector.api._sink import CommandSink
 from aion_projector.archive import Archive
+from aion_projector.one_hop import OneHopTransactions
 
 if TYPE_CHECKING:
     from aion_projector.api._endings import RunEndings
@@ -49,6 +50,9 @@ class ApiState:
     """Schedule definitions and states (None: the schedule endpoints answer 503)."""
     endings: RunEndings | None = None
     """Rings when a waited-for run ends (None: result long-polls only poll the views)."""
+    one_hop: OneHopTransactions | None = None
+    """Runs a result wait's reads in one thread hop on an SQLite file (None: through
+    ``sessions``), as the projector writes (decision 58)."""
 
 
 async def state(request: Request) -> ApiState:
