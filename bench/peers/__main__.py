@@ -2,16 +2,16 @@
 workloads, interleaved, and the table of aion's ratio to the best peer on each figure.
 
 Installs the peers under ``--scratch`` (``.aion/peers``, outside git) — see
-:mod:`bench.peers.setup` — starts one Apache Kafka broker (warmed by a short aion pass, as
-``make bench`` does) and the peers' PostgreSQL cluster, then runs ``--cycles`` cycles. In each,
-every system runs every phase once, in one process (the peers' scripts ``dbos/bench_dbos.py``
-and ``restate/run.sh`` beside this file; :mod:`bench.peers.aion_side` for aion), and the order of
-the systems turns by one each cycle so none always runs first. DBOS gets a fresh database and
-Restate a fresh server and data directory every cycle, aion a fresh stack on fresh topics. The
-phases: warm-up, ``--latency-n`` single-child parents one after another, ``--steps-n``
-workflows of ``--steps-k`` steps one after another, ``--steps-tp`` workflows x steps at once,
-and the ``--tp`` fan-outs. Each run's JSON lines, logs and table are kept under
-``<scratch>/runs/<time>/``; the table goes to stdout.
+:mod:`bench.peers.setup` — starts one Apache Kafka broker (warmed by short aion passes until its
+JIT compiler has settled: a deployed broker is warm) and the peers' PostgreSQL cluster, then
+runs ``--cycles`` cycles. In each, every system runs every phase once, in one process (the
+peers' scripts ``dbos/bench_dbos.py`` and ``restate/run.sh`` beside this file;
+:mod:`bench.peers.aion_side` for aion), and the order of the systems turns by one each cycle so
+none always runs first. DBOS gets a fresh database and Restate a fresh server and data directory
+every cycle, aion a fresh stack on fresh topics. The phases: warm-up, ``--latency-n``
+single-child parents one after another, ``--steps-n`` workflows of ``--steps-k`` steps one after
+another, ``--steps-tp`` workflows x steps at once, and the ``--tp`` fan-outs. Each run's JSON
+lines, logs and table are kept under ``<scratch>/runs/<time>/``; the table goes to stdout.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from bench.peers.setup import Peers, say
 
 _HERE = Path(__file__).resolve().parent
 _ROOT = _HERE.parents[1]
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_SETTLED = 0.05
+"""A warm-up pass whose broker JIT used less than this share of one core ends the warm-up."""
 
 
 def _common(args: argparse.Namespace) -> list[str]:
@@ -84,7 +87,10 @@ class Runner:
         argv = [sys.executable, "-m", "bench.peers.aion_side", *_common(self.args),
                 "--engines-beside", str(self.args.engines_beside),
                 "--label", f"c{cycle}", "--out", str(out)]  # fmt: skip
+        mark = _JitMark(self.env)
         self._call("aion", argv, {**os.environ, **self.env}, _ROOT)
+        if mark.pid:
+            say(f"  the broker's JIT compiler threads used {mark.share():.0%} of a core meanwhile")
 
     def dbos(self, cycle: int) -> None:
         drop_database(self.postgres_url, "dbos_bench")
@@ -109,13 +115,55 @@ class Runner:
         self._call("restate", argv, env, _HERE)
 
 
-def _warm_up(runner: Runner) -> None:
-    """One short aion pass, discarded: a JVM broker started seconds ago runs interpreted (the
-    peers are native or warm after their own warm-up phase)."""
-    say("warm-up: a short aion pass (discarded)")
+def _compiler_cpu(pid: int) -> float:
+    """CPU seconds so far of a JVM's JIT compiler threads (``C1``/``C2 CompilerThread``), from
+    ``/proc/<pid>/task``; 0.0 where that cannot be read."""
+    total = 0.0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (task / "stat").read_text()
+                name, rest = stat[stat.index("(") + 1 :].rsplit(")", 1)
+                if "CompilerThre" in name:
+                    fields = rest.split()
+                    total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+class _JitMark:
+    """The broker's JIT compiler CPU from now on, as a share of one core (when we started the
+    broker and know its pid)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.pid = int(env.get("AION_BENCH_BROKER_PID") or 0)
+        self._cpu = _compiler_cpu(self.pid) if self.pid else 0.0
+        self._began = time.monotonic()
+
+    def share(self) -> float:
+        elapsed = max(time.monotonic() - self._began, 1e-3)
+        return (_compiler_cpu(self.pid) - self._cpu) / elapsed
+
+
+def _warm_up(runner: Runner, passes: int) -> None:
+    """Short aion passes, discarded, until the broker's JIT has settled: a JVM broker started
+    seconds ago runs interpreted and compiles its hot paths for a minute or more, its compiler
+    threads taking up to half a core of the two (the peers are native, or warm after their own
+    warm-up phase; a deployed broker is warm). A pass ends the warm-up once the compiler threads
+    used under ``_SETTLED`` of one core during it; at most ``passes`` passes (one when the
+    broker is not ours to watch)."""
     argv = [sys.executable, "-m", "bench.peers.aion_side", "--latency-n", "30", "--steps-n", "10",
             "--steps-tp", "20x10", "--tp", "50x10", "--engines-beside", "1"]  # fmt: skip
-    runner._call("aion-warm-up", argv, {**os.environ, **runner.env}, _ROOT)
+    watched = bool(_JitMark(runner.env).pid)
+    for n in range(1, (passes if watched else 1) + 1):
+        say(f"warm-up pass {n}: a short aion pass (discarded)")
+        mark = _JitMark(runner.env)
+        runner._call("aion-warm-up", argv, {**os.environ, **runner.env}, _ROOT)
+        if not watched:
+            return
+        share = mark.share()
+        say(f"  the broker's JIT compiler threads used {share:.0%} of a core in pass {n}")
+        if share < _SETTLED:
+            return
 
 
 def _cycles(runner: Runner, cycles: int, systems: list[str]) -> None:
@@ -139,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-tp", default="100x10")
     parser.add_argument("--tp", default="100x10,500x10")
     parser.add_argument("--engines-beside", type=int, default=3)
+    parser.add_argument(
+        "--warm-up-passes", type=int, default=6,
+        help="at most this many discarded aion passes before the cycles, until the broker's JIT "
+        "has settled (default 6)",
+    )  # fmt: skip
     parser.add_argument("--setup-only", action="store_true")
     args = parser.parse_args(argv)
     systems = [s for s in args.systems.split(",") if s]
@@ -153,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     with _broker(peers.root, args) as env:
         runner = Runner(peers, run, args, env)
         if "aion" in systems:
-            _warm_up(runner)
+            _warm_up(runner, args.warm_up_passes)
         try:
             if "dbos" in systems:
                 runner.postgres_url = peers.postgres.provision()
