@@ -142,3 +142,33 @@ async def test_a_keyed_producer_stopped_after_a_failed_replacement_stays_stopped
         async with keyed.transaction():
             pass
     assert starts == 1
+
+
+async def test_a_replacement_cancelled_while_discarding_the_old_producer_is_started_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transaction cancelled (a bounded write's timeout) while its replacement stops the old
+    producer: the next transaction starts the new one rather than finding none."""
+    starts = 0
+
+    async def started(self: AIOKafkaProducer) -> None:
+        nonlocal starts
+        starts += 1
+        raise KafkaConnectionError("the broker went away (injected)")
+
+    async def stopping_forever(*_args: Any, **_kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(AIOKafkaProducer, "start", started)
+    monkeypatch.setattr("aion_common.kafka.producer.stop_producer", stopping_forever)
+    keyed = KeyedProducer(Settings(bootstrap_servers="127.0.0.1:9"), transactional_id="t")
+    keyed._producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9")
+    renewing = asyncio.create_task(keyed._renew())
+    await asyncio.sleep(0.01)
+    renewing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await renewing
+    with pytest.raises(InfrastructureError, match="starting the Kafka producer"):
+        async with keyed.transaction():
+            pass
+    assert starts == 1

@@ -125,8 +125,11 @@ class KeyedProducer:
         acknowledgements, so nothing it was told is durable is lost). A stop that fails is
         logged, not raised: the producer is discarded either way.
         """
-        producer, self._producer = self._producer, None
         self._replacing = False  # stopped on purpose: a transaction now refuses, starts nothing
+        await self._discard(timeout_s)
+
+    async def _discard(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
+        producer, self._producer = self._producer, None
         if producer is None:
             return
         await stop_producer(producer, timeout_s=timeout_s, what=f"Kafka producer {self._client_id}")
@@ -221,8 +224,8 @@ class KeyedProducer:
             "the Kafka producer was fenced or failed for good; starting a new one",
             extra={"txn": self._transactional_id, "client_id": self._client_id},
         )
-        await self.stop()
-        self._replacing = True  # until the new one started: the next transaction tries again
+        self._replacing = True  # until the new one started (even if this is cancelled midway):
+        await self._discard()  # the next transaction tries again
         await self.start()
         self._replacing = False
         return self._running()
