@@ -3,6 +3,7 @@
 Imports ``codecs`` and ``domain`` only; services build their processors on top of these.
 """
 
+from aion_common.kafka import _transport
 from aion_common.kafka.admin import TopicMismatch, ensure_topics, topic_configs
 from aion_common.kafka.consumer import (
     IsolationLevel,
@@ -22,6 +23,8 @@ from aion_common.kafka.options import client_options, max_record_bytes
 from aion_common.kafka.probe import BrokerCapabilities, probe_capabilities
 from aion_common.kafka.producer import Headers, KeyedProducer
 from aion_common.kafka.topics import Topics, partition_for
+
+_transport.install()  # before any connection is made: see its module
 
 __all__ = [
     "RETRYING",
