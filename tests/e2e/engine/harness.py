@@ -39,6 +39,7 @@ from aion_common.domain import (
 )
 from aion_common.kafka.consumer import read_partition_to_end, stop_consumer
 from aion_common.kafka.link import raise_if_cancelling
+from aion_common.kafka.producer import stop_producer
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 
@@ -130,6 +131,9 @@ class ServiceProcess:
             "AION_PARTITIONS": str(self.settings.partitions),
             "AION_INSTANCE_ID": self.instance_id,
             "AION_LOG_LEVEL": "INFO",
+            # a crash of the interpreter, even before logging is set up, leaves its stacks
+            # in the log instead of an empty file
+            "PYTHONFAULTHANDLER": "1",
             "AION_STATE_DIR": str(self.log_dir / "state"),
             **self.service_env(),
             **self.extra_env,
@@ -231,11 +235,27 @@ class EngineProcess(ServiceProcess):
 def stacks_of(engine: ServiceProcess) -> str:
     """A running engine's (or watcher's) stacks, for a failure's message: its asyncio tasks
     (logged on SIGUSR1), its threads (faulthandler on SIGUSR2, answered even when the event
-    loop is blocked; ``py-spy dump`` too, when installed)."""
+    loop is blocked; ``py-spy dump`` too, when installed, taken first: it needs nothing of the
+    process, which may be stuck before it installed its signal handlers). A process that is
+    no longer running: its exit status and the last lines of its log."""
     pid = engine.pid
     if pid is None or not engine.alive():
-        return f"({engine.instance_id} not running; see {engine.log_path})"
-    parts = [f"{engine.instance_id} pid {pid}, log {engine.log_path}"]
+        tail = engine.log_path.read_text(errors="replace").splitlines()[-20:]
+        return "\n".join(
+            [
+                f"({engine.instance_id} start {engine.starts} not running: exit status "
+                f"{engine.exit_code()}; the last lines of {engine.log_path}:",
+                *tail,
+                ")",
+            ]
+        )
+    parts = [f"{engine.instance_id} pid {pid}, start {engine.starts}, log {engine.log_path}"]
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if py_spy.exists():
+        dumped = subprocess.run(
+            [str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False
+        )
+        parts.append(dumped.stdout + dumped.stderr)
     os.kill(pid, signal.SIGUSR1)
     time.sleep(1.0)  # a failure report: nothing else needs the loop now
     dumps = [r for r in engine.log_records() if r.get("msg") == "asyncio task dump"]
@@ -259,12 +279,6 @@ def stacks_of(engine: ServiceProcess) -> str:
             begin -= 1
         parts.append("threads (faulthandler):")
         parts.extend(line for line in text[begin:] if not line.startswith("{"))
-    py_spy = Path(sys.executable).with_name("py-spy")
-    if py_spy.exists():
-        dumped = subprocess.run(
-            [str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False
-        )
-        parts.append(dumped.stdout + dumped.stderr)
     return "\n".join(parts)
 
 
@@ -321,7 +335,7 @@ class Watcher:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await stop_consumer(self._consumer)
-        await self._producer.stop()
+        await stop_producer(self._producer, what="the test watcher's producer")
 
     async def send_start(self, workflow_type: str, input_value: object, workflow_id: str) -> None:
         """Queue a start of ``workflow_id``; :meth:`flush` waits until it is acknowledged.

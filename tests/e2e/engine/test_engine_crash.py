@@ -43,6 +43,7 @@ from .harness import (
     expected_sum,
     read_all_events,
     result_of,
+    stacks_of,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
@@ -68,9 +69,9 @@ async def _wait_acquired(engine: EngineProcess, timeout: float) -> None:
         if engine.acquired():
             return
         if not engine.alive():
-            raise AssertionError(f"engine exited; see {engine.log_path}")
+            raise AssertionError(f"engine exited: {stacks_of(engine)}")
         await asyncio.sleep(0.05)
-    raise AssertionError(f"engine acquired no partition in {timeout}s; see {engine.log_path}")
+    raise AssertionError(f"engine acquired no partition in {timeout}s: {stacks_of(engine)}")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -167,7 +168,10 @@ async def test_engine_survives_sigkill_at_random_points(
             print(f"kill {kills}: {delay:.2f}s after acquisition; {before} events seen so far")
             engine.start()
         await feeder
-        await watcher.wait_closed(set(parents), timeout=120)
+        try:
+            await watcher.wait_closed(set(parents), timeout=120)
+        except AssertionError as err:  # with what the engine was doing, or how it ended
+            raise AssertionError(f"{err}\n{stacks_of(engine)}") from err
     finally:
         feeder.cancel()
         engine.stop()
