@@ -51,6 +51,8 @@ WARM_UP = [
 def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
     return [
         ("kafka-txn", [sys.executable, "-m", "bench.kafka_txn"]),
+        # Kafka's Java client under transaction.version 1 and 2 beside aiokafka (decision 71)
+        ("kafka-txn-versions", [sys.executable, "-m", "bench.kafka_txn_versions"]),
         ("engine", [sys.executable, "-m", "bench.engine"]),
         ("fanout", [sys.executable, "-m", "bench.fanout"]),
         ("activities", [sys.executable, "-m", "bench.activities"]),

@@ -23,6 +23,16 @@ CASES = {
         ["-m", "bench.kafka_txn", "--cycles", "30", "--warm-up", "5"],
         {"records_acked_p50_ms", "visible_p99_ms", "total_p50_ms", "total_p99_ms"},
     ),
+    "kafka_txn_versions": (  # Kafka's Java client under transaction.version 1 and 2
+        ["-m", "bench.kafka_txn_versions", "--cycles", "20", "--warm-up", "5", "--rounds", "1"],
+        {
+            "java_v1_visible_p50_ms",
+            "java_v2_visible_p50_ms",
+            "aiokafka_visible_p50_ms",
+            "ratio_java_v2_to_java_v1_visible_p50",
+            "ratio_aiokafka_to_java_v1_visible_p50",
+        },
+    ),
     "engine": (
         [
             "-m", "bench.engine", "--partitions", "3", "--parents", "300",
