@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from aion_common.runtime.loop import event_loop_kind, http_implementation, run
 from aion_common.settings import SettingsError
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    """``run`` freezes what the process holds (a service's startup); this is pytest's process."""
+    yield
+    gc.unfreeze()
 
 
 async def _loop_module() -> str:
@@ -53,3 +62,12 @@ def test_a_service_refuses_a_bad_loop_at_start() -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "AION_EVENT_LOOP='fast': expected one of auto, uvloop, asyncio" in done.stderr
+
+
+def test_run_freezes_what_the_process_held_before_the_service_ran() -> None:
+    gc.unfreeze()
+    held = type("Held", (), {})()  # alive before run, like a service's imports
+    assert any(o is held for o in gc.get_objects())  # scanned by every full collection ...
+    run(_loop_module(), env={})
+    assert gc.get_freeze_count() > 0
+    assert not any(o is held for o in gc.get_objects())  # ... and no longer

@@ -5,12 +5,14 @@ at start when it is not installed) or ``asyncio`` (the standard library's select
 to rule the loop out while chasing a problem). :func:`run` is what a service's ``__main__``
 calls instead of :func:`asyncio.run`; :func:`http_implementation` is the HTTP parser uvicorn
 should use beside that loop (``httptools`` with uvloop, as ``uvicorn[standard]`` does).
-Decision 59 has the measurements behind the default.
+Decision 59 has the measurements behind the default. :func:`run` also freezes what the
+process holds before its service runs out of the cyclic collector (decision 72).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import logging
 import os
@@ -19,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from aion_common.settings import SettingsError
 
-__all__ = ["EVENT_LOOP_ENV", "event_loop_kind", "http_implementation", "run"]
+__all__ = ["EVENT_LOOP_ENV", "event_loop_kind", "freeze_startup", "http_implementation", "run"]
 
 _log = logging.getLogger("aion.runtime")
 
@@ -69,8 +71,23 @@ def run(main: Coroutine[Any, Any, T], *, env: Mapping[str, str] | None = None) -
         main.close()  # never awaited: no "coroutine was never awaited" warning on top
         _log.error("refused to start: %s", err)  # the message is the report
         raise SystemExit(2) from err
+    freeze_startup()
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+def freeze_startup() -> None:
+    """Move every object alive now — the modules, classes and functions a service imported,
+    its settings — out of the cyclic collector's generations (:func:`gc.freeze`, decision 72).
+
+    They live as long as the process, yet every full collection scanned them: 93,000 objects
+    and about 30 ms in the projector's process, and full collections of 30-120 ms were seen in
+    the projector and the API while they served. Once frozen, a full collection scans only
+    what the service allocated since. Nothing the service allocates later is frozen, so its
+    cyclic garbage is still collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def http_implementation(env: Mapping[str, str] | None = None) -> Literal["httptools", "h11"]:
