@@ -130,12 +130,17 @@ def _compiler_cpu(pid: int) -> float:
     return total
 
 
+def _broker_pid(env: dict[str, str]) -> int:
+    """The broker's pid when this run started it (0: not ours to watch)."""
+    return int(env.get("AION_BENCH_BROKER_PID") or 0)
+
+
 class _JitMark:
     """The broker's JIT compiler CPU from now on, as a share of one core (when we started the
     broker and know its pid)."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.pid = int(env.get("AION_BENCH_BROKER_PID") or 0)
+        self.pid = _broker_pid(env)
         self._cpu = _compiler_cpu(self.pid) if self.pid else 0.0
         self._began = time.monotonic()
 
@@ -153,7 +158,7 @@ def _warm_up(runner: Runner, passes: int) -> None:
     broker is not ours to watch)."""
     argv = [sys.executable, "-m", "bench.peers.aion_side", "--latency-n", "30", "--steps-n", "10",
             "--steps-tp", "20x10", "--tp", "50x10", "--engines-beside", "1"]  # fmt: skip
-    watched = bool(_JitMark(runner.env).pid)
+    watched = bool(_broker_pid(runner.env))
     for n in range(1, (passes if watched else 1) + 1):
         say(f"warm-up pass {n}: a short aion pass (discarded)")
         mark = _JitMark(runner.env)

@@ -14,6 +14,10 @@ work that does suspend (the archive written in a purge goes through ``asyncio.to
 not for this path — the caller keeps those on the async engine. Errors are SQLAlchemy's own
 (``sqlalchemy.exc``, the driver's error as ``orig``) and the transaction rolls back on any, as
 on the async path; the projector's offsets in the same transaction keep it exactly-once.
+
+Two users: the projector's writes, and the API's result wait, whose reads of the views (the
+refusal, the run, whether the command took effect) run in one hop too when the database is an
+SQLite file (``ApiState.one_hop``, wired by ``run_api``).
 """
 
 from __future__ import annotations
