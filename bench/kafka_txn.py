@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiokafka.producer.sender as _aiokafka_sender
@@ -189,21 +191,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     _aiokafka_sender.BACKOFF_OVERRIDE = 0.002  # as the engine (decision 17)
+    with bench_bootstrap() as bootstrap:
+        _report(asyncio.run(_shapes(bootstrap, args.shapes, args.cycles, args.warm_up)))
+    return 0
+
+
+@contextlib.contextmanager
+def bench_bootstrap() -> Iterator[str]:
+    """``AION_BENCH_KAFKA`` when it names a broker, else a broker of its own for the block."""
     external = os.environ.get("AION_BENCH_KAFKA")
     if external:
-        _report(asyncio.run(_shapes(external, args.shapes, args.cycles, args.warm_up)))
-        return 0
+        yield external
+        return
     from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
 
     with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
         broker = KafkaBroker(Path(data_dir), die_with_parent=True)
         broker.start()
         try:
-            bootstrap = broker.bootstrap_servers
-            _report(asyncio.run(_shapes(bootstrap, args.shapes, args.cycles, args.warm_up)))
+            yield broker.bootstrap_servers
         finally:
             broker.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ from pathlib import Path
 import aiokafka.producer.sender as _aiokafka_sender
 
 from aion_common.testing import percentile
-from aion_common.testing.broker import KafkaBroker, ensure_jars
-from bench.kafka_txn import _cycles
+from aion_common.testing.broker import ensure_jars
+from bench.kafka_txn import _cycles, bench_bootstrap
 
 _ROOT = Path(__file__).resolve().parents[1]
 _SOURCE = _ROOT / "bench/java/TxnVersions.java"
@@ -164,17 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     _aiokafka_sender.BACKOFF_OVERRIDE = 0.002  # as the engine (decision 17)
-    external = os.environ.get("AION_BENCH_KAFKA")
-    if external:
-        _report(_measure(external, args))
-        return 0
-    with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
-        broker = KafkaBroker(Path(data_dir), die_with_parent=True)
-        broker.start()
-        try:
-            _report(_measure(broker.bootstrap_servers, args))
-        finally:
-            broker.stop()
+    with bench_bootstrap() as bootstrap:
+        _report(_measure(bootstrap, args))
     return 0
 
 
