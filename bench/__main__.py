@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from aion_common.testing.broker import KafkaBroker
+from bench._kafka import bench_kafka
 
 # One short pass of every broker-bound benchmark, output discarded: the JIT compiles the code
 # paths each of them drives (a heavy engine pass alone left the first fan-out or watcher run
@@ -101,19 +101,14 @@ def _benchmarks(scratch: Path) -> list[tuple[str, list[str]]]:
 @contextlib.contextmanager
 def _broker(scratch: Path) -> Iterator[dict[str, str]]:
     """The environment that points every benchmark at the broker (and its pid, for CPU shares)."""
-    external = os.environ.get("AION_BENCH_KAFKA")
-    if external:
-        yield {"AION_BENCH_KAFKA": external}
-        return
-    broker = KafkaBroker(scratch / "kafka", die_with_parent=True)
     started = time.monotonic()
-    broker.start()
-    _say(f"bench: broker at {broker.bootstrap_servers} in {time.monotonic() - started:.1f} s")
-    try:
-        pid = str(broker.pid)
-        yield {"AION_BENCH_KAFKA": broker.bootstrap_servers, "AION_BENCH_BROKER_PID": pid}
-    finally:
-        broker.stop()
+    with bench_kafka(scratch=scratch) as kafka:
+        if not os.environ.get("AION_BENCH_KAFKA"):
+            _say(f"bench: broker at {kafka.bootstrap} in {time.monotonic() - started:.1f} s")
+        env = {"AION_BENCH_KAFKA": kafka.bootstrap}
+        if kafka.pid is not None:
+            env["AION_BENCH_BROKER_PID"] = str(kafka.pid)
+        yield env
 
 
 def _say(text: str) -> None:

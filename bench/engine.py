@@ -47,7 +47,6 @@ import os
 import pstats
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -78,6 +77,7 @@ from aion_common.testing import percentile
 from aion_engine.core import EngineCore
 from aion_engine.registry import WorkflowRegistry
 from aion_engine.service import EngineService
+from bench._kafka import bench_kafka
 
 REGISTRY = WorkflowRegistry()
 
@@ -659,20 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-resident", type=int, default=10_000)
     parser.add_argument("--profile", metavar="FILE", help="cProfile the engine's throughput run")
     args = parser.parse_args(argv)
-    external = os.environ.get("AION_BENCH_KAFKA")
-    if external:
-        pid = os.environ.get("AION_BENCH_BROKER_PID")  # to report the broker's CPU share
-        asyncio.run(run(external, args, int(pid) if pid else None))
-        return 0
-    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
-
-    with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
-        broker = KafkaBroker(Path(data_dir), die_with_parent=True, heap="1g")
-        broker.start()
-        try:
-            asyncio.run(run(broker.bootstrap_servers, args, broker.pid))
-        finally:
-            broker.stop()
+    with bench_kafka() as kafka:
+        asyncio.run(run(kafka.bootstrap, args, kafka.pid))
     return 0
 
 

@@ -36,6 +36,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench._kafka import bench_kafka
+
 _RECORDS = 2000
 _KILL_AFTER_S = (6.0, 5.0)
 _FINAL_LIMIT_S = 90.0
@@ -219,19 +221,8 @@ def main() -> int:
     import faust  # noqa: PLC0415
 
     sys.stdout.write(f"faust-streaming {faust.__version__}\n")
-    external = os.environ.get("AION_BENCH_KAFKA")
-    if external:
-        asyncio.run(_run(external))
-        return 0
-    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory(prefix="aion-faust-ingress-probe-") as data_dir:
-        broker = KafkaBroker(Path(data_dir), die_with_parent=True)
-        broker.start()
-        try:
-            asyncio.run(_run(broker.bootstrap_servers))
-        finally:
-            broker.stop()
+    with bench_kafka() as kafka:
+        asyncio.run(_run(kafka.bootstrap))
     return 0
 
 

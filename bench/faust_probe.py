@@ -23,16 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench._kafka import bench_kafka
 
 _FIRST = 500
 _MORE = 100
@@ -143,19 +142,8 @@ async def _run(bootstrap: str) -> None:
 def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     sys.stdout.write(f"faust-streaming {faust.__version__}\n")
-    external = os.environ.get("AION_BENCH_KAFKA")
-    if external:
-        asyncio.run(_run(external))
-        return 0
-    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
-
-    with tempfile.TemporaryDirectory(prefix="aion-faust-probe-") as data_dir:
-        broker = KafkaBroker(Path(data_dir), die_with_parent=True)
-        broker.start()
-        try:
-            asyncio.run(_run(broker.bootstrap_servers))
-        finally:
-            broker.stop()
+    with bench_kafka() as kafka:
+        asyncio.run(_run(kafka.bootstrap))
     return 0
 
 

@@ -27,21 +27,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiokafka.producer.sender as _aiokafka_sender
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from aion_common.testing import percentile
+from bench._kafka import bench_kafka
 
 _PHASES = ("records_acked", "offsets_added", "committed", "visible", "total")
 SHAPES = ("group", "alongside", "in-log")
@@ -191,27 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     _aiokafka_sender.BACKOFF_OVERRIDE = 0.002  # as the engine (decision 17)
-    with bench_bootstrap() as bootstrap:
-        _report(asyncio.run(_shapes(bootstrap, args.shapes, args.cycles, args.warm_up)))
+    with bench_kafka() as kafka:
+        _report(asyncio.run(_shapes(kafka.bootstrap, args.shapes, args.cycles, args.warm_up)))
     return 0
-
-
-@contextlib.contextmanager
-def bench_bootstrap() -> Iterator[str]:
-    """``AION_BENCH_KAFKA`` when it names a broker, else a broker of its own for the block."""
-    external = os.environ.get("AION_BENCH_KAFKA")
-    if external:
-        yield external
-        return
-    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
-
-    with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
-        broker = KafkaBroker(Path(data_dir), die_with_parent=True)
-        broker.start()
-        try:
-            yield broker.bootstrap_servers
-        finally:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ import aiokafka.producer.sender as _aiokafka_sender
 
 from aion_common.testing import percentile
 from aion_common.testing.broker import ensure_jars
-from bench.kafka_txn import _cycles, bench_bootstrap
+from bench._kafka import bench_kafka
+from bench.kafka_txn import _cycles
 
 _ROOT = Path(__file__).resolve().parents[1]
 _SOURCE = _ROOT / "bench/java/TxnVersions.java"
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     _aiokafka_sender.BACKOFF_OVERRIDE = 0.002  # as the engine (decision 17)
-    with bench_bootstrap() as bootstrap:
-        _report(_measure(bootstrap, args))
+    with bench_kafka() as kafka:
+        _report(_measure(kafka.bootstrap, args))
     return 0
 
 

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from aion_common.kafka.consumer import read_partition_to_end
 from aion_common.kafka.topics import Topics
 from aion_common.settings import Settings
 from bench import _history
+from bench._kafka import bench_kafka
 from bench.recovery_watcher import in_spawned_process, watcher_acquire
 
 BENCH = "recovery"
@@ -593,20 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    external = os.environ.get("AION_BENCH_KAFKA")
-    if external:
-        pid = os.environ.get("AION_BENCH_BROKER_PID")
-        asyncio.run(run(external, args, int(pid) if pid else None))
-        return 0
-    from aion_common.testing.broker import KafkaBroker  # noqa: PLC0415 - only when needed
-
-    with tempfile.TemporaryDirectory(prefix="aion-bench-kafka-") as data_dir:
-        broker = KafkaBroker(Path(data_dir), die_with_parent=True, heap="1g")
-        broker.start()
-        try:
-            asyncio.run(run(broker.bootstrap_servers, args, broker.pid))
-        finally:
-            broker.stop()
+    with bench_kafka() as kafka:
+        asyncio.run(run(kafka.bootstrap, args, kafka.pid))
     return 0
 
 
