@@ -186,10 +186,11 @@ class Driver:
         while True:
             await asyncio.sleep(0.2)
             for workflow_id in sorted(self.cancel_open & self.open.keys()):
-                if loop.time() - asked.get(workflow_id, -1e9) < 3.0:
+                started = self.open.get(workflow_id)  # closed while an earlier cancel was sent
+                if started is None or loop.time() - asked.get(workflow_id, -1e9) < 3.0:
                     continue
                 asked[workflow_id] = loop.time()
-                value = self.open[workflow_id].input.to_json()["value"]  # type: ignore[index]
+                value = started.input.to_json()["value"]  # type: ignore[index]
                 cancel = CancelWorkflow(
                     command_id=str(uuid.uuid4()),
                     issued_at=datetime.now(UTC),

@@ -85,7 +85,10 @@ async def test_a_redelivered_batch_changes_nothing(settings: Settings, views: As
             await zombie.write(batches[:70])  # a zombie writer's copies, and re-deliveries
         await caught_up(service, settings)
         after = await dump(views)
-        assert service.status.duplicates == sum(len(b.events) for b in batches[:70])
+        # every copy seen and none applied (a rebalance on a slow machine may re-deliver the
+        # first pass too: more duplicates, still nothing applied twice)
+        assert service.status.applied == sum(len(b.events) for b in batches)
+        assert service.status.duplicates >= sum(len(b.events) for b in batches[:70])
     before.pop("projector_offsets")
     after.pop("projector_offsets")
     assert after == before

@@ -181,3 +181,29 @@ def test_a_restore_keeps_the_runs_a_chain_continued_from(tmp_path: Path) -> None
     again.apply(parent.complete(), partition=0, now=2)  # the chain ends
     assert again.parent_status(parent.workflow_id, origin) is ParentStatus.CLOSED
     assert again.watch_count() == 0
+
+
+def test_a_batch_reads_the_closed_store_once_at_most(tmp_path: Path) -> None:
+    # The hot path of a fan-out: every child's first batch is of a workflow found nowhere, and
+    # a closed one's next start is read back; neither looks it up again per event.
+    log = Logged(tmp_path / "w.sqlite")
+    looked: list[str] = []
+    read = log.load
+
+    def load(workflow_id: str) -> tuple[int, object] | None:
+        looked.append(workflow_id)
+        return read(workflow_id)
+
+    log.load = load  # type: ignore[method-assign]
+    log.state = log.fresh()
+    parent, child = Flow(), Flow()
+    log.state.apply(parent.start(), partition=0, now=0)
+    log.state.apply(child.start(parent.link()), partition=0, now=0)
+    assert looked == [parent.workflow_id, child.workflow_id]
+    log.state.apply(child.complete(), partition=0, now=0)
+    log.flush()
+    again = log.restored()  # the closed child is in the closed store only
+    looked.clear()
+    assert again.apply(child.start(), partition=0, now=1).records == ()  # started again
+    assert looked == [child.workflow_id]
+    assert again.current_run(child.workflow_id) == child.run_id

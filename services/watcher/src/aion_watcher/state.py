@@ -299,6 +299,10 @@ class WatchState:
         events = [e for e in batch.events if e.seq > last]
         if not events:
             return Applied(duplicate=True)
+        if known is not None and self._cache.pop(batch.workflow_id, None) is not None:
+            self._workflows[batch.workflow_id] = known  # held in memory while it changes
+        # Every event is the batch's workflow's: the fold reads it from memory from here on (a
+        # workflow found nowhere is looked up once per batch, not once per event).
         tally = _Tally()
         for event in events:
             self._apply_event(event, partition, now, tally)
@@ -308,7 +312,7 @@ class WatchState:
         )
 
     def _apply_event(self, event: Event, partition: int, now: float, tally: _Tally) -> None:
-        workflow = self._pin(event.workflow_id)
+        workflow = self._workflows.get(event.workflow_id)
         if isinstance(event, WorkflowPurged):
             self._purge(event.workflow_id)
             return
@@ -666,16 +670,6 @@ class WatchState:
                 partition, facts = found
                 workflow = _workflow_of(partition, facts)
                 self._cache[workflow_id] = workflow
-        return workflow
-
-    def _pin(self, workflow_id: str) -> _Workflow | None:
-        """The workflow's facts, held in memory while they change."""
-        workflow = self._workflows.get(workflow_id)
-        if workflow is None:
-            workflow = self._find(workflow_id)
-            if workflow is not None:
-                self._cache.pop(workflow_id, None)
-                self._workflows[workflow_id] = workflow
         return workflow
 
     def _note(self, partition: int, change: Change) -> None:
