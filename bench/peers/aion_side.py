@@ -35,6 +35,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -368,7 +369,8 @@ async def _measured(stack: Stack, emit: Emitter, phase: str, work: Phase) -> Non
 async def _with_stack(
     args: argparse.Namespace, engines: int, body: Callable[[Stack, Driver], Awaitable[None]]
 ) -> None:
-    with tempfile.TemporaryDirectory(prefix="aion-peers-") as home:
+    home = tempfile.mkdtemp(prefix="aion-peers-")
+    try:
         config = StackConfig(
             home=Path(home),
             kafka_bootstrap=args.kafka,
@@ -393,6 +395,11 @@ async def _with_stack(
                     await body(stack, driver)
             finally:
                 await watcher.stop()
+    except BaseException:
+        # kept: the services' logs say why (a phase's error alone rarely does)
+        print(f"aion_side: the failed stack's logs are kept in {home}/logs", file=sys.stderr)
+        raise
+    shutil.rmtree(home, ignore_errors=True)
 
 
 async def _main(args: argparse.Namespace) -> None:
