@@ -8,6 +8,7 @@ clocks the core asked for, and replays every resulting history against the same 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -137,6 +138,11 @@ def make_registry() -> WorkflowRegistry:
         except Exception:  # noqa: BLE001 - the workflow tries to hide the violation
             return "hidden"
         return "written"
+
+    @registry.defn("fine.gc")
+    async def fine_gc(ctx: WorkflowContext, _: Any) -> Any:
+        gc.collect()  # as an allocation would when the collector is due: its callbacks run here
+        return 2
 
     @registry.defn("fine.print")
     async def fine_print(ctx: WorkflowContext, _: Any) -> Any:
@@ -539,6 +545,35 @@ def test_a_caught_violation_still_stops_the_run(world: World, tmp_path: Path) ->
     assert type(world.history("w")[-1]).__name__ == "WorkflowBlocked"
     assert world.history("w")[-1].error.error_type == "SandboxViolation"  # type: ignore[union-attr]
     assert not target.exists()
+
+
+def test_a_gc_callbacks_io_during_a_step_is_the_processs_not_the_workflows(
+    world: World, tmp_path: Path
+) -> None:
+    # A profiler or APM agent that logs collections to a file: the collector may run it in the
+    # middle of workflow code; refusing it there failed whichever workflow allocated then.
+    log = tmp_path / "gc.log"
+
+    class Recorder:
+        def __call__(self, phase: str, info: dict[str, int]) -> None:
+            with log.open("a", encoding="utf-8") as out:
+                out.write(f"{phase} {info['generation']}\n")
+
+    def noted(phase: str, info: dict[str, int]) -> None:
+        (tmp_path / "noted").write_text(phase, encoding="utf-8")
+
+    callbacks = [Recorder(), noted]
+    gc.callbacks.extend(callbacks)
+    try:
+        world.start("w", "fine.gc")
+    finally:
+        for callback in callbacks:
+            gc.callbacks.remove(callback)
+    assert world.result("w") == 2
+    assert "stop 2" in log.read_text(encoding="utf-8")
+    assert (tmp_path / "noted").read_text(encoding="utf-8") == "stop"
+    world.start("v", "bad.open", "/etc/hostname")  # the workflow's own I/O is still refused
+    assert world.history("v")[-1].error.error_type == "SandboxViolation"  # type: ignore[union-attr]
 
 
 def test_the_engines_own_io_outside_workflow_steps_is_untouched(tmp_path: Path) -> None:

@@ -9,11 +9,15 @@ not audited on Python 3.11, so :func:`install` wraps it the same way.
 
 The hook raises :class:`aion.workflow.SandboxViolation` at the call and records it on the
 guard: the run fails with it even if the code catches the exception. Reading source and
-bytecode files stays allowed, because a workflow may import a module lazily.
+bytecode files stays allowed, because a workflow may import a module lazily. So does what a
+:data:`gc.callbacks` entry does: the collector runs those on whichever thread allocated when
+it was due, the workflow's too, and their I/O (a profiler's or an APM agent's) is the
+process's, not the workflow's — its determinism does not depend on it.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -99,10 +103,33 @@ def _refuse(event: str, args: tuple[Any, ...]) -> None:
         reading = mode is None or (isinstance(mode, str) and set(mode) <= {"r", "b", "t"})
         if reading and isinstance(path, str | bytes) and str(path).endswith(_CODE_SUFFIXES):
             return  # a lazy import reads source or bytecode
+    if _in_gc_callback():
+        return
     violation = SandboxViolation(_describe(event, args))
     if active.violation is None:
         active.violation = violation
     raise violation
+
+
+def _in_gc_callback() -> bool:
+    """Whether a :data:`gc.callbacks` entry is on this thread's stack (only asked before a
+    refusal, so the walk costs nothing on the allowed path)."""
+    codes = {code for callback in gc.callbacks if (code := _code_of(callback)) is not None}
+    frame = sys._getframe(1) if codes else None
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _code_of(callback: Any) -> Any:
+    target = getattr(callback, "__func__", callback)  # a bound method's function
+    code = getattr(target, "__code__", None)
+    if code is None:  # an instance with __call__
+        call = getattr(type(callback), "__call__", None)  # noqa: B004 - its code, not a test
+        code = getattr(call, "__code__", None)
+    return code
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
