@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from fastavro.schema import fingerprint as fastavro_fingerprint
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aion_common import codecs
 from aion_common.codecs import MARKER, Codec, SchemaRegistry, decode_key, encode_key
+from aion_common.codecs._registry import crc64_avro, locate_schemas_dir
 from aion_common.domain import (
     EVENT_TYPES,
     ActivityAttemptFailed,
@@ -427,6 +429,27 @@ def test_key_round_trip() -> None:
 def test_codec_accepts_an_explicit_registry() -> None:
     registry = SchemaRegistry.load()
     assert Codec(registry).registry is registry
+
+
+def test_the_default_registry_is_parsed_once_per_process_and_a_given_root_each_time() -> None:
+    default = SchemaRegistry.load()
+    assert SchemaRegistry.load() is default
+    assert Codec().registry is default
+    again = SchemaRegistry.load(locate_schemas_dir())
+    assert again is not default
+    assert again.fingerprints().keys() == default.fingerprints().keys()
+
+
+@given(st.text(max_size=300))
+def test_crc64_avro_is_fastavros_fingerprint(text: str) -> None:
+    expected = fastavro_fingerprint(text, "CRC-64-AVRO")  # of the UTF-8 bytes
+    assert crc64_avro(text.encode("utf-8")) == bytes.fromhex(expected)
+
+
+def test_every_released_fingerprint_is_fastavros() -> None:
+    for info in SchemaRegistry.load().released():
+        expected = fastavro_fingerprint(info.canonical_form, "CRC-64-AVRO")
+        assert info.fingerprint == bytes.fromhex(expected), info.full_name
 
 
 ids = st.text(

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import SchemaParseException, fingerprint, to_parsing_canonical_form
+from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from aion_common.codecs._registry import crc64_avro
 from aion_common.domain.errors import InvalidInput
 
 __all__ = [
@@ -137,9 +138,7 @@ class AvroFormat:
         if self.schema_id is not None and not 0 <= self.schema_id <= _MAX_SCHEMA_ID:
             raise InvalidInput(f"Confluent schema id {self.schema_id} is out of range")
         canonical = to_parsing_canonical_form(self.schema)
-        object.__setattr__(
-            self, "fingerprint", bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
-        )
+        object.__setattr__(self, "fingerprint", crc64_avro(canonical.encode("utf-8")))
 
     @property
     def name(self) -> str:
