@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import _leaks  # tests/ is on sys.path: this conftest's own directory
 from aion_common.testing.broker import KafkaBroker
 
 
@@ -19,3 +20,9 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # a plugin, not conftest hooks: those miss session-scoped fixtures (set up on the session)
+    if _leaks.available():
+        config.pluginmanager.register(_leaks.LeakCheck(), "aion-leak-check")
